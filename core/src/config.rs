@@ -1,0 +1,478 @@
+//! The stack's one config file (`shop.toml`), typed, loaded once and checked at start.
+//!
+//! Every part reads the same file: nginx's render, the verifier, each backend shard and shopctl.
+//! Environment variables override the file: `SHOP__SECTION__KEY=value` sets `[section] key`
+//! (e.g. `SHOP__VERIFIER__DATABASE_URL`, `SHOP__SHARDS__A__PRIMARY`), and `SHOP_JWT_KEY` gives the
+//! HS256 key itself instead of `jwt.key_file`. Relative paths are relative to the config file.
+//! Anything wrong (a weak key, a shard map with gaps, an unknown field) is one clear error here,
+//! never a panic on the first request.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ids::ShardName;
+use crate::shardmap::{ShardMap, ShardMapError};
+use crate::token::{Hs256Key, KeyError, Policy, Verifier};
+
+/// A string that never prints: database URLs may carry passwords, keys are keys.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A database URL. Shown with any password masked.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DbUrl(Secret);
+
+impl DbUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(Secret::new(s))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+    pub fn is_sqlite(&self) -> bool {
+        self.expose().starts_with("sqlite:")
+    }
+    pub fn is_mysql(&self) -> bool {
+        self.expose().starts_with("mysql:") || self.expose().starts_with("mariadb:")
+    }
+    /// The URL with any `user:password@` reduced to `user:***@`.
+    pub fn redacted(&self) -> String {
+        let s = self.expose();
+        match (s.find("://"), s.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &s[scheme_end + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{}:***{}", &s[..scheme_end + 3], user, &s[at..]),
+                    None => s.to_owned(),
+                }
+            }
+            _ => s.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config: cannot read the JWT key file {path}: {source}")]
+    KeyFile { path: PathBuf, source: std::io::Error },
+    #[error("config: no JWT key: set jwt.key_file or SHOP_JWT_KEY")]
+    NoKey,
+    #[error("config: {0}")]
+    Key(#[from] KeyError),
+    #[error("config: jwt.algorithm {0:?} is not supported (use \"HS256\")")]
+    Algorithm(String),
+    #[error("config: shard map: {0}")]
+    ShardMap(#[from] ShardMapError),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    nginx: NginxConfig,
+    jwt: RawJwt,
+    verifier: VerifierConfig,
+    shards: BTreeMap<String, RawShard>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    #[serde(default = "default_alg")]
+    algorithm: String,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default = "default_issuer")]
+    issuer: String,
+    #[serde(default = "default_audience")]
+    audience: String,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: i64,
+    #[serde(default = "default_leeway")]
+    leeway_seconds: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShard {
+    number: u8,
+    buckets: String,
+    listen: SocketAddr,
+    primary: DbUrl,
+    #[serde(default)]
+    replica: Option<DbUrl>,
+    #[serde(default = "default_max_lag")]
+    replica_max_lag_seconds: u64,
+}
+
+/// nginx: where it listens and what the rendered config switches on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfig {
+    #[serde(default = "default_nginx_listen")]
+    pub listen: SocketAddr,
+    /// nginx's prefix folder (pid, logs, temp files). Default: `nginx/` beside the config.
+    #[serde(default)]
+    pub prefix: Option<PathBuf>,
+    /// Adds `X-Shop-Shard` and `X-Shop-Upstream` to answers: which backend served.
+    #[serde(default)]
+    pub debug_headers: bool,
+    /// Seconds nginx caches the verifier's 200 answers per token; 0 = off (revocation is then
+    /// in force within the verifier's refresh bound alone).
+    #[serde(default)]
+    pub auth_cache_seconds: u32,
+    #[serde(default = "default_workers")]
+    pub worker_processes: String,
+}
+
+impl Default for NginxConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_nginx_listen(),
+            prefix: None,
+            debug_headers: false,
+            auth_cache_seconds: 0,
+            worker_processes: default_workers(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierConfig {
+    /// Every verifier instance's address; nginx balances over all of them. A verifier process
+    /// binds the first unless told `--listen`.
+    pub listen: Vec<SocketAddr>,
+    pub database_url: DbUrl,
+    /// Threads that hash passwords at once; default: one less than the cores, at least one, so
+    /// logins never take every core from the check path.
+    #[serde(default)]
+    pub hash_workers: Option<usize>,
+    /// Password checks that may wait for a hashing thread before new ones get 503.
+    #[serde(default = "default_hash_queue")]
+    pub hash_queue: usize,
+}
+
+/// One shard, fully checked.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub name: ShardName,
+    /// 0-63, part of every order id minted on this shard, so ids never collide across shards.
+    pub number: u8,
+    pub buckets: String,
+    pub listen: SocketAddr,
+    pub primary: DbUrl,
+    pub replica: Option<DbUrl>,
+    pub replica_max_lag_seconds: u64,
+}
+
+/// The token settings, with the key loaded and checked.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: Hs256Key,
+    pub policy: Policy,
+    pub ttl_seconds: i64,
+}
+
+impl JwtConfig {
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(self.key.clone(), self.policy.clone())
+    }
+}
+
+/// The whole stack's config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub nginx: NginxConfig,
+    pub jwt: JwtConfig,
+    pub verifier: VerifierConfig,
+    pub shards: Vec<ShardConfig>,
+    pub shard_map: ShardMap,
+}
+
+impl Config {
+    /// Loads `path`, applies `SHOP__…` overrides from the process environment, checks it all.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut value: toml::Value = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+        let mut env_key = None;
+        for (var, val) in env {
+            if var == "SHOP_JWT_KEY" {
+                env_key = Some(Secret::new(val));
+            } else if let Some(rest) = var.strip_prefix("SHOP__") {
+                apply_override(&mut value, rest, &val)
+                    .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+            }
+        }
+        let raw: RawConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::check(raw, base, env_key, path)
+    }
+
+    fn check(raw: RawConfig, base: &Path, env_key: Option<Secret>, path: &Path) -> Result<Self, ConfigError> {
+        if raw.jwt.algorithm != "HS256" {
+            return Err(ConfigError::Algorithm(raw.jwt.algorithm));
+        }
+        let key_bytes = match (env_key, &raw.jwt.key_file) {
+            (Some(k), _) => k.expose().trim().as_bytes().to_vec(),
+            (None, Some(file)) => {
+                let file = base.join(file);
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|source| ConfigError::KeyFile { path: file.clone(), source })?;
+                text.trim().as_bytes().to_vec()
+            }
+            (None, None) => return Err(ConfigError::NoKey),
+        };
+        let key = Hs256Key::new(&key_bytes)?;
+        if !(60..=7 * 24 * 3600).contains(&raw.jwt.ttl_seconds) {
+            return Err(ConfigError::Invalid("jwt.ttl_seconds must be between 60 and 604800".into()));
+        }
+        if !(0..=300).contains(&raw.jwt.leeway_seconds) {
+            return Err(ConfigError::Invalid("jwt.leeway_seconds must be between 0 and 300".into()));
+        }
+        if raw.verifier.listen.is_empty() {
+            return Err(ConfigError::Invalid("verifier.listen needs at least one address".into()));
+        }
+        if raw.shards.is_empty() {
+            return Err(ConfigError::Invalid("no [shards.NAME] defined".into()));
+        }
+        let mut shards = Vec::new();
+        for (name, s) in raw.shards {
+            let name = ShardName::parse(&name).map_err(ConfigError::Invalid)?;
+            if s.number > 63 {
+                return Err(ConfigError::Invalid(format!("shards.{name}.number must be 0-63")));
+            }
+            if shards.iter().any(|o: &ShardConfig| o.number == s.number) {
+                return Err(ConfigError::Invalid(format!("shards.{name}.number {} is used twice", s.number)));
+            }
+            shards.push(ShardConfig {
+                name,
+                number: s.number,
+                buckets: s.buckets,
+                listen: s.listen,
+                primary: resolve_sqlite(s.primary, base),
+                replica: s.replica.map(|r| resolve_sqlite(r, base)),
+                replica_max_lag_seconds: s.replica_max_lag_seconds,
+            });
+        }
+        let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
+        let mut verifier = raw.verifier;
+        verifier.database_url = resolve_sqlite(verifier.database_url, base);
+        let mut nginx = raw.nginx;
+        nginx.prefix = Some(base.join(nginx.prefix.unwrap_or_else(|| PathBuf::from("nginx"))));
+        Ok(Self {
+            path: path.to_owned(),
+            nginx,
+            jwt: JwtConfig {
+                key,
+                policy: Policy {
+                    issuer: raw.jwt.issuer,
+                    audience: raw.jwt.audience,
+                    leeway_seconds: raw.jwt.leeway_seconds,
+                },
+                ttl_seconds: raw.jwt.ttl_seconds,
+            },
+            verifier,
+            shards,
+            shard_map,
+        })
+    }
+
+    pub fn shard(&self, name: &str) -> Option<&ShardConfig> {
+        self.shards.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+/// `sqlite:relative.db` becomes relative to the config's folder, so a stack folder can move.
+fn resolve_sqlite(url: DbUrl, base: &Path) -> DbUrl {
+    let s = url.expose();
+    let Some(rest) = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")) else {
+        return url;
+    };
+    if rest.starts_with('/') || rest.starts_with(':') {
+        return url;
+    }
+    DbUrl::new(format!("sqlite://{}", base.join(rest).display()))
+}
+
+fn apply_override(root: &mut toml::Value, path: &str, val: &str) -> Result<(), String> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err("empty key segment".into());
+    }
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut cur = root;
+    for k in parents {
+        let table = cur.as_table_mut().ok_or_else(|| format!("{k} is not a table"))?;
+        cur = table.entry(k.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let table = cur.as_table_mut().ok_or_else(|| format!("{last} is not inside a table"))?;
+    // A value that parses as TOML (number, bool, array) is taken as such; anything else is a string.
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {val}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(val.to_owned()));
+    table.insert(last.clone(), parsed);
+    Ok(())
+}
+
+fn default_alg() -> String {
+    "HS256".into()
+}
+fn default_issuer() -> String {
+    "shopgate".into()
+}
+fn default_audience() -> String {
+    "shopgate-api".into()
+}
+fn default_ttl() -> i64 {
+    3600
+}
+fn default_leeway() -> i64 {
+    30
+}
+fn default_max_lag() -> u64 {
+    5
+}
+fn default_hash_queue() -> usize {
+    64
+}
+fn default_workers() -> String {
+    "auto".into()
+}
+fn default_nginx_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[jwt]
+key_file = "jwt.key"
+[verifier]
+listen = ["127.0.0.1:8090"]
+database_url = "sqlite:data/auth.db"
+[shards.a]
+number = 0
+buckets = "even"
+listen = "127.0.0.1:8091"
+primary = "sqlite:data/a.db"
+[shards.b]
+number = 1
+buckets = "odd"
+listen = "127.0.0.1:8092"
+primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
+"#;
+
+    fn write(dir: &Path, config: &str, key: &str) -> PathBuf {
+        std::fs::write(dir.join("jwt.key"), key).unwrap();
+        let p = dir.join("shop.toml");
+        std::fs::write(&p, config).unwrap();
+        p
+    }
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("shopgate-cfg-{}", crate::token::new_jti()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn loads_and_resolves() {
+        let d = tmp();
+        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef\n");
+        let c = Config::load_with_env(&p, []).unwrap();
+        assert_eq!(c.shards.len(), 2);
+        assert_eq!(c.shard("a").unwrap().primary.expose(), format!("sqlite://{}/data/a.db", d.display()));
+        assert_eq!(c.shard("b").unwrap().primary.to_string(), "mysql://shop:***@127.0.0.1:3306/shard_b");
+        assert!(!format!("{c:?}").contains("hunter2"), "password leaked into Debug");
+        assert!(!format!("{c:?}").contains("k3y-0123"), "key leaked into Debug");
+        assert_eq!(c.nginx.listen.port(), 8080);
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let d = tmp();
+        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        let env = [
+            ("SHOP__NGINX__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+            ("SHOP__SHARDS__A__NUMBER".to_string(), "7".to_string()),
+            ("SHOP_JWT_KEY".to_string(), "short".to_string()),
+        ];
+        let err = Config::load_with_env(&p, env.clone()).unwrap_err();
+        assert!(matches!(err, ConfigError::Key(KeyError::TooShort(5))), "{err}");
+        let c = Config::load_with_env(&p, env.into_iter().take(2)).unwrap();
+        assert_eq!(c.nginx.listen.port(), 9999);
+        assert_eq!(c.shard("a").unwrap().number, 7);
+    }
+
+    #[test]
+    fn refuses_bad_configs_with_one_line() {
+        let d = tmp();
+        let cases = [
+            (SAMPLE.replace("buckets = \"odd\"", "buckets = \"1-998\""), "assigned to no shard"),
+            (SAMPLE.replace("number = 1", "number = 0"), "used twice"),
+            (SAMPLE.replace("[jwt]", "[jwt]\nalgorithm = \"none\""), "not supported"),
+            (SAMPLE.replace("[jwt]", "[jwt]\nsurprise = 1"), "unknown field"),
+        ];
+        for (text, want) in cases {
+            let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+            let err = Config::load_with_env(&p, []).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+        let p = write(&d, SAMPLE, "changeme");
+        assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("placeholder"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The one error body every service answers with: `{"error": code, "message": text}`.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable `error` code and a human `message`. Never carries internals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { error: error.into(), message: message.into() }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising two strings cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"error\":\"internal\"}"))
+    }
+}

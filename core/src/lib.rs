@@ -1,0 +1,14 @@
+//! What every shopgate part shares, kept in one place so the parts cannot drift apart:
+//! the token format and its checks ([`token`]), the shard map and the routing function that
+//! nginx's generated map must agree with ([`shardmap`]), the stack's typed config ([`config`]),
+//! the newtypes input is parsed into at the edge ([`ids`]) and the JSON error body ([`error`]).
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod shardmap;
+pub mod token;
+
+pub use error::ErrorBody;
+pub use ids::{Email, ShardName, UserId};
+pub use shardmap::ShardMap;
