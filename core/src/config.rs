@@ -462,7 +462,7 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
     fn refuses_bad_configs_with_one_line() {
         let d = tmp();
         let cases = [
-            (SAMPLE.replace("buckets = \"odd\"", "buckets = \"1-998\""), "assigned to no shard"),
+            (SAMPLE.replace("buckets = \"odd\"", "buckets = \"1,3\""), "assigned to no shard"),
             (SAMPLE.replace("number = 1", "number = 0"), "used twice"),
             (SAMPLE.replace("[jwt]", "[jwt]\nalgorithm = \"none\""), "not supported"),
             (SAMPLE.replace("[jwt]", "[jwt]\nsurprise = 1"), "unknown field"),
