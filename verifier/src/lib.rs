@@ -1,1 +1,138 @@
-//! placeholder
+//! The verifier: a minimal hyper service with two jobs.
+//!
+//! 1. The check nginx's `auth_request` calls on every API request (`/verify`): verify the bearer
+//!    token in memory and answer 200 with `X-User-Id` / `X-User-Email`, or 401. No database on
+//!    this path, ever: it must stay fast while logins hash passwords on their bounded pool.
+//! 2. The auth API under `/auth/`: register, token (OAuth2 password grant), me.
+//!
+//! `build` binds the listener (port 0 in tests) and prepares state; `serve` runs until the
+//! shutdown future resolves, then drains connections with a deadline.
+
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod password;
+pub mod routes;
+pub mod telemetry;
+pub mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use shopgate_core::config::Config;
+use shopgate_core::token::Verifier;
+use sqlx::AnyPool;
+use tokio::net::TcpListener;
+
+/// Everything a request may need, shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub tokens: Verifier,
+    pub db: AnyPool,
+    pub passwords: password::PasswordPool,
+    pub metrics: metrics::Metrics,
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+/// Connects the auth database (running migrations), prepares the password pool and binds `addr`.
+pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
+    let db = db::connect(&config.verifier.database_url).await?;
+    let passwords = password::PasswordPool::new(config.verifier.hash_workers, config.verifier.hash_queue)?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    let tokens = config.jwt.verifier();
+    let state = Arc::new(AppState { config, tokens, db, passwords, metrics: metrics::Metrics::default() });
+    Ok(App { listener, state })
+}
+
+impl App {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then gives open connections 10 s to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = self.state.clone();
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .max_buf_size(64 * 1024)
+                        .header_read_timeout(Duration::from_secs(10))
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open at the deadline"),
+        }
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutdown signal received");
+}
+
+/// Unix time in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,40 @@
-fn main() {}
+//! `verifier`: the auth_request check and the auth API. See the crate docs in lib.rs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use shopgate_core::config::Config;
+
+/// The shopgate verifier: answers nginx's auth_request check and serves /auth/*.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The stack's config file.
+    #[arg(long, env = "SHOP_CONFIG")]
+    config: PathBuf,
+    /// Address to bind, one of `verifier.listen` in the config (default: the first).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shopgate_verifier::telemetry::init();
+    let args = Args::parse();
+    let run = async {
+        let config = Config::load(&args.config)?;
+        let addr = args.listen.unwrap_or(config.verifier.listen[0]);
+        let app = shopgate_verifier::build(config, addr).await?;
+        tracing::info!(addr = %app.local_addr(), "verifier listening");
+        app.serve(shopgate_verifier::shutdown_signal()).await
+    };
+    match run.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "verifier stopped");
+            eprintln!("verifier: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The HTTP side: talks to nginx, turns every failure into one line a person can act on.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use crate::{credentials, stack, Context};
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// An answer the shop gave that was not a success.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (HTTP {status}, {code})")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(ctx: &Context) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("shopctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot set up HTTP")?;
+        Ok(Self { base: stack::base_url(ctx), http, token: None })
+    }
+
+    /// A client that sends the kept login's token.
+    pub fn logged_in(ctx: &Context) -> anyhow::Result<Self> {
+        let mut c = Self::new(ctx)?;
+        let cred = credentials::get(&c.base)?
+            .ok_or_else(|| anyhow::anyhow!("not logged in to {}: run `shopctl login EMAIL`", c.base))?;
+        if cred.expires_at <= now() {
+            anyhow::bail!("your login to {} has expired: run `shopctl login {}`", c.base, cred.email);
+        }
+        c.token = Some(cred.access_token);
+        Ok(c)
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow::anyhow!("cannot reach the shop at {}: is the stack running? (scripts/up)", self.base)
+            } else {
+                anyhow::anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+        let code = field("error").unwrap_or_else(|| "error".into());
+        let message = field("message").or_else(|| field("error_description")).unwrap_or_else(|| {
+            status.canonical_reason().unwrap_or("request failed").to_lowercase()
+        });
+        if status == StatusCode::UNAUTHORIZED && self.token.is_some() {
+            anyhow::bail!("your login is no longer valid (expired or revoked): run `shopctl login`");
+        }
+        Err(ApiError { status: status.as_u16(), code, message }.into())
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.send(self.request(Method::GET, path)).await?.1)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let mut rb = self.request(Method::POST, path).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Ok(self.send(rb).await?.1)
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
+        Ok(self.send(self.request(Method::POST, path).form(form)).await?.1)
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

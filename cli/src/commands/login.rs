@@ -1,0 +1,38 @@
+//! `shopctl login EMAIL`: get a token and keep it (mode 0600). The token is not printed.
+
+use serde_json::json;
+
+use crate::client::{now, Client};
+use crate::credentials::{self, Credential};
+use crate::output::print_json;
+use crate::Context;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Your email address.
+    pub email: String,
+    /// Read the password from standard input instead of asking.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let password = super::read_password(args.password_stdin, "Password: ")?;
+    let client = Client::new(ctx)?;
+    let answer = client
+        .post_form("/auth/token", &[("grant_type", "password"), ("username", &args.email), ("password", &password)])
+        .await?;
+    let token = answer["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("the shop answered without a token"))?;
+    let expires_in = answer["expires_in"].as_i64().unwrap_or(0);
+    let expires_at = now() + expires_in;
+    credentials::put(
+        client.base(),
+        Credential { email: args.email.clone(), access_token: token.to_owned(), expires_at },
+    )?;
+    if ctx.json {
+        print_json(&json!({"email": args.email, "url": client.base(), "expires_in": expires_in}));
+    } else {
+        println!("Logged in to {} as {} (for {} minutes).", client.base(), args.email, expires_in / 60);
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! One file per subcommand: its `Args` and its `run`.
+
+pub mod completions;
+pub mod login;
+pub mod logout;
+pub mod nginx;
+pub mod orders;
+pub mod products;
+pub mod register;
+pub mod tokens;
+pub mod whoami;
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use anyhow::Context as _;
+
+/// Reads a password from stdin (`--password-stdin`) or asks without echo on a terminal.
+pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).context("reading the password")?
+    } else {
+        return Err(crate::UsageError("no terminal to ask for a password: use --password-stdin".into()).into());
+    };
+    if pw.is_empty() {
+        return Err(crate::UsageError("the password is empty".into()).into());
+    }
+    Ok(pw)
+}

@@ -1,0 +1,138 @@
+//! `shopctl orders create|list|show|cancel`.
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::output::{cell, money, print_json, table};
+use crate::Context;
+
+#[derive(Subcommand, Debug)]
+pub enum OrdersCommand {
+    /// Place an order: `--item PRODUCT_ID:QUANTITY`, repeated.
+    Create(CreateArgs),
+    /// Your orders, newest first.
+    List(ListArgs),
+    /// One of your orders with its items.
+    Show { id: u64 },
+    /// Cancel one of your orders.
+    Cancel { id: u64 },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// PRODUCT_ID:QUANTITY, e.g. `--item 3:2`.
+    #[arg(long = "item", required = true, value_parser = parse_item, value_name = "ID:QTY")]
+    pub items: Vec<(u64, u32)>,
+    /// Retrying with the same key never places a second order [default: a fresh key].
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// How many orders.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// Only orders older than this order id (the `next_before` of the previous page).
+    #[arg(long)]
+    pub before: Option<u64>,
+}
+
+fn parse_item(s: &str) -> Result<(u64, u32), String> {
+    let (id, qty) = s.split_once(':').ok_or("expected PRODUCT_ID:QUANTITY, e.g. 3:2")?;
+    let id = id.parse::<u64>().map_err(|_| format!("product id {id:?} is not a number"))?;
+    let qty = qty.parse::<u32>().map_err(|_| format!("quantity {qty:?} is not a number"))?;
+    if qty == 0 {
+        return Err("quantity must be at least 1".into());
+    }
+    Ok((id, qty))
+}
+
+pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
+    let client = Client::logged_in(ctx)?;
+    match cmd {
+        OrdersCommand::Create(a) => {
+            let items: Vec<Value> = a.items.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect();
+            let key = a.idempotency_key.unwrap_or_else(shopgate_core::token::new_jti);
+            let order = client.post_json("/api/orders", &json!({ "items": items }), &[("Idempotency-Key", &key)]).await?;
+            show_order(ctx, &order);
+        }
+        OrdersCommand::List(a) => {
+            let mut path = format!("/api/orders?limit={}", a.limit);
+            if let Some(b) = a.before {
+                path.push_str(&format!("&before={b}"));
+            }
+            let page = client.get(&path).await?;
+            if ctx.json {
+                print_json(&page);
+            } else {
+                let rows = page["orders"]
+                    .as_array()
+                    .map(|os| {
+                        os.iter()
+                            .map(|o| {
+                                let n = o["items"].as_array().map_or(0, Vec::len);
+                                vec![cell(&o["id"]), cell(&o["status"]), n.to_string(), money(&o["total_cents"]), cell(&o["created_at"])]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!("{}", table(&["id", "status", "items", "total", "created"], rows));
+                if let Some(next) = page["next_before"].as_u64() {
+                    println!("More: shopctl orders list --before {next}");
+                }
+            }
+        }
+        OrdersCommand::Show { id } => show_order(ctx, &client.get(&format!("/api/orders/{id}")).await?),
+        OrdersCommand::Cancel { id } => {
+            show_order(ctx, &client.post_json(&format!("/api/orders/{id}/cancel"), &json!({}), &[]).await?)
+        }
+    }
+    Ok(())
+}
+
+fn show_order(ctx: &Context, order: &Value) {
+    if ctx.json {
+        print_json(order);
+        return;
+    }
+    println!(
+        "Order {}: {}, total {}, placed {}",
+        cell(&order["id"]),
+        cell(&order["status"]),
+        money(&order["total_cents"]),
+        cell(&order["created_at"])
+    );
+    let rows = order["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    vec![
+                        cell(&i["product_id"]),
+                        cell(&i["name"]),
+                        cell(&i["quantity"]),
+                        money(&i["unit_price_cents"]),
+                        money(&i["line_total_cents"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("{}", table(&["product", "name", "qty", "unit", "total"], rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_item;
+
+    #[test]
+    fn items() {
+        assert_eq!(parse_item("3:2").unwrap(), (3, 2));
+        for bad in ["3", "3:", ":2", "x:2", "3:0", "3:-1", "3:2:1"] {
+            assert!(parse_item(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `shopctl register EMAIL`: create an account.
+
+use serde_json::json;
+
+use crate::client::Client;
+use crate::output::{print_json, table, cell};
+use crate::Context;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Your email address.
+    pub email: String,
+    /// Read the password from standard input instead of asking.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let password = super::read_password(args.password_stdin, "New password: ")?;
+    let user = Client::new(ctx)?
+        .post_json("/auth/register", &json!({"email": args.email, "password": password}), &[])
+        .await?;
+    if ctx.json {
+        print_json(&user);
+    } else {
+        println!("{}", table(&["id", "email", "created"], vec![vec![cell(&user["id"]), cell(&user["email"]), cell(&user["created_at"])]]));
+        println!("Registered. Next: shopctl login {}", cell(&user["email"]));
+    }
+    Ok(())
+}

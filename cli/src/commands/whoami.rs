@@ -1,0 +1,19 @@
+//! `shopctl whoami`: the account behind the kept token.
+
+use crate::client::Client;
+use crate::output::{cell, print_json, table};
+use crate::Context;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    let me = Client::logged_in(ctx)?.get("/auth/me").await?;
+    if ctx.json {
+        print_json(&me);
+    } else {
+        let row = vec![cell(&me["id"]), cell(&me["email"]), cell(&me["is_active"]), cell(&me["is_admin"]), cell(&me["created_at"])];
+        println!("{}", table(&["id", "email", "active", "admin", "created"], vec![row]));
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Finding the stack: its config file and the gateway URL.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use shopgate_core::config::Config;
+
+use crate::Context;
+
+/// Where `scripts/up` writes the running stack's config, relative to the checkout.
+pub const STACK_CONFIG: &str = "var/shop.toml";
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// `--config` / `SHOP_CONFIG`, else `var/shop.toml` in this folder or the nearest parent that has one.
+pub fn config_path(ctx: &Context) -> Option<PathBuf> {
+    if let Some(p) = &ctx.config {
+        return Some(p.clone());
+    }
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors().map(|d| d.join(STACK_CONFIG)).find(|p| p.is_file())
+}
+
+/// Loads the stack config, or says how to point at one.
+pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
+    let path = config_path(ctx).ok_or_else(|| {
+        anyhow::anyhow!("no stack config found: start the stack with scripts/up, or pass --config FILE (or SHOP_CONFIG)")
+    })?;
+    load_from(&path)
+}
+
+pub fn load_from(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+/// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default.
+pub fn base_url(ctx: &Context) -> String {
+    if let Some(u) = &ctx.url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    config_path(ctx)
+        .and_then(|p| Config::load(&p).ok())
+        .map(|c| format!("http://{}", c.nginx.listen))
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}

@@ -1,0 +1,43 @@
+//! The auth API under `/auth/`: one file per action.
+
+pub mod me;
+pub mod register;
+pub mod token;
+
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::http::rfc3339;
+use crate::users::User;
+
+/// A user as the API shows it: never the hash.
+#[derive(Serialize)]
+pub struct UserView {
+    pub id: u64,
+    pub email: String,
+    pub is_active: bool,
+    pub is_admin: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.get(),
+            email: u.email.clone(),
+            is_active: u.is_active,
+            is_admin: u.is_admin,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// Parses a JSON body: syntax errors are 400, wrong types and missing fields 422.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::Invalid { code: "invalid_body", message: format!("invalid request body: {e}") }
+        }
+        _ => ApiError::Invalid { code: "malformed_json", message: format!("request body is not valid JSON: {e}") },
+    })
+}

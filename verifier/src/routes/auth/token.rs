@@ -1,0 +1,90 @@
+//! `POST /auth/token`: the OAuth2 password grant (RFC 6749 sections 4.3 and 5).
+//!
+//! Form fields `username` (the email) and `password`; `grant_type` absent, empty or `password`
+//! (the original design's client sends it empty); `scope`, `client_id`, `client_secret` accepted
+//! and ignored. A wrong password and an unknown email get the same answer in about the same time:
+//! both verify against a hash.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use shopgate_core::token::{new_claims, sign_hs256};
+use shopgate_core::Email;
+
+use crate::error::ApiError;
+use crate::http::{json, no_store, read_body, Body};
+use crate::metrics::Metrics;
+use crate::users;
+use crate::AppState;
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+fn oauth(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError::OAuth { status, code, message: message.to_owned() }
+}
+
+fn invalid_request(message: &str) -> ApiError {
+    oauth(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+pub async fn token(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body = match read_body(req, "application/x-www-form-urlencoded").await {
+        Ok(b) => b,
+        Err(ApiError::UnsupportedMediaType(_)) => {
+            return Err(invalid_request("send the form as application/x-www-form-urlencoded"))
+        }
+        Err(e) => return Err(e),
+    };
+    let (mut username, mut password, mut grant_type) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(&body) {
+        let slot = match k.as_ref() {
+            "username" => &mut username,
+            "password" => &mut password,
+            "grant_type" => &mut grant_type,
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(invalid_request(&format!("parameter {k} given more than once")));
+        }
+    }
+    match grant_type.as_deref() {
+        None | Some("" | "password") => {}
+        Some(_) => {
+            return Err(oauth(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=password is supported"))
+        }
+    }
+    let (Some(username), Some(password)) = (username.filter(|u| !u.is_empty()), password.filter(|p| !p.is_empty()))
+    else {
+        return Err(invalid_request("username and password are required"));
+    };
+
+    // An email that cannot exist, or a password no account can have, still costs a lookup and a
+    // hash, so its answer time says nothing.
+    let user = match Email::parse(&username) {
+        Ok(email) => users::by_email(&state.db, &email).await?,
+        Err(_) => None,
+    };
+    let password: String = password.chars().take(crate::password::MAX_LEN + 1).collect();
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let matched = state.passwords.verify(password, hash).await?;
+    let user = match user {
+        Some(u) if matched && u.is_active => u,
+        _ => {
+            Metrics::inc(&state.metrics.logins_failed);
+            return Err(oauth(StatusCode::UNAUTHORIZED, "invalid_grant", "wrong email or password"));
+        }
+    };
+    let jwt = &state.config.jwt;
+    let claims = new_claims(user.id, &user.email, &jwt.policy, crate::now(), jwt.ttl_seconds);
+    let access_token = sign_hs256(&jwt.key, &claims);
+    Metrics::inc(&state.metrics.logins_ok);
+    tracing::info!(user_id = %user.id, "token issued");
+    Ok(no_store(json(StatusCode::OK, &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.ttl_seconds })))
+}

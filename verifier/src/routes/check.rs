@@ -1,0 +1,39 @@
+//! The auth_request check: is this bearer token good, and whose is it?
+//!
+//! Pure memory: parse the header, verify the signature and claims. 200 with `X-User-Id` and
+//! `X-User-Email`; otherwise 401 with one `WWW-Authenticate: Bearer error="invalid_token"`.
+//! Never a 5xx, whatever the input: every failure of parsing is a plain 401.
+
+use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use shopgate_core::token;
+
+use crate::error::BEARER_CHALLENGE;
+use crate::http::{empty, Body};
+use crate::metrics::Metrics;
+use crate::AppState;
+
+pub fn check(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let verified = token::bearer(header).and_then(|t| state.tokens.verify(t, crate::now()));
+    match verified {
+        Ok(v) => {
+            Metrics::inc(&state.metrics.verify_ok);
+            let mut resp = empty(StatusCode::OK);
+            let h = resp.headers_mut();
+            h.insert("x-user-id", HeaderValue::from(v.user.get()));
+            if let Ok(email) = HeaderValue::from_str(&v.claims.email) {
+                h.insert("x-user-email", email);
+            }
+            resp
+        }
+        Err(e) => {
+            Metrics::inc(&state.metrics.verify_rejected);
+            tracing::debug!(reason = e.label(), "token refused");
+            let mut resp = empty(StatusCode::UNAUTHORIZED);
+            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+            resp
+        }
+    }
+}

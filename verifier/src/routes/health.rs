@@ -1,0 +1,31 @@
+//! `/healthz` (the process is up), `/readyz` (the auth database answers), `/metrics`.
+
+use std::time::Duration;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::http::{json, Body};
+use crate::AppState;
+
+pub fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: &AppState) -> Response<Body> {
+    let ping = sqlx::query("SELECT 1").execute(&state.db);
+    match tokio::time::timeout(Duration::from_secs(1), ping).await {
+        Ok(Ok(_)) => json(StatusCode::OK, &json!({"status": "ready"})),
+        _ => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "unavailable", "message": "the auth database does not answer"}),
+        ),
+    }
+}
+
+pub fn metrics(state: &AppState) -> Response<Body> {
+    let mut resp = Response::new(Body::from(state.metrics.render(state.passwords.in_flight())));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp
+}

@@ -1,0 +1,70 @@
+//! The users table: the only repository the auth API needs.
+
+use shopgate_core::{Email, UserId};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row as _};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub password_hash: String,
+    pub is_active: bool,
+    pub is_admin: bool,
+    pub created_at: i64,
+    pub tokens_valid_after: i64,
+}
+
+const COLUMNS: &str = "id, email, password_hash, is_active, is_admin, created_at, tokens_valid_after";
+
+fn from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(User {
+        id: UserId::new(id as u64).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        is_active: row.try_get::<i64, _>("is_active")? != 0,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        created_at: row.try_get("created_at")?,
+        tokens_valid_after: row.try_get("tokens_valid_after")?,
+    })
+}
+
+pub enum Created {
+    Ok(User),
+    DuplicateEmail,
+}
+
+pub async fn create(db: &AnyPool, email: &Email, password_hash: &str, now: i64) -> Result<Created, sqlx::Error> {
+    let result = sqlx::query("INSERT INTO users (email, password_hash, is_active, is_admin, created_at) VALUES (?, ?, 1, 0, ?)")
+        .bind(email.as_str())
+        .bind(password_hash)
+        .bind(now)
+        .execute(db)
+        .await;
+    match result {
+        Ok(done) => {
+            let id = done.last_insert_id().ok_or_else(|| sqlx::Error::Protocol("no insert id".into()))?;
+            let user = by_id(db, UserId::new(id as u64).map_err(|e| sqlx::Error::Decode(e.into()))?).await?;
+            user.map(Created::Ok).ok_or(sqlx::Error::RowNotFound)
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Created::DuplicateEmail),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn by_email(db: &AnyPool, email: &Email) -> Result<Option<User>, sqlx::Error> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE email = ?"))
+        .bind(email.as_str())
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn by_id(db: &AnyPool, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
+        .bind(id.as_i64())
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
