@@ -1,1 +1,372 @@
+//! The end-to-end harness: a whole stack per test, from the real binaries.
+//!
+//! [`Stack::start`] writes a config and key into a fresh temp folder with free ports, starts the
+//! `verifier` and both `backend` shards from the workspace's target folder, renders nginx's config
+//! with the real `shopctl nginx render`, starts the system's nginx on it and waits until all of it
+//! answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
 
+use std::collections::{BTreeMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use shopgate_core::config::Config;
+use shopgate_core::token::{new_claims, sign_hs256};
+use shopgate_core::UserId;
+
+/// A password that meets the policy.
+pub const PASSWORD: &str = "Corr3ct-Horse!";
+
+static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A port nobody in this process has been handed before, that was free a moment ago.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let mut seen = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        if port != 0 && seen.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The folder with the workspace's built binaries: `SHOPGATE_BIN_DIR`, else the one this test
+/// binary was built into (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHOPGATE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is not built: run `cargo build --workspace` first (scripts/test does)", p.display());
+    p
+}
+
+pub fn nginx_bin() -> PathBuf {
+    std::env::var_os("NGINX").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub debug_headers: bool,
+    pub verifiers: usize,
+    pub auth_cache_seconds: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0 }
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub http: reqwest::Client,
+    procs: Mutex<BTreeMap<String, Child>>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Stack {
+        match Self::try_start(opts).await {
+            Ok(s) => s,
+            Err(e) => panic!("could not start the stack: {e:#}"),
+        }
+    }
+
+    async fn try_start(opts: Options) -> anyhow::Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("shopgate-e2e.").tempdir()?;
+        let root = dir.path().to_path_buf();
+        // nginx's workers run as an unprivileged user when the tests run as root.
+        set_mode(&root, 0o755)?;
+        std::fs::create_dir_all(root.join("nginx"))?;
+        set_mode(&root.join("nginx"), 0o755)?;
+        let key: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        std::fs::write(root.join("jwt.key"), key)?;
+        let nginx_port = free_port();
+        let verifiers: Vec<String> = (0..opts.verifiers.max(1)).map(|_| format!("\"127.0.0.1:{}\"", free_port())).collect();
+        let (a, b) = (free_port(), free_port());
+        let config_text = format!(
+            r#"[nginx]
+listen = "127.0.0.1:{nginx_port}"
+prefix = "nginx"
+debug_headers = {debug}
+auth_cache_seconds = {cache}
+worker_processes = "1"
+
+[jwt]
+key_file = "jwt.key"
+
+[verifier]
+listen = [{verifiers}]
+database_url = "sqlite:auth.db"
+hash_workers = 1
+
+[shards.a]
+number = 0
+buckets = "even"
+listen = "127.0.0.1:{a}"
+primary = "sqlite:shard-a.db"
+
+[shards.b]
+number = 1
+buckets = "odd"
+listen = "127.0.0.1:{b}"
+primary = "sqlite:shard-b.db"
+"#,
+            debug = opts.debug_headers,
+            cache = opts.auth_cache_seconds,
+            verifiers = verifiers.join(", "),
+        );
+        let config_path = root.join("shop.toml");
+        std::fs::write(&config_path, config_text)?;
+        let config = Config::load_with_env(&config_path, [])?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let stack = Stack {
+            url: format!("http://127.0.0.1:{nginx_port}"),
+            dir,
+            config_path,
+            config,
+            http,
+            procs: Mutex::new(BTreeMap::new()),
+        };
+        for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
+            stack.spawn(&format!("verifier-{i}"), bin("verifier"), &["--listen", &addr.to_string()])?;
+        }
+        for s in stack.config.shards.clone() {
+            stack.spawn(&format!("backend-{}", s.name), bin("backend"), &["--shard", s.name.as_str()])?;
+        }
+        for addr in stack.config.verifier.listen.clone() {
+            stack.wait_ready(&format!("http://{addr}/healthz")).await?;
+        }
+        for s in stack.config.shards.clone() {
+            stack.wait_ready(&format!("http://{}/healthz", s.listen)).await?;
+        }
+        let out = stack.shopctl().args(["nginx", "render", "--output"]).arg(root.join("nginx/nginx.conf")).output()?;
+        if !out.status.success() {
+            bail!("shopctl nginx render failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        stack.spawn_nginx()?;
+        stack.wait_ready(&format!("{}/healthz", stack.url)).await?;
+        Ok(stack)
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn spawn(&self, name: &str, program: PathBuf, args: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.log_path(name))?;
+        let child = Command::new(&program)
+            .args(args)
+            .env("SHOP_CONFIG", &self.config_path)
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    fn spawn_nginx(&self) -> anyhow::Result<()> {
+        let prefix = self.dir.path().join("nginx");
+        let conf = prefix.join("nginx.conf");
+        let err = prefix.join("error.log");
+        let check = Command::new(nginx_bin())
+            .args(["-q", "-t", "-p"])
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&err)
+            .output()
+            .context("running nginx -t (is nginx installed? scripts/test installs it)")?;
+        if !check.status.success() {
+            bail!("nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+        }
+        let log = std::fs::File::create(self.log_path("nginx"))?;
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&err)
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).insert("nginx".into(), child);
+        Ok(())
+    }
+
+    async fn wait_ready(&self, url: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(url).timeout(Duration::from_secs(1)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{url} not ready after 30 s; logs:\n{}", self.logs());
+            }
+            self.check_alive()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&self) -> anyhow::Result<()> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, child) in procs.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited with {status}; logs:\n{}", self.logs());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    out.push_str(&format!("--- {}\n", e.path().display()));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out.push_str(&std::fs::read_to_string(self.dir.path().join("nginx/error.log")).unwrap_or_default());
+        out
+    }
+
+    /// Kills a process of the stack (`verifier-0`, `backend-a`, `nginx`) at once.
+    pub fn kill(&self, name: &str) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut child) = procs.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The real `shopctl`, pointed at this stack, with its own config folder for the login.
+    pub fn shopctl(&self) -> Command {
+        let mut c = Command::new(bin("shopctl"));
+        c.env("SHOP_CONFIG", &self.config_path)
+            .env("SHOPCTL_URL", &self.url)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env_remove("SHOP_JWT_KEY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// A token for any user id, signed with the stack's key (as `shopctl tokens mint` does).
+    pub fn mint(&self, user_id: u64) -> String {
+        let user = UserId::new(user_id).unwrap_or_else(|e| panic!("{e}"));
+        let claims = new_claims(user, &format!("user{user_id}@example.com"), &self.config.jwt.policy, now(), 600);
+        sign_hs256(&self.config.jwt.key, &claims)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let r = self
+            .http
+            .post(self.api("/auth/register"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("register: {e}"));
+        assert_eq!(r.status(), 201, "register {email}");
+        r.json().await.unwrap_or_else(|e| panic!("register body: {e}"))
+    }
+
+    pub async fn login(&self, email: &str) -> String {
+        let r = self
+            .http
+            .post(self.api("/auth/token"))
+            .form(&[("username", email), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("login: {e}"));
+        assert_eq!(r.status(), 200, "login {email}");
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("login body: {e}"));
+        v["access_token"].as_str().unwrap_or_else(|| panic!("no token in {v}")).to_owned()
+    }
+
+    /// Registers and logs in a fresh user; returns (user id, token).
+    pub async fn shopper(&self) -> (u64, String) {
+        let email = format!("shopper-{}@example.com", rand_hex(8));
+        let user = self.register(&email).await;
+        let token = self.login(&email).await;
+        (user["id"].as_u64().unwrap_or_else(|| panic!("no id in {user}")), token)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, mut child) in std::mem::take(&mut *procs) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os("KEEP_STACK").is_some() {
+            let path = self.dir.path().to_path_buf();
+            eprintln!("keeping {}", path.display());
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))));
+        }
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+}
+
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    getrandom(&mut b);
+    b[0]
+}
+
+pub fn rand_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read as _;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(buf);
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -43,11 +43,8 @@ pub async fn create(db: &AnyPool, email: &Email, password_hash: &str, now: i64) 
         .execute(db)
         .await;
     match result {
-        Ok(done) => {
-            let id = done.last_insert_id().ok_or_else(|| sqlx::Error::Protocol("no insert id".into()))?;
-            let user = by_id(db, UserId::new(id as u64).map_err(|e| sqlx::Error::Decode(e.into()))?).await?;
-            user.map(Created::Ok).ok_or(sqlx::Error::RowNotFound)
-        }
+        // Read back by the unique email: the Any driver reports no insert id for SQLite.
+        Ok(_) => by_email(db, email).await?.map(Created::Ok).ok_or(sqlx::Error::RowNotFound),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Created::DuplicateEmail),
         Err(e) => Err(e),
     }
