@@ -11,12 +11,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
+use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::ids::ShardName;
 use crate::shardmap::{ShardMap, ShardMapError};
-use crate::token::{Hs256Key, KeyError, Policy, Verifier};
+use crate::token::{Claims, EdKeys, Hs256Key, KeyError, KeyFile, Keys, Policy, Verifier};
 
 /// A string that never prints: database URLs may carry passwords, keys are keys.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -94,11 +98,13 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("config: cannot read the JWT key file {path}: {source}")]
     KeyFile { path: PathBuf, source: std::io::Error },
-    #[error("config: no JWT key: set jwt.key_file or SHOP_JWT_KEY")]
+    #[error("config: no JWT key: set jwt.key_file or SHOP_JWT_KEY (HS256), or jwt.keys_file (EdDSA)")]
     NoKey,
+    #[error("config: the JWT key file {path}: {message}")]
+    KeyFileContent { path: PathBuf, message: String },
     #[error("config: {0}")]
     Key(#[from] KeyError),
-    #[error("config: jwt.algorithm {0:?} is not supported (use \"HS256\")")]
+    #[error("config: jwt.algorithm {0:?} is not supported (use \"HS256\" or \"EdDSA\")")]
     Algorithm(String),
     #[error("config: shard map: {0}")]
     ShardMap(#[from] ShardMapError),
@@ -121,8 +127,12 @@ struct RawConfig {
 struct RawJwt {
     #[serde(default = "default_alg")]
     algorithm: String,
+    /// HS256: a file holding the secret as text, or `base64url:` and the secret's bytes encoded.
     #[serde(default)]
     key_file: Option<PathBuf>,
+    /// EdDSA: a JWK set file `{"signing_kid": .., "keys": [..]}` (see `shopctl keys`).
+    #[serde(default)]
+    keys_file: Option<PathBuf>,
     #[serde(default = "default_issuer")]
     issuer: String,
     #[serde(default = "default_audience")]
@@ -192,6 +202,29 @@ pub struct VerifierConfig {
     /// Password checks that may wait for a hashing thread before new ones get 503.
     #[serde(default = "default_hash_queue")]
     pub hash_queue: usize,
+    /// How often each verifier reloads revocations from the auth database. A revocation is in
+    /// force on every verifier within this plus one query ([`VerifierConfig::revocation_bound`]).
+    #[serde(default = "default_refresh_ms")]
+    pub revocation_refresh_ms: u64,
+    /// Failed logins per account, and per client address, within `login_window_seconds` before
+    /// further attempts get 429.
+    #[serde(default = "default_account_failures")]
+    pub login_max_failures_per_account: u32,
+    #[serde(default = "default_address_failures")]
+    pub login_max_failures_per_address: u32,
+    #[serde(default = "default_login_window")]
+    pub login_window_seconds: u64,
+}
+
+impl VerifierConfig {
+    pub fn revocation_refresh(&self) -> Duration {
+        Duration::from_millis(self.revocation_refresh_ms)
+    }
+
+    /// The promise: a revocation made on any verifier is in force on all of them within this.
+    pub fn revocation_bound(&self) -> Duration {
+        self.revocation_refresh() + Duration::from_millis(500)
+    }
 }
 
 /// One shard, fully checked.
@@ -207,17 +240,96 @@ pub struct ShardConfig {
     pub replica_max_lag_seconds: u64,
 }
 
-/// The token settings, with the key loaded and checked.
+/// Where the keys come from, so they can be read again on SIGHUP or when the file changes.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Hs256Env(Secret),
+    Hs256File(PathBuf),
+    EdDsaFile(PathBuf),
+}
+
+impl KeySource {
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            KeySource::Hs256Env(_) => None,
+            KeySource::Hs256File(p) | KeySource::EdDsaFile(p) => Some(p),
+        }
+    }
+
+    pub fn load(&self) -> Result<Keys, ConfigError> {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::KeyFile { path: p.to_owned(), source });
+        match self {
+            KeySource::Hs256Env(secret) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(secret.expose())?)?)),
+            KeySource::Hs256File(p) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(&read(p)?)?)?)),
+            KeySource::EdDsaFile(p) => {
+                let file: KeyFile = serde_json::from_str(&read(p)?)
+                    .map_err(|e| ConfigError::KeyFileContent { path: p.clone(), message: e.to_string() })?;
+                Ok(Keys::EdDsa(EdKeys::from_file(&file)?))
+            }
+        }
+    }
+}
+
+/// Key text is the secret's bytes, unless it starts with `base64url:`.
+fn decode_secret(text: &str) -> Result<Vec<u8>, ConfigError> {
+    let text = text.trim();
+    match text.strip_prefix("base64url:") {
+        Some(b64) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64.trim_end_matches('='))
+            .map_err(|e| ConfigError::Invalid(format!("the JWT key is not valid base64url: {e}"))),
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+/// The token settings, with the keys loaded and checked. Clones share the live keys.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
-    pub key: Hs256Key,
+    keys: Arc<ArcSwap<Keys>>,
+    pub source: KeySource,
     pub policy: Policy,
     pub ttl_seconds: i64,
 }
 
 impl JwtConfig {
+    /// A token checker over the live keys: it sees every reload.
     pub fn verifier(&self) -> Verifier {
-        Verifier::new(self.key.clone(), self.policy.clone())
+        Verifier::shared(self.keys.clone(), self.policy.clone())
+    }
+
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.load_full()
+    }
+
+    /// Signs with the live signing key; `None` if this key set cannot sign (EdDSA, public only).
+    pub fn sign(&self, claims: &Claims) -> Option<String> {
+        self.keys.load().sign(claims)
+    }
+
+    /// Reads the keys again. On any error the keys in force stay as they were.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let keys = self.source.load()?;
+        if keys.alg() != self.keys.load().alg() {
+            return Err(ConfigError::Invalid("a key reload cannot change the algorithm; restart instead".into()));
+        }
+        self.keys.store(Arc::new(keys));
+        Ok(())
+    }
+
+    /// Watches the key file: when its modification time changes, reloads and reports the outcome.
+    /// Runs on its own thread for the life of the process.
+    pub fn watch(&self, every: Duration, report: impl Fn(Result<(), ConfigError>) + Send + 'static) {
+        let Some(path) = self.source.file().map(Path::to_path_buf) else { return };
+        let this = self.clone();
+        let mtime = move || std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let mut last: Option<SystemTime> = mtime();
+        let _ = std::thread::Builder::new().name("key-watch".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let now = mtime();
+            if now.is_some() && now != last {
+                last = now;
+                report(this.reload());
+            }
+        });
     }
 }
 
@@ -260,20 +372,14 @@ impl Config {
     }
 
     fn check(raw: RawConfig, base: &Path, env_key: Option<Secret>, path: &Path) -> Result<Self, ConfigError> {
-        if raw.jwt.algorithm != "HS256" {
-            return Err(ConfigError::Algorithm(raw.jwt.algorithm));
-        }
-        let key_bytes = match (env_key, &raw.jwt.key_file) {
-            (Some(k), _) => k.expose().trim().as_bytes().to_vec(),
-            (None, Some(file)) => {
-                let file = base.join(file);
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|source| ConfigError::KeyFile { path: file.clone(), source })?;
-                text.trim().as_bytes().to_vec()
-            }
-            (None, None) => return Err(ConfigError::NoKey),
+        let source = match (raw.jwt.algorithm.as_str(), env_key, &raw.jwt.key_file, &raw.jwt.keys_file) {
+            ("HS256", Some(k), _, _) => KeySource::Hs256Env(k),
+            ("HS256", None, Some(file), _) => KeySource::Hs256File(base.join(file)),
+            ("EdDSA", _, _, Some(file)) => KeySource::EdDsaFile(base.join(file)),
+            ("HS256" | "EdDSA", ..) => return Err(ConfigError::NoKey),
+            (other, ..) => return Err(ConfigError::Algorithm(other.to_owned())),
         };
-        let key = Hs256Key::new(&key_bytes)?;
+        let keys = Arc::new(ArcSwap::from_pointee(source.load()?));
         if !(60..=7 * 24 * 3600).contains(&raw.jwt.ttl_seconds) {
             return Err(ConfigError::Invalid("jwt.ttl_seconds must be between 60 and 604800".into()));
         }
@@ -314,7 +420,8 @@ impl Config {
             path: path.to_owned(),
             nginx,
             jwt: JwtConfig {
-                key,
+                keys,
+                source,
                 policy: Policy {
                     issuer: raw.jwt.issuer,
                     audience: raw.jwt.audience,
@@ -386,6 +493,18 @@ fn default_max_lag() -> u64 {
 }
 fn default_hash_queue() -> usize {
     64
+}
+fn default_refresh_ms() -> u64 {
+    500
+}
+fn default_account_failures() -> u32 {
+    5
+}
+fn default_address_failures() -> u32 {
+    50
+}
+fn default_login_window() -> u64 {
+    300
 }
 fn default_workers() -> String {
     "auto".into()

@@ -5,8 +5,12 @@
 //! duplicate or mistyped claims, non-canonical base64url, tokens over 8 KiB) and fast: one HMAC,
 //! two small JSON parses, no allocation-heavy generic machinery.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -80,7 +84,6 @@ struct Header {
     #[allow(dead_code)]
     typ: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     kid: Option<String>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
@@ -102,6 +105,8 @@ pub enum TokenError {
     Algorithm,
     #[error("crit header present")]
     Crit,
+    #[error("unknown or missing key id")]
+    UnknownKey,
     #[error("bad signature")]
     Signature,
     #[error("claims are not valid JSON of the expected shape")]
@@ -126,6 +131,7 @@ impl TokenError {
             TokenError::BadHeader => "bad_header",
             TokenError::Algorithm => "algorithm",
             TokenError::Crit => "crit",
+            TokenError::UnknownKey => "unknown_key",
             TokenError::Signature => "signature",
             TokenError::BadClaims => "bad_claims",
             TokenError::Expired => "expired",
@@ -143,6 +149,8 @@ pub enum KeyError {
     TooShort(usize),
     #[error("the HS256 key is a well-known placeholder; generate a random one")]
     Placeholder,
+    #[error("key set: {0}")]
+    KeySet(String),
 }
 
 /// An HS256 signing and verification key. Its bytes never print.
@@ -176,6 +184,173 @@ impl Hs256Key {
     }
 }
 
+/// Ed25519 keys by key id: every listed key verifies; the signing key (if this process signs)
+/// is one of them. Rotation = add a key, make it the signing key, drop the old one once the
+/// tokens it signed have expired.
+#[derive(Clone)]
+pub struct EdKeys {
+    verify: Vec<(String, VerifyingKey)>,
+    signing: Option<(String, SigningKey)>,
+}
+
+impl std::fmt::Debug for EdKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.verify.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("EdKeys").field("kids", &kids).field("signing", &self.signing.as_ref().map(|s| &s.0)).finish()
+    }
+}
+
+/// A JWK of an Ed25519 key (RFC 8037), with the private part `d` when this process signs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub kid: String,
+    pub x: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+/// The key file of EdDSA mode: a JWK set plus which key signs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_kid: Option<String>,
+    pub keys: Vec<Jwk>,
+}
+
+impl KeyFile {
+    /// A fresh Ed25519 key as a JWK with its private part.
+    pub fn generate_jwk(kid: &str) -> Jwk {
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            kid: kid.into(),
+            x: URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
+            d: Some(URL_SAFE_NO_PAD.encode(key.to_bytes())),
+            alg: Some("EdDSA".into()),
+            use_: Some("sig".into()),
+        }
+    }
+}
+
+impl EdKeys {
+    pub fn from_file(file: &KeyFile) -> Result<Self, KeyError> {
+        let bad = |m: String| KeyError::KeySet(m);
+        let mut verify: Vec<(String, VerifyingKey)> = Vec::new();
+        let mut signing = None;
+        for jwk in &file.keys {
+            if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+                return Err(bad(format!("key {:?} is not an Ed25519 OKP key", jwk.kid)));
+            }
+            if jwk.kid.is_empty() || jwk.kid.len() > 64 || verify.iter().any(|(k, _)| k == &jwk.kid) {
+                return Err(bad(format!("key id {:?} is empty, too long or used twice", jwk.kid)));
+            }
+            let x: [u8; 32] = URL_SAFE_NO_PAD
+                .decode(&jwk.x)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| bad(format!("key {}: x is not 32 base64url bytes", jwk.kid)))?;
+            let public =
+                VerifyingKey::from_bytes(&x).map_err(|_| bad(format!("key {}: x is not a valid point", jwk.kid)))?;
+            if public.is_weak() {
+                return Err(bad(format!("key {}: weak public key", jwk.kid)));
+            }
+            if let Some(d) = &jwk.d {
+                let d: [u8; 32] = URL_SAFE_NO_PAD
+                    .decode(d)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad(format!("key {}: d is not 32 base64url bytes", jwk.kid)))?;
+                let private = SigningKey::from_bytes(&d);
+                if private.verifying_key() != public {
+                    return Err(bad(format!("key {}: d does not match x", jwk.kid)));
+                }
+                if file.signing_kid.as_deref() == Some(jwk.kid.as_str()) {
+                    signing = Some((jwk.kid.clone(), private));
+                }
+            }
+            verify.push((jwk.kid.clone(), public));
+        }
+        if verify.is_empty() {
+            return Err(bad("no keys".into()));
+        }
+        if let Some(kid) = &file.signing_kid {
+            if signing.is_none() {
+                return Err(bad(format!("signing_kid {kid:?} names no key with a private part")));
+            }
+        }
+        Ok(Self { verify, signing })
+    }
+}
+
+/// The keys in force: one HS256 secret, or a set of Ed25519 keys.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    Hs256(Hs256Key),
+    EdDsa(EdKeys),
+}
+
+impl Keys {
+    /// The one `alg` a token may name.
+    pub fn alg(&self) -> &'static str {
+        match self {
+            Keys::Hs256(_) => "HS256",
+            Keys::EdDsa(_) => "EdDSA",
+        }
+    }
+
+    pub fn can_sign(&self) -> bool {
+        match self {
+            Keys::Hs256(_) => true,
+            Keys::EdDsa(k) => k.signing.is_some(),
+        }
+    }
+
+    /// The public keys as a JWK set (RFC 7517); empty for HS256, whose key is secret.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = match self {
+            Keys::Hs256(_) => Vec::new(),
+            Keys::EdDsa(k) => k
+                .verify
+                .iter()
+                .map(|(kid, key)| {
+                    serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
+                        "x": URL_SAFE_NO_PAD.encode(key.as_bytes())})
+                })
+                .collect(),
+        };
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Signs claims into a compact token; `None` if this key set has no signing key.
+    pub fn sign(&self, claims: &Claims) -> Option<String> {
+        // Claims are plain strings and integers; serialising them cannot fail.
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        match self {
+            Keys::Hs256(key) => {
+                let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+                let signing_input = format!("{header}.{payload}");
+                let mut mac = key.mac.clone();
+                mac.update(signing_input.as_bytes());
+                Some(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())))
+            }
+            Keys::EdDsa(k) => {
+                let (kid, key) = k.signing.as_ref()?;
+                let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}).to_string();
+                let signing_input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header));
+                let sig = key.sign(signing_input.as_bytes());
+                Some(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())))
+            }
+        }
+    }
+}
+
 /// The expected issuer and audience, and the allowed clock skew.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -184,20 +359,35 @@ pub struct Policy {
     pub leeway_seconds: i64,
 }
 
-/// Checks tokens. Cheap to clone; shared by the verifier's check path and the backend.
+/// Checks tokens. Cheap to clone; clones share the live keys, so a key reload reaches every
+/// clone at once (the verifier's check path and the backend alike).
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    key: Hs256Key,
+    keys: Arc<ArcSwap<Keys>>,
     policy: Policy,
 }
 
 impl Verifier {
     pub fn new(key: Hs256Key, policy: Policy) -> Self {
-        Self { key, policy }
+        Self::with_keys(Keys::Hs256(key), policy)
+    }
+
+    pub fn with_keys(keys: Keys, policy: Policy) -> Self {
+        Self { keys: Arc::new(ArcSwap::from_pointee(keys)), policy }
+    }
+
+    /// A verifier over shared, swappable keys.
+    pub fn shared(keys: Arc<ArcSwap<Keys>>, policy: Policy) -> Self {
+        Self { keys, policy }
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The keys in force right now.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.load_full()
     }
 
     /// Verifies a compact token at time `now` (unix seconds).
@@ -218,27 +408,45 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(TokenError::Crit);
         }
-        // Exact, case-sensitive comparison: "none", "None", "NONE", "HS384", "RS256" all fail here.
-        if header.alg != "HS256" {
+        let keys = self.keys.load();
+        // Exact, case-sensitive comparison with the one configured algorithm: "none", "None",
+        // "HS384", and HS256 while EdDSA is configured (a public key used as an HMAC secret) fail.
+        if header.alg != keys.alg() {
             return Err(TokenError::Algorithm);
         }
         let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed)?;
         let signing_input = &token[..h64.len() + 1 + p64.len()];
-        let mut mac = self.key.mac.clone();
-        mac.update(signing_input.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
+        match &**keys {
+            Keys::Hs256(key) => {
+                let mut mac = key.mac.clone();
+                mac.update(signing_input.as_bytes());
+                mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
+            }
+            Keys::EdDsa(ed) => {
+                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+                let key = ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?;
+                let sig: [u8; 64] = sig.try_into().map_err(|_| TokenError::Signature)?;
+                key.verify_strict(signing_input.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+                    .map_err(|_| TokenError::Signature)?;
+            }
+        }
+        drop(keys);
 
         let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
         let user = UserId::new(claims.user_id).map_err(|_| TokenError::BadClaims)?;
-        if claims.sub != claims.user_id.to_string() || claims.jti.is_empty() {
+        if claims.sub != claims.user_id.to_string() || claims.jti.is_empty() || claims.jti.len() > 64 {
             return Err(TokenError::BadClaims);
         }
         let leeway = self.policy.leeway_seconds;
         if claims.exp.saturating_add(leeway) <= now {
             return Err(TokenError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) || claims.iat > now.saturating_add(leeway) {
+        // iat may run up to 2 s ahead: a token issued right after a revocation cut-off is
+        // stamped just past it (see the verifier's token endpoint).
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway))
+            || claims.iat > now.saturating_add(leeway.max(2))
+        {
             return Err(TokenError::NotYetValid);
         }
         if claims.iss != self.policy.issuer {
@@ -253,14 +461,7 @@ impl Verifier {
 
 /// Signs claims with an HS256 key into a compact token.
 pub fn sign_hs256(key: &Hs256Key, claims: &Claims) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    // Claims are plain strings and integers; serialising them cannot fail.
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = key.mac.clone();
-    mac.update(signing_input.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    Keys::Hs256(key.clone()).sign(claims).unwrap_or_default()
 }
 
 /// A fresh random token id (128 bits, base64url).
@@ -392,6 +593,81 @@ mod tests {
         let other = Verifier::new(key(), Policy { audience: "other".into(), ..policy() });
         assert_eq!(other.verify(&good, NOW).unwrap_err(), TokenError::Audience);
     }
+
+    fn ed_keys(signing: &str, kids: &[&str]) -> (KeyFile, Keys) {
+        let file = KeyFile { signing_kid: Some(signing.into()), keys: kids.iter().map(|k| KeyFile::generate_jwk(k)).collect() };
+        let keys = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
+        (file, keys)
+    }
+
+    #[test]
+    fn eddsa_round_trip_and_kid_checks() {
+        let (file, keys) = ed_keys("k1", &["k1", "k2"]);
+        let v = Verifier::with_keys(keys.clone(), policy());
+        let t = keys.sign(&claims()).unwrap();
+        assert_eq!(v.verify(&t, NOW).unwrap().user.get(), 42);
+        // The same claims under an unknown kid, or no kid, fail.
+        let (_, other) = ed_keys("k1", &["k1"]);
+        assert_eq!(v.verify(&other.sign(&claims()).unwrap(), NOW).unwrap_err(), TokenError::Signature);
+        let body = serde_json::to_string(&claims()).unwrap();
+        let no_kid = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#), URL_SAFE_NO_PAD.encode(&body), t.rsplit('.').next().unwrap());
+        assert_eq!(v.verify(&no_kid, NOW).unwrap_err(), TokenError::UnknownKey);
+        // A public key used as an HMAC secret: HS256 is not the configured algorithm.
+        let x = URL_SAFE_NO_PAD.decode(&file.keys[0].x).unwrap();
+        let mut secret = x.clone();
+        secret.extend_from_slice(&x);
+        let hs = sign_hs256(&Hs256Key::new(&secret).unwrap(), &claims());
+        assert_eq!(v.verify(&hs, NOW).unwrap_err(), TokenError::Algorithm);
+        // JWKS carries the public parts only.
+        let jwks = keys.jwks().to_string();
+        assert!(jwks.contains("\"kid\":\"k2\"") && !jwks.contains("\"d\""), "{jwks}");
+    }
+
+    #[test]
+    fn rotation_through_shared_keys() {
+        let (mut file, old) = ed_keys("k1", &["k1"]);
+        let live = Arc::new(ArcSwap::from_pointee(old.clone()));
+        let v = Verifier::shared(live.clone(), policy());
+        let t_old = old.sign(&claims()).unwrap();
+        file.keys.push(KeyFile::generate_jwk("k2"));
+        file.signing_kid = Some("k2".into());
+        let both = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
+        live.store(Arc::new(both.clone()));
+        let t_new = both.sign(&claims()).unwrap();
+        assert!(v.verify(&t_old, NOW).is_ok() && v.verify(&t_new, NOW).is_ok(), "overlap: both pass");
+        file.keys.remove(0);
+        live.store(Arc::new(Keys::EdDsa(EdKeys::from_file(&file).unwrap())));
+        assert_eq!(v.verify(&t_old, NOW).unwrap_err(), TokenError::UnknownKey, "retired key");
+        assert!(v.verify(&t_new, NOW).is_ok());
+    }
+
+    #[test]
+    fn key_files_are_checked() {
+        let (mut file, _) = ed_keys("k1", &["k1"]);
+        let mut wrong_d = file.clone();
+        wrong_d.keys[0].d = KeyFile::generate_jwk("x").d;
+        assert!(EdKeys::from_file(&wrong_d).unwrap_err().to_string().contains("does not match"));
+        file.signing_kid = Some("nope".into());
+        assert!(EdKeys::from_file(&file).is_err());
+        file.signing_kid = None;
+        file.keys[0].d = None;
+        let verify_only = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
+        assert!(!verify_only.can_sign() && verify_only.sign(&claims()).is_none());
+    }
+
+    /// RFC 7515 appendix A.1: a valid HS256 signature under its own key, long expired, with
+    /// none of our claims. Refused whatever the reason, never accepted.
+    #[test]
+    fn rfc7515_a1_is_refused() {
+        let key = URL_SAFE_NO_PAD
+            .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+            .unwrap();
+        let v = Verifier::new(Hs256Key::new(&key).unwrap(), policy());
+        let err = v.verify(RFC7515_A1, NOW).unwrap_err();
+        assert_eq!(err, TokenError::BadClaims, "signature is valid; the claims are not ours");
+    }
+
+    pub const RFC7515_A1: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
     #[test]
     fn bearer_header_parsing() {

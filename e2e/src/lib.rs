@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use shopgate_core::config::Config;
-use shopgate_core::token::{new_claims, sign_hs256};
+use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 /// A password that meets the policy.
@@ -287,7 +287,7 @@ primary = "sqlite:shard-b.db"
     pub fn mint(&self, user_id: u64) -> String {
         let user = UserId::new(user_id).unwrap_or_else(|e| panic!("{e}"));
         let claims = new_claims(user, &format!("user{user_id}@example.com"), &self.config.jwt.policy, now(), 600);
-        sign_hs256(&self.config.jwt.key, &claims)
+        self.config.jwt.sign(&claims).unwrap_or_else(|| panic!("the stack's keys cannot sign"))
     }
 
     pub fn api(&self, path: &str) -> String {

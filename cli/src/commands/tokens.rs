@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use serde_json::json;
-use shopgate_core::token::{new_claims, sign_hs256};
+use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 use crate::client::now;
@@ -38,7 +38,10 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
         return Err(UsageError("--ttl must be at least 1 second".into()).into());
     }
     let claims = new_claims(user, &a.email, &config.jwt.policy, now(), ttl);
-    let token = sign_hs256(&config.jwt.key, &claims);
+    let token = config
+        .jwt
+        .sign(&claims)
+        .ok_or_else(|| anyhow::anyhow!("the key set in {} has no signing key", config.path.display()))?;
     if ctx.json {
         print_json(&json!({"access_token": token, "token_type": "bearer", "expires_in": ttl, "user_id": user.get()}));
     } else {

@@ -20,11 +20,10 @@ async fn bad_tokens_get_one_bearer_challenge_and_json() {
     };
     let payload = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p).unwrap()).unwrap();
     let other_user = payload.replace("\"user_id\":10", "\"user_id\":12").replace("\"sub\":\"10\"", "\"sub\":\"12\"");
-    let expired = stack.config.jwt.key.clone();
     let expired = {
         let mut c = shopgate_core::token::new_claims(shopgate_core::UserId::new(10).unwrap(), "e@x.io", &stack.config.jwt.policy, 1_000_000, 60);
         c.exp = 1_000_060;
-        shopgate_core::token::sign_hs256(&expired, &c)
+        stack.config.jwt.sign(&c).unwrap()
     };
     let headers: Vec<(&str, Option<String>)> = vec![
         ("no header", None),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
-use shopgate_core::token::{new_claims, sign_hs256};
+use shopgate_core::token::new_claims;
 use shopgate_core::Email;
 
 use crate::error::ApiError;
@@ -83,7 +83,7 @@ pub async fn token(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     };
     let jwt = &state.config.jwt;
     let claims = new_claims(user.id, &user.email, &jwt.policy, crate::now(), jwt.ttl_seconds);
-    let access_token = sign_hs256(&jwt.key, &claims);
+    let access_token = jwt.sign(&claims).ok_or_else(|| anyhow::anyhow!("the key set has no signing key"))?;
     Metrics::inc(&state.metrics.logins_ok);
     tracing::info!(user_id = %user.id, "token issued");
     Ok(no_store(json(StatusCode::OK, &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.ttl_seconds })))
