@@ -119,6 +119,8 @@ pub enum TokenError {
     Issuer,
     #[error("wrong audience")]
     Audience,
+    #[error("revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -138,6 +140,7 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::Issuer => "issuer",
             TokenError::Audience => "audience",
+            TokenError::Revoked => "revoked",
         }
     }
 }

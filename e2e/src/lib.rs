@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use shopgate_core::config::Config;
-use shopgate_core::token::new_claims;
+use shopgate_core::token::{new_claims, KeyFile};
 use shopgate_core::UserId;
 
 /// A password that meets the policy.
@@ -59,13 +59,22 @@ pub struct Options {
     pub debug_headers: bool,
     pub verifiers: usize,
     pub auth_cache_seconds: u32,
+    /// EdDSA with a key file of one key `k1`, instead of an HS256 key.
+    pub eddsa: bool,
+    /// The HS256 key file's content, instead of a random key.
+    pub hs256_key: Option<String>,
+    /// More `key = value` lines for the `[verifier]` section.
+    pub verifier_extra: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0 }
+        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new() }
     }
 }
+
+/// The EdDSA key file of a stack started with `eddsa: true`.
+pub const KEYS_FILE: &str = "jwt-keys.json";
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -96,7 +105,14 @@ impl Stack {
         std::fs::create_dir_all(root.join("nginx"))?;
         set_mode(&root.join("nginx"), 0o755)?;
         let key: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
-        std::fs::write(root.join("jwt.key"), key)?;
+        std::fs::write(root.join("jwt.key"), opts.hs256_key.clone().unwrap_or(key))?;
+        let jwt_section = if opts.eddsa {
+            let file = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
+            std::fs::write(root.join(KEYS_FILE), serde_json::to_string_pretty(&file)?)?;
+            format!("algorithm = \"EdDSA\"\nkeys_file = \"{KEYS_FILE}\"")
+        } else {
+            "key_file = \"jwt.key\"".to_owned()
+        };
         let nginx_port = free_port();
         let verifiers: Vec<String> = (0..opts.verifiers.max(1)).map(|_| format!("\"127.0.0.1:{}\"", free_port())).collect();
         let (a, b) = (free_port(), free_port());
@@ -109,12 +125,13 @@ auth_cache_seconds = {cache}
 worker_processes = "1"
 
 [jwt]
-key_file = "jwt.key"
+{jwt_section}
 
 [verifier]
 listen = [{verifiers}]
 database_url = "sqlite:auth.db"
 hash_workers = 1
+{verifier_extra}
 
 [shards.a]
 number = 0
@@ -131,6 +148,7 @@ primary = "sqlite:shard-b.db"
             debug = opts.debug_headers,
             cache = opts.auth_cache_seconds,
             verifiers = verifiers.join(", "),
+            verifier_extra = opts.verifier_extra.join("\n"),
         );
         let config_path = root.join("shop.toml");
         std::fs::write(&config_path, config_text)?;
@@ -263,6 +281,19 @@ primary = "sqlite:shard-b.db"
         out
     }
 
+    /// Sends SIGHUP to a process of the stack (the verifier and backends reload their keys).
+    pub fn hangup(&self, name: &str) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(child) = procs.get(name) {
+            signal(child.id(), libc::SIGHUP);
+        }
+    }
+
+    /// The names of the running processes.
+    pub fn processes(&self) -> Vec<String> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
     /// Kills a process of the stack (`verifier-0`, `backend-a`, `nginx`) at once.
     pub fn kill(&self, name: &str) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
@@ -369,4 +400,9 @@ fn getrandom(buf: &mut [u8]) {
 
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Sends a signal with kill(1): the workspace forbids unsafe code.
+fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }

@@ -37,8 +37,20 @@ pub async fn connect(url: &DbUrl) -> anyhow::Result<AnyPool> {
         .connect(&conn_url)
         .await
         .with_context(|| format!("cannot connect to the auth database {url}"))?;
-    migrator.run(&pool).await.with_context(|| format!("migrating the auth database {url}"))?;
-    Ok(pool)
+    // Several verifiers may start at once on one database. MySQL's migrator takes a lock; SQLite's
+    // does not, so a verifier that loses the race tries again and finds the work done.
+    let mut attempt = 0;
+    loop {
+        match migrator.run(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "migration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("migrating the auth database {url}")),
+        }
+    }
 }
 
 /// SQLite files are created if missing.

@@ -13,8 +13,10 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod password;
+pub mod revocation;
 pub mod routes;
 pub mod telemetry;
+pub mod throttle;
 pub mod users;
 
 use std::future::Future;
@@ -27,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use shopgate_core::config::Config;
-use shopgate_core::token::Verifier;
+use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
 
@@ -38,6 +40,20 @@ pub struct AppState {
     pub db: AnyPool,
     pub passwords: password::PasswordPool,
     pub metrics: metrics::Metrics,
+    pub revocations: revocation::Revocations,
+    pub throttle_account: throttle::Throttle,
+    pub throttle_address: throttle::Throttle,
+}
+
+impl AppState {
+    /// The whole check of a bearer header, from memory: format, signature, claims, revocation.
+    pub fn check_bearer(&self, header: Option<&[u8]>) -> Result<Verified, TokenError> {
+        let v = token::bearer(header).and_then(|t| self.tokens.verify(t, now()))?;
+        if self.revocations.is_revoked(&v.claims) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(v)
+    }
 }
 
 pub struct App {
@@ -49,10 +65,74 @@ pub struct App {
 pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let db = db::connect(&config.verifier.database_url).await?;
     let passwords = password::PasswordPool::new(config.verifier.hash_workers, config.verifier.hash_queue)?;
+    if !config.jwt.keys().can_sign() {
+        anyhow::bail!("the JWT key set has no signing key (set signing_kid to a key with its private part)");
+    }
+    let revocations = revocation::Revocations::default();
+    revocations
+        .refresh(&db, now(), config.jwt.ttl_seconds + config.jwt.policy.leeway_seconds)
+        .await
+        .context("loading revocations")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     let tokens = config.jwt.verifier();
-    let state = Arc::new(AppState { config, tokens, db, passwords, metrics: metrics::Metrics::default() });
+    let v = &config.verifier;
+    let window = Duration::from_secs(v.login_window_seconds);
+    let state = Arc::new(AppState {
+        throttle_account: throttle::Throttle::new(v.login_max_failures_per_account, window),
+        throttle_address: throttle::Throttle::new(v.login_max_failures_per_address, window),
+        config,
+        tokens,
+        db,
+        passwords,
+        metrics: metrics::Metrics::default(),
+        revocations,
+    });
+    spawn_revocation_refresh(state.clone());
+    watch_keys(&state);
     Ok(App { listener, state })
+}
+
+/// Reloads revocations every `revocation_refresh_ms`; purges expired rows now and then. A failed
+/// refresh keeps the last snapshot (the check path never waits for the database).
+fn spawn_revocation_refresh(state: Arc<AppState>) {
+    let every = state.config.verifier.revocation_refresh();
+    let life = state.config.jwt.ttl_seconds + state.config.jwt.policy.leeway_seconds;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Err(e) = state.revocations.refresh(&state.db, now(), life).await {
+                metrics::Metrics::inc(&state.metrics.revocation_refresh_failed);
+                tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
+            }
+            if n % 1200 == 0 {
+                let _ = revocation::purge_expired(&state.db, now()).await;
+            }
+        }
+    });
+}
+
+/// Reloads keys when the key file changes and on SIGHUP; a bad file keeps the keys in force.
+fn watch_keys(state: &Arc<AppState>) {
+    let report = |r: Result<(), shopgate_core::config::ConfigError>| match r {
+        Ok(()) => tracing::info!("JWT keys reloaded"),
+        Err(e) => tracing::error!(error = %e, "JWT key reload failed; the keys in force stay"),
+    };
+    state.config.jwt.watch(Duration::from_secs(1), report);
+    #[cfg(unix)]
+    {
+        let jwt = state.config.jwt.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    report(jwt.reload());
+                }
+            });
+        }
+    }
 }
 
 impl App {
@@ -71,7 +151,7 @@ impl App {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let (stream, _) = match accepted {
+                    let (stream, peer) = match accepted {
                         Ok(conn) => conn,
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
@@ -84,7 +164,7 @@ impl App {
                     let state = self.state.clone();
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req).await) }
+                        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, peer, req).await) }
                     });
                     let conn = http1::Builder::new()
                         .max_buf_size(64 * 1024)

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub logins_throttled: AtomicU64,
     pub registrations: AtomicU64,
     pub hash_busy: AtomicU64,
+    pub revocation_refresh_failed: AtomicU64,
+    pub logouts: AtomicU64,
 }
 
 impl Metrics {
@@ -31,6 +33,8 @@ impl Metrics {
         counter("shop_login_throttled_total", "Logins refused with 429.", "", &self.logins_throttled);
         counter("shop_registrations_total", "Accounts created.", "", &self.registrations);
         counter("shop_hash_busy_total", "Password checks refused because the pool was full.", "", &self.hash_busy);
+        counter("shop_revocation_refresh_failures_total", "Revocation reloads that failed.", "", &self.revocation_refresh_failed);
+        counter("shop_logouts_total", "Tokens revoked by logout.", "", &self.logouts);
         let _ = writeln!(
             s,
             "# HELP shop_hash_in_flight Password hashes running or queued.\n# TYPE shop_hash_in_flight gauge\nshop_hash_in_flight {hash_in_flight}"

@@ -65,3 +65,14 @@ pub async fn by_id(db: &AnyPool, id: UserId) -> Result<Option<User>, sqlx::Error
         .await?;
     row.as_ref().map(from_row).transpose()
 }
+
+/// Sets a new password hash and revokes every token issued before `tokens_valid_after`.
+pub async fn set_password(db: &AnyPool, id: UserId, hash: &str, tokens_valid_after: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE id = ?")
+        .bind(hash)
+        .bind(tokens_valid_after)
+        .bind(id.as_i64())
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,12 +1,14 @@
 //! End-to-end tests: each starts a whole stack (real nginx, verifier, two backend shards) with
 //! `shopgate_e2e::Stack` and talks to it over 127.0.0.1 only.
 
+mod accounts;
 mod bad_input;
 mod direct_backend;
 mod faults;
 mod identity;
 mod request_path;
 mod routing;
+mod tokens;
 
 use reqwest::Response;
 use serde_json::Value;

@@ -7,8 +7,6 @@
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use shopgate_core::token;
-
 use crate::error::BEARER_CHALLENGE;
 use crate::http::{empty, Body};
 use crate::metrics::Metrics;
@@ -16,8 +14,7 @@ use crate::AppState;
 
 pub fn check(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let verified = token::bearer(header).and_then(|t| state.tokens.verify(t, crate::now()));
-    match verified {
+    match state.check_bearer(header) {
         Ok(v) => {
             Metrics::inc(&state.metrics.verify_ok);
             let mut resp = empty(StatusCode::OK);

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod check;
 pub mod health;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
@@ -18,7 +19,7 @@ use crate::AppState;
 /// can never expose it.
 pub const CHECK_PATH: &str = "/verify";
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     // The hot path first, with no span and no allocation beyond the answer.
     if req.uri().path() == CHECK_PATH {
         return check::check(&state, &req);
@@ -36,12 +37,19 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         let path = req.uri().path().to_owned();
         let result = match (method.clone(), path.as_str()) {
             (Method::POST, "/auth/register") => auth::register::register(&state, req).await,
-            (Method::POST, "/auth/token") => auth::token::token(&state, req).await,
+            (Method::POST, "/auth/token") => auth::token::token(&state, client_address(peer, &req), req).await,
             (Method::GET, "/auth/me") => auth::me::me(&state, &req).await,
+            (Method::POST, "/auth/logout") => auth::logout::logout(&state, &req).await,
+            (Method::POST, "/auth/change-password") => auth::change_password::change_password(&state, req).await,
+            (Method::GET, "/auth/jwks.json") => Ok(auth::jwks::jwks(&state)),
             (Method::GET, "/healthz") => Ok(health::healthz()),
             (Method::GET, "/readyz") => Ok(health::readyz(&state).await),
             (Method::GET, "/metrics") => Ok(health::metrics(&state)),
-            (_, "/auth/register" | "/auth/token" | "/auth/me" | "/healthz" | "/readyz" | "/metrics") => {
+            (
+                _,
+                "/auth/register" | "/auth/token" | "/auth/me" | "/auth/logout" | "/auth/change-password"
+                | "/auth/jwks.json" | "/healthz" | "/readyz" | "/metrics",
+            ) => {
                 Err(ApiError::MethodNotAllowed)
             }
             _ => Err(ApiError::NotFound),
@@ -52,4 +60,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     }
     .instrument(span)
     .await
+}
+
+/// The client's address: nginx's `X-Real-IP` when the connection comes from nginx on this host
+/// (nginx overwrites any client-sent copy), the peer address otherwise.
+fn client_address(peer: SocketAddr, req: &Request<Incoming>) -> IpAddr {
+    if peer.ip().is_loopback() {
+        if let Some(ip) = req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            return ip;
+        }
+    }
+    peer.ip()
 }

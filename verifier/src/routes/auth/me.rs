@@ -5,7 +5,6 @@ use std::sync::Arc;
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use shopgate_core::token;
 
 use super::UserView;
 use crate::error::ApiError;
@@ -15,9 +14,7 @@ use crate::AppState;
 
 pub async fn me(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let verified = token::bearer(header)
-        .and_then(|t| state.tokens.verify(t, crate::now()))
-        .map_err(|_| ApiError::Unauthorized)?;
-    let user = users::by_id(&state.db, verified.user).await?.ok_or(ApiError::Unauthorized)?;
+    let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
+    let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
     Ok(json(StatusCode::OK, &UserView::from(&user)))
 }

@@ -1,5 +1,8 @@
 //! The auth API under `/auth/`: one file per action.
 
+pub mod change_password;
+pub mod jwks;
+pub mod logout;
 pub mod me;
 pub mod register;
 pub mod token;

@@ -5,6 +5,7 @@
 //! and ignored. A wrong password and an unknown email get the same answer in about the same time:
 //! both verify against a hash.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -34,7 +35,7 @@ fn invalid_request(message: &str) -> ApiError {
     oauth(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
-pub async fn token(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = match read_body(req, "application/x-www-form-urlencoded").await {
         Ok(b) => b,
         Err(ApiError::UnsupportedMediaType(_)) => {
@@ -65,6 +66,17 @@ pub async fn token(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         return Err(invalid_request("username and password are required"));
     };
 
+    // Throttled before any hashing: per account (known or not, so the answer says nothing about
+    // which emails exist) and per client address.
+    let account_key = format!("account:{}", username.trim().to_lowercase());
+    let address_key = format!("address:{address}");
+    if let Some(retry_after) =
+        state.throttle_account.blocked(&account_key).or_else(|| state.throttle_address.blocked(&address_key))
+    {
+        Metrics::inc(&state.metrics.logins_throttled);
+        return Err(ApiError::TooManyRequests { retry_after });
+    }
+
     // An email that cannot exist, or a password no account can have, still costs a lookup and a
     // hash, so its answer time says nothing.
     let user = match Email::parse(&username) {
@@ -78,11 +90,17 @@ pub async fn token(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         Some(u) if matched && u.is_active => u,
         _ => {
             Metrics::inc(&state.metrics.logins_failed);
+            state.throttle_account.failed(&account_key);
+            state.throttle_address.failed(&address_key);
             return Err(oauth(StatusCode::UNAUTHORIZED, "invalid_grant", "wrong email or password"));
         }
     };
+    state.throttle_account.succeeded(&account_key);
     let jwt = &state.config.jwt;
-    let claims = new_claims(user.id, &user.email, &jwt.policy, crate::now(), jwt.ttl_seconds);
+    // Stamped no earlier than the user's revocation cut-off, so a token issued in the same second
+    // as a password change is not caught by it.
+    let iat = crate::now().max(user.tokens_valid_after);
+    let claims = new_claims(user.id, &user.email, &jwt.policy, iat, jwt.ttl_seconds);
     let access_token = jwt.sign(&claims).ok_or_else(|| anyhow::anyhow!("the key set has no signing key"))?;
     Metrics::inc(&state.metrics.logins_ok);
     tracing::info!(user_id = %user.id, "token issued");

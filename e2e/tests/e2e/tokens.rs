@@ -1,0 +1,242 @@
+//! Issue 3: the negative corpus at the check path, key rotation, weak keys.
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use shopgate_core::token::{EdKeys, KeyFile, Keys};
+use shopgate_e2e::{bin, Options, Stack, KEYS_FILE};
+
+fn b64(s: &str) -> String {
+    URL_SAFE_NO_PAD.encode(s)
+}
+
+/// The verifier's check path itself, as nginx calls it.
+async fn check(stack: &Stack, token: &str) -> (u16, usize) {
+    let addr = stack.config.verifier.listen[0];
+    let r = stack.http.get(format!("http://{addr}/verify")).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.headers().get_all("www-authenticate").iter().count())
+}
+
+fn hs256(key: &[u8], header: &Value, payload: &Value) -> String {
+    use hmac::Mac as _;
+    let input = format!("{}.{}", b64(&header.to_string()), b64(&payload.to_string()));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn the_negative_corpus_is_401_at_the_check_path() {
+    let stack = Stack::start().await;
+    let key = std::fs::read_to_string(stack.dir.path().join("jwt.key")).unwrap();
+    let key = key.trim().as_bytes();
+    let now = shopgate_e2e::now();
+    let good = json!({"sub": "5", "user_id": 5, "email": "e@x.io", "iat": now, "exp": now + 600, "jti": "j1",
+        "iss": "shopgate", "aud": "shopgate-api"});
+    let hs = json!({"alg": "HS256", "typ": "JWT"});
+    assert_eq!(check(&stack, &hs256(key, &hs, &good)).await.0, 200, "the control token must pass");
+
+    let with = |k: &str, v: Value| {
+        let mut p = good.clone();
+        p[k] = v;
+        p
+    };
+    let without = |k: &str| {
+        let mut p = good.clone();
+        p.as_object_mut().unwrap().remove(k);
+        p
+    };
+    let valid = hs256(key, &hs, &good);
+    let (h, p, s) = {
+        let v: Vec<&str> = valid.split('.').collect();
+        (v[0].to_owned(), v[1].to_owned(), v[2].to_owned())
+    };
+    let mut corpus: Vec<(String, String)> = Vec::new();
+    for alg in ["none", "None", "NONE", "nOnE", "none ", ""] {
+        corpus.push((format!("alg {alg:?} unsigned"), format!("{}.{p}.", b64(&json!({"alg": alg}).to_string()))));
+        corpus.push((format!("alg {alg:?} with a signature"), hs256(key, &json!({"alg": alg}), &good)));
+    }
+    for alg in ["HS384", "HS512", "RS256", "ES256", "EdDSA", "hs256", "PS256"] {
+        corpus.push((format!("unconfigured alg {alg}"), hs256(key, &json!({"alg": alg}), &good)));
+    }
+    corpus.extend([
+        ("crit header".to_owned(), hs256(key, &json!({"alg": "HS256", "crit": ["exp"], "exp": 1}), &good)),
+        ("empty crit".into(), hs256(key, &json!({"alg": "HS256", "crit": []}), &good)),
+        ("alg as a list".into(), hs256(key, &json!({"alg": ["HS256"]}), &good)),
+        ("no alg".into(), hs256(key, &json!({"typ": "JWT"}), &good)),
+        ("missing exp".into(), hs256(key, &hs, &without("exp"))),
+        ("past exp".into(), hs256(key, &hs, &with("exp", json!(now - 3600)))),
+        ("exp as a string".into(), hs256(key, &hs, &with("exp", json!((now + 600).to_string())))),
+        ("exp as a float".into(), hs256(key, &hs, &with("exp", json!(1e12)))),
+        ("future nbf".into(), hs256(key, &hs, &with("nbf", json!(now + 3600)))),
+        ("wrong iss".into(), hs256(key, &hs, &with("iss", json!("evil")))),
+        ("missing iss".into(), hs256(key, &hs, &without("iss"))),
+        ("wrong aud".into(), hs256(key, &hs, &with("aud", json!("other")))),
+        ("aud list without ours".into(), hs256(key, &hs, &with("aud", json!(["a", "b"])))),
+        ("user_id as a string".into(), hs256(key, &hs, &with("user_id", json!("5")))),
+        ("user_id negative".into(), hs256(key, &hs, &with("user_id", json!(-5)))),
+        ("user_id zero".into(), hs256(key, &hs, &with("user_id", json!(0)).clone())),
+        ("user_id over 2^53".into(), hs256(key, &hs, &with("user_id", json!(1u64 << 60)))),
+        ("sub disagrees".into(), hs256(key, &hs, &with("sub", json!("6")))),
+        ("missing jti".into(), hs256(key, &hs, &without("jti"))),
+        ("claims not an object".into(), hs256(key, &hs, &json!([1, 2]))),
+        ("bad signature".into(), hs256(b"another-key-of-enough-length-0123456789", &hs, &good)),
+        ("signature stripped".into(), format!("{h}.{p}.")),
+        ("signature of two parts".into(), format!("{h}.{p}")),
+        ("payload swapped under the old signature".into(), format!("{h}.{}.{s}", b64(&with("user_id", json!(6)).to_string()))),
+        ("padded base64".into(), format!("{h}=.{p}.{s}")),
+        ("standard base64 alphabet".into(), format!("{h}.{}.{s}", p.replace('-', "+").replace('_', "/") + "+/")),
+        ("junk in base64".into(), format!("{h}.{p}*.{s}")),
+        ("header not json".into(), format!("{}.{p}.{s}", b64("{\"alg\":\"HS256\""))),
+        ("payload not json".into(), hs256_raw(key, &hs.to_string(), "{\"sub\":")),
+        ("duplicate alg".into(), hs256_raw(key, r#"{"alg":"HS256","alg":"none"}"#, &good.to_string())),
+        ("four parts".into(), format!("{valid}.x")),
+        ("over 8 KiB".into(), hs256(key, &hs, &with("email", json!("x".repeat(8200))))),
+        ("RFC 7515 A.1 (other key)".into(), RFC7515_A1.into()),
+    ]);
+    for (what, token) in corpus {
+        let (status, challenges) = check(&stack, &token).await;
+        assert_eq!(status, 401, "{what}: {token}");
+        assert_eq!(challenges, 1, "{what}");
+    }
+    // Through nginx as well, for a sample.
+    let r = stack.http.get(stack.api("/api/orders")).bearer_auth(hs256(key, &json!({"alg": "none"}), &good)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+fn hs256_raw(key: &[u8], header: &str, payload: &str) -> String {
+    use hmac::Mac as _;
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+const RFC7515_A1: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+#[tokio::test]
+async fn rfc7515_a1_under_its_own_key_is_401() {
+    // The token's signature is valid under this key; it is expired and carries none of our claims.
+    let stack = Stack::start_with(Options {
+        hs256_key: Some("base64url:AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(check(&stack, RFC7515_A1).await, (401, 1));
+    assert_eq!(check(&stack, &stack.mint(9)).await.0, 200, "the stack does use the A.1 key");
+}
+
+#[tokio::test]
+async fn a_public_key_used_as_an_hmac_secret_is_401() {
+    let stack = Stack::start_with(Options { eddsa: true, ..Default::default() }).await;
+    let file: KeyFile = serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
+    let x = URL_SAFE_NO_PAD.decode(&file.keys[0].x).unwrap();
+    let now = shopgate_e2e::now();
+    let claims = json!({"sub": "5", "user_id": 5, "email": "e@x.io", "iat": now, "exp": now + 600, "jti": "j1",
+        "iss": "shopgate", "aud": "shopgate-api"});
+    for secret in [x.clone(), file.keys[0].x.as_bytes().to_vec(), serde_json::to_vec(&file.keys[0]).unwrap()] {
+        for header in [json!({"alg": "HS256"}), json!({"alg": "HS256", "kid": "k1"})] {
+            assert_eq!(check(&stack, &hs256(&secret, &header, &claims)).await, (401, 1));
+        }
+    }
+    assert_eq!(check(&stack, &stack.mint(5)).await.0, 200, "EdDSA tokens do pass");
+    let jwks: Value = stack.http.get(stack.api("/auth/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], "k1");
+    assert!(jwks["keys"][0].get("d").is_none(), "the private key was published");
+}
+
+fn write_keys(stack: &Stack, file: &KeyFile) {
+    let path = stack.dir.path().join(KEYS_FILE);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(file).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    for p in stack.processes() {
+        if p != "nginx" {
+            stack.hangup(&p);
+        }
+    }
+}
+
+async fn status(stack: &Stack, token: &str) -> u16 {
+    stack.http.get(stack.api("/api/orders?limit=1")).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+/// Waits until `token` gets `want` through nginx (verifier and backend both reloaded).
+async fn until(stack: &Stack, token: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(stack, token).await != want {
+        assert!(Instant::now() < deadline, "no reload within 10 s:\n{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn key_rotation_without_a_failed_request() {
+    let stack = std::sync::Arc::new(Stack::start_with(Options { eddsa: true, ..Default::default() }).await);
+    let mut file: KeyFile = serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
+    let claims = |uid: u64| shopgate_core::token::new_claims(shopgate_core::UserId::new(uid).unwrap(), "r@x.io", &stack.config.jwt.policy, shopgate_e2e::now(), 600);
+    let old_token = stack.mint(20);
+    assert_eq!(status(&stack, &old_token).await, 200);
+
+    // Old-key tokens keep passing, with no failure, while the new key is added and takes over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stack, stop, token) = (stack.clone(), stop.clone(), old_token.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sent += 1;
+                if status(&stack, &token).await != 200 {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        })
+    };
+    file.keys.push(KeyFile::generate_jwk("k2"));
+    file.signing_kid = Some("k2".into());
+    let new_keys = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
+    let new_token = new_keys.sign(&claims(22)).unwrap();
+    write_keys(&stack, &file);
+    until(&stack, &new_token, 200).await;
+    // The verifier now signs with the new key.
+    let email = format!("rot-{}@example.com", shopgate_e2e::rand_hex(4));
+    stack.register(&email).await;
+    let issued = stack.login(&email).await;
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(issued.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], "k2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.await.unwrap();
+    assert!(sent > 10, "only {sent} requests during the switch");
+    assert_eq!(failed, 0, "{failed} of {sent} old-key requests failed during the switch");
+    let jwks: Value = stack.http.get(stack.api("/auth/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both keys published during the overlap");
+
+    // Retire the old key: its tokens fail, the new key's pass.
+    file.keys.retain(|k| k.kid != "k1");
+    write_keys(&stack, &file);
+    until(&stack, &old_token, 401).await;
+    assert_eq!(status(&stack, &new_token).await, 200);
+    assert_eq!(status(&stack, &issued).await, 200);
+}
+
+#[tokio::test]
+async fn weak_or_placeholder_keys_refuse_to_start() {
+    let stack = Stack::start().await;
+    for (key, want) in [("short-key", "at least 32"), ("your-256-bit-secret", "placeholder"), ("changeme", "placeholder")] {
+        let out = std::process::Command::new(bin("verifier"))
+            .env("SHOP_CONFIG", &stack.config_path)
+            .env("SHOP_JWT_KEY", key)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{key}: started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{key}: {err}");
+        assert!(!err.contains("panicked"), "{key}: {err}");
+        let out = std::process::Command::new(bin("backend")).args(["--shard", "a"]).env("SHOP_CONFIG", &stack.config_path).env("SHOP_JWT_KEY", key).output().unwrap();
+        assert!(!out.status.success(), "backend with {key}: started");
+    }
+}

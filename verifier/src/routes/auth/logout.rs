@@ -1,0 +1,24 @@
+//! `POST /auth/logout`: revokes the bearer token itself. In force here at once, on every other
+//! verifier within the revocation bound.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::http::{json, no_store, Body};
+use crate::metrics::Metrics;
+use crate::{revocation, AppState};
+
+pub async fn logout(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
+    revocation::revoke_token(&state.db, &verified.claims, crate::now()).await?;
+    state.revocations.revoke_local(&verified.claims.jti);
+    Metrics::inc(&state.metrics.logouts);
+    tracing::info!(user_id = %verified.user, "logged out");
+    Ok(no_store(json(StatusCode::OK, &json!({"status": "logged_out"}))))
+}
