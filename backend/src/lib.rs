@@ -1,1 +1,204 @@
-//! placeholder
+//! One shard's shop API: the catalog, the shard's users' orders and profiles.
+//!
+//! nginx sends each `/api` request to the shard that owns its user (bucket = user id mod 1000,
+//! via the shared [`shopgate_core::ShardMap`]). This crate checks the token again, refuses users of
+//! other shards (421), writes to the shard's primary and reads from its replica when that is safe.
+//!
+//! [`build`] binds the listener and sets up the database; [`serve`] runs until a shutdown future
+//! completes; [`router`] is the whole HTTP surface, usable without a socket in tests.
+
+pub mod auth;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod order_id;
+pub mod routes;
+pub mod seed;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use shopgate_core::config::Config;
+use tokio::net::TcpListener;
+
+use crate::db::InitError;
+pub use crate::error::ApiError;
+use crate::routes::{catalog, health, orders, users};
+pub use crate::state::AppState;
+
+/// Request bodies larger than this get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How often the JWT key file is checked for a change.
+pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
+/// After the shutdown signal, in-flight requests get this long before connections are dropped.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Where to listen: an address to bind, or a listener bound already (port 0 in tests).
+pub enum Bind {
+    Addr(SocketAddr),
+    Listener(TcpListener),
+}
+
+impl From<SocketAddr> for Bind {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Addr(addr)
+    }
+}
+
+impl From<TcpListener> for Bind {
+    fn from(listener: TcpListener) -> Self {
+        Self::Listener(listener)
+    }
+}
+
+/// A built shard backend: listening, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TCP listener always has a local address.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+/// Binds the listener and sets up the shard named `shard`: pools, migrations, demo catalog, order
+/// id seed. A primary that is down does not stop the start (requests get 503 until it answers);
+/// an unknown shard, a bad database URL, a listener that cannot bind or a schema that disagrees
+/// with this build's migrations does.
+pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow::Result<App> {
+    let shard_config = config.shard(shard).cloned().ok_or_else(|| anyhow::Error::msg(unknown_shard(&config, shard)))?;
+    let listener = match bind.into() {
+        Bind::Listener(listener) => listener,
+        Bind::Addr(addr) => TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
+    };
+    let state = AppState::new(&config, shard_config).with_context(|| format!("shard {shard}"))?;
+    watch_keys(&config);
+    match state.init().await {
+        Ok(()) | Err(InitError::Unavailable(_)) => {}
+        Err(e @ InitError::Schema(_)) => return Err(e).with_context(|| format!("shard {shard}")),
+    }
+    state.spawn_heartbeat();
+    Ok(App { listener, state })
+}
+
+/// Reloads the JWT keys when the key file changes and on SIGHUP, as the verifier does: tokens
+/// signed with a rotated-in key must pass here too. A bad file keeps the keys in force. The
+/// state's verifier shares the live keys, so it sees every reload.
+fn watch_keys(config: &Config) {
+    let report = |reloaded: Result<(), shopgate_core::config::ConfigError>| match reloaded {
+        Ok(()) => tracing::info!("JWT keys reloaded"),
+        Err(e) => tracing::error!(error = %e, "JWT key reload failed; the keys in force stay"),
+    };
+    config.jwt.watch(KEY_WATCH_EVERY, report);
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let jwt = config.jwt.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                report(jwt.reload());
+            }
+        });
+    }
+}
+
+/// The address shard `shard` listens on, or the one-line error naming the shards that exist.
+pub fn shard_listen(config: &Config, shard: &str) -> Result<SocketAddr, String> {
+    config.shard(shard).map(|s| s.listen).ok_or_else(|| unknown_shard(config, shard))
+}
+
+fn unknown_shard(config: &Config, shard: &str) -> String {
+    let known: Vec<&str> = config.shards.iter().map(|s| s.name.as_str()).collect();
+    format!("unknown shard {shard:?}; {} defines: {}", config.path.display(), known.join(", "))
+}
+
+/// The whole HTTP surface of a shard.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/categories", get(catalog::list_categories))
+        .route("/api/products", get(catalog::list_products))
+        .route("/api/products/{id}", get(catalog::show_product))
+        .route("/api/orders", get(orders::list).post(orders::create))
+        .route("/api/orders/{id}", get(orders::show))
+        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/users", post(users::create))
+        .route("/api/users/me", get(users::me))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_ready));
+    let ops = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics));
+    api.merge(ops)
+        .fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+/// Serves `app` until `shutdown` completes, then lets in-flight requests finish for up to
+/// [`SHUTDOWN_DEADLINE`] and closes the database pools.
+pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let App { listener, state } = app;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down; finishing in-flight requests");
+        let _ = stopping.send(());
+    };
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal);
+    let deadline = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_DEADLINE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => served.context("server failed")?,
+        () = deadline => tracing::warn!("requests still running after the shutdown deadline; dropping them"),
+    }
+    if tokio::time::timeout(Duration::from_secs(2), state.db.close()).await.is_err() {
+        tracing::warn!("database pools did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

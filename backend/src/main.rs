@@ -1,1 +1,41 @@
-fn main() {}
+//! `backend --config shop.toml --shard a`: serves one shard's shop API until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shopgate_backend::{build, serve, shard_listen, shutdown_signal, telemetry};
+use shopgate_core::config::Config;
+
+#[derive(Parser)]
+#[command(version, about = "One shard's shop API: catalog, orders, profiles.")]
+struct Args {
+    /// The stack's config file.
+    #[arg(long, env = "SHOP_CONFIG")]
+    config: PathBuf,
+    /// The `[shards.NAME]` this process serves.
+    #[arg(long)]
+    shard: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init("info,sqlx=warn");
+    let loaded = Config::load(&args.config).map_err(|e| e.to_string());
+    let checked = loaded.and_then(|c| shard_listen(&c, &args.shard).map(|addr| (c, addr)));
+    let Ok((config, listen)) = checked.inspect_err(|e| eprintln!("backend: {e}")) else {
+        return ExitCode::from(2); // a config problem: one line, like clap's usage errors
+    };
+    let served = match build(config, &args.shard, listen).await {
+        Ok(app) => {
+            tracing::info!(shard = %args.shard, addr = %app.local_addr(), "listening");
+            serve(app, shutdown_signal()).await
+        }
+        Err(e) => Err(e),
+    };
+    served.map(|()| ExitCode::SUCCESS).unwrap_or_else(|e| {
+        eprintln!("backend: {e:#}");
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,113 @@
+//! Prometheus counters, rendered by hand in the text exposition format (a handful of counters do
+//! not justify a metrics framework). Label values come from the router's route templates, so the
+//! number of series stays bounded whatever clients send.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (route template, method, status) -> count.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Reason label -> count.
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    replica_fallback: AtomicU64,
+    orders_created: AtomicU64,
+    idempotent_replays: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request(&self, route: &str, method: &str, status: u16) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        let mut map = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    pub fn replica_fallback(&self) {
+        self.replica_fallback.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn order_created(&self) {
+        self.orders_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn idempotent_replay(&self) {
+        self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn replica_fallbacks(&self) -> u64 {
+        self.replica_fallback.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text format; every series carries `shard`.
+    pub fn render(&self, shard: &str) -> String {
+        let shard = escape(shard);
+        let mut out = String::new();
+        out.push_str("# HELP shop_http_requests_total HTTP requests answered, by route template, method and status.\n");
+        out.push_str("# TYPE shop_http_requests_total counter\n");
+        for ((route, method, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "shop_http_requests_total{{shard=\"{shard}\",route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                escape(route),
+                escape(method)
+            );
+        }
+        out.push_str("# HELP shop_auth_failures_total Requests refused with 401, by reason.\n");
+        out.push_str("# TYPE shop_auth_failures_total counter\n");
+        for (reason, n) in self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "shop_auth_failures_total{{shard=\"{shard}\",reason=\"{reason}\"}} {n}");
+        }
+        for (name, help, counter) in [
+            (
+                "shop_replica_fallback_total",
+                "Reads sent to the primary because the replica was down or lagging.",
+                &self.replica_fallback,
+            ),
+            ("shop_orders_created_total", "Orders created (idempotent replays not counted).", &self.orders_created),
+            (
+                "shop_idempotent_replays_total",
+                "Order requests answered with an order made earlier under the same Idempotency-Key.",
+                &self.idempotent_replays,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", counter.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::default();
+        m.request("/api/orders", "POST", 201);
+        m.request("/api/orders", "POST", 201);
+        m.replica_fallback();
+        m.auth_failure("expired");
+        let text = m.render("a");
+        assert!(
+            text.contains(
+                "shop_http_requests_total{shard=\"a\",route=\"/api/orders\",method=\"POST\",status=\"201\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("shop_replica_fallback_total{shard=\"a\"} 1\n"), "{text}");
+        assert!(text.contains("shop_auth_failures_total{shard=\"a\",reason=\"expired\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE shop_orders_created_total counter\n"));
+    }
+}

@@ -1,0 +1,33 @@
+//! `/healthz` (the process runs), `/readyz` (the primary answers), `/metrics` (Prometheus).
+//! No authentication: they say nothing about users.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the schema is set up and the primary answers `SELECT 1` within a second, else 503.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.ensure_ready().await?;
+    state.db.ping_primary(READY_TIMEOUT).await.map_err(ApiError::Unavailable)?;
+    Ok(Json(json!({ "status": "ready", "shard": state.shard_name() })))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(state.shard_name().as_str()),
+    )
+}

@@ -1,0 +1,150 @@
+//! What every handler shares: this shard's config, the token verifier, the databases with their
+//! read/write policy, the order id generator and the metrics. Cheap to clone.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use shopgate_core::config::{Config, ShardConfig};
+use shopgate_core::token::Verifier;
+use shopgate_core::{ShardMap, ShardName, UserId};
+use sqlx::AnyPool;
+
+use crate::db::{self, Db, InitError};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::order_id::OrderIdGen;
+
+/// A shard whose primary was down at start retries setting up its schema at most this often,
+/// driven by requests and `/readyz`.
+const RETRY_INIT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub shard: ShardConfig,
+    pub shard_map: ShardMap,
+    pub verifier: Verifier,
+    pub db: Db,
+    pub order_ids: OrderIdGen,
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    last_init_attempt: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, shard: ShardConfig) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let db = Db::connect(&shard, metrics.clone())?;
+        Ok(Self(Arc::new(Inner {
+            order_ids: OrderIdGen::new(shard.number),
+            shard,
+            shard_map: config.shard_map.clone(),
+            verifier: config.jwt.verifier(),
+            db,
+            metrics,
+            ready: AtomicBool::new(false),
+            last_init_attempt: tokio::sync::Mutex::new(None),
+        })))
+    }
+
+    pub fn shard_name(&self) -> &ShardName {
+        &self.shard.name
+    }
+
+    /// The shard that owns `user`, by the one routing function nginx's map is generated from.
+    pub fn shard_for(&self, user: UserId) -> &ShardName {
+        self.shard_map.shard_for(user)
+    }
+
+    /// The primary.
+    pub fn db_write(&self) -> &AnyPool {
+        self.db.db_write()
+    }
+
+    /// The replica, or the primary when the replica is down or lagging or `user` just wrote.
+    pub async fn db_read(&self, user: UserId) -> &AnyPool {
+        self.db.db_read(user).await
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Ok once the schema is set up; until then tries (at most once a second) and answers 503.
+    pub async fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        let Ok(mut last) = self.last_init_attempt.try_lock() else {
+            return Err(ApiError::NotReady);
+        };
+        if self.is_ready() {
+            return Ok(());
+        }
+        if last.is_some_and(|at| at.elapsed() < RETRY_INIT_EVERY) {
+            return Err(ApiError::NotReady);
+        }
+        let result = self.try_init().await;
+        // Measured from the end of the attempt: requests right after a slow failure answer at once.
+        *last = Some(Instant::now());
+        result.map_err(|_| ApiError::NotReady)
+    }
+
+    /// The first attempt, at start: like a request's, but waits for the lock and reports why.
+    pub(crate) async fn init(&self) -> Result<(), InitError> {
+        let mut last = self.last_init_attempt.lock().await;
+        let result = self.try_init().await;
+        *last = Some(Instant::now());
+        result
+    }
+
+    /// Migrations, demo catalog, order id seed. Logged; the caller decides whether to go on.
+    async fn try_init(&self) -> Result<(), InitError> {
+        match self.db.init().await {
+            Ok(max_order_id) => {
+                self.order_ids.observe_max(max_order_id);
+                self.ready.store(true, Ordering::Release);
+                tracing::info!(shard = %self.shard.name, "shard database ready");
+                Ok(())
+            }
+            Err(e) => {
+                // DbUrl's Display masks any password.
+                let primary = &self.shard.primary;
+                tracing::warn!(shard = %self.shard.name, %primary, error = %e, "shard database not ready");
+                Err(e)
+            }
+        }
+    }
+
+    /// While a replica is configured, stamps the primary's heartbeat every second. Stops when the
+    /// state is dropped.
+    pub(crate) fn spawn_heartbeat(&self) {
+        if !self.db.has_replica() {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(db::BEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.ready.load(Ordering::Acquire) {
+                    if let Err(e) = inner.db.beat().await {
+                        tracing::debug!(error = %e, "heartbeat to the primary failed");
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,76 @@
+//! The shard's copy of a user's profile: same id as the auth database, email from the token.
+//! No password is ever stored here.
+
+use serde::Serialize;
+use shopgate_core::UserId;
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::db::{is_unique_violation, Dialect};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub id: i64,
+    pub email: String,
+    pub is_active: bool,
+    pub created_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    email: String,
+    is_active: i64,
+    created_at: i64,
+}
+
+impl From<Row> for Profile {
+    fn from(r: Row) -> Self {
+        Self { id: r.id, email: r.email, is_active: r.is_active != 0, created_at: super::rfc3339(r.created_at) }
+    }
+}
+
+pub async fn find(db: &AnyPool, user: UserId) -> sqlx::Result<Option<Profile>> {
+    let row: Option<Row> = sqlx::query_as("SELECT id, email, is_active, created_at FROM users WHERE id = ?")
+        .bind(user.as_i64())
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(Profile::from))
+}
+
+/// Creates the profile unless it exists; true if this call created it. Portable: the primary key
+/// decides, so two concurrent calls cannot both create.
+pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
+    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
+        .bind(user.as_i64())
+        .bind(email)
+        .bind(now)
+        .execute(db)
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the profile or refreshes its email, inside an order's transaction.
+pub async fn upsert(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    user: UserId,
+    email: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    let sql = match dialect {
+        Dialect::Sqlite => {
+            "INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?) \
+             ON CONFLICT (id) DO UPDATE SET email = excluded.email"
+        }
+        Dialect::MySql => {
+            "INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?) \
+             ON DUPLICATE KEY UPDATE email = VALUES(email)"
+        }
+    };
+    sqlx::query(sql).bind(user.as_i64()).bind(email).bind(now).execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! /healthz, /readyz, /metrics, and a dead primary: 503 fast, other shards unaffected.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{assert_error, json, spawn_app, spawn_app_with, TestApp, ANN, ODD};
+
+/// 503 `shard_unavailable` within `bound`, from the API (read and write) and /readyz.
+async fn assert_unavailable_fast(app: &TestApp, bound: Duration) {
+    let started = Instant::now();
+    assert_error(app.get("/api/orders", ANN).await, 503, "shard_unavailable").await;
+    assert_error(
+        app.create_order(ANN, json!([{"product_id": 1, "quantity": 1}]), None).await,
+        503,
+        "shard_unavailable",
+    )
+    .await;
+    assert_error(app.get_anonymous("/readyz").await, 503, "shard_unavailable").await;
+    // Past the one-second retry throttle, so this one really tries the database again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retried = Instant::now();
+    assert_error(app.get("/api/products", ANN).await, 503, "shard_unavailable").await;
+    assert!(retried.elapsed() < bound, "a retry took {:?}", retried.elapsed());
+    assert!(started.elapsed() < bound * 2 + Duration::from_millis(1100), "took {:?}", started.elapsed());
+    // The process itself is fine.
+    let (status, body) = json(app.get_anonymous("/healthz").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics_need_no_auth() {
+    let app = spawn_app().await;
+    let (status, body) = json(app.get_anonymous("/healthz").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let (status, body) = json(app.get_anonymous("/readyz").await).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = app.get("/api/orders", ANN).await;
+    let res = app.get_anonymous("/metrics").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("shop_http_requests_total{shard=\"a\",route=\"/api/orders\",method=\"GET\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("shop_replica_fallback_total{shard=\"a\"} 0"), "{text}");
+}
+
+#[tokio::test]
+async fn a_sqlite_primary_that_cannot_open_is_503_fast() {
+    let url = "sqlite:///nonexistent-shopgate-test-dir/deeper/shard-a.db";
+    let app = spawn_app_with("a", &[("SHOP__SHARDS__A__PRIMARY", url)]).await;
+    assert_unavailable_fast(&app, Duration::from_secs(3)).await;
+}
+
+#[tokio::test]
+async fn a_mysql_primary_on_a_closed_port_is_503_fast_and_other_shards_are_unaffected() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("mysql://shop:pw@127.0.0.1:{closed}/shard_a");
+    let started = Instant::now();
+    let down = spawn_app_with("a", &[("SHOP__SHARDS__A__PRIMARY", url.as_str())]).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "start took {:?}", started.elapsed());
+    let healthy = spawn_app_with("b", &[("SHOP__SHARDS__A__PRIMARY", url.as_str())]).await;
+    assert_unavailable_fast(&down, Duration::from_secs(3)).await;
+    let (status, _) = json(healthy.create_order(ODD, json!([{"product_id": 1, "quantity": 1}]), None).await).await;
+    assert_eq!(status, 201, "shard b does not depend on shard a's database");
+}
+
+#[tokio::test]
+async fn a_primary_lost_after_start_is_503_fast() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/orders", ANN).await.status(), 200);
+    app.state.db.close().await;
+    let started = Instant::now();
+    assert_error(app.get("/api/orders", ANN).await, 503, "shard_unavailable").await;
+    assert_error(
+        app.create_order(ANN, json!([{"product_id": 1, "quantity": 1}]), Some("k")).await,
+        503,
+        "shard_unavailable",
+    )
+    .await;
+    assert_error(app.get_anonymous("/readyz").await, 503, "shard_unavailable").await;
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}

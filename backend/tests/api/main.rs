@@ -1,0 +1,12 @@
+//! The backend's one integration-test binary: each test spawns a real shard on port 0 with its own
+//! SQLite files in a temp dir, and talks HTTP to it. No database mocks.
+
+mod auth;
+mod catalog;
+mod errors;
+mod health;
+mod helpers;
+mod mysql;
+mod orders;
+mod replica;
+mod users;
