@@ -25,9 +25,9 @@ ensure_packages() {
 
 ensure_nginx() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || ensure_packages nginx-light
-  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-  "$NGINX" -V 2>&1 | grep -q -- --with-http_auth_request_module \
-    || die "$NGINX lacks the auth_request module; install nginx-light or nginx-core"
+  NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+  "$NGINX_BIN" -V 2>&1 | grep -q -- --with-http_auth_request_module \
+    || die "$NGINX_BIN lacks the auth_request module; install nginx-light or nginx-core"
 }
 
 # A free TCP port on 127.0.0.1 (asks the kernel for one, then releases it).

@@ -51,7 +51,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn nginx_bin() -> PathBuf {
-    std::env::var_os("NGINX").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    std::env::var_os("NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
 
 #[derive(Debug, Clone)]
