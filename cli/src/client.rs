@@ -12,6 +12,7 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    email: String,
 }
 
 /// An answer the shop gave that was not a success.
@@ -23,6 +24,22 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// The kept token was refused: it expired or was revoked (logout elsewhere, password change,
+/// account disabled).
+#[derive(Debug, thiserror::Error)]
+#[error("your login to {url} is no longer valid (expired or revoked): run `shopctl login {email}`")]
+pub struct LoginInvalid {
+    pub url: String,
+    pub email: String,
+}
+
+/// The gateway did not answer at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the shop at {url}: is the stack running? (scripts/up, or pass --url)")]
+pub struct Unreachable {
+    pub url: String,
+}
+
 impl Client {
     pub fn new(ctx: &Context) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -31,7 +48,7 @@ impl Client {
             .user_agent(concat!("shopctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot set up HTTP")?;
-        Ok(Self { base: stack::base_url(ctx), http, token: None })
+        Ok(Self { base: stack::base_url(ctx), http, token: None, email: String::new() })
     }
 
     /// A client that sends the kept login's token.
@@ -43,6 +60,15 @@ impl Client {
             anyhow::bail!("your login to {} has expired: run `shopctl login {}`", c.base, cred.email);
         }
         c.token = Some(cred.access_token);
+        c.email = cred.email;
+        Ok(c)
+    }
+
+    /// A client that sends this token, whatever its age (logout revokes it).
+    pub fn with_token(ctx: &Context, token: String, email: String) -> anyhow::Result<Self> {
+        let mut c = Self::new(ctx)?;
+        c.token = Some(token);
+        c.email = email;
         Ok(c)
     }
 
@@ -59,26 +85,28 @@ impl Client {
     }
 
     async fn send(&self, rb: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
-        let resp = rb.send().await.map_err(|e| {
+        let resp = rb.send().await.map_err(|e| -> anyhow::Error {
             if e.is_connect() || e.is_timeout() {
-                anyhow::anyhow!("cannot reach the shop at {}: is the stack running? (scripts/up)", self.base)
+                Unreachable { url: self.base.clone() }.into()
             } else {
-                anyhow::anyhow!("request to {} failed: {e}", self.base)
+                anyhow::anyhow!("request to {} failed: {}", self.base, e.without_url())
             }
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the answer")?;
-        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let body: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if status.is_success() {
             return Ok((status, body));
         }
         let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
         let code = field("error").unwrap_or_else(|| "error".into());
-        let message = field("message").or_else(|| field("error_description")).unwrap_or_else(|| {
-            status.canonical_reason().unwrap_or("request failed").to_lowercase()
-        });
+        let message = field("message")
+            .or_else(|| field("error_description"))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("request failed").to_lowercase());
         if status == StatusCode::UNAUTHORIZED && self.token.is_some() {
-            anyhow::bail!("your login is no longer valid (expired or revoked): run `shopctl login`");
+            let email = if self.email.is_empty() { "EMAIL".to_owned() } else { self.email.clone() };
+            return Err(LoginInvalid { url: self.base.clone(), email }.into());
         }
         Err(ApiError { status: status.as_u16(), code, message }.into())
     }

@@ -3,9 +3,11 @@
 //! A clap enum of subcommands, one file per subcommand under `commands/`, each with its `Args`
 //! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]).
 
+pub mod catalog_file;
 pub mod client;
 pub mod commands;
 pub mod credentials;
+pub mod db;
 pub mod output;
 pub mod stack;
 
@@ -14,8 +16,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// shopgate's command line: shop from a terminal, or run the shop.
+///
+/// Shopper commands talk to the gateway (nginx) over HTTP; operator commands (shards, users,
+/// catalog, tokens, nginx) read the stack config and go straight to its databases.
 #[derive(Parser, Debug)]
-#[command(name = "shopctl", version, propagate_version = true, arg_required_else_help = true)]
+#[command(
+    name = "shopctl",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage. The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
+)]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -36,7 +47,7 @@ pub enum Command {
     Register(commands::register::Args),
     /// Log in and keep the token in your config folder (mode 0600).
     Login(commands::login::Args),
-    /// Forget the kept token.
+    /// Revoke the kept token on the server and forget it.
     Logout(commands::logout::Args),
     /// Show who the kept token belongs to.
     Whoami(commands::whoami::Args),
@@ -45,6 +56,15 @@ pub enum Command {
     /// Place, list, show and cancel your orders.
     #[command(subcommand)]
     Orders(commands::orders::OrdersCommand),
+    /// Operators: shard health and misplaced rows, straight from the databases.
+    #[command(subcommand)]
+    Shards(commands::shards::ShardsCommand),
+    /// Operators: find, disable and enable accounts.
+    #[command(subcommand)]
+    Users(commands::users::UsersCommand),
+    /// Operators: load products into every shard.
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCommand),
     /// Mint tokens with the stack's key (operators and tests).
     #[command(subcommand)]
     Tokens(commands::tokens::TokensCommand),
@@ -69,6 +89,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami(a) => commands::whoami::run(&ctx, a).await,
         Command::Products(a) => commands::products::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,
+        Command::Shards(c) => commands::shards::run(&ctx, c).await,
+        Command::Users(c) => commands::users::run(&ctx, c).await,
+        Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
         Command::Nginx(c) => commands::nginx::run(&ctx, c).await,
         Command::Completions(a) => commands::completions::run(a),
@@ -85,7 +108,33 @@ pub struct Context {
 
 /// One line for the user: the error and its causes, without a backtrace.
 pub fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
+    one_line(&format!("{e:#}"))
+}
+
+/// A clap error (bad usage) as one line: the message, clap's tip if any, and where to read more.
+pub fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_owned());
+        } else if line.starts_with("For more information") {
+            continue;
+        } else {
+            parts.push(line.strip_prefix("error:").map_or(line, str::trim).to_owned());
+        }
+    }
+    let mut line = one_line(&parts.join("; ")).replace(":;", ":");
+    if let Some(u) = usage {
+        line.push_str(&format!(" (usage: {u}; see --help)"));
+    }
+    line
+}
+
+/// Collapses newlines and runs of spaces, so an error is always one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -97,11 +146,22 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use clap::CommandFactory as _;
+    use clap::{CommandFactory as _, Parser as _};
 
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let e = super::Cli::try_parse_from(["shopctl", "register"]).unwrap_err();
+        let line = super::usage_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("<EMAIL>") && line.contains("usage: shopctl register"), "{line}");
+        let e = super::Cli::try_parse_from(["shopctl", "ordres"]).unwrap_err();
+        assert!(super::usage_line(&e).contains("orders"), "{}", super::usage_line(&e));
     }
 }

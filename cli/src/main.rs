@@ -1,15 +1,27 @@
 //! `shopctl`: the shopgate command line. See lib.rs.
 
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = shopctl::Cli::parse();
+async fn main() -> ExitCode {
+    let cli = match shopctl::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with 0; help shown for a missing subcommand is usage (2).
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => return fail(&shopctl::usage_line(&e), 2),
+    };
     match shopctl::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shopctl: {}", shopctl::error_line(&e));
-            std::process::ExitCode::from(shopctl::exit_code(&e))
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&shopctl::error_line(&e), shopctl::exit_code(&e)),
     }
+}
+
+fn fail(line: &str, code: u8) -> ExitCode {
+    let label = if shopctl::output::stderr_colour() { "\x1b[1;31mshopctl:\x1b[0m" } else { "shopctl:" };
+    shopctl::output::note(format_args!("{label} {line}"));
+    ExitCode::from(code)
 }

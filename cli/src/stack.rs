@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use shopgate_core::config::Config;
+use shopgate_core::config::{Config, ConfigError};
 
 use crate::Context;
 
@@ -23,13 +22,20 @@ pub fn config_path(ctx: &Context) -> Option<PathBuf> {
 /// Loads the stack config, or says how to point at one.
 pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
     let path = config_path(ctx).ok_or_else(|| {
-        anyhow::anyhow!("no stack config found: start the stack with scripts/up, or pass --config FILE (or SHOP_CONFIG)")
+        anyhow::anyhow!(
+            "no stack config found: start the stack with scripts/up, or pass --config FILE (or SHOP_CONFIG)"
+        )
     })?;
     load_from(&path)
 }
 
 pub fn load_from(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).with_context(|| format!("loading {}", path.display()))
+    Config::load(path).map_err(|e| match e {
+        ConfigError::Read { .. } => {
+            anyhow::anyhow!("{e}: pass --config FILE (or SHOP_CONFIG) naming the stack's shop.toml, or start the stack with scripts/up")
+        }
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default.

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::client::{now, Client};
 use crate::credentials::{self, Credential};
-use crate::output::print_json;
+use crate::output::{out, print_json};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +32,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if ctx.json {
         print_json(&json!({"email": args.email, "url": client.base(), "expires_in": expires_in}));
     } else {
-        println!("Logged in to {} as {} (for {} minutes).", client.base(), args.email, expires_in / 60);
+        out(format_args!("Logged in to {} as {} (for {} minutes).", client.base(), args.email, expires_in / 60));
     }
     Ok(())
 }

@@ -1,24 +1,71 @@
-//! `shopctl logout`: forget the kept token.
+//! `shopctl logout`: revoke the kept token on the server (`POST /auth/logout`), then forget it.
+//!
+//! The token is forgotten whatever the server says, so a dead gateway never keeps anyone logged
+//! in on this machine; when the server could not revoke it, that is said, with how long the
+//! token stays valid elsewhere.
 
 use serde_json::json;
 
-use crate::client::Client;
+use crate::client::{now, Client, LoginInvalid};
 use crate::credentials;
-use crate::output::print_json;
+use crate::output::{out, print_json, unix_time, warn};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
+/// What became of the token on the server.
+enum Revoked {
+    Yes,
+    AlreadyInvalid,
+    No(String),
+}
+
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    let client = Client::new(ctx)?;
-    let had = credentials::remove(client.base())?;
-    if ctx.json {
-        print_json(&json!({"logged_out": had, "url": client.base()}));
-    } else if had {
-        println!("Logged out of {}.", client.base());
+    let base = Client::new(ctx)?.base().to_owned();
+    let Some(cred) = credentials::get(&base)? else {
+        if ctx.json {
+            print_json(&json!({"logged_out": false, "revoked": false, "url": base}));
+        } else {
+            out(format_args!("Not logged in to {base}."));
+        }
+        return Ok(());
+    };
+    let revoked = if cred.expires_at <= now() {
+        Revoked::AlreadyInvalid
     } else {
-        println!("Not logged in to {}.", client.base());
+        let client = Client::with_token(ctx, cred.access_token.clone(), cred.email.clone())?;
+        match client.post_json("/auth/logout", &json!({}), &[]).await {
+            Ok(_) => Revoked::Yes,
+            Err(e) if e.downcast_ref::<LoginInvalid>().is_some() => Revoked::AlreadyInvalid,
+            Err(e) => Revoked::No(crate::error_line(&e)),
+        }
+    };
+    credentials::remove(&base)?;
+    if ctx.json {
+        let (revoked, warning) = match &revoked {
+            Revoked::Yes => (json!(true), json!(null)),
+            Revoked::AlreadyInvalid => (json!("already_invalid"), json!(null)),
+            Revoked::No(why) => (json!(false), json!(why)),
+        };
+        print_json(&json!({
+            "logged_out": true, "email": cred.email, "url": base, "revoked": revoked, "warning": warning,
+        }));
+    } else {
+        match &revoked {
+            Revoked::Yes => out(format_args!("Logged out of {base} ({}); the token is revoked.", cred.email)),
+            Revoked::AlreadyInvalid => out(format_args!(
+                "Logged out of {base} ({}); the token had already expired or been revoked.",
+                cred.email
+            )),
+            Revoked::No(_) => out(format_args!("Forgot the login to {base} ({}) on this machine.", cred.email)),
+        }
+    }
+    if let Revoked::No(why) = revoked {
+        warn(format_args!(
+            "the server did not revoke the token ({why}); it stays valid until {} unless revoked there",
+            unix_time(cred.expires_at)
+        ));
     }
     Ok(())
 }

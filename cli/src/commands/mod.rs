@@ -1,5 +1,6 @@
 //! One file per subcommand: its `Args` and its `run`.
 
+pub mod catalog;
 pub mod completions;
 pub mod login;
 pub mod logout;
@@ -7,7 +8,9 @@ pub mod nginx;
 pub mod orders;
 pub mod products;
 pub mod register;
+pub mod shards;
 pub mod tokens;
+pub mod users;
 pub mod whoami;
 
 use std::io::{BufRead as _, IsTerminal as _};

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use serde_json::json;
 use shopgate_core::config::Config;
 
-use crate::output::print_json;
+use crate::output::{out_raw, print_json};
 use crate::{stack, Context};
 
 const TEMPLATE: &str = include_str!("../../../nginx/shopgate.conf.in");
@@ -45,7 +45,8 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
                 print_json(&json!({"written": path}));
             }
         }
-        None => print!("{text}"),
+        None if ctx.json => print_json(&json!({"config": text})),
+        None => out_raw(&text),
     }
     Ok(())
 }
@@ -72,7 +73,11 @@ pub fn render(config: &Config) -> anyhow::Result<String> {
     }
     let mut shards = String::new();
     for s in &config.shards {
-        let _ = writeln!(shards, "    upstream shard_{} {{\n        server {};\n        keepalive 32;\n    }}", s.name, s.listen);
+        let _ = writeln!(
+            shards,
+            "    upstream shard_{} {{\n        server {};\n        keepalive 32;\n    }}",
+            s.name, s.listen
+        );
     }
     let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
     let (cache_path, cache) = match config.nginx.auth_cache_seconds {

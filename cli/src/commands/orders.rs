@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::Client;
-use crate::output::{cell, money, print_json, table};
+use crate::client::{ApiError, Client};
+use crate::output::{cell, money, out, print_json, table};
 use crate::Context;
 
 #[derive(Subcommand, Debug)]
@@ -55,7 +55,15 @@ pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
         OrdersCommand::Create(a) => {
             let items: Vec<Value> = a.items.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect();
             let key = a.idempotency_key.unwrap_or_else(shopgate_core::token::new_jti);
-            let order = client.post_json("/api/orders", &json!({ "items": items }), &[("Idempotency-Key", &key)]).await?;
+            let order = client
+                .post_json("/api/orders", &json!({ "items": items }), &[("Idempotency-Key", &key)])
+                .await
+                .map_err(|e| match e.downcast_ref::<ApiError>() {
+                    Some(api) if api.code == "unknown_product" => {
+                        anyhow::anyhow!("{}: see `shopctl products` for the catalog", api.message)
+                    }
+                    _ => e,
+                })?;
             show_order(ctx, &order);
         }
         OrdersCommand::List(a) => {
@@ -73,23 +81,43 @@ pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
                         os.iter()
                             .map(|o| {
                                 let n = o["items"].as_array().map_or(0, Vec::len);
-                                vec![cell(&o["id"]), cell(&o["status"]), n.to_string(), money(&o["total_cents"]), cell(&o["created_at"])]
+                                vec![
+                                    cell(&o["id"]),
+                                    cell(&o["status"]),
+                                    n.to_string(),
+                                    money(&o["total_cents"]),
+                                    cell(&o["created_at"]),
+                                ]
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                println!("{}", table(&["id", "status", "items", "total", "created"], rows));
+                out(table(&["id", "status", "items", "total", "created"], rows));
                 if let Some(next) = page["next_before"].as_u64() {
-                    println!("More: shopctl orders list --before {next}");
+                    out(format_args!("More: shopctl orders list --before {next}"));
                 }
             }
         }
-        OrdersCommand::Show { id } => show_order(ctx, &client.get(&format!("/api/orders/{id}")).await?),
-        OrdersCommand::Cancel { id } => {
-            show_order(ctx, &client.post_json(&format!("/api/orders/{id}/cancel"), &json!({}), &[]).await?)
+        OrdersCommand::Show { id } => {
+            show_order(ctx, &client.get(&format!("/api/orders/{id}")).await.map_err(|e| not_yours(e, id))?)
         }
+        OrdersCommand::Cancel { id } => show_order(
+            ctx,
+            &client
+                .post_json(&format!("/api/orders/{id}/cancel"), &json!({}), &[])
+                .await
+                .map_err(|e| not_yours(e, id))?,
+        ),
     }
     Ok(())
+}
+
+/// A 404 for an order id says what to do next.
+fn not_yours(e: anyhow::Error, id: u64) -> anyhow::Error {
+    match e.downcast_ref::<ApiError>() {
+        Some(api) if api.status == 404 => anyhow::anyhow!("you have no order {id}: see `shopctl orders list`"),
+        _ => e,
+    }
 }
 
 fn show_order(ctx: &Context, order: &Value) {
@@ -97,13 +125,13 @@ fn show_order(ctx: &Context, order: &Value) {
         print_json(order);
         return;
     }
-    println!(
+    out(format_args!(
         "Order {}: {}, total {}, placed {}",
         cell(&order["id"]),
         cell(&order["status"]),
         money(&order["total_cents"]),
         cell(&order["created_at"])
-    );
+    ));
     let rows = order["items"]
         .as_array()
         .map(|items| {
@@ -121,10 +149,11 @@ fn show_order(ctx: &Context, order: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    println!("{}", table(&["product", "name", "qty", "unit", "total"], rows));
+    out(table(&["product", "name", "qty", "unit", "total"], rows));
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::parse_item;
 

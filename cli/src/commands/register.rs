@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::client::Client;
-use crate::output::{print_json, table, cell};
+use crate::output::{cell, out, print_json, table};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -17,14 +17,16 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let password = super::read_password(args.password_stdin, "New password: ")?;
-    let user = Client::new(ctx)?
-        .post_json("/auth/register", &json!({"email": args.email, "password": password}), &[])
-        .await?;
+    let user =
+        Client::new(ctx)?.post_json("/auth/register", &json!({"email": args.email, "password": password}), &[]).await?;
     if ctx.json {
         print_json(&user);
     } else {
-        println!("{}", table(&["id", "email", "created"], vec![vec![cell(&user["id"]), cell(&user["email"]), cell(&user["created_at"])]]));
-        println!("Registered. Next: shopctl login {}", cell(&user["email"]));
+        out(table(
+            &["id", "email", "created"],
+            vec![vec![cell(&user["id"]), cell(&user["email"]), cell(&user["created_at"])]],
+        ));
+        out(format_args!("Registered. Next: shopctl login {}", cell(&user["email"])));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 use crate::client::now;
-use crate::output::print_json;
+use crate::output::{out, print_json};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
     if ctx.json {
         print_json(&json!({"access_token": token, "token_type": "bearer", "expires_in": ttl, "user_id": user.get()}));
     } else {
-        println!("{token}");
+        out(token);
     }
     Ok(())
 }

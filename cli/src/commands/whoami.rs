@@ -1,7 +1,7 @@
 //! `shopctl whoami`: the account behind the kept token.
 
 use crate::client::Client;
-use crate::output::{cell, print_json, table};
+use crate::output::{cell, out, print_json, table};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -12,8 +12,14 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     if ctx.json {
         print_json(&me);
     } else {
-        let row = vec![cell(&me["id"]), cell(&me["email"]), cell(&me["is_active"]), cell(&me["is_admin"]), cell(&me["created_at"])];
-        println!("{}", table(&["id", "email", "active", "admin", "created"], vec![row]));
+        let row = vec![
+            cell(&me["id"]),
+            cell(&me["email"]),
+            cell(&me["is_active"]),
+            cell(&me["is_admin"]),
+            cell(&me["created_at"]),
+        ];
+        out(table(&["id", "email", "active", "admin", "created"], vec![row]));
     }
     Ok(())
 }

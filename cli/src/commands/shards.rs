@@ -1,0 +1,373 @@
+//! `shopctl shards status|check`: the shards seen straight from their databases.
+//!
+//! `status` asks every shard at once (each step bounded), so one dead database costs seconds, not
+//! minutes, and the others are still reported. `check` finds rows on a shard that does not own
+//! their user, by the same `ShardMap::shard_for` that nginx's map and the backends route with.
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+use shopgate_core::config::{Config, ShardConfig};
+use shopgate_core::shardmap::BUCKETS;
+use shopgate_core::UserId;
+use sqlx::Row as _;
+
+use crate::db::{bounded, Db, DbError, Dialect};
+use crate::output::{out, print_json, status_table, table, unix_time, Mark};
+use crate::{stack, Context};
+
+#[derive(Subcommand, Debug)]
+pub enum ShardsCommand {
+    /// Per shard: primary and replica reachable, replication lag, users, orders, last write.
+    /// Exit 1 if any primary is unreachable.
+    Status,
+    /// List rows on a shard that does not own their user (users, orders, idempotency keys).
+    /// Exit 1 if there are any.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Show at most this many misplaced rows per shard and table (all are counted).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+}
+
+pub async fn run(ctx: &Context, cmd: ShardsCommand) -> anyhow::Result<()> {
+    let config = stack::load_config(ctx)?;
+    match cmd {
+        ShardsCommand::Status => status(ctx, &config).await,
+        ShardsCommand::Check(a) => check(ctx, &config, a.limit).await,
+    }
+}
+
+// ---- status ----
+
+#[derive(Debug)]
+struct ShardStatus {
+    shard: ShardConfig,
+    primary: Result<(), String>,
+    replica: Option<Result<(), String>>,
+    lag: Lag,
+    users: Option<i64>,
+    orders: Option<i64>,
+    last_write: Option<i64>,
+    /// A query on a reachable primary that failed (e.g. a schema not yet created).
+    problem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Lag {
+    /// No replica, or SQLite (no replication).
+    NotApplicable,
+    /// Seconds behind, and where that was read: `SHOW SLAVE STATUS` or the heartbeat row.
+    Seconds(f64, &'static str),
+    /// The replica is not applying changes (SQL thread stopped, or not set up as a replica).
+    Stopped(&'static str),
+    Unknown,
+}
+
+impl Lag {
+    fn text(&self) -> String {
+        match self {
+            Lag::NotApplicable => "n/a".into(),
+            Lag::Seconds(s, _) => format!("{s:.1} s"),
+            Lag::Stopped(why) => format!("stopped ({why})"),
+            Lag::Unknown => "unknown".into(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Lag::Seconds(s, _) => json!(s),
+            _ => Value::Null,
+        }
+    }
+
+    fn source(&self) -> Option<&'static str> {
+        match self {
+            Lag::Seconds(_, from) => Some(from),
+            _ => None,
+        }
+    }
+}
+
+async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
+    let tasks: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await?);
+    }
+    if ctx.json {
+        let shards: Vec<Value> = all
+            .iter()
+            .map(|s| {
+                json!({
+                    "shard": s.shard.name.as_str(),
+                    "number": s.shard.number,
+                    "buckets": s.shard.buckets,
+                    "primary": {"url": s.shard.primary.to_string(), "reachable": s.primary.is_ok(), "error": s.primary.as_ref().err()},
+                    "replica": s.shard.replica.as_ref().map(|url| {
+                        let r = s.replica.as_ref();
+                        json!({"url": url.to_string(), "reachable": r.is_some_and(Result::is_ok), "error": r.and_then(|r| r.as_ref().err())})
+                    }),
+                    "replication_lag_seconds": s.lag.json(),
+                    "replication": s.lag.text(),
+                    "replication_lag_source": s.lag.source(),
+                    "users": s.users,
+                    "orders": s.orders,
+                    "last_write": s.last_write.map(unix_time),
+                    "last_write_unix": s.last_write,
+                    "error": s.problem,
+                })
+            })
+            .collect();
+        print_json(&json!({ "shards": shards }));
+    } else {
+        let up = |r: &Result<(), String>| match r {
+            Ok(()) => ("up".to_owned(), Mark::Good),
+            Err(_) => ("DOWN".to_owned(), Mark::Bad),
+        };
+        let rows = all
+            .iter()
+            .map(|s| {
+                let lag_mark = match s.lag {
+                    Lag::Stopped(_) => Mark::Bad,
+                    Lag::Seconds(x, _) if x > s.shard.replica_max_lag_seconds as f64 => Mark::Bad,
+                    _ => Mark::Plain,
+                };
+                let count = |n: Option<i64>| (n.map_or_else(|| "?".into(), |n| n.to_string()), Mark::Plain);
+                vec![
+                    (s.shard.name.to_string(), Mark::Plain),
+                    (s.shard.buckets.clone(), Mark::Plain),
+                    up(&s.primary),
+                    s.replica.as_ref().map_or(("none".to_owned(), Mark::Plain), up),
+                    (s.lag.text(), lag_mark),
+                    count(s.users),
+                    count(s.orders),
+                    match (&s.last_write, &s.users) {
+                        (Some(t), _) => (unix_time(*t), Mark::Plain),
+                        (None, Some(_)) => ("never".into(), Mark::Plain),
+                        (None, None) => ("?".into(), Mark::Plain),
+                    },
+                ]
+            })
+            .collect();
+        out(status_table(&["shard", "buckets", "primary", "replica", "lag", "users", "orders", "last write"], rows));
+        for s in &all {
+            // A primary that is down is the error line below; a replica that is down is a warning.
+            if let Some(Err(e)) = &s.replica {
+                crate::output::warn(e);
+            }
+            if let Some(p) = &s.problem {
+                crate::output::warn(format_args!("shard {}: {p}", s.shard.name));
+            }
+        }
+    }
+    let down: Vec<&str> = all.iter().filter_map(|s| s.primary.as_ref().err()).map(String::as_str).collect();
+    if !down.is_empty() {
+        anyhow::bail!("{}: that shard's users get 503 until its primary answers again", down.join("; "));
+    }
+    Ok(())
+}
+
+async fn shard_status(shard: ShardConfig) -> ShardStatus {
+    let name = &shard.name;
+    let primary = Db::connect(&shard.primary, &format!("shard {name}'s primary")).await;
+    let replica = match &shard.replica {
+        Some(url) => Some(Db::connect(url, &format!("shard {name}'s replica")).await),
+        None => None,
+    };
+    let mut st = ShardStatus {
+        primary: primary.as_ref().map(|_| ()).map_err(DbError::to_string),
+        replica: replica.as_ref().map(|r| r.as_ref().map(|_| ()).map_err(DbError::to_string)),
+        lag: Lag::NotApplicable,
+        users: None,
+        orders: None,
+        last_write: None,
+        problem: None,
+        shard: shard.clone(),
+    };
+    if let Ok(p) = &primary {
+        let counts = async {
+            let users: i64 = bounded(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&p.pool)).await?;
+            let orders: i64 = bounded(sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&p.pool)).await?;
+            let last: Option<i64> =
+                bounded(sqlx::query_scalar("SELECT MAX(updated_at) FROM orders").fetch_one(&p.pool)).await?;
+            Ok::<_, sqlx::Error>((users, orders, last))
+        };
+        match counts.await {
+            Ok((u, o, l)) => (st.users, st.orders, st.last_write) = (Some(u), Some(o), l),
+            Err(e) => st.problem = Some(format!("counting rows on the primary: {}", p.explain(&e))),
+        }
+    }
+    if let Some(Ok(r)) = &replica {
+        st.lag = replication_lag(r, primary.as_ref().ok()).await;
+    }
+    if let Ok(p) = primary {
+        p.close().await;
+    }
+    if let Some(Ok(r)) = replica {
+        r.close().await;
+    }
+    st
+}
+
+/// MySQL/MariaDB: the replica's own account (`SHOW SLAVE STATUS`, or `SHOW REPLICA STATUS` where
+/// the old name is gone); without the privilege for that, the heartbeat row the backend stamps on
+/// the primary every second, compared with the replica's copy. SQLite does not replicate.
+async fn replication_lag(replica: &Db, primary: Option<&Db>) -> Lag {
+    if replica.dialect == Dialect::Sqlite {
+        return Lag::NotApplicable;
+    }
+    for (sql, column) in
+        [("SHOW SLAVE STATUS", "Seconds_Behind_Master"), ("SHOW REPLICA STATUS", "Seconds_Behind_Source")]
+    {
+        let Ok(rows) = bounded(sqlx::query(sql).fetch_all(&replica.pool)).await else { continue };
+        let Some(row) = rows.first() else { return Lag::Stopped("not set up as a replica") };
+        match row.try_get::<Option<i64>, _>(column) {
+            Ok(Some(secs)) => return Lag::Seconds(secs as f64, "replica status"),
+            Ok(None) => return Lag::Stopped("replication threads not running"),
+            Err(_) => break,
+        }
+    }
+    let Ok(replica_ms) = heartbeat(replica).await else { return Lag::Unknown };
+    let reference_ms = match primary {
+        Some(p) => heartbeat(p).await.unwrap_or_else(|_| now_ms()),
+        None => now_ms(),
+    };
+    Lag::Seconds((reference_ms - replica_ms).max(0) as f64 / 1000.0, "heartbeat")
+}
+
+async fn heartbeat(db: &Db) -> sqlx::Result<i64> {
+    bounded(sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(&db.pool)).await
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+// ---- check ----
+
+/// A row on a shard that does not own its user.
+#[derive(Debug)]
+struct Misplaced {
+    shard: String,
+    table: &'static str,
+    id: String,
+    user_id: i64,
+    owner: String,
+}
+
+/// The per-user tables: (table, id column, whether the id is text, user column).
+const USER_TABLES: &[(&str, &str, bool, &str)] = &[
+    ("users", "id", false, "id"),
+    ("orders", "id", false, "user_id"),
+    ("idempotency_keys", "idem_key", true, "user_id"),
+];
+
+async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()> {
+    let mut misplaced = Vec::new();
+    let mut counts = Vec::new();
+    let mut unreachable = Vec::new();
+    for shard in &config.shards {
+        let db = match Db::connect(&shard.primary, &format!("shard {}'s primary", shard.name)).await {
+            Ok(db) => db,
+            Err(e) => {
+                unreachable.push(e.to_string());
+                continue;
+            }
+        };
+        let owned: Vec<String> = (0..BUCKETS)
+            .filter(|&b| config.shard_map.owner_of_bucket(b) == Some(&shard.name))
+            .map(|b| b.to_string())
+            .collect();
+        // Bucket numbers are ours, not input, so they are written into the SQL as they are.
+        let foreign = |user_col: &str| {
+            if owned.is_empty() {
+                "1 = 1".to_owned()
+            } else {
+                format!("{user_col} <= 0 OR ({user_col} % {BUCKETS}) NOT IN ({})", owned.join(","))
+            }
+        };
+        for &(table, id_col, id_is_text, user_col) in USER_TABLES {
+            let cond = foreign(user_col);
+            let result = async {
+                let n: i64 = bounded(
+                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {cond}")).fetch_one(&db.pool),
+                )
+                .await?;
+                let rows = bounded(
+                    sqlx::query(&format!(
+                        "SELECT {id_col} AS row_id, {user_col} AS row_user FROM {table} WHERE {cond} ORDER BY {user_col} LIMIT {limit}"
+                    ))
+                    .fetch_all(&db.pool),
+                )
+                .await?;
+                let mut found = Vec::new();
+                for row in rows {
+                    let id = if id_is_text { row.try_get::<String, _>("row_id")? } else { row.try_get::<i64, _>("row_id")?.to_string() };
+                    let user_id: i64 = row.try_get("row_user")?;
+                    let owner = u64::try_from(user_id)
+                        .ok()
+                        .and_then(|u| UserId::new(u).ok())
+                        .map_or_else(|| "none (invalid user id)".to_owned(), |u| config.shard_map.shard_for(u).to_string());
+                    found.push(Misplaced { shard: shard.name.to_string(), table, id, user_id, owner });
+                }
+                Ok::<_, sqlx::Error>((n, found))
+            }
+            .await;
+            match result {
+                Ok((n, found)) => {
+                    counts.push(json!({"shard": shard.name.as_str(), "table": table, "misplaced": n}));
+                    misplaced.extend(found);
+                }
+                Err(e) => unreachable.push(format!("shard {} table {table}: {}", shard.name, db.explain(&e))),
+            }
+        }
+        db.close().await;
+    }
+    let total: i64 = counts.iter().filter_map(|c| c["misplaced"].as_i64()).sum();
+    if ctx.json {
+        let rows: Vec<Value> = misplaced
+            .iter()
+            .map(|m| json!({"shard": m.shard, "table": m.table, "id": m.id, "user_id": m.user_id, "owner": m.owner}))
+            .collect();
+        print_json(&json!({
+            "clean": total == 0 && unreachable.is_empty(),
+            "misplaced_total": total,
+            "misplaced": rows,
+            "counts": counts,
+            "errors": unreachable,
+        }));
+    } else if total > 0 {
+        let rows = misplaced
+            .iter()
+            .map(|m| vec![m.shard.clone(), m.table.to_owned(), m.id.clone(), m.user_id.to_string(), m.owner.clone()])
+            .collect();
+        out(table(&["shard", "table", "id", "user", "owner shard"], rows));
+        if misplaced.len() < total as usize {
+            out(format_args!("Showing {} of {total}; raise --limit to see more.", misplaced.len()));
+        }
+    } else if unreachable.is_empty() {
+        out(format_args!(
+            "All {} shards are clean: every row is on the shard that owns its user.",
+            config.shards.len()
+        ));
+    }
+    for e in &unreachable {
+        crate::output::warn(e);
+    }
+    if total > 0 {
+        anyhow::bail!(
+            "{total} row{} on a shard that does not own {}: move {} to the owner shard or delete {}",
+            if total == 1 { " is" } else { "s are" },
+            if total == 1 { "its user" } else { "their users" },
+            if total == 1 { "it" } else { "them" },
+            if total == 1 { "it" } else { "them" },
+        );
+    }
+    if !unreachable.is_empty() {
+        anyhow::bail!("could not check every shard: {}", unreachable.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Operator access to the stack's databases, by the URLs in its config: SQLite (`sqlite:///…`) and
+//! MySQL/MariaDB (`mysql://…`, `mariadb://…`) alike, through sqlx's Any driver.
+//!
+//! Every step is bounded (connect, acquire, each query: [`TIMEOUT`]), so a dead database is a clear
+//! "unreachable" in seconds, never a hang. SQLite files are opened, never created: a missing file is
+//! a database that is not there. URLs are only ever shown redacted, and a password is scrubbed from
+//! any driver message that might echo it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use shopgate_core::config::DbUrl;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
+
+/// The bound on connecting and on each query.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    MySql,
+}
+
+/// One open database.
+pub struct Db {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+    pub url: DbUrl,
+}
+
+/// A database that could not be reached or answered wrongly, said in one line without secrets.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} ({url}): {message}")]
+pub struct DbError {
+    pub what: String,
+    pub url: String,
+    pub message: String,
+}
+
+impl Db {
+    /// Connects to `url` (`what` names it in messages: "shard a's primary") and checks it answers.
+    pub async fn connect(url: &DbUrl, what: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let fail =
+            |message: String| DbError { what: what.to_owned(), url: url.to_string(), message: scrub(&message, url) };
+        let (dialect, conn_url) = if url.is_sqlite() {
+            let path = sqlite_path(url.expose());
+            if !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists() {
+                return Err(fail(format!("the database file {path} does not exist (has the stack been started?)")));
+            }
+            let u = url.expose();
+            (Dialect::Sqlite, if u.contains('?') { u.to_owned() } else { format!("{u}?mode=rw") })
+        } else if url.is_mysql() {
+            (Dialect::MySql, url.expose().replacen("mariadb:", "mysql:", 1))
+        } else {
+            return Err(fail("the URL is neither sqlite: nor mysql:/mariadb:".into()));
+        };
+        let options: AnyConnectOptions =
+            conn_url.parse().map_err(|e: sqlx::Error| fail(format!("invalid URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(TIMEOUT)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // The services write beside us; wait for their locks rather than fail.
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        let db = Db { pool, dialect, url: url.clone() };
+        bounded(sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&db.pool)).await.map_err(|e| fail(e.to_string()))?;
+        Ok(db)
+    }
+
+    /// A write transaction. On SQLite `BEGIN IMMEDIATE`, so the write lock is held from the start
+    /// and the transaction cannot fail half-way because a service wrote in between.
+    pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::MySql => self.pool.begin().await,
+        }
+    }
+
+    /// A driver error as one line, with any password scrubbed.
+    pub fn explain(&self, e: &sqlx::Error) -> String {
+        scrub(&e.to_string(), &self.url)
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Runs a query with the [`TIMEOUT`] bound; running out is `PoolTimedOut`.
+pub async fn bounded<T>(fut: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// `sqlite:///a/b.db?x` and `sqlite:b.db` -> the file path.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest)
+}
+
+/// Replaces the URL's password, wherever a message repeats it, with `***`.
+fn scrub(message: &str, url: &DbUrl) -> String {
+    let s = url.expose();
+    let password = match (s.find("://"), s.rfind('@')) {
+        (Some(start), Some(at)) if at > start => s[start + 3..at].split_once(':').map(|(_, p)| p),
+        _ => None,
+    };
+    match password {
+        Some(p) if p.len() >= 3 => message.replace(p, "***"),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_scrubbing() {
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db?mode=rw"), "/tmp/a.db");
+        assert_eq!(sqlite_path("sqlite:a.db"), "a.db");
+        let url = DbUrl::new("mysql://shop:hunter2@db:3306/shard_a");
+        assert_eq!(scrub("access denied for hunter2", &url), "access denied for ***");
+        assert_eq!(url.to_string(), "mysql://shop:***@db:3306/shard_a");
+    }
+}
