@@ -1,19 +1,24 @@
 //! The shard's databases and the policy for using them.
 //!
-//! Writes go to the primary ([`Db::db_write`]). Reads go to the replica ([`Db::db_read`]) unless
-//! no replica is configured, the replica does not answer a quick probe, it lags more than
-//! `replica_max_lag_seconds` behind, or the reading user wrote within that window (so users read
-//! their own writes at once); each fallback is a `warn!` and `shop_replica_fallback_total`.
+//! Writes go to the primary ([`Db::db_write`]). Reads go to the replica ([`Db::db_read`],
+//! [`Db::read`]) unless no replica is configured, the replica does not answer a quick probe, it
+//! lags more than `replica_max_lag_seconds` behind, or the reading user has a write the replica has
+//! not applied yet (so users read their own writes at once; see [`replica`]). Falling back to the
+//! primary is a `warn!` (when the replica's state changes, and every so often while it lasts) and
+//! `shop_replica_fallback_total`; a read that fails on the replica is retried on the primary.
 //!
 //! Lag is measured the pt-heartbeat way: the backend stamps `replication_heartbeat` on the primary
 //! every second and compares the replica's copy with the last stamp it wrote. That works the same on
-//! SQLite and MySQL/MariaDB, through the Any driver, without replication-admin privileges.
+//! SQLite and MySQL/MariaDB, through the Any driver, without replication-admin privileges; the
+//! result is `shop_replica_lag_seconds` in `/metrics` and `replica` in `/readyz`.
 //!
 //! Every pool has bounded acquire and connect timeouts, so a dead database is a fast 503, not a
 //! hung request. The schema comes from `migrations/sqlite` or `migrations/mysql` (same versions and
 //! names), chosen by the URL's scheme and run on the primary at start.
 
-use std::collections::HashMap;
+pub mod replica;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,15 +31,25 @@ use sqlx::error::DatabaseError as _;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
+use self::replica::{ReplicaState, Stamps, Verdict, WriteMarks};
 use crate::metrics::Metrics;
 use crate::seed;
 
-/// How long a request waits for a connection, connecting included, before it gets 503.
+/// How long a request waits for a primary connection, connecting included, before it gets 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same for the replica: shorter, since a read that cannot get one goes to the primary.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A read on the replica taking longer than this is retried on the primary.
+const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// MySQL/MariaDB: a statement waiting this long for a row lock fails (and the request gets 503)
+/// instead of waiting InnoDB's default 50 s.
+const LOCK_WAIT_SECONDS: u32 = 3;
 /// How long the replica probe may take before the replica counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A probe's verdict is reused for this long, so reads do not each pay for a probe.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// While reads fall back to the primary, the warning is repeated this often.
+const WARN_AGAIN_EVERY: Duration = Duration::from_secs(10);
 /// How often the primary's heartbeat row is stamped (when a replica is configured).
 pub const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Users tracked for read-your-writes before the map is pruned.
@@ -93,17 +108,33 @@ pub struct Db {
     primary: AnyPool,
     replica: Option<Replica>,
     max_lag: Duration,
-    recent_writers: RecentWriters,
-    /// The last heartbeat (unix ms) this process wrote to the primary; 0 before the first.
+    stamps: Stamps,
+    marks: WriteMarks,
+    /// The last heartbeat stamp this process wrote to the primary; 0 before the first.
     last_beat_ms: AtomicI64,
     metrics: Arc<Metrics>,
 }
 
 struct Replica {
     pool: AnyPool,
-    /// When the replica was last probed and whether it was usable. Behind an async mutex so
-    /// that, when the verdict expires, one read probes while the others wait for its answer.
-    probe: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// The last probe's verdict.
+    verdict: Mutex<Option<Verdict>>,
+    /// Held while a probe runs, so that one probes and the others use the last verdict.
+    probing: tokio::sync::Mutex<()>,
+    /// When reads last started falling back (or were last warned about); `None` while usable.
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Replica {
+    fn verdict(&self) -> Option<Verdict> {
+        *self.verdict.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where one read goes.
+enum Target<'a> {
+    Primary,
+    Replica(&'a Replica),
 }
 
 impl Db {
@@ -116,14 +147,21 @@ impl Db {
             Dialect::Sqlite => sqlite_create_if_missing(shard.primary.expose()),
             Dialect::MySql => shard.primary.expose().to_owned(),
         };
-        let primary = lazy_pool(&primary_url, dialect).context("shard primary")?;
+        let primary = lazy_pool(&primary_url, dialect, ACQUIRE_TIMEOUT).context("shard primary")?;
         let replica = match &shard.replica {
             None => None,
             Some(url) => {
                 let replica_dialect = Dialect::of(url).context("shard replica")?;
                 // A replica is never created: a missing one is down, and reads use the primary.
-                let pool = lazy_pool(url.expose(), replica_dialect).context("shard replica")?;
-                Some(Replica { pool, probe: tokio::sync::Mutex::new(None) })
+                let pool =
+                    lazy_pool(url.expose(), replica_dialect, REPLICA_ACQUIRE_TIMEOUT).context("shard replica")?;
+                metrics.replica_configured();
+                Some(Replica {
+                    pool,
+                    verdict: Mutex::new(None),
+                    probing: tokio::sync::Mutex::new(()),
+                    warned: Mutex::new(None),
+                })
             }
         };
         let max_lag = Duration::from_secs(shard.replica_max_lag_seconds);
@@ -132,7 +170,8 @@ impl Db {
             primary,
             replica,
             max_lag,
-            recent_writers: RecentWriters::new(max_lag),
+            stamps: Stamps::default(),
+            marks: WriteMarks::new(MAX_TRACKED_WRITERS),
             last_beat_ms: AtomicI64::new(0),
             metrics,
         })
@@ -151,27 +190,60 @@ impl Db {
         &self.primary
     }
 
-    /// Where `user`'s reads go: the replica if it is usable and `user` has not written lately,
-    /// else the primary.
+    /// Where `user`'s reads go: the replica if it is usable and holds every write `user` made,
+    /// else the primary. Prefer [`Db::read`], which also survives the replica failing mid-read.
     pub async fn db_read(&self, user: UserId) -> &AnyPool {
-        let Some(replica) = &self.replica else {
-            return &self.primary;
-        };
-        if self.recent_writers.wrote_recently(user) {
-            return &self.primary;
-        }
-        if self.replica_usable(replica).await {
-            &replica.pool
-        } else {
-            self.metrics.replica_fallback();
-            &self.primary
+        match self.read_target(user).await {
+            Target::Replica(replica) => &replica.pool,
+            Target::Primary => &self.primary,
         }
     }
 
-    /// Records that `user` just wrote, so their reads go to the primary for the lag window.
+    /// Runs the read `query` where `user`'s reads go ([`Db::db_read`]). If it was sent to the
+    /// replica and the replica does not answer (an unavailable error, or no answer within
+    /// [`REPLICA_READ_TIMEOUT`]), the replica counts as down and `query` runs again on the primary.
+    pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> sqlx::Result<T>
+    where
+        F: Fn(AnyPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        if let Target::Replica(replica) = self.read_target(user).await {
+            match tokio::time::timeout(REPLICA_READ_TIMEOUT, query(replica.pool.clone())).await {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(e)) if !is_unavailable(&e) => return Err(e),
+                Ok(Err(e)) => self.replica_failed(replica, &e.to_string()),
+                Err(_) => self.replica_failed(replica, "no answer in time"),
+            }
+        }
+        query(self.primary.clone()).await
+    }
+
+    async fn read_target(&self, user: UserId) -> Target<'_> {
+        let Some(replica) = &self.replica else {
+            return Target::Primary;
+        };
+        match self.replica_state(replica).await {
+            ReplicaState::Usable { beat, .. } => {
+                if self.marks.replica_has(user, beat) {
+                    self.metrics.replica_read();
+                    Target::Replica(replica)
+                } else {
+                    self.metrics.own_write_read();
+                    Target::Primary
+                }
+            }
+            ReplicaState::Lagging { .. } | ReplicaState::Down => {
+                self.metrics.replica_fallback();
+                Target::Primary
+            }
+        }
+    }
+
+    /// Records that `user` just committed a write, so their reads stay on the primary until the
+    /// replica has applied it. Call after the commit.
     pub fn note_write(&self, user: UserId) {
         if self.replica.is_some() {
-            self.recent_writers.note(user);
+            self.marks.note(user, self.stamps.current());
         }
     }
 
@@ -206,20 +278,41 @@ impl Db {
         seed::demo_catalog_if_empty(self).await?;
         let max_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders").fetch_one(&self.primary).await?;
         if self.replica.is_some() {
+            // An earlier process's stamps stay older than ours, whatever the clock did since.
+            let stored: i64 = sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1")
+                .fetch_one(&self.primary)
+                .await?;
+            self.stamps.observe(stored);
             self.beat().await?;
         }
         Ok(max_id.unwrap_or(0))
     }
 
-    /// Stamps the heartbeat row on the primary; replicas copy it, and their copy tells their lag.
+    /// Stamps the heartbeat row on the primary; replicas copy it, and their copy tells their lag
+    /// and which writes they hold. Only one beat runs at a time (the heartbeat task, or `init`
+    /// before that task starts), so the row only moves forward.
     pub async fn beat(&self) -> sqlx::Result<()> {
-        let now = now_ms();
+        let stamp = self.stamps.next();
         sqlx::query("UPDATE replication_heartbeat SET beat_ms = ? WHERE id = 1")
-            .bind(now)
+            .bind(stamp)
             .execute(&self.primary)
             .await?;
-        self.last_beat_ms.fetch_max(now, Ordering::Relaxed);
+        self.last_beat_ms.fetch_max(stamp, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Probes the replica now (the heartbeat task does, each beat), so the lag in `/metrics` and
+    /// the verdict reads use stay fresh without a read paying for the probe.
+    pub async fn refresh_replica(&self) {
+        if let Some(replica) = &self.replica {
+            let _probing = replica.probing.lock().await;
+            self.probe(replica).await;
+        }
+    }
+
+    /// The replica's state as last probed, or `None` without a replica (or before any probe).
+    pub fn replica_state_now(&self) -> Option<ReplicaState> {
+        self.replica.as_ref().and_then(Replica::verdict).map(|v| v.state)
     }
 
     /// Ok if the primary answers `SELECT 1` within `within` (a timeout is `PoolTimedOut`).
@@ -239,60 +332,115 @@ impl Db {
         }
     }
 
-    async fn replica_usable(&self, replica: &Replica) -> bool {
-        let mut probe = replica.probe.lock().await;
-        if let Some((at, usable)) = *probe {
-            if at.elapsed() < PROBE_EVERY {
-                return usable;
+    /// The replica's verdict: the last one while it is fresh, else a new probe. While another
+    /// read is probing, the last verdict stands (a read sent to a replica that has just died
+    /// is retried on the primary by [`Db::read`]).
+    async fn replica_state(&self, replica: &Replica) -> ReplicaState {
+        let last = replica.verdict();
+        if let Some(v) = last {
+            if v.at.elapsed() < PROBE_EVERY {
+                return v.state;
             }
         }
-        let usable = match tokio::time::timeout(PROBE_TIMEOUT, self.replica_beat(replica)).await {
-            Ok(Ok(beat_ms)) => {
-                // Lag is measured against what we last wrote, not the wall clock, so a primary
-                // that stopped taking beats does not by itself make a healthy replica "late".
-                let lag_ms = self.last_beat_ms.load(Ordering::Relaxed).saturating_sub(beat_ms);
-                let bound_ms = i64::try_from(self.max_lag.as_millis()).unwrap_or(i64::MAX);
-                if lag_ms > bound_ms {
-                    tracing::warn!(lag_ms, bound_ms, "replica lags past its bound; reading from the primary");
-                    false
+        match (replica.probing.try_lock(), last) {
+            (Ok(_probing), _) => self.probe(replica).await,
+            (Err(_), Some(v)) => v.state,
+            (Err(_), None) => {
+                let _probing = replica.probing.lock().await;
+                match replica.verdict() {
+                    Some(v) => v.state,
+                    None => self.probe(replica).await,
+                }
+            }
+        }
+    }
+
+    /// Asks the replica for its copy of the heartbeat; the caller holds `replica.probing`.
+    async fn probe(&self, replica: &Replica) -> ReplicaState {
+        let beat = sqlx::query_scalar::<_, i64>("SELECT beat_ms FROM replication_heartbeat WHERE id = 1")
+            .fetch_one(&replica.pool);
+        let state = match tokio::time::timeout(PROBE_TIMEOUT, beat).await {
+            Ok(Ok(beat)) => {
+                // Measured against the last stamp we wrote, not the wall clock, so a primary that
+                // stopped taking beats does not by itself make a healthy replica "late".
+                let lag_ms = self.last_beat_ms.load(Ordering::SeqCst).saturating_sub(beat).max(0);
+                self.marks.applied(beat);
+                if Duration::from_millis(lag_ms.unsigned_abs()) > self.max_lag {
+                    ReplicaState::Lagging { beat, lag_ms }
                 } else {
-                    true
+                    ReplicaState::Usable { beat, lag_ms }
                 }
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "replica probe failed; reading from the primary");
-                false
+                tracing::debug!(error = %e, "replica probe failed");
+                ReplicaState::Down
             }
             Err(_) => {
-                tracing::warn!(
-                    timeout_ms = PROBE_TIMEOUT.as_millis() as u64,
-                    "replica probe timed out; reading from the primary"
-                );
-                false
+                tracing::debug!(timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "replica probe timed out");
+                ReplicaState::Down
             }
         };
-        *probe = Some((Instant::now(), usable));
-        usable
+        self.record(replica, state, None);
+        state
     }
 
-    async fn replica_beat(&self, replica: &Replica) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(&replica.pool).await
+    /// A read on the replica failed: down until the next probe, and this read goes to the primary.
+    fn replica_failed(&self, replica: &Replica, why: &str) {
+        self.metrics.replica_fallback();
+        self.record(replica, ReplicaState::Down, Some(why));
+    }
+
+    /// Stores a verdict, updates the gauges, and warns when reads start falling back to the
+    /// primary (and every [`WARN_AGAIN_EVERY`] while they do); says so when they stop.
+    fn record(&self, replica: &Replica, state: ReplicaState, why: Option<&str>) {
+        *replica.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(Verdict { at: Instant::now(), state });
+        self.metrics.set_replica(state);
+        let mut warned = replica.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let bound_ms = self.max_lag.as_millis() as u64;
+        match (state, *warned) {
+            (ReplicaState::Usable { lag_ms, .. }, Some(_)) => {
+                *warned = None;
+                tracing::info!(lag_ms, "replica usable again; reads go to the replica");
+            }
+            (ReplicaState::Usable { .. }, None) => {}
+            (_, Some(at)) if at.elapsed() < WARN_AGAIN_EVERY => {}
+            (ReplicaState::Lagging { lag_ms, .. }, _) => {
+                *warned = Some(Instant::now());
+                let fallbacks = self.metrics.replica_fallbacks();
+                tracing::warn!(lag_ms, bound_ms, fallbacks, "replica lags past its bound; reading from the primary");
+            }
+            (ReplicaState::Down, _) => {
+                *warned = Some(Instant::now());
+                let fallbacks = self.metrics.replica_fallbacks();
+                let why = why.unwrap_or("no answer to the probe");
+                tracing::warn!(why, fallbacks, "replica unavailable; reading from the primary");
+            }
+        }
     }
 }
 
-fn lazy_pool(url: &str, dialect: Dialect) -> anyhow::Result<AnyPool> {
+fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {
+    // sqlx's Any driver knows the scheme `mysql:` only; `mariadb:` is the same protocol.
+    let url = match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_owned(),
+    };
     let options: AnyConnectOptions = url.parse().context("invalid database URL")?;
     let pool = AnyPoolOptions::new()
         .max_connections(10)
         .min_connections(0)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                if dialect == Dialect::Sqlite {
+                match dialect {
                     // sqlx's default too; said here because concurrent writers depend on it.
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                }
+                    Dialect::Sqlite => conn.execute("PRAGMA busy_timeout = 5000").await?,
+                    Dialect::MySql => {
+                        conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}").as_str())
+                            .await?
+                    }
+                };
                 Ok(())
             })
         })
@@ -354,53 +502,6 @@ pub fn now_secs() -> i64 {
     now_ms() / 1000
 }
 
-/// Users who wrote within the lag window, whose reads must see the primary. Bounded: past
-/// [`MAX_TRACKED_WRITERS`] expired entries are pruned, and if that is not enough the map is
-/// dropped and every read goes to the primary for one window instead.
-struct RecentWriters {
-    window: Duration,
-    inner: Mutex<RecentInner>,
-}
-
-#[derive(Default)]
-struct RecentInner {
-    by_user: HashMap<UserId, Instant>,
-    everyone_until: Option<Instant>,
-}
-
-impl RecentWriters {
-    fn new(window: Duration) -> Self {
-        Self { window, inner: Mutex::new(RecentInner::default()) }
-    }
-
-    fn note(&self, user: UserId) {
-        self.note_at(user, Instant::now(), MAX_TRACKED_WRITERS);
-    }
-
-    fn note_at(&self, user: UserId, now: Instant, cap: usize) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.by_user.len() >= cap {
-            let window = self.window;
-            inner.by_user.retain(|_, at| now.saturating_duration_since(*at) < window);
-            if inner.by_user.len() >= cap {
-                inner.by_user.clear();
-                inner.everyone_until = Some(now + window);
-            }
-        }
-        inner.by_user.insert(user, now);
-    }
-
-    fn wrote_recently(&self, user: UserId) -> bool {
-        self.wrote_recently_at(user, Instant::now())
-    }
-
-    fn wrote_recently_at(&self, user: UserId, now: Instant) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.everyone_until.is_some_and(|until| now < until)
-            || inner.by_user.get(&user).is_some_and(|at| now.saturating_duration_since(*at) < self.window)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -426,27 +527,5 @@ mod tests {
     fn sqlite_primary_urls_create_the_file() {
         assert_eq!(sqlite_create_if_missing("sqlite:///d/a.db"), "sqlite:///d/a.db?mode=rwc");
         assert_eq!(sqlite_create_if_missing("sqlite:///d/a.db?mode=rw"), "sqlite:///d/a.db?mode=rw");
-    }
-
-    #[test]
-    fn recent_writers_expire_and_stay_bounded() {
-        let w = RecentWriters::new(Duration::from_secs(5));
-        let t0 = Instant::now();
-        let u = |n| UserId::new(n).unwrap();
-        w.note_at(u(1), t0, 3);
-        assert!(w.wrote_recently_at(u(1), t0 + Duration::from_secs(4)));
-        assert!(!w.wrote_recently_at(u(1), t0 + Duration::from_secs(5)));
-        assert!(!w.wrote_recently_at(u(2), t0));
-        // Expired entries make room.
-        w.note_at(u(2), t0, 3);
-        w.note_at(u(3), t0, 3);
-        w.note_at(u(4), t0 + Duration::from_secs(6), 3);
-        assert!(w.inner.lock().unwrap().by_user.len() <= 3);
-        // Live entries over the cap: everyone reads from the primary for one window.
-        w.note_at(u(5), t0 + Duration::from_secs(6), 3);
-        w.note_at(u(6), t0 + Duration::from_secs(6), 3);
-        w.note_at(u(7), t0 + Duration::from_secs(6), 3);
-        assert!(w.wrote_recently_at(u(99), t0 + Duration::from_secs(7)));
-        assert!(w.inner.lock().unwrap().by_user.len() <= 3);
     }
 }

@@ -41,6 +41,10 @@ pub enum ApiError {
     NotReady,
     #[error("shard database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The request ran past [`crate::REQUEST_DEADLINE`] (a database that accepts connections but
+    /// does not answer): 503 rather than a request hanging until nginx gives up.
+    #[error("no answer within the request deadline")]
+    DeadlineExceeded,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -81,7 +85,7 @@ impl ApiError {
             PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 1 MiB".into())
             }
-            NotReady | Unavailable(_) => (
+            NotReady | Unavailable(_) | DeadlineExceeded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shard_unavailable",
                 "this shard's database is unavailable; try again shortly".into(),

@@ -41,6 +41,8 @@ pub use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How often the JWT key file is checked for a change.
 pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
+/// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// After the shutdown signal, in-flight requests get this long before connections are dropped.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -140,7 +142,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/users", post(users::create))
         .route("/api/users/me", get(users::me))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_ready));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_ready))
+        .route_layer(axum::middleware::from_fn(middleware::deadline));
     let ops = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
+
+use crate::db::replica::ReplicaState;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -14,8 +16,16 @@ pub struct Metrics {
     /// Reason label -> count.
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     replica_fallback: AtomicU64,
+    replica_reads: AtomicU64,
+    own_write_reads: AtomicU64,
     orders_created: AtomicU64,
     idempotent_replays: AtomicU64,
+    /// Whether the shard has a replica (its gauges are rendered only then).
+    replica_configured: AtomicBool,
+    /// The replica's last verdict: 0 not probed yet, 1 usable, 2 lagging, 3 down.
+    replica_state: AtomicU8,
+    /// The replica's last measured lag in milliseconds; -1 when it did not answer.
+    replica_lag_ms: AtomicI64,
 }
 
 impl Metrics {
@@ -33,6 +43,28 @@ impl Metrics {
         self.replica_fallback.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn replica_read(&self) {
+        self.replica_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn own_write_read(&self) {
+        self.own_write_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn replica_configured(&self) {
+        self.replica_configured.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_replica(&self, state: ReplicaState) {
+        let code = match state {
+            ReplicaState::Usable { .. } => 1,
+            ReplicaState::Lagging { .. } => 2,
+            ReplicaState::Down => 3,
+        };
+        self.replica_state.store(code, Ordering::Relaxed);
+        self.replica_lag_ms.store(state.lag_ms().unwrap_or(-1), Ordering::Relaxed);
+    }
+
     pub fn order_created(&self) {
         self.orders_created.fetch_add(1, Ordering::Relaxed);
     }
@@ -43,6 +75,10 @@ impl Metrics {
 
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.load(Ordering::Relaxed)
+    }
+
+    pub fn replica_reads(&self) -> u64 {
+        self.replica_reads.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text format; every series carries `shard`.
@@ -70,6 +106,12 @@ impl Metrics {
                 "Reads sent to the primary because the replica was down or lagging.",
                 &self.replica_fallback,
             ),
+            ("shop_replica_reads_total", "Reads served by the replica.", &self.replica_reads),
+            (
+                "shop_read_your_writes_total",
+                "Reads sent to the primary because the replica had not yet applied the reader's own write.",
+                &self.own_write_reads,
+            ),
             ("shop_orders_created_total", "Orders created (idempotent replays not counted).", &self.orders_created),
             (
                 "shop_idempotent_replays_total",
@@ -79,6 +121,23 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", counter.load(Ordering::Relaxed));
+        }
+        if self.replica_configured.load(Ordering::Relaxed) {
+            let state = self.replica_state.load(Ordering::Relaxed);
+            let lag_ms = self.replica_lag_ms.load(Ordering::Relaxed);
+            // NaN while the replica does not answer (or before the first probe): its lag is unknown.
+            let lag = if state == 0 || lag_ms < 0 { "NaN".to_owned() } else { format!("{:.3}", lag_ms as f64 / 1000.0) };
+            let _ = writeln!(
+                out,
+                "# HELP shop_replica_lag_seconds How far the replica's copy of the primary's heartbeat is behind, at the last probe.\n\
+                 # TYPE shop_replica_lag_seconds gauge\nshop_replica_lag_seconds{{shard=\"{shard}\"}} {lag}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP shop_replica_up Whether reads may go to the replica (1) or fall back to the primary (0).\n\
+                 # TYPE shop_replica_up gauge\nshop_replica_up{{shard=\"{shard}\"}} {}",
+                u8::from(state == 1)
+            );
         }
         out
     }
@@ -109,5 +168,14 @@ mod tests {
         assert!(text.contains("shop_replica_fallback_total{shard=\"a\"} 1\n"), "{text}");
         assert!(text.contains("shop_auth_failures_total{shard=\"a\",reason=\"expired\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE shop_orders_created_total counter\n"));
+        assert!(!text.contains("shop_replica_lag_seconds"), "no replica, no lag gauge: {text}");
+        m.replica_configured();
+        assert!(m.render("a").contains("shop_replica_lag_seconds{shard=\"a\"} NaN\n"));
+        m.set_replica(ReplicaState::Usable { beat: 10, lag_ms: 1234 });
+        let text = m.render("a");
+        assert!(text.contains("shop_replica_lag_seconds{shard=\"a\"} 1.234\n"), "{text}");
+        assert!(text.contains("shop_replica_up{shard=\"a\"} 1\n"), "{text}");
+        m.set_replica(ReplicaState::Down);
+        assert!(m.render("a").contains("shop_replica_up{shard=\"a\"} 0\n"));
     }
 }

@@ -1,6 +1,7 @@
 //! Around every request: a tracing span carrying the request id nginx set (`X-Request-Id`), one
 //! log line when it ends, the request counter, and the `X-Shop-Shard` header saying who served.
-//! Around every `/api` request also: a 503 until the shard's schema is set up.
+//! Around every `/api` request also: a 503 until the shard's schema is set up, and a 503 when the
+//! request runs past its deadline.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -48,6 +50,15 @@ pub async fn require_ready(State(state): State<AppState>, req: Request, next: Ne
     match state.ensure_ready().await {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Bounds every `/api` request: pool timeouts cover a database that refuses connections, this
+/// covers one that accepts them and then hangs (a frozen host, a lock held elsewhere).
+pub async fn deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(crate::REQUEST_DEADLINE, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::DeadlineExceeded.into_response(),
     }
 }
 

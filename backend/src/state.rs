@@ -1,6 +1,7 @@
 //! What every handler shares: this shard's config, the token verifier, the databases with their
 //! read/write policy, the order id generator and the metrics. Cheap to clone.
 
+use std::future::Future;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -71,9 +72,20 @@ impl AppState {
         self.db.db_write()
     }
 
-    /// The replica, or the primary when the replica is down or lagging or `user` just wrote.
+    /// The replica, or the primary when the replica is down or lagging or has not yet applied a
+    /// write of `user`'s.
     pub async fn db_read(&self, user: UserId) -> &AnyPool {
         self.db.db_read(user).await
+    }
+
+    /// Runs the read `query` on [`AppState::db_read`]'s choice, and again on the primary if the
+    /// replica fails to answer it.
+    pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> Result<T, ApiError>
+    where
+        F: Fn(AnyPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        Ok(self.db.read(user, query).await?)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -114,7 +126,10 @@ impl AppState {
             Ok(max_order_id) => {
                 self.order_ids.observe_max(max_order_id);
                 self.ready.store(true, Ordering::Release);
-                tracing::info!(shard = %self.shard.name, "shard database ready");
+                // DbUrl's Display masks any password.
+                let primary = &self.shard.primary;
+                let replica = self.shard.replica.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
+                tracing::info!(shard = %self.shard.name, %primary, %replica, "shard database ready");
                 Ok(())
             }
             Err(e) => {
@@ -126,8 +141,8 @@ impl AppState {
         }
     }
 
-    /// While a replica is configured, stamps the primary's heartbeat every second. Stops when the
-    /// state is dropped.
+    /// While a replica is configured, stamps the primary's heartbeat every second and then probes
+    /// the replica, so its lag is measured even when nobody reads. Stops when the state is dropped.
     pub(crate) fn spawn_heartbeat(&self) {
         if !self.db.has_replica() {
             return;
@@ -140,9 +155,13 @@ impl AppState {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.ready.load(Ordering::Acquire) {
-                    if let Err(e) = inner.db.beat().await {
-                        tracing::debug!(error = %e, "heartbeat to the primary failed");
+                    // Bounded: a primary that hangs must not stop the replica's probes.
+                    match tokio::time::timeout(db::BEAT_EVERY * 2, inner.db.beat()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat to the primary failed"),
+                        Err(_) => tracing::debug!("heartbeat to the primary timed out"),
                     }
+                    inner.db.refresh_replica().await;
                 }
             }
         });

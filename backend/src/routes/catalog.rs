@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::catalog::{self, Product, ProductPage};
 
 pub async fn list_categories(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
-    let categories = catalog::categories(state.db_read(user.id).await).await?;
+    let categories = state.read(user.id, |db| async move { catalog::categories(&db).await }).await?;
     Ok(Json(json!({ "categories": categories })))
 }
 
@@ -41,7 +41,7 @@ pub async fn list_products(
     ApiQuery(query): ApiQuery<ProductsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let page = query.parse()?;
-    let products = catalog::products(state.db_read(user.id).await, page).await?;
+    let products = state.read(user.id, |db| async move { catalog::products(&db, page).await }).await?;
     Ok(Json(json!({ "products": products })))
 }
 
@@ -50,5 +50,9 @@ pub async fn show_product(
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Product>, ApiError> {
-    catalog::product(state.db_read(user.id).await, id).await?.map(Json).ok_or(ApiError::NotFound("no such product"))
+    state
+        .read(user.id, |db| async move { catalog::product(&db, id).await })
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("no such product"))
 }

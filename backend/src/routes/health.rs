@@ -19,10 +19,22 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// 200 when the schema is set up and the primary answers `SELECT 1` within a second, else 503.
+/// With a replica, also its state at the last probe (`usable`, `lagging`, `down`) and its lag:
+/// informative only, since a shard whose replica is down still serves everything.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.ensure_ready().await?;
     state.db.ping_primary(READY_TIMEOUT).await.map_err(ApiError::Unavailable)?;
-    Ok(Json(json!({ "status": "ready", "shard": state.shard_name() })))
+    let mut body = json!({ "status": "ready", "shard": state.shard_name() });
+    if state.db.has_replica() {
+        body["replica"] = match state.db.replica_state_now() {
+            Some(r) => json!({
+                "state": r.name(),
+                "lag_seconds": r.lag_ms().map(|ms| ms as f64 / 1000.0),
+            }),
+            None => json!({ "state": "unknown", "lag_seconds": null }),
+        };
+    }
+    Ok(Json(body))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -65,7 +65,9 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let limit = int_param("limit", query.limit.as_deref(), 1, 100)?.unwrap_or(20);
     let before = int_param("before", query.before.as_deref(), 1, i64::MAX)?;
-    let (orders, next_before) = orders::page(state.db_read(user.id).await, user.id, before, limit).await?;
+    let uid = user.id;
+    let (orders, next_before) =
+        state.read(uid, |db| async move { orders::page(&db, uid, before, limit).await }).await?;
     Ok(Json(json!({ "orders": orders, "next_before": next_before })))
 }
 
@@ -74,7 +76,12 @@ pub async fn show(
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Order>, ApiError> {
-    orders::find(state.db_read(user.id).await, user.id, id).await?.map(Json).ok_or(ApiError::NotFound("no such order"))
+    let uid = user.id;
+    state
+        .read(uid, |db| async move { orders::find(&db, uid, id).await })
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("no such order"))
 }
 
 /// 200 with the order, now cancelled (or already cancelled: unchanged).

@@ -15,7 +15,9 @@ use crate::state::AppState;
 use crate::store::users::{self, Profile};
 
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Profile>, ApiError> {
-    users::find(state.db_read(user.id).await, user.id)
+    let uid = user.id;
+    state
+        .read(uid, |db| async move { users::find(&db, uid).await })
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("no profile on this shard yet; POST /api/users creates it"))
