@@ -37,7 +37,10 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
     if ttl < 1 {
         return Err(UsageError("--ttl must be at least 1 second".into()).into());
     }
-    let claims = new_claims(user, &a.email, &config.jwt.policy, now(), ttl);
+    // Stamped no earlier than the user's revocation cut-off (as the token endpoint does), so a
+    // token minted right after `users enable` or a password change is not born revoked.
+    let iat = now().max(revocation_cutoff(&config, user).await);
+    let claims = new_claims(user, &a.email, &config.jwt.policy, iat, ttl);
     let token = config
         .jwt
         .sign(&claims)
@@ -48,4 +51,16 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
         out(token);
     }
     Ok(())
+}
+
+/// The user's `tokens_valid_after` in the auth database; 0 when there is no such account or the
+/// database cannot be read (minting needs no account: the check path does not look).
+async fn revocation_cutoff(config: &shopgate_core::config::Config, user: UserId) -> i64 {
+    let Ok(db) = crate::db::Db::connect(&config.verifier.database_url, "the auth database").await else {
+        return 0;
+    };
+    let q = sqlx::query_scalar::<_, i64>("SELECT tokens_valid_after FROM users WHERE id = ?").bind(user.as_i64());
+    let cutoff = crate::db::bounded(q.fetch_optional(&db.pool)).await.ok().flatten().unwrap_or(0);
+    db.close().await;
+    cutoff
 }
