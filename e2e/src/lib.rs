@@ -5,6 +5,9 @@
 //! with the real `shopctl nginx render`, starts the system's nginx on it and waits until all of it
 //! answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
 
+pub mod cli;
+pub mod mariadb;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -65,11 +68,14 @@ pub struct Options {
     pub hs256_key: Option<String>,
     /// More `key = value` lines for the `[verifier]` section.
     pub verifier_extra: Vec<String>,
+    /// `SHOP__…` config overrides, set for every process the stack runs (and its `shopctl`), e.g.
+    /// MariaDB URLs from [`mariadb::Topology::overrides`].
+    pub config_overrides: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new() }
+        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new(), config_overrides: Vec::new() }
     }
 }
 
@@ -83,6 +89,7 @@ pub struct Stack {
     pub config: Config,
     pub http: reqwest::Client,
     procs: Mutex<BTreeMap<String, Child>>,
+    env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -152,7 +159,7 @@ primary = "sqlite:shard-b.db"
         );
         let config_path = root.join("shop.toml");
         std::fs::write(&config_path, config_text)?;
-        let config = Config::load_with_env(&config_path, [])?;
+        let config = Config::load_with_env(&config_path, opts.config_overrides.clone())?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let stack = Stack {
             url: format!("http://127.0.0.1:{nginx_port}"),
@@ -161,6 +168,7 @@ primary = "sqlite:shard-b.db"
             config,
             http,
             procs: Mutex::new(BTreeMap::new()),
+            env: opts.config_overrides,
         };
         for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
             stack.spawn(&format!("verifier-{i}"), bin("verifier"), &["--listen", &addr.to_string()])?;
@@ -192,6 +200,7 @@ primary = "sqlite:shard-b.db"
         let child = Command::new(&program)
             .args(args)
             .env("SHOP_CONFIG", &self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -307,6 +316,7 @@ primary = "sqlite:shard-b.db"
     pub fn shopctl(&self) -> Command {
         let mut c = Command::new(bin("shopctl"));
         c.env("SHOP_CONFIG", &self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SHOPCTL_URL", &self.url)
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
             .env_remove("SHOP_JWT_KEY")

@@ -1,0 +1,245 @@
+//! Real MariaDB topologies for the end-to-end tests, started and stopped by `scripts/mariadb` (the
+//! same script `scripts/up --mariadb` uses), never mocked.
+//!
+//! [`Topology::start`] runs `scripts/mariadb run DIR` in a fresh temp folder: an auth instance and,
+//! per shard, a primary and a read-only GTID replica, each a local `mariadbd` on a free port. The
+//! script stays in the foreground as the instances' parent; its stdin is a pipe held here, so when
+//! the topology is dropped (or the test process dies) the pipe closes and the script stops every
+//! instance. [`Topology::stack_options`] points a [`crate::Stack`] at it. At most
+//! [`MAX_TOPOLOGIES`] run at once: each is five `mariadbd`s.
+//!
+//! No MariaDB on the machine is a failure with a clear message, not a skip: CI must run these.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::Options;
+
+/// Topologies running at once in one test process (two cores; ~5 s of start-up each).
+pub const MAX_TOPOLOGIES: usize = 2;
+/// How long `scripts/mariadb run` may take to report ready.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+static SLOTS: Semaphore = Semaphore::const_new(MAX_TOPOLOGIES);
+
+/// The workspace's `scripts/mariadb`.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mariadb")
+}
+
+pub struct Topology {
+    /// The temp folder: the script's log, and the topology itself under `db/`.
+    pub dir: tempfile::TempDir,
+    /// The folder handed to the script (`DIR`).
+    pub root: PathBuf,
+    /// What the script wrote to `DIR/topology.env`.
+    env: BTreeMap<String, String>,
+    supervisor: Mutex<Option<(Child, ChildStdin)>>,
+    _slot: SemaphorePermit<'static>,
+}
+
+impl Topology {
+    /// An auth instance and shards `a` and `b`, each a primary and a replica.
+    pub async fn start() -> Topology {
+        match Self::try_start().await {
+            Ok(t) => t,
+            Err(e) => panic!("could not start the MariaDB topology with scripts/mariadb: {e:#}"),
+        }
+    }
+
+    async fn try_start() -> anyhow::Result<Topology> {
+        let slot = SLOTS.acquire().await.context("topology slots closed")?;
+        // Under /tmp, short: each instance's socket path must stay under 108 bytes.
+        let dir = tempfile::Builder::new().prefix("shopgate-mdb.").tempdir_in("/tmp")?;
+        let root = dir.path().join("db");
+        let log_path = dir.path().join("mariadb.log");
+        let log = File::create(&log_path)?;
+        let mut child = Command::new(script())
+            .arg("run")
+            .arg(&root)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", script().display()))?;
+        let stdin = child.stdin.take().context("no stdin pipe")?;
+        let mut topology = Topology {
+            dir,
+            root: root.clone(),
+            env: BTreeMap::new(),
+            supervisor: Mutex::new(Some((child, stdin))),
+            _slot: slot,
+        };
+        let env_file = root.join("topology.env");
+        let started = Instant::now();
+        loop {
+            if env_file.is_file() {
+                break;
+            }
+            let exited = {
+                let mut sup = topology.supervisor.lock().unwrap_or_else(|e| e.into_inner());
+                sup.as_mut().and_then(|(c, _)| c.try_wait().ok().flatten())
+            };
+            if let Some(status) = exited {
+                bail!("scripts/mariadb run exited with {status}:\n{}", std::fs::read_to_string(&log_path)?);
+            }
+            if started.elapsed() > START_DEADLINE {
+                bail!("not ready after {START_DEADLINE:?}:\n{}", std::fs::read_to_string(&log_path)?);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        topology.env = parse_env(&std::fs::read_to_string(&env_file)?);
+        Ok(topology)
+    }
+
+    /// A value from `topology.env`, e.g. `var("MARIADB_A_PRIMARY_PORT")`.
+    pub fn var(&self, key: &str) -> &str {
+        self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("{key} is not in topology.env"))
+    }
+
+    fn instance_var(&self, instance: &str, what: &str) -> &str {
+        self.var(&format!("MARIADB_{}_{what}", instance.to_ascii_uppercase().replace('-', "_")))
+    }
+
+    /// The app user's URL of `instance` (`auth`, `a-primary`, `a-replica`, ...): what the stack
+    /// is configured with. It holds a password: never print it.
+    pub fn url(&self, instance: &str) -> &str {
+        self.instance_var(instance, "URL")
+    }
+
+    /// The `admin` user's URL (every privilege), for the tests' own SQL.
+    pub fn admin_url(&self, instance: &str) -> &str {
+        self.instance_var(instance, "ADMIN_URL")
+    }
+
+    pub fn port(&self, instance: &str) -> u16 {
+        self.instance_var(instance, "PORT").parse().unwrap_or_else(|e| panic!("port of {instance}: {e}"))
+    }
+
+    /// `SHOP__…` overrides that put the verifier's auth database and every shard's primary and
+    /// replica on this topology; `max_lag` is each shard's `replica_max_lag_seconds`.
+    pub fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
+        let mut v = vec![("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned())];
+        for shard in self.var("MARIADB_SHARDS").split_whitespace() {
+            let up = shard.to_ascii_uppercase();
+            v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&format!("{shard}-primary")).to_owned()));
+            v.push((format!("SHOP__SHARDS__{up}__REPLICA"), self.url(&format!("{shard}-replica")).to_owned()));
+            v.push((format!("SHOP__SHARDS__{up}__REPLICA_MAX_LAG_SECONDS"), max_lag.to_string()));
+        }
+        v
+    }
+
+    /// Stack options for a whole stack on this topology.
+    pub fn stack_options(&self, max_lag: u64) -> Options {
+        Options { config_overrides: self.overrides(max_lag), ..Options::default() }
+    }
+
+    /// A small pool on `instance` as `admin`.
+    pub async fn admin(&self, instance: &str) -> MySqlPool {
+        let options: MySqlConnectOptions =
+            self.admin_url(instance).parse().unwrap_or_else(|e| panic!("admin URL of {instance}: {e}"));
+        MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {instance} as admin: {e}"))
+    }
+
+    /// SIGKILLs one instance through `scripts/mariadb kill` and returns once it is gone.
+    pub fn kill(&self, instance: &str) {
+        let out = Command::new(script())
+            .arg("kill")
+            .arg(&self.root)
+            .arg(instance)
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/mariadb kill: {e}"));
+        assert!(out.status.success(), "scripts/mariadb kill {instance}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Waits (at most `within`) until `shard`'s replica has applied everything its primary has
+    /// committed so far.
+    pub async fn wait_replica_caught_up(&self, shard: &str, within: Duration) {
+        let primary = self.admin(&format!("{shard}-primary")).await;
+        let replica = self.admin(&format!("{shard}-replica")).await;
+        let pos: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary).await.expect("gtid_binlog_pos");
+        let waited: i64 = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
+            .bind(&pos)
+            .bind(within.as_secs_f64())
+            .fetch_one(&replica)
+            .await
+            .expect("MASTER_GTID_WAIT");
+        assert_eq!(waited, 0, "{shard}'s replica did not reach the primary's GTID position {pos} within {within:?}");
+        primary.close().await;
+        replica.close().await;
+    }
+
+    /// The tail of every instance's error log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for instance in self.var("MARIADB_INSTANCES").split_whitespace() {
+            let path = self.root.join(instance).join("error.log");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {}\n", path.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let sup = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((mut child, stdin)) = sup {
+            // End of input: the script stops every instance (SIGTERM, wait, SIGKILL) and exits.
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Belt and braces (a no-op when the script did its job): nothing outlives the test.
+        let _ = Command::new(script()).arg("stop").arg(&self.root).stderr(Stdio::null()).status();
+        if std::env::var_os("KEEP_STACK").is_some() {
+            eprintln!("keeping {}", self.dir.path().display());
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))));
+        }
+    }
+}
+
+/// `KEY='value'` lines (comments and blank lines skipped), as `scripts/mariadb` writes them.
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('\'').to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_the_scripts_env_file() {
+        let env = super::parse_env("# c\nMARIADB_SHARDS='a b'\nMARIADB_A_PRIMARY_PORT='3307'\n\n");
+        assert_eq!(env["MARIADB_SHARDS"], "a b");
+        assert_eq!(env["MARIADB_A_PRIMARY_PORT"], "3307");
+        assert_eq!(env.len(), 2);
+    }
+}

@@ -1,0 +1,13 @@
+//! Issue 5: the real `shopctl` binary against a running stack (real nginx, verifier, two shards).
+//! Each test starts its own stack; the harness helpers are in `shopgate_e2e::cli`.
+
+mod bad_input;
+mod catalog;
+mod operators;
+mod operators_mariadb;
+mod shopper;
+
+/// A fresh email for this test run.
+pub fn email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", shopgate_e2e::rand_hex(6))
+}

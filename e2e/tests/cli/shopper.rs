@@ -1,0 +1,95 @@
+//! Point 1: a shopper's whole session with shopctl, ending in a logout the server enforces.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use shopgate_e2e::{Stack, PASSWORD};
+
+#[tokio::test]
+async fn a_shoppers_whole_session_from_register_to_logout() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-shopper");
+    let pw = format!("{PASSWORD}\n");
+
+    let user = stack.ctl_stdin(&["--json", "register", &email, "--password-stdin"], &pw).ok().json();
+    assert_eq!(user["email"], email.as_str());
+    let user_id = user["id"].as_u64().expect("an id");
+
+    let login = stack.ctl_stdin(&["login", &email, "--password-stdin"], &pw).ok();
+    assert!(login.stdout.contains(&format!("Logged in to {} as {email}", stack.url)), "{login}");
+    let token = stack.kept_token().expect("login kept a token");
+    assert!(!login.stdout.contains(&token) && !login.stderr.contains(&token), "the token was printed");
+    let mode = std::fs::metadata(stack.credentials_path()).expect("credentials file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials file mode {mode:o}");
+
+    let me = stack.ctl(&["--json", "whoami"]).ok().json();
+    assert_eq!(me["id"].as_u64(), Some(user_id));
+
+    // People get a table, scripts get JSON.
+    let table = stack.ctl(&["products"]).ok();
+    assert!(table.stdout.contains("sku") && table.stdout.contains("BK-0001"), "{table}");
+    let products = stack.ctl(&["--json", "products"]).ok().json();
+    let list = products.as_array().expect("an array of products");
+    assert!(list.len() >= 3, "{products}");
+    let (p1, p3) = (&list[0], &list[2]);
+
+    let order = stack
+        .ctl(&[
+            "--json",
+            "orders",
+            "create",
+            "--item",
+            &format!("{}:2", p1["id"]),
+            "--item",
+            &format!("{}:1", p3["id"]),
+        ])
+        .ok()
+        .json();
+    let order_id = order["id"].as_u64().expect("order id");
+    let want = 2 * p1["price_cents"].as_i64().unwrap_or(0) + p3["price_cents"].as_i64().unwrap_or(0);
+    assert_eq!(order["total_cents"].as_i64(), Some(want), "{order}");
+    assert_eq!(order["status"], "placed");
+
+    let listed = stack.ctl(&["--json", "orders", "list"]).ok().json();
+    let ids: Vec<u64> = listed["orders"].as_array().expect("orders").iter().filter_map(|o| o["id"].as_u64()).collect();
+    assert_eq!(ids, vec![order_id]);
+    let list_table = stack.ctl(&["orders", "list"]).ok();
+    assert!(list_table.stdout.contains(&order_id.to_string()), "{list_table}");
+
+    let shown = stack.ctl(&["--json", "orders", "show", &order_id.to_string()]).ok().json();
+    assert_eq!(shown["items"].as_array().map(Vec::len), Some(2), "{shown}");
+    let show_table = stack.ctl(&["orders", "show", &order_id.to_string()]).ok();
+    assert!(show_table.stdout.contains(&format!("Order {order_id}: placed")), "{show_table}");
+
+    let cancelled = stack.ctl(&["--json", "orders", "cancel", &order_id.to_string()]).ok().json();
+    assert_eq!(cancelled["status"], "cancelled");
+
+    // Logout revokes the token on the server, then forgets it here.
+    let out = stack.ctl(&["--json", "logout"]).ok().json();
+    assert_eq!(out["revoked"], true, "{out}");
+    assert_eq!(stack.kept_token(), None);
+    let bound = stack.config.verifier.revocation_bound();
+    assert!(
+        stack.answers_within("/api/orders", &token, 401, bound).await.is_some(),
+        "the logged-out token still works through nginx after {bound:?}"
+    );
+    let after = stack.ctl(&["whoami"]);
+    assert!(after.one_line_error(1).contains("not logged in"), "{after}");
+    let again = stack.ctl(&["logout"]).ok();
+    assert!(again.stdout.contains("Not logged in"), "{again}");
+}
+
+#[tokio::test]
+async fn logout_forgets_the_login_even_when_the_shop_is_down_and_says_so() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-down");
+    stack.register(&email).await;
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], PASSWORD).ok();
+    stack.kill("nginx");
+    let out = stack.ctl(&["logout"]).ok();
+    assert!(out.stdout.contains("Forgot the login"), "{out}");
+    assert!(
+        out.stderr.contains("warning: the server did not revoke the token") && out.stderr.contains("cannot reach"),
+        "{out}"
+    );
+    assert_eq!(stack.kept_token(), None);
+}
