@@ -1,15 +1,18 @@
 //! Passwords: the policy, and argon2id hashing on a bounded pool.
 //!
-//! Hashing is deliberately slow, so it runs on blocking threads behind two limits: at most
-//! `workers` hashes at once (default: one less than the cores, so the check path always keeps a
-//! core) and at most `queue` waiting. Past that a login gets 503 + `Retry-After` at once rather
-//! than queueing without end.
+//! Hashing is deliberately slow and memory-hungry (19 MiB a hash), so it runs on a fixed set of
+//! `workers` threads of its own (default: one less than the cores, so the check path always keeps
+//! a core) fed by a queue of `queue` jobs. Past that a login gets 503 + `Retry-After` at once
+//! rather than queueing without end. Own threads rather than tokio's blocking pool: that pool
+//! grows to hundreds of threads, and each keeps its own malloc arena with a 19 MiB block in it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version, ARGON2ID_IDENT};
+use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 
@@ -60,15 +63,71 @@ impl Password {
 }
 
 /// OWASP Password Storage Cheat Sheet: argon2id, m = 19 MiB, t = 2, p = 1.
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).unwrap_or_default()
 }
 
+fn argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+}
+
+/// One hashing thread's argon2 working memory, allocated once and reused for every hash, so the
+/// verifier's memory is bounded by workers x 19 MiB instead of by what malloc keeps.
+pub struct Memory(Vec<Block>);
+
+impl Memory {
+    pub fn new() -> Self {
+        Self(vec![Block::default(); params().block_count()])
+    }
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Hashes into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) using `mem`.
+pub fn hash_with(mem: &mut Memory, password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let p = params();
+    let mut out = [0u8; 32];
+    argon2()
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut mem.0[..p.block_count()])
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    let out = Output::new(&out).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?;
+    Ok(format!("${ARGON2ID_IDENT}$v=19$m={},t={},p={}${}${out}", p.m_cost(), p.t_cost(), p.p_cost(), salt.as_str()))
+}
+
+/// Verifies against a PHC string using `mem`; hashes made with other parameters or algorithms
+/// (older settings) are verified the ordinary, allocating way.
+pub fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let reusable = (|| {
+        if parsed.algorithm != ARGON2ID_IDENT {
+            return None;
+        }
+        let p = Params::try_from(&parsed).ok()?;
+        let version = Version::try_from(parsed.version.unwrap_or(0x13)).ok()?;
+        let expected = parsed.hash?;
+        let mut salt_buf = [0u8; 64];
+        let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
+        let blocks = mem.0.get_mut(..p.block_count())?;
+        let mut out = vec![0u8; expected.len()];
+        Argon2::new(Algorithm::Argon2id, version, p).hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks).ok()?;
+        // Output's equality is constant-time.
+        Some(Output::new(&out).ok()? == expected)
+    })();
+    reusable.unwrap_or_else(|| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
 pub struct PasswordPool {
-    workers: Arc<Semaphore>,
-    queue: Arc<Semaphore>,
-    queue_size: usize,
+    jobs: SyncSender<Job>,
+    in_flight: Arc<AtomicUsize>,
     /// A real hash of a random password: verified against when the email is unknown, so an
     /// unknown email costs the same time as a wrong password.
     dummy_hash: String,
@@ -78,33 +137,56 @@ impl PasswordPool {
     pub fn new(workers: Option<usize>, queue: usize) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let workers = workers.unwrap_or(cores.saturating_sub(1)).max(1);
+        let (jobs, rx) = sync_channel::<Job>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+                let mut memory = Memory::new();
+                loop {
+                    // Take one job, then let go of the lock before running it.
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(&mut memory),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        }
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&format!("{random:?}"))?;
-        Ok(Self {
-            workers: Arc::new(Semaphore::new(workers)),
-            queue: Arc::new(Semaphore::new(workers + queue.max(1))),
-            queue_size: workers + queue.max(1),
-            dummy_hash,
-        })
+        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), dummy_hash })
     }
 
+    /// Hashes running or queued.
     pub fn in_flight(&self) -> usize {
-        self.queue_size - self.queue.available_permits()
+        self.in_flight.load(Ordering::Relaxed)
     }
 
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let _queued = self.queue.clone().try_acquire_owned().map_err(|_| ApiError::Busy)?;
-        let _running = self
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("hash pool closed: {e}")))?;
-        tokio::task::spawn_blocking(job).await.map_err(|e| ApiError::Unexpected(anyhow::anyhow!("hash task: {e}")))
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let wrapped: Job = Box::new(move |mem| {
+            let _ = tx.send(job(mem));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+        match self.jobs.try_send(wrapped) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return Err(ApiError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return Err(ApiError::Unexpected(anyhow::anyhow!("the hashing threads are gone")));
+            }
+        }
+        rx.await.map_err(|_| ApiError::Unexpected(anyhow::anyhow!("a hashing job was dropped")))
     }
 
     pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
-        self.run(move || hash_now(password.expose())).await?.map_err(ApiError::Unexpected)
+        self.run(move |mem| hash_with(mem, password.expose())).await?.map_err(ApiError::Unexpected)
     }
 
     /// Verifies `password` against `hash`, or against the dummy hash when there is no user, so
@@ -112,11 +194,7 @@ impl PasswordPool {
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = self
-            .run(move || {
-                PasswordHash::new(&hash).is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
-            })
-            .await?;
+        let ok = self.run(move |mem| verify_with(mem, &password, &hash)).await?;
         Ok(ok && known)
     }
 }
@@ -161,6 +239,24 @@ mod tests {
         assert!(!pool.verify("Correct-Horse-9".into(), None).await.unwrap());
     }
 
+    #[test]
+    fn reused_memory_hashes_agree_with_the_standard_implementation() {
+        let mut mem = Memory::new();
+        let ours = hash_with(&mut mem, "Correct-Horse-9").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon2().verify_password(b"Correct-Horse-9", &parsed).is_ok(), "{ours}");
+        assert!(argon2().verify_password(b"Correct-Horse-8", &parsed).is_err());
+        let standard = hash_now("Correct-Horse-9").unwrap();
+        assert!(verify_with(&mut mem, "Correct-Horse-9", &standard));
+        assert!(!verify_with(&mut mem, "Correct-Horse-8", &standard));
+        // Other parameters (an older, cheaper setting) still verify, the allocating way.
+        let cheap = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8 * 1024, 1, 1, None).unwrap());
+        let old = cheap.hash_password(b"Old-Pass-1!", &SaltString::generate(&mut OsRng)).unwrap().to_string();
+        assert!(verify_with(&mut mem, "Old-Pass-1!", &old));
+        assert!(!verify_with(&mut mem, "Old-Pass-2!", &old));
+        assert!(!verify_with(&mut mem, "x", "not a phc string"));
+    }
+
     #[tokio::test]
     async fn a_full_pool_answers_busy_at_once() {
         let pool = Arc::new(PasswordPool::new(Some(1), 1).unwrap());
@@ -176,5 +272,6 @@ mod tests {
             }
         }
         assert!(busy >= 5, "only {busy} of 8 refused with a pool of 1 + queue 1");
+        assert_eq!(pool.in_flight(), 0, "every job accounted for");
     }
 }
