@@ -514,6 +514,7 @@ fn default_nginx_listen() -> SocketAddr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -153,6 +153,7 @@ impl fmt::Display for ShardName {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -163,6 +163,7 @@ fn compress_ranges(sorted: &[u16]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -506,6 +506,7 @@ pub fn bearer(header: Option<&[u8]>) -> Result<&str, TokenError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

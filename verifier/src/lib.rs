@@ -108,7 +108,7 @@ fn spawn_revocation_refresh(state: Arc<AppState>) {
                 metrics::Metrics::inc(&state.metrics.revocation_refresh_failed);
                 tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
             }
-            if n % 1200 == 0 {
+            if n.is_multiple_of(1200) {
                 let _ = revocation::purge_expired(&state.db, now()).await;
             }
         }

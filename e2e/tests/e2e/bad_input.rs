@@ -151,7 +151,9 @@ async fn token_and_register_reject_bad_forms_by_the_rules() {
     assert_eq!(r.status(), 400);
     assert_eq!(crate::error_code(r).await, "invalid_email");
 
-    let forms: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    // (form fields, expected status, expected error code)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let forms: Vec<Case> = vec![
         (vec![("username", &email), ("password", "Wrong-Pass-1!")], 401, "invalid_grant"),
         (vec![("username", "nobody@example.com"), ("password", "Wrong-Pass-1!")], 401, "invalid_grant"),
         (vec![("username", &email)], 400, "invalid_request"),

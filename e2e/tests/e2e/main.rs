@@ -1,6 +1,8 @@
 //! End-to-end tests: each starts a whole stack (real nginx, verifier, two backend shards) with
 //! `shopgate_e2e::Stack` and talks to it over 127.0.0.1 only.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod accounts;
 mod bad_input;
 mod direct_backend;
