@@ -168,8 +168,10 @@ impl PasswordPool {
         let in_flight = self.in_flight.clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
         let wrapped: Job = Box::new(move |mem| {
-            let _ = tx.send(job(mem));
+            let result = job(mem);
+            // Count the job done before its waiter can see the result.
             in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(result);
         });
         match self.jobs.try_send(wrapped) {
             Ok(()) => {}
