@@ -19,7 +19,6 @@ pub mod routes;
 pub mod seed;
 pub mod state;
 pub mod store;
-pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -184,24 +183,3 @@ pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-}

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shopgate_backend::{build, serve, shard_listen, shutdown_signal, telemetry};
+use shopgate_backend::{build, serve, shard_listen};
+use shopgate_core::service::{init_logging, shutdown_signal};
 use shopgate_core::config::Config;
 
 #[derive(Parser)]
@@ -21,7 +22,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init("info,sqlx=warn");
+    init_logging("info,sqlx=warn");
     let loaded = Config::load(&args.config).map_err(|e| e.to_string());
     let checked = loaded.and_then(|c| shard_listen(&c, &args.shard).map(|addr| (c, addr)));
     let Ok((config, listen)) = checked.inspect_err(|e| eprintln!("backend: {e}")) else {

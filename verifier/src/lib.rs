@@ -15,7 +15,6 @@ pub mod metrics;
 pub mod password;
 pub mod revocation;
 pub mod routes;
-pub mod telemetry;
 pub mod throttle;
 pub mod users;
 
@@ -187,26 +186,6 @@ impl App {
         self.state.db.close().await;
         Ok(())
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutdown signal received");
 }
 
 /// Unix time in seconds.

@@ -20,14 +20,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shopgate_verifier::telemetry::init();
+    shopgate_core::service::init_logging("info,sqlx=warn");
     let args = Args::parse();
     let run = async {
         let config = Config::load(&args.config)?;
         let addr = args.listen.unwrap_or(config.verifier.listen[0]);
         let app = shopgate_verifier::build(config, addr).await?;
         tracing::info!(addr = %app.local_addr(), "verifier listening");
-        app.serve(shopgate_verifier::shutdown_signal()).await
+        app.serve(shopgate_core::service::shutdown_signal()).await
     };
     match run.await {
         Ok(()) => std::process::ExitCode::SUCCESS,

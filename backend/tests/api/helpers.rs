@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
-use shopgate_backend::{build, router, serve, telemetry, AppState};
+use shopgate_backend::{build, router, serve, AppState};
 use shopgate_core::config::Config;
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
@@ -56,7 +56,7 @@ pub async fn spawn_app() -> TestApp {
 /// Shard `shard`, with `SHOP__…` overrides such as `("SHOP__SHARDS__A__PRIMARY", url)`.
 pub async fn spawn_app_with(shard: &str, overrides: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        telemetry::init("debug,sqlx=warn");
+        shopgate_core::service::init_logging("debug,sqlx=warn");
     }
     let dir = tempfile::tempdir().unwrap();
     let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
