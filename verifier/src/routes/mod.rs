@@ -33,33 +33,50 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
         .to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async move {
-        let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let result = match (method.clone(), path.as_str()) {
-            (Method::POST, "/auth/register") => auth::register::register(&state, req).await,
-            (Method::POST, "/auth/token") => auth::token::token(&state, client_address(peer, &req), req).await,
-            (Method::GET, "/auth/me") => auth::me::me(&state, &req).await,
-            (Method::POST, "/auth/logout") => auth::logout::logout(&state, &req).await,
-            (Method::POST, "/auth/change-password") => auth::change_password::change_password(&state, req).await,
-            (Method::GET, "/auth/jwks.json") => Ok(auth::jwks::jwks(&state)),
-            (Method::GET, "/healthz") => Ok(health::healthz()),
-            (Method::GET, "/readyz") => Ok(health::readyz(&state).await),
-            (Method::GET, "/metrics") => Ok(health::metrics(&state)),
-            (
-                _,
-                "/auth/register" | "/auth/token" | "/auth/me" | "/auth/logout" | "/auth/change-password"
-                | "/auth/jwks.json" | "/healthz" | "/readyz" | "/metrics",
-            ) => {
-                Err(ApiError::MethodNotAllowed)
-            }
-            _ => Err(ApiError::NotFound),
-        };
+        let result = route(&state, peer, &path, req).await;
         let resp = result.unwrap_or_else(ApiError::into_response);
         tracing::info!(status = resp.status().as_u16(), "handled");
         resp
     }
     .instrument(span)
     .await
+}
+
+/// Each path once; a known path with the wrong method is 405, an unknown path 404.
+async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let allow = |want: Method| if method == want { Ok(()) } else { Err(ApiError::MethodNotAllowed) };
+    match path {
+        "/auth/register" => {
+            allow(Method::POST)?;
+            auth::register::register(state, req).await
+        }
+        "/auth/token" => {
+            allow(Method::POST)?;
+            auth::token::token(state, client_address(peer, &req), req).await
+        }
+        "/auth/me" => {
+            allow(Method::GET)?;
+            auth::me::me(state, &req).await
+        }
+        "/auth/logout" => {
+            allow(Method::POST)?;
+            auth::logout::logout(state, &req).await
+        }
+        "/auth/change-password" => {
+            allow(Method::POST)?;
+            auth::change_password::change_password(state, req).await
+        }
+        "/auth/jwks.json" => allow(Method::GET).map(|()| auth::jwks::jwks(state)),
+        "/healthz" => allow(Method::GET).map(|()| health::healthz()),
+        "/readyz" => {
+            allow(Method::GET)?;
+            Ok(health::readyz(state).await)
+        }
+        "/metrics" => allow(Method::GET).map(|()| health::metrics(state)),
+        _ => Err(ApiError::NotFound),
+    }
 }
 
 /// The client's address: nginx's `X-Real-IP` when the connection comes from nginx on this host
