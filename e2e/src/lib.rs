@@ -111,7 +111,7 @@ impl Stack {
         set_mode(&root, 0o755)?;
         std::fs::create_dir_all(root.join("nginx"))?;
         set_mode(&root.join("nginx"), 0o755)?;
-        let key: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
+        let key = rand_hex(32);
         std::fs::write(root.join("jwt.key"), opts.hs256_key.clone().unwrap_or(key))?;
         let jwt_section = if opts.eddsa {
             let file = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
@@ -387,12 +387,6 @@ impl Drop for Stack {
 fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-}
-
-fn rand_byte() -> u8 {
-    let mut b = [0u8; 1];
-    getrandom(&mut b);
-    b[0]
 }
 
 pub fn rand_hex(n: usize) -> String {
