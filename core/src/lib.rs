@@ -6,6 +6,8 @@
 pub mod config;
 pub mod error;
 pub mod ids;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod shardmap;
