@@ -298,6 +298,23 @@ primary = "sqlite:shard-b.db"
         }
     }
 
+    /// Freezes a process of the stack with SIGSTOP: it keeps its sockets (connections are still
+    /// accepted by the kernel) but answers nothing until [`Stack::cont`].
+    pub fn stop(&self, name: &str) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(child) = procs.get(name) {
+            signal(child.id(), libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a process frozen by [`Stack::stop`] run again (SIGCONT).
+    pub fn cont(&self, name: &str) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(child) = procs.get(name) {
+            signal(child.id(), libc::SIGCONT);
+        }
+    }
+
     /// The names of the running processes.
     pub fn processes(&self) -> Vec<String> {
         self.procs.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
