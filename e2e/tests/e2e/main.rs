@@ -7,6 +7,7 @@ mod accounts;
 mod bad_input;
 mod direct_backend;
 mod faults;
+mod gateway_statuses;
 mod identity;
 mod request_path;
 mod routing;
