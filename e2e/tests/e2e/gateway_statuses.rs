@@ -1,7 +1,8 @@
 //! What the gateway answers on its own. Every status nginx itself can produce in front of this
 //! stack (400, 405, 408, 411, 412, 413, 414, 494, 500, 501, 502, 503, 504, 505; 499 is only ever
 //! logged) is caused here by a real request, or shown not to be producible, and every answer is
-//! the project's JSON error `{"error", "message"}`, never nginx's HTML page.
+//! the project's JSON error `{"error", "message"}`, never nginx's HTML page. Also: `X-Request-Id`
+//! exactly once on every answer, the value the logs carry.
 //!
 //! Malformed requests go over raw TCP: reqwest cannot send a bad request line or an unknown
 //! transfer coding. Upstream failures use the harness: a process killed, or frozen with SIGSTOP
@@ -11,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shopgate_e2e::Stack;
+use shopgate_e2e::{Options, Stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -34,6 +35,11 @@ impl Answer {
     /// The body on one line, cut at 160 characters, for messages.
     fn short_body(&self) -> String {
         self.body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect()
+    }
+
+    /// The one `X-Request-Id`; fails if there is none or more than one.
+    fn request_id(&self, what: &str) -> String {
+        self.check_request_id(what).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn check_request_id(&self, what: &str) -> Result<String, String> {
@@ -324,4 +330,60 @@ async fn backend_failures_are_json_503s() {
     assert!(log.contains("Connection refused"), "{log}");
     let r = stack.http.get(stack.api("/api/orders")).bearer_auth(&odd).send().await.unwrap();
     assert_eq!(r.status(), 200, "shard b after SIGCONT");
+}
+
+/// Waits up to 2 s for `needle` to show in a log file of the stack.
+async fn log_has(stack: &Stack, file: &str, needle: &str) -> bool {
+    let path = stack.dir.path().join(file);
+    for _ in 0..40 {
+        if std::fs::read_to_string(&path).unwrap_or_default().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn x_request_id_is_sent_once_and_is_the_logged_one() {
+    for debug_headers in [false, true] {
+        let stack = Stack::start_with(Options { debug_headers, ..Default::default() }).await;
+        let (uid, token) = stack.shopper().await;
+        let bearer = format!("Authorization: Bearer {token}\r\n");
+        let shard_log = if uid % 2 == 0 { "backend-a.log" } else { "backend-b.log" };
+        // (what, request, status, the service log that must carry the same id)
+        let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+            ("API 200", req("GET", "/api/orders", &bearer), 200, Some(shard_log)),
+            ("API 200, original prefix", req("GET", "/backend/api/products", &bearer), 200, Some(shard_log)),
+            ("API 404 from the backend", req("GET", "/api/orders/12345", &bearer), 404, Some(shard_log)),
+            ("API 401 from nginx", req("GET", "/api/orders", ""), 401, None),
+            ("auth API 200", req("GET", "/auth/me", &bearer), 200, Some("verifier-0.log")),
+            ("auth API 401", req("GET", "/auth/me", ""), 401, Some("verifier-0.log")),
+            ("auth API 404", req("GET", "/auth/nope", ""), 404, Some("verifier-0.log")),
+            ("health", req("GET", "/healthz", ""), 200, None),
+            ("404 page", req("GET", "/nope", ""), 404, None),
+            ("405 page", req("TRACE", "/api/orders", ""), 405, None),
+            ("400 page", b"GARBAGE\r\n\r\n".to_vec(), 400, None),
+            ("412 page", req("GET", "/healthz", "If-Match: \"x\"\r\n"), 412, None),
+            ("413 page", req("POST", "/api/orders", &format!("{bearer}Content-Length: 2000000\r\n")), 413, None),
+            ("414 page", req("GET", &format!("/{}", "a".repeat(9000)), ""), 414, None),
+            ("501 page", req("POST", "/auth/token", "Transfer-Encoding: gzip, chunked\r\n"), 501, None),
+            ("505 page", b"GET /api/orders HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), 505, None),
+        ];
+        for (what, request, status, service_log) in cases {
+            let what = format!("{what} (debug headers {debug_headers})");
+            let r = raw(&stack, &request).await;
+            assert_eq!(r.status, status, "{what}: {r:?}");
+            let id = r.request_id(&what);
+            assert!(log_has(&stack, "nginx/access.log", &format!("\"request_id\":\"{id}\"")).await, "{what}: {id} not in nginx's access log");
+            if let Some(file) = service_log {
+                assert!(log_has(&stack, file, &id).await, "{what}: {id} not in {file}");
+            }
+        }
+        // And the 503 pages.
+        stack.kill("verifier-0");
+        let r = raw(&stack, &req("GET", "/api/orders", &bearer)).await;
+        assert_eq!(r.status, 503);
+        r.request_id(&format!("503 page (debug headers {debug_headers})"));
+    }
 }
