@@ -2,7 +2,8 @@
 //! stack (400, 405, 408, 411, 412, 413, 414, 494, 500, 501, 502, 503, 504, 505; 499 is only ever
 //! logged) is caused here by a real request, or shown not to be producible, and every answer is
 //! the project's JSON error `{"error", "message"}`, never nginx's HTML page. Also: `X-Request-Id`
-//! exactly once on every answer, the value the logs carry.
+//! exactly once on every answer, the value the logs carry; and paths reach the verifier and the
+//! backends the way nginx understood them, not as the client spelled them.
 //!
 //! Malformed requests go over raw TCP: reqwest cannot send a bad request line or an unknown
 //! transfer coding. Upstream failures use the harness: a process killed, or frozen with SIGSTOP
@@ -50,6 +51,11 @@ impl Answer {
         }
     }
 
+    /// Asserts the project's JSON error and returns its code.
+    fn error_code(&self, what: &str) -> String {
+        self.check_error(what).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn check_error(&self, what: &str) -> Result<String, String> {
         let ct = self.header_values("content-type");
         if ct.len() != 1 || !ct[0].starts_with("application/json") {
@@ -74,6 +80,11 @@ impl Answer {
         self.check_request_id(what).map(drop)
     }
 
+    fn expect(&self, what: &str, status: u16, code: &str) {
+        if let Err(e) = self.check(what, status, code) {
+            panic!("{e}");
+        }
+    }
 }
 
 fn nginx_addr(stack: &Stack) -> String {
@@ -385,5 +396,37 @@ async fn x_request_id_is_sent_once_and_is_the_logged_one() {
         let r = raw(&stack, &req("GET", "/api/orders", &bearer)).await;
         assert_eq!(r.status, 503);
         r.request_id(&format!("503 page (debug headers {debug_headers})"));
+    }
+}
+
+#[tokio::test]
+async fn upstreams_get_the_path_nginx_understood() {
+    let stack = Stack::start().await;
+    let (uid, token) = stack.shopper().await;
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    // Spellings nginx normalises to /auth/me or /api/orders (merged slashes, decoded escapes,
+    // dot segments) reach the upstream as that path.
+    for path in ["//auth//me", "/%61uth/me", "/auth/./me", "/auth/x/../me", "/authentication//auth/me", "/authentication/%61uth/me", "/auth/me?x=%2F"] {
+        let r = raw(&stack, &req("GET", path, &bearer)).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let me: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(me["id"].as_u64(), Some(uid), "{path}");
+    }
+    for path in ["//api//orders", "/%61pi/orders", "/api/./orders", "/backend//api/orders", "/api/x/../orders?limit=1"] {
+        let r = raw(&stack, &req("GET", path, &bearer)).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(serde_json::from_str::<Value>(&r.body).unwrap()["orders"].is_array(), "{path}: {}", r.body);
+    }
+    // The check path stays unreachable however it is spelled.
+    for path in ["/auth%2fverify", "/auth%2Fverify", "/auth/verify", "/auth//verify", "/_verify", "/%5fverify", "/verify", "/auth/..%2fverify", "/auth/%2e%2e/verify", "/auth/%2e%2e/_verify"] {
+        let r = raw(&stack, &req("GET", path, &bearer)).await;
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+        assert!(r.header_values("x-user-id").is_empty(), "{path} leaked an identity header");
+        r.error_code(path);
+    }
+    // What nginx decodes is escaped again on the way out: the upstream sees the same path, with
+    // nothing cut off (a decoded newline stays in it).
+    for path in ["/auth/me%20x", "/auth/me%0A", "/auth/me%0Ax", "/auth/me%3F", "/api/orders%0A"] {
+        raw(&stack, &req("GET", path, &bearer)).await.expect(path, 404, "not_found");
     }
 }
