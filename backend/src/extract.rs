@@ -7,19 +7,20 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
+use shopgate_core::json::ObjectOnly;
 
 use crate::error::ApiError;
 
-/// A JSON body. Syntax errors, wrong types, missing or unknown fields: 400; no JSON content type:
-/// 415; over the body limit: 413.
+/// A JSON body, which must be an object. Syntax errors, wrong types (an array for an object too),
+/// missing or unknown fields: 400; no JSON content type: 415; over the body limit: 413.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+        match Json::<ObjectOnly<T>>::from_request(req, state).await {
+            Ok(Json(ObjectOnly(value))) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod json;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "service")]

@@ -35,9 +35,10 @@ impl From<&User> for UserView {
     }
 }
 
-/// Parses a JSON body: syntax errors are 400, wrong types and missing fields 422.
+/// Parses a JSON body, which must be an object: syntax errors are 400 `malformed_json`; wrong
+/// types (an array for the object too) and missing fields 400 `invalid_body`.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+    serde_json::from_slice(bytes).map(|shopgate_core::json::ObjectOnly(v)| v).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::Invalid { code: "invalid_body", message: format!("invalid request body: {e}") }
         }
