@@ -65,6 +65,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// For `#[serde(deserialize_with)]`: a JSON integer, also when written with a zero fraction
+/// (`2.0`). JSON does not tell the two apart, nor does JSON Schema (its `integer` includes `2.0`),
+/// and some clients write every number as a float. `2.5`, an integer outside i64, or a float
+/// past 2^53 (where a float no longer names one integer) is refused as a wrong type.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+            // Every integer up to 2^53 is exactly one f64.
+            const LIMIT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() == 0.0 && (-LIMIT..=LIMIT).contains(&v) {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_any(Whole)
+}
+
 /// An optional integer query parameter in `lo..=hi`; empty (`?limit=`) counts as absent.
 pub fn int_param(name: &str, raw: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
@@ -73,5 +105,31 @@ pub fn int_param(name: &str, raw: Option<&str>, lo: i64, hi: i64) -> Result<Opti
     match raw.parse::<i64>() {
         Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
         _ => Err(ApiError::bad_request("invalid_query", format!("{name} must be an integer from {lo} to {hi}"))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct N(#[serde(deserialize_with = "super::whole_number")] i64);
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        for (json, want) in [
+            ("2", 2),
+            ("2.0", 2),
+            ("-3.0", -3),
+            ("9223372036854775807", i64::MAX),
+            ("1e3", 1000),
+            // Found by schemathesis: without serde_json's float_roundtrip this read as ...61.5.
+            ("3660052386329362.0", 3_660_052_386_329_362),
+            ("9007199254740992.0", 1 << 53),
+        ] {
+            assert_eq!(serde_json::from_str::<N>(json).unwrap().0, want, "{json}");
+        }
+        for bad in ["2.5", "9223372036854775808", "9007199254740994.0", "9.3e18", "1e300", "\"2\"", "null", "true"] {
+            assert!(serde_json::from_str::<N>(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::auth::AuthUser;
 use crate::domain::{IdempotencyKey, OrderLines};
 use crate::error::ApiError;
-use crate::extract::{int_param, ApiJson, ApiPath, ApiQuery};
+use crate::extract::{int_param, whole_number, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::store::orders::{self, Order, Placed};
 
@@ -29,7 +29,9 @@ pub struct CreateOrder {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderItem {
+    #[serde(deserialize_with = "whole_number")]
     product_id: i64,
+    #[serde(deserialize_with = "whole_number")]
     quantity: i64,
 }
 
