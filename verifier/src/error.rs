@@ -26,8 +26,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    /// `allow` is the one method the path has: 405 carries it as `Allow` (RFC 9110 section 15.5.6).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: http::Method },
     #[error("expected Content-Type {0}")]
     UnsupportedMediaType(&'static str),
     #[error("request body over 1 MiB")]
@@ -78,8 +79,15 @@ impl ApiError {
             }
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into())
+            ApiError::MethodNotAllowed { allow } => {
+                let mut r = json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &ErrorBody::new("method_not_allowed", format!("this path answers {allow} only")),
+                );
+                if let Ok(v) = HeaderValue::from_str(allow.as_str()) {
+                    r.headers_mut().insert(http::header::ALLOW, v);
+                }
+                return r;
             }
             ApiError::UnsupportedMediaType(t) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", format!("send Content-Type: {t}"))
@@ -90,7 +98,7 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after } => {
                 let mut r = no_store(json(
                     StatusCode::TOO_MANY_REQUESTS,
-                    &ErrorBody::new("too_many_requests", "too many failed attempts; wait and try again"),
+                    &ErrorBody::new("too_many_requests", "too many attempts from here or at this account; wait and try again"),
                 ));
                 r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
                 return r;

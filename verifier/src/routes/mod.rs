@@ -46,7 +46,7 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
 /// Each path once; a known path with the wrong method is 405, an unknown path 404.
 async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
-    let allow = |want: Method| if method == want { Ok(()) } else { Err(ApiError::MethodNotAllowed) };
+    let allow = |want: Method| if method == want { Ok(()) } else { Err(ApiError::MethodNotAllowed { allow: want }) };
     match path {
         "/auth/register" => {
             allow(Method::POST)?;
