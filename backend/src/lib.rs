@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod order_id;
 pub mod routes;
 pub mod seed;
@@ -182,4 +183,3 @@ pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static
     tracing::info!("stopped");
     Ok(())
 }
-

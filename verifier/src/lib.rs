@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod password;
 pub mod revocation;
 pub mod routes;

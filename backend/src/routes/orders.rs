@@ -13,6 +13,9 @@ use crate::domain::{IdempotencyKey, OrderLines};
 use crate::error::ApiError;
 use crate::extract::{int_param, whole_number, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::openapi::OrderPage;
+use shopgate_core::openapi::{BadRequest, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::ErrorBody;
 use crate::store::orders::{self, Order, Placed};
 
 /// The body of `POST /api/orders`: `{"items": [{"product_id": 1, "quantity": 2}]}`.
@@ -20,23 +23,52 @@ use crate::store::orders::{self, Order, Placed};
 /// Unknown fields are refused with 400 (`deny_unknown_fields`), not ignored: a client sending
 /// `unit_price` or `total` believes it sets prices, and should learn at once that it does not.
 /// Prices always come from the catalog.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"items": [{"product_id": 1, "quantity": 2}]}))]
 pub struct CreateOrder {
+    /// 1 to 100 lines; a product listed twice is one line with the quantities added.
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<CreateOrderItem>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderItem {
+    /// A product of the catalog (`GET /api/products`); another id is 422 `unknown_product`.
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     #[serde(deserialize_with = "whole_number")]
     product_id: i64,
+    #[schema(minimum = 1, maximum = 1000)]
     #[serde(deserialize_with = "whole_number")]
     quantity: i64,
 }
 
 /// 201 with the new order, or 200 with the order an earlier request under the same
 /// `Idempotency-Key` made.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    operation_id = "create_order",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 128, pattern = "^[\\x21-\\x7e]+$",
+        description = "1 to 128 visible ASCII characters. A retry under the same key with the same items answers 200 with the order the first request made, never a second order; with other items, 422 `idempotency_key_reused`.")),
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "The new order.", body = Order,
+            headers(("Location" = String, description = "`/api/orders/{id}`"))),
+        (status = 200, description = "The order an earlier request with this `Idempotency-Key` made.", body = Order,
+            headers(("Location" = String, description = "`/api/orders/{id}`"))),
+        (status = 400, description = "Malformed JSON (`malformed_json`), a wrong type, a missing or unknown field (`invalid_body`; prices cannot be sent), or a bad `Idempotency-Key` (`invalid_idempotency_key`).", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "Well-formed but not acceptable: `invalid_items`, `invalid_quantity`, `unknown_product`, `total_too_large`, `idempotency_key_reused`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -54,12 +86,33 @@ pub async fn create(
 }
 
 /// Query of `GET /api/orders`: `limit` 1-100 (default 20), `before` an order id (exclusive).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// At most this many (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Only orders with a smaller id: the `next_before` of the previous page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     before: Option<String>,
 }
 
+/// The caller's orders, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders.", body = OrderPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -73,6 +126,22 @@ pub async fn list(
     Ok(Json(json!({ "orders": orders, "next_before": next_before })))
 }
 
+/// One of the caller's orders.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    operation_id = "show_order",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order.", body = Order),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
@@ -87,6 +156,21 @@ pub async fn show(
 }
 
 /// 200 with the order, now cancelled (or already cancelled: unchanged).
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    operation_id = "cancel_order",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, cancelled.", body = Order),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,

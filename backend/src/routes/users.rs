@@ -12,8 +12,25 @@ use crate::db::now_secs;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
+use shopgate_core::openapi::{BadRequest, Misdirected, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::ErrorBody;
 use crate::store::users::{self, Profile};
 
+/// The caller's profile on their shard.
+#[utoipa::path(
+    get,
+    path = "/api/users/me",
+    operation_id = "my_profile",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The profile.", body = Profile),
+        (status = 404, description = "No profile on this shard yet: `POST /api/users` creates it (so does a first order).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Profile>, ApiError> {
     let uid = user.id;
     state
@@ -26,18 +43,40 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Pr
 /// The original design's `POST /api/users` body, accepted for its clients' sake. Each field is
 /// optional and only type-checked; unknown fields are ignored. None is used: id and email come
 /// from the token, and the password is never stored. No `Debug`, so it cannot be logged.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
+#[schema(example = json!({"email": "ann@example.com", "is_active": true}))]
 pub struct CreateUser {
+    /// Ignored: the email comes from the token.
     #[serde(default)]
     email: Option<String>,
+    /// Ignored.
     #[serde(default)]
     is_active: Option<bool>,
+    /// Ignored and never stored.
     #[serde(default)]
     password: Option<String>,
 }
 
 /// 201 with the new profile, or 200 with the existing one.
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    operation_id = "create_profile",
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The new profile.", body = Profile),
+        (status = 200, description = "The profile, which existed already.", body = Profile),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 401, response = Unauthorized),
+        (status = 421, response = Misdirected),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,

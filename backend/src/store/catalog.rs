@@ -7,18 +7,21 @@ use sqlx::{Any, AnyPool, Executor};
 
 use super::placeholders;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": 1, "name": "Books"}))]
 pub struct Category {
     pub id: i64,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": 1, "sku": "BK-001", "name": "The Rust Book", "category_id": 1, "price_cents": 3999, "description": ""}))]
 pub struct Product {
     pub id: i64,
     pub sku: String,
     pub name: String,
     pub category_id: i64,
+    /// The unit price in integer cents.
     pub price_cents: i64,
     pub description: String,
 }

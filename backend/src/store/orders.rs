@@ -14,17 +14,26 @@ use crate::domain::{unknown_product, IdempotencyKey, OrderLines};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
+    /// Unique across all shards, increasing with time.
+    #[schema(minimum = 1)]
     pub id: i64,
+    #[schema(minimum = 1)]
     pub user_id: i64,
+    /// `placed` or `cancelled`.
+    #[schema(pattern = "^(placed|cancelled)$", example = "placed")]
     pub status: String,
+    /// The sum of the items' line totals, in integer cents.
     pub total_cents: i64,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub items: Vec<OrderItem>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One line of an order; the unit price is the catalog's when the order was placed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub product_id: i64,
     pub name: String,

@@ -7,11 +7,15 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::db::{is_unique_violation, Dialect};
 
-#[derive(Debug, Clone, Serialize)]
+/// The caller's profile on their shard: the id of the auth database, the email from the token.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Profile {
+    #[schema(minimum = 1)]
     pub id: i64,
     pub email: String,
     pub is_active: bool,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

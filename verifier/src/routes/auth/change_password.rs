@@ -14,13 +14,37 @@ use crate::error::ApiError;
 use crate::http::{json, no_store, read_body, Body};
 use crate::password::Password;
 use crate::{users, AppState};
+use crate::openapi::{OAuthError, PasswordChanged};
+use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::ErrorBody;
 
-#[derive(Deserialize)]
-struct ChangeBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct ChangeBody {
     current_password: String,
+    /// The same policy as at registration: format `password` (see `POST /auth/register`).
+    #[schema(format = Password, min_length = 8, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     new_password: String,
 }
 
+/// Sets a new password and revokes every token of the user issued until now, this one included.
+#[utoipa::path(
+    post,
+    path = "/auth/change-password",
+    operation_id = "change_password",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = ChangeBody,
+    responses(
+        (status = 200, description = "Changed; log in again.", body = PasswordChanged),
+        (status = 400, description = "Malformed JSON, a wrong type or missing field, or a new password that breaks the policy (`weak_password`).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`wrong_password`: the current password is wrong.", body = OAuthError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;

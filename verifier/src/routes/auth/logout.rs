@@ -11,8 +11,23 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::http::{json, no_store, Body};
 use crate::metrics::Metrics;
+use crate::openapi::LoggedOut;
+use shopgate_core::openapi::{Unauthorized, Unavailable};
 use crate::{revocation, AppState};
 
+/// Revokes the bearer token itself.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token is revoked.", body = LoggedOut),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn logout(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;

@@ -14,13 +14,38 @@ use crate::metrics::Metrics;
 use crate::password::Password;
 use crate::users::{self, Created};
 use crate::AppState;
+use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unavailable, UnsupportedMediaType};
+use shopgate_core::ErrorBody;
 
-#[derive(Deserialize)]
-struct RegisterBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ann@example.com", "password": "Corr3ct-Horse!"}))]
+pub(crate) struct RegisterBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// 8-128 characters, no control characters, with an upper-case letter, a lower-case letter,
+    /// a digit and a special character, and not easily guessed (zxcvbn score 3 or more, the email
+    /// counted as known): format `password`.
+    #[schema(format = Password, min_length = 8, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     password: String,
 }
 
+/// Creates an account.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    operation_id = "register",
+    tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The new account.", body = UserView),
+        (status = 400, description = "Malformed JSON (`malformed_json`), a wrong type or missing field (`invalid_body`), a bad email (`invalid_email`) or a password that breaks the policy (`weak_password`; the message names the rule).", body = ErrorBody),
+        (status = 409, description = "An account with this email exists.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: RegisterBody = parse_json(&read_body(req, "application/json").await?)?;
     let email = Email::parse(&body.email).map_err(|m| ApiError::Invalid { code: "invalid_email", message: m })?;

@@ -19,11 +19,19 @@ use crate::http::{json, no_store, read_body, Body};
 use crate::metrics::Metrics;
 use crate::users;
 use crate::AppState;
+use crate::openapi::{OAuthError, TokenForm};
+use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unavailable};
 
-#[derive(Serialize)]
-struct TokenResponse {
+/// A token: send it as `Authorization: Bearer <access_token>`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenResponse {
+    /// A JWT.
     access_token: String,
+    /// Always `bearer`.
+    #[schema(value_type = String, pattern = "^bearer$", example = "bearer")]
     token_type: &'static str,
+    /// Seconds until it expires.
+    #[schema(example = 3600)]
     expires_in: i64,
 }
 
@@ -35,6 +43,23 @@ fn invalid_request(message: &str) -> ApiError {
     oauth(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
+/// Logs in: the OAuth2 password grant.
+#[utoipa::path(
+    post,
+    path = "/auth/token",
+    operation_id = "token",
+    tag = "auth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Logged in.", body = TokenResponse,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "`invalid_request` (a missing or repeated field, or not a form) or `unsupported_grant_type`.", body = OAuthError),
+        (status = 401, description = "`invalid_grant`: wrong email or password (the same answer whether or not the email exists).", body = OAuthError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = match read_body(req, "application/x-www-form-urlencoded").await {
         Ok(b) => b,
