@@ -8,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod credentials;
 pub mod db;
+pub mod openapi;
 pub mod output;
 pub mod stack;
 
@@ -71,6 +72,8 @@ pub enum Command {
     /// nginx config generated from the stack config and shard map.
     #[command(subcommand)]
     Nginx(commands::nginx::NginxCommand),
+    /// Print the public API's OpenAPI 3 description (what nginx serves at /openapi.json).
+    Openapi(commands::openapi::Args),
     /// Print shell completions.
     Completions(commands::completions::Args),
 }
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
         Command::Nginx(c) => commands::nginx::run(&ctx, c).await,
+        Command::Openapi(a) => commands::openapi::run(a),
         Command::Completions(a) => commands::completions::run(a),
     }
 }

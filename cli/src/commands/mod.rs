@@ -5,6 +5,7 @@ pub mod completions;
 pub mod login;
 pub mod logout;
 pub mod nginx;
+pub mod openapi;
 pub mod orders;
 pub mod products;
 pub mod register;

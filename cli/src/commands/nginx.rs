@@ -27,7 +27,8 @@ pub struct RenderArgs {
     /// Only the shard map (two `map` blocks), for including in a config of your own.
     #[arg(long)]
     pub map_only: bool,
-    /// Write to this file (atomically) instead of standard output.
+    /// Write to this file (atomically) instead of standard output, and the API description
+    /// (`openapi.json`, served at `/openapi.json`) beside it.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
 }
@@ -35,12 +36,22 @@ pub struct RenderArgs {
 pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     let NginxCommand::Render(a) = cmd;
     let config = stack::load_config(ctx)?;
-    let text = if a.map_only { shard_map(&config) } else { render(&config)? };
+    // The API description goes beside the config written (else into nginx's prefix).
+    let openapi_file = match &a.output {
+        Some(path) => std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?
+            .with_file_name(crate::openapi::FILE_NAME),
+        None => prefix_dir(&config)?.join(crate::openapi::FILE_NAME),
+    };
+    let text = if a.map_only { shard_map(&config) } else { render_with(&config, &openapi_file)? };
     match a.output {
         Some(path) => {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+            if !a.map_only {
+                super::openapi::write_atomically(&openapi_file, &crate::openapi::to_json())?;
+            }
             if ctx.json {
                 print_json(&json!({"written": path}));
             }
@@ -55,27 +66,82 @@ pub fn shard_map(config: &Config) -> String {
     config.shard_map.render_nginx_map("shop_user_id", "shop_shard")
 }
 
-/// The whole nginx config.
-pub fn render(config: &Config) -> anyhow::Result<String> {
-    let prefix = config.nginx.prefix.clone().unwrap_or_else(|| PathBuf::from("nginx"));
-    let prefix = std::path::absolute(&prefix).unwrap_or(prefix);
-    let prefix = prefix.to_str().context("the nginx prefix path is not UTF-8")?.to_owned();
-    if prefix.is_empty() || prefix.contains(|c: char| c.is_whitespace() || "\"';{}$#\\".contains(c)) {
-        anyhow::bail!("the nginx prefix {prefix:?} has characters nginx config cannot hold unquoted");
+/// `$shop_allow`: the methods each public path has, from the API description, for the `Allow`
+/// header of the 405s nginx gives itself (a TRACE, refused before any location is chosen; a POST
+/// to `/openapi.json`). The services' own 405s carry their own.
+pub fn allow_map() -> String {
+    let doc = crate::openapi::document();
+    let mut out = String::from(
+        "# Allow for nginx's own 405s: each public path's methods, from the API description.\nmap $uri $shop_allow {\n    default \"\";\n    /openapi.json \"GET, HEAD\";\n",
+    );
+    for (path, item) in &doc.paths.paths {
+        let value = serde_json::to_value(item).unwrap_or_default();
+        let mut methods: Vec<String> = ["get", "put", "post", "delete", "patch"]
+            .iter()
+            .filter(|m| value.get(**m).is_some())
+            .map(|m| m.to_uppercase())
+            .collect();
+        // The backends (axum) answer HEAD wherever they answer GET; the verifier does not.
+        if path.starts_with("/api/") && methods.iter().any(|m| m == "GET") {
+            methods.push("HEAD".into());
+            methods.sort();
+        }
+        let mut pattern = String::from("^");
+        for segment in path.split('/').skip(1) {
+            pattern.push('/');
+            if segment.starts_with('{') {
+                pattern.push_str("[^/]+");
+            } else {
+                pattern.push_str(&segment.replace('.', "\\."));
+            }
+        }
+        let pattern = pattern
+            .replacen("^/auth/", "^(/authentication)?/auth/", 1)
+            .replacen("^/api/", "^(/backend)?/api/", 1);
+        let _ = writeln!(out, "    \"~{pattern}$\" \"{}\";", methods.join(", "));
     }
+    out.push_str("}\n");
+    out
+}
+
+/// nginx's prefix folder, absolute.
+fn prefix_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    let prefix = config.nginx.prefix.clone().unwrap_or_else(|| PathBuf::from("nginx"));
+    Ok(std::path::absolute(&prefix).unwrap_or(prefix))
+}
+
+/// A path as nginx config can hold it unquoted.
+fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let text = path.to_str().with_context(|| format!("the {what} path is not UTF-8"))?.to_owned();
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || "\"';{}$#\\".contains(c)) {
+        anyhow::bail!("the {what} {text:?} has characters nginx config cannot hold unquoted");
+    }
+    Ok(text)
+}
+
+/// The whole nginx config, serving the API description from `openapi.json` in nginx's prefix.
+pub fn render(config: &Config) -> anyhow::Result<String> {
+    render_with(config, &prefix_dir(config)?.join(crate::openapi::FILE_NAME))
+}
+
+/// The whole nginx config, serving the API description at `/openapi.json` from `openapi_file`.
+pub fn render_with(config: &Config, openapi_file: &std::path::Path) -> anyhow::Result<String> {
+    let prefix = nginx_path("nginx prefix", &prefix_dir(config)?)?;
+    let openapi_file = nginx_path("API description file", openapi_file)?;
     let workers = &config.nginx.worker_processes;
     if workers != "auto" && !workers.parse::<u16>().is_ok_and(|n| n > 0) {
         anyhow::bail!("nginx.worker_processes must be \"auto\" or a positive number, not {workers:?}");
     }
     let mut verifiers = String::new();
     for addr in &config.verifier.listen {
-        let _ = writeln!(verifiers, "        server {addr};");
+        // Skipped for 2 s after a refused connection, then tried again (see the template).
+        let _ = writeln!(verifiers, "        server {addr} max_fails=1 fail_timeout=2s;");
     }
     let mut shards = String::new();
     for s in &config.shards {
         let _ = writeln!(
             shards,
-            "    upstream shard_{} {{\n        server {};\n        keepalive 32;\n    }}",
+            "    upstream shard_{} {{\n        server {};\n        keepalive 32;\n        keepalive_timeout 3s;\n    }}",
             s.name, s.listen
         );
     }
@@ -97,10 +163,12 @@ pub fn render(config: &Config) -> anyhow::Result<String> {
     Ok(TEMPLATE
         .replace("@WORKERS@", workers)
         .replace("@PREFIX@", &prefix)
+        .replace("@OPENAPI_FILE@", &openapi_file)
         .replace("@LISTEN@", &config.nginx.listen.to_string())
         .replace("@VERIFIER_SERVERS@\n", &verifiers)
         .replace("@SHARD_UPSTREAMS@\n", &shards)
         .replace("@SHARD_MAP@\n", &indent(&shard_map(config)))
+        .replace("@ALLOW_MAP@\n", &indent(&allow_map()))
         .replace("@AUTH_CACHE_PATH@\n", &cache_path)
         .replace("@AUTH_CACHE@\n", &if cache.is_empty() { cache } else { cache + "\n" })
         .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n")))
