@@ -9,6 +9,7 @@ mod direct_backend;
 mod faults;
 mod gateway_statuses;
 mod identity;
+mod openapi;
 mod request_path;
 mod routing;
 mod tokens;
