@@ -44,7 +44,7 @@ pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// After the shutdown signal, in-flight requests get this long before connections are dropped.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_DEADLINE: Duration = shopgate_core::service::STOP_DEADLINE;
 
 /// Where to listen: an address to bind, or a listener bound already (port 0 in tests).
 pub enum Bind {
@@ -156,30 +156,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` until `shutdown` completes, then lets in-flight requests finish for up to
-/// [`SHUTDOWN_DEADLINE`] and closes the database pools.
+/// Serves `app` until `shutdown` completes, then stops without failing a request (see
+/// [`shopgate_core::service::serve_http1`]: requests in flight get up to [`SHUTDOWN_DEADLINE`])
+/// and closes the database pools.
 pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let App { listener, state } = app;
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down; finishing in-flight requests");
-        let _ = stopping.send(());
+    let router = router(state.clone());
+    let handler = move |req: axum::http::Request<_>, _peer| {
+        let answer = tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new));
+        async move { answer.await.unwrap_or_else(|never| match never {}) }
     };
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal);
-    let deadline = async move {
-        match stopped.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_DEADLINE).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        served = server => served.context("server failed")?,
-        () = deadline => tracing::warn!("requests still running after the shutdown deadline; dropping them"),
-    }
+    shopgate_core::service::serve_http1(listener, shopgate_core::service::http1_builder(), handler, shutdown).await;
     if tokio::time::timeout(Duration::from_secs(2), state.db.close()).await.is_err() {
         tracing::warn!("database pools did not close in time");
     }
     tracing::info!("stopped");
     Ok(())
 }
+

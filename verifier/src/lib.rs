@@ -25,9 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use shopgate_core::config::Config;
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
@@ -144,47 +141,19 @@ impl App {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then gives open connections 10 s to finish.
+    /// Serves until `shutdown` resolves, then stops without failing a request (see
+    /// [`shopgate_core::service::serve_http1`]: requests in flight get up to
+    /// [`STOP_DEADLINE`](shopgate_core::service::STOP_DEADLINE)) and closes the database pool.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let state = self.state.clone();
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, peer, req).await) }
-                    });
-                    let conn = http1::Builder::new()
-                        .max_buf_size(64 * 1024)
-                        .header_read_timeout(Duration::from_secs(10))
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                }
-                () = &mut shutdown => break,
-            }
+        let mut builder = shopgate_core::service::http1_builder();
+        builder.max_buf_size(64 * 1024);
+        let state = self.state.clone();
+        let handler = move |req, peer| routes::handle(state.clone(), peer, req);
+        shopgate_core::service::serve_http1(self.listener, builder, handler, shutdown).await;
+        if tokio::time::timeout(Duration::from_secs(2), self.state.db.close()).await.is_err() {
+            tracing::warn!("the database pool did not close in time");
         }
-        drop(self.listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open at the deadline"),
-        }
-        self.state.db.close().await;
+        tracing::info!("stopped");
         Ok(())
     }
 }
