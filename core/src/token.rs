@@ -407,6 +407,11 @@ impl Verifier {
             return Err(TokenError::Malformed);
         }
         let header_bytes = URL_SAFE_NO_PAD.decode(h64).map_err(|_| TokenError::Malformed)?;
+        // RFC 7515/7519: the header and the claims are JSON objects. serde would also take a
+        // struct from an array of its fields in order (`["HS256"]`), so that is refused first.
+        if !is_json_object(&header_bytes) {
+            return Err(TokenError::BadHeader);
+        }
         let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| TokenError::BadHeader)?;
         if header.crit.is_some() {
             return Err(TokenError::Crit);
@@ -436,9 +441,18 @@ impl Verifier {
         drop(keys);
 
         let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
+        if !is_json_object(&payload) {
+            return Err(TokenError::BadClaims);
+        }
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
         let user = UserId::new(claims.user_id).map_err(|_| TokenError::BadClaims)?;
-        if claims.sub != claims.user_id.to_string() || claims.jti.is_empty() || claims.jti.len() > 64 {
+        // An email no account can have (registration holds it to 254) would also overflow the
+        // header nginx takes from the check's answer.
+        if claims.sub != claims.user_id.to_string()
+            || claims.jti.is_empty()
+            || claims.jti.len() > 64
+            || claims.email.len() > MAX_EMAIL_BYTES
+        {
             return Err(TokenError::BadClaims);
         }
         let leeway = self.policy.leeway_seconds;
@@ -460,6 +474,14 @@ impl Verifier {
         }
         Ok(Verified { user, claims })
     }
+}
+
+/// The longest email a token may carry: RFC 5321's limit, the one registration enforces.
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// Whether `json` starts, after white space, with `{` (serde then checks the rest).
+fn is_json_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
 }
 
 /// Signs claims with an HS256 key into a compact token.
@@ -559,6 +581,23 @@ mod tests {
     }
 
     #[test]
+    fn header_and_claims_must_be_json_objects_not_arrays() {
+        let v = Verifier::new(key(), policy());
+        let c = claims();
+        let body = serde_json::to_string(&c).unwrap();
+        // The claims' fields in declaration order: what serde would take for the struct.
+        let positional =
+            serde_json::json!([c.sub, c.user_id, c.email, c.iat, c.exp, null, c.jti, c.iss, c.aud]).to_string();
+        assert!(v.verify(&forge(r#"{"alg":"HS256"}"#, &body), NOW).is_ok(), "the control passes");
+        assert_eq!(v.verify(&forge(r#"["HS256"]"#, &body), NOW).unwrap_err(), TokenError::BadHeader);
+        assert_eq!(v.verify(&forge(r#" ["HS256", "JWT"]"#, &body), NOW).unwrap_err(), TokenError::BadHeader);
+        assert_eq!(v.verify(&forge(r#"{"alg":"HS256"}"#, &positional), NOW).unwrap_err(), TokenError::BadClaims);
+        for junk in ["\"HS256\"", "null", "42", ""] {
+            assert!(v.verify(&forge(junk, &body), NOW).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
     fn refuses_forgeries_and_junk() {
         let v = Verifier::new(key(), policy());
         let body = serde_json::to_string(&claims()).unwrap();
@@ -592,6 +631,10 @@ mod tests {
             let t = forge(r#"{"alg":"HS256"}"#, &bad);
             assert_eq!(v.verify(&t, NOW).unwrap_err(), TokenError::BadClaims, "{bad}");
         }
+        // A validly signed email too long for any account (and for nginx's header buffers).
+        let mut long = claims();
+        long.email = format!("{}@example.com", "a".repeat(5000));
+        assert_eq!(v.verify(&sign_hs256(&key(), &long), NOW).unwrap_err(), TokenError::BadClaims);
         let other = Verifier::new(key(), Policy { issuer: "evil".into(), ..policy() });
         assert_eq!(other.verify(&good, NOW).unwrap_err(), TokenError::Issuer);
         let other = Verifier::new(key(), Policy { audience: "other".into(), ..policy() });
