@@ -54,10 +54,16 @@ pub struct OrderLines(Vec<(i64, i64)>);
 
 impl OrderLines {
     pub const MAX_ITEMS: usize = 100;
+    /// Per product, after merging: splitting a product over several lines does not raise it.
     pub const MAX_QUANTITY: i64 = 1000;
+    /// Units in the whole order.
+    pub const MAX_UNITS: i64 = 10_000;
+    /// The order's total (the store checks it once prices are known): $10,000,000.
+    pub const MAX_TOTAL_CENTS: i64 = 1_000_000_000;
 
     /// `items` as sent: (product_id, quantity). 1-100 items, each quantity 1-1000; a product
-    /// listed twice is one line with the quantities added.
+    /// listed twice is one line with the quantities added, and that sum is held to the same 1000;
+    /// the order as a whole to [`OrderLines::MAX_UNITS`].
     pub fn parse(items: impl IntoIterator<Item = (i64, i64)>) -> Result<Self, ApiError> {
         let items: Vec<(i64, i64)> = items.into_iter().collect();
         if items.is_empty() || items.len() > Self::MAX_ITEMS {
@@ -79,6 +85,19 @@ impl OrderLines {
             }
             // At most 100 * 1000: no overflow.
             *merged.entry(product_id).or_default() += quantity;
+        }
+        if let Some((product_id, quantity)) = merged.iter().find(|(_, q)| **q > Self::MAX_QUANTITY) {
+            return Err(ApiError::unprocessable(
+                "invalid_quantity",
+                format!("quantity of product {product_id} must be at most {} in all, got {quantity}", Self::MAX_QUANTITY),
+            ));
+        }
+        let units: i64 = merged.values().sum();
+        if units > Self::MAX_UNITS {
+            return Err(ApiError::unprocessable(
+                "too_many_units",
+                format!("an order may hold at most {} units in all, got {units}", Self::MAX_UNITS),
+            ));
         }
         Ok(Self(merged.into_iter().collect()))
     }
@@ -141,6 +160,12 @@ mod tests {
         assert!(OrderLines::parse([(1, 1001)]).is_err());
         assert!(OrderLines::parse([(0, 1)]).is_err());
         assert!(OrderLines::parse((1..=101).map(|p| (p, 1))).is_err());
-        assert!(OrderLines::parse((1..=100).map(|p| (p, 1000))).is_ok());
+        assert!(OrderLines::parse((1..=100).map(|p| (p, 100))).is_ok());
+        assert!(OrderLines::parse((1..=10).map(|p| (p, 1000))).is_ok());
+        // Split lines are capped once merged, and the order as a whole.
+        assert!(OrderLines::parse([(1, 600), (1, 400)]).is_ok());
+        assert!(OrderLines::parse([(1, 600), (1, 401)]).is_err());
+        assert!(OrderLines::parse((1..=100).map(|_| (7, 1000))).is_err());
+        assert!(OrderLines::parse((1..=11).map(|p| (p, 1000))).is_err());
     }
 }

@@ -88,13 +88,21 @@ pub async fn place(
     }
 
     let prices = catalog::prices(state.db_write(), &lines.product_ids()).await?;
-    let too_large = || ApiError::unprocessable("total_too_large", "the order total is too large");
+    let too_large = || {
+        ApiError::unprocessable(
+            "total_too_large",
+            format!("the order total may be at most {} cents", OrderLines::MAX_TOTAL_CENTS),
+        )
+    };
     let mut items = Vec::with_capacity(lines.lines().len());
     let mut total_cents: i64 = 0;
     for &(product_id, quantity) in lines.lines() {
         let (name, unit_price_cents) = prices.get(&product_id).ok_or_else(|| unknown_product(product_id))?;
         let line_total_cents = unit_price_cents.checked_mul(quantity).ok_or_else(too_large)?;
-        total_cents = total_cents.checked_add(line_total_cents).ok_or_else(too_large)?;
+        total_cents = total_cents
+            .checked_add(line_total_cents)
+            .filter(|t| *t <= OrderLines::MAX_TOTAL_CENTS)
+            .ok_or_else(too_large)?;
         items.push(OrderItem {
             product_id,
             name: name.clone(),
