@@ -3,7 +3,9 @@
 //!
 //! [`AuthUser`] requires a bearer token that verifies with the shared key and policy, exactly one
 //! `X-User-Id` equal to the token's user, and that user to belong to this shard (else 421, before
-//! anything is read or written). Tokens are never logged; only the refusal reason is.
+//! anything is read or written), and the token not revoked (logout, password change, disabled
+//! user: the same list every verifier holds, see [`shopgate_core::revocation`]). Tokens are
+//! never logged; only the refusal reason is.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,10 +32,15 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let verified = authenticate(&parts.headers, &state.verifier, unix_now()).map_err(|reason| {
-            state.metrics.auth_failure(reason);
-            ApiError::InvalidToken(reason)
-        })?;
+        let verified = authenticate(&parts.headers, &state.verifier, unix_now())
+            .and_then(|v| if state.revocations.is_revoked(&v.claims) { Err("revoked") } else { Ok(v) })
+            .map_err(|reason| {
+                state.metrics.auth_failure(reason);
+                ApiError::InvalidToken(reason)
+            })?;
+        if !state.revocations.is_loaded() {
+            return Err(ApiError::NotReady);
+        }
         let owner = state.shard_for(verified.user);
         if owner != state.shard_name() {
             return Err(ApiError::Misdirected { user: verified.user, owner: owner.clone() });

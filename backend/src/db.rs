@@ -419,6 +419,13 @@ impl Db {
     }
 }
 
+/// The auth database (the verifier's), read here for revocations only; never created or migrated
+/// by a backend. Lazy like the shard's pools.
+pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    lazy_pool(url.expose(), Dialect::of(url)?, ACQUIRE_TIMEOUT).context("auth database")
+}
+
 fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {
     // sqlx's Any driver knows the scheme `mysql:` only; `mariadb:` is the same protocol.
     let url = match url.strip_prefix("mariadb:") {

@@ -43,6 +43,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a starting backend waits for its first load of revocations before serving anyway
+/// (authenticated requests get 503 until one load succeeds).
+pub const FIRST_REVOCATION_LOAD: Duration = Duration::from_secs(5);
 /// After the shutdown signal, in-flight requests get this long before connections are dropped.
 pub const SHUTDOWN_DEADLINE: Duration = shopgate_core::service::STOP_DEADLINE;
 
@@ -98,6 +101,7 @@ pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow
         Err(e @ InitError::Schema(_)) => return Err(e).with_context(|| format!("shard {shard}")),
     }
     state.spawn_heartbeat();
+    state.spawn_revocation_refresh(FIRST_REVOCATION_LOAD).await;
     Ok(App { listener, state })
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use shopgate_core::config::{Config, ShardConfig};
+use shopgate_core::revocation::Revocations;
 use shopgate_core::token::Verifier;
 use shopgate_core::{ShardMap, ShardName, UserId};
 use sqlx::AnyPool;
@@ -31,6 +32,11 @@ pub struct Inner {
     pub db: Db,
     pub order_ids: OrderIdGen,
     pub metrics: Arc<Metrics>,
+    /// Revoked tokens and users' cut-offs, from the auth database: a token nginx would refuse
+    /// is refused here too when a backend port is reached directly.
+    pub revocations: Arc<Revocations>,
+    auth_db: AnyPool,
+    revocation_refresh: Duration,
     ready: AtomicBool,
     last_init_attempt: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -53,6 +59,9 @@ impl AppState {
             verifier: config.jwt.verifier(),
             db,
             metrics,
+            revocations: Arc::new(Revocations::new(&config.jwt)),
+            auth_db: db::auth_pool(&config.verifier.database_url)?,
+            revocation_refresh: config.verifier.revocation_refresh(),
             ready: AtomicBool::new(false),
             last_init_attempt: tokio::sync::Mutex::new(None),
         })))
@@ -138,6 +147,20 @@ impl AppState {
                 tracing::warn!(shard = %self.shard.name, %primary, error = %e, "shard database not ready");
                 Err(e)
             }
+        }
+    }
+
+    /// Keeps the revocations fresh, as every verifier does, and waits up to `first_within` for the
+    /// first load (the verifier may still be creating the auth database). Until one load has
+    /// succeeded, authenticated requests get 503: nothing is known about revocations yet.
+    pub(crate) async fn spawn_revocation_refresh(&self, first_within: Duration) {
+        let shard = self.shard.name.clone();
+        tokio::spawn(self.revocations.clone().keep_fresh(self.auth_db.clone(), self.revocation_refresh, move |e| {
+            tracing::warn!(%shard, error = %e, "revocation refresh failed; keeping the last snapshot");
+        }));
+        let started = Instant::now();
+        while !self.revocations.is_loaded() && started.elapsed() < first_within {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -214,6 +214,16 @@ pub struct VerifierConfig {
     pub login_max_failures_per_address: u32,
     #[serde(default = "default_login_window")]
     pub login_window_seconds: u64,
+    /// Registrations per client address within `register_window_seconds`; past that, 429.
+    #[serde(default = "default_registrations")]
+    pub register_max_per_address: u32,
+    #[serde(default = "default_register_window")]
+    pub register_window_seconds: u64,
+    /// Peers whose `X-Real-IP` header is believed (like nginx's `set_real_ip_from`): the address
+    /// nginx connects from. Default: nginx's listen address, or loopback when nginx listens on
+    /// every address. Any other peer is itself the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl VerifierConfig {
@@ -414,6 +424,14 @@ impl Config {
         let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
         let mut verifier = raw.verifier;
         verifier.database_url = resolve_sqlite(verifier.database_url, base);
+        if verifier.trusted_proxies.is_empty() {
+            let ip = raw.nginx.listen.ip();
+            verifier.trusted_proxies = if ip.is_unspecified() {
+                vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
+            } else {
+                vec![ip]
+            };
+        }
         let mut nginx = raw.nginx;
         nginx.prefix = Some(base.join(nginx.prefix.unwrap_or_else(|| PathBuf::from("nginx"))));
         Ok(Self {
@@ -505,6 +523,12 @@ fn default_address_failures() -> u32 {
 }
 fn default_login_window() -> u64 {
     300
+}
+fn default_registrations() -> u32 {
+    20
+}
+fn default_register_window() -> u64 {
+    3600
 }
 fn default_workers() -> String {
     "auto".into()

@@ -7,6 +7,8 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod json;
+#[cfg(feature = "revocation")]
+pub mod revocation;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "service")]

@@ -14,7 +14,6 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
-pub mod revocation;
 pub mod routes;
 pub mod throttle;
 pub mod users;
@@ -26,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shopgate_core::config::Config;
+use shopgate_core::revocation::Revocations;
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
@@ -37,9 +37,11 @@ pub struct AppState {
     pub db: AnyPool,
     pub passwords: password::PasswordPool,
     pub metrics: metrics::Metrics,
-    pub revocations: revocation::Revocations,
-    pub throttle_account: throttle::Throttle,
-    pub throttle_address: throttle::Throttle,
+    pub revocations: Arc<Revocations>,
+    /// Password checks per account and per address (logins, password changes).
+    pub guesses: throttle::GuessLimits,
+    /// Registrations per address.
+    pub registrations: throttle::Throttle,
 }
 
 impl AppState {
@@ -65,18 +67,18 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     if !config.jwt.keys().can_sign() {
         anyhow::bail!("the JWT key set has no signing key (set signing_kid to a key with its private part)");
     }
-    let revocations = revocation::Revocations::default();
-    revocations
-        .refresh(&db, now(), config.jwt.ttl_seconds + config.jwt.policy.leeway_seconds)
-        .await
-        .context("loading revocations")?;
+    let revocations = Arc::new(Revocations::new(&config.jwt));
+    revocations.refresh(&db, now()).await.context("loading revocations")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     let tokens = config.jwt.verifier();
     let v = &config.verifier;
     let window = Duration::from_secs(v.login_window_seconds);
     let state = Arc::new(AppState {
-        throttle_account: throttle::Throttle::new(v.login_max_failures_per_account, window),
-        throttle_address: throttle::Throttle::new(v.login_max_failures_per_address, window),
+        guesses: throttle::GuessLimits::new(v.login_max_failures_per_account, v.login_max_failures_per_address, window),
+        registrations: throttle::Throttle::new(
+            v.register_max_per_address,
+            Duration::from_secs(v.register_window_seconds),
+        ),
         config,
         tokens,
         db,
@@ -89,24 +91,21 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     Ok(App { listener, state })
 }
 
-/// Reloads revocations every `revocation_refresh_ms`; purges expired rows now and then. A failed
-/// refresh keeps the last snapshot (the check path never waits for the database).
+/// Reloads revocations every `revocation_refresh_ms` (a failed refresh keeps the last snapshot:
+/// the check path never waits for the database) and purges rows of expired tokens hourly.
 fn spawn_revocation_refresh(state: Arc<AppState>) {
     let every = state.config.verifier.revocation_refresh();
-    let life = state.config.jwt.ttl_seconds + state.config.jwt.policy.leeway_seconds;
+    let counted = state.clone();
+    tokio::spawn(state.revocations.clone().keep_fresh(state.db.clone(), every, move |e| {
+        metrics::Metrics::inc(&counted.metrics.revocation_refresh_failed);
+        tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
+    }));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut n: u64 = 0;
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
-            tick.tick().await;
-            n += 1;
-            if let Err(e) = state.revocations.refresh(&state.db, now(), life).await {
-                metrics::Metrics::inc(&state.metrics.revocation_refresh_failed);
-                tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
-            }
-            if n.is_multiple_of(1200) {
-                let _ = revocation::purge_expired(&state.db, now()).await;
+            hourly.tick().await;
+            if let Err(e) = state.revocations.purge_expired(&state.db, now()).await {
+                tracing::warn!(error = %e, "purging expired revocations failed");
             }
         }
     });

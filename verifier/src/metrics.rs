@@ -21,7 +21,7 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, hash_in_flight: usize) -> String {
+    pub fn render(&self, hash_in_flight: usize, password_checks: u64) -> String {
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, labels: &str, v: &AtomicU64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {}", v.load(Relaxed));
@@ -35,6 +35,10 @@ impl Metrics {
         counter("shop_hash_busy_total", "Password checks refused because the pool was full.", "", &self.hash_busy);
         counter("shop_revocation_refresh_failures_total", "Revocation reloads that failed.", "", &self.revocation_refresh_failed);
         counter("shop_logouts_total", "Tokens revoked by logout.", "", &self.logouts);
+        let _ = writeln!(
+            s,
+            "# HELP shop_password_checks_total Passwords checked against a hash (logins, password changes).\n# TYPE shop_password_checks_total counter\nshop_password_checks_total {password_checks}"
+        );
         let _ = writeln!(
             s,
             "# HELP shop_hash_in_flight Password hashes running or queued.\n# TYPE shop_hash_in_flight gauge\nshop_hash_in_flight {hash_in_flight}"

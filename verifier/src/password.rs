@@ -3,12 +3,13 @@
 //! Hashing is deliberately slow and memory-hungry (19 MiB a hash), so it runs on a fixed set of
 //! `workers` threads of its own (default: one less than the cores, so the check path always keeps
 //! a core) fed by a queue of `queue` jobs. Past that a login gets 503 + `Retry-After` at once
-//! rather than queueing without end. Own threads rather than tokio's blocking pool: that pool
+//! rather than queueing without end. Logins and password changes go ahead of registrations, which
+//! may take only half the queue: a registration flood slows registrations, not logins. Own threads rather than tokio's blocking pool: that pool
 //! grows to hundreds of threads, and each keeps its own malloc arena with a 19 MiB block in it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version, ARGON2ID_IDENT};
@@ -27,11 +28,18 @@ impl std::fmt::Debug for Password {
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
+/// zxcvbn's score (0-4) a new password must reach: 3 is "safely unguessable" for an online
+/// attack and a good way into an offline one.
+pub const MIN_STRENGTH: u8 = 3;
+const STRENGTH_CHARS: usize = 64;
 
 impl Password {
     /// The original design's rules: 8-128 characters with an upper-case letter, a lower-case
-    /// letter, a digit and a special character. The error names the rule broken.
-    pub fn parse(raw: String) -> Result<Self, String> {
+    /// letter, a digit and a special character; and, as NIST SP 800-63B asks, not a well-known
+    /// or easily guessed password (`Password1!` meets the character rules): zxcvbn's estimate
+    /// must reach [`MIN_STRENGTH`], with `context` (the email) counted as known to an attacker.
+    /// The error names the rule broken, and for a guessable password says why.
+    pub fn parse(raw: String, context: &[&str]) -> Result<Self, String> {
         let n = raw.chars().count();
         if n < MIN_LEN {
             return Err(format!("password must be at least {MIN_LEN} characters"));
@@ -53,6 +61,21 @@ impl Password {
         }
         if raw.chars().any(char::is_control) {
             return Err("password must not contain control characters".into());
+        }
+        // The estimate's cost grows with the length; a strong prefix makes a strong password.
+        let head: String = raw.chars().take(STRENGTH_CHARS).collect();
+        let estimate = zxcvbn::zxcvbn(&head, context);
+        if u8::from(estimate.score()) < MIN_STRENGTH {
+            let mut why = String::from("password is too easy to guess");
+            if let Some(feedback) = estimate.feedback() {
+                if let Some(warning) = feedback.warning() {
+                    why.push_str(&format!(": {}", warning.to_string().trim_end_matches('.').to_lowercase()));
+                }
+                if let Some(tip) = feedback.suggestions().first() {
+                    why.push_str(&format!("; {}", tip.to_string().trim_end_matches('.').to_lowercase()));
+                }
+            }
+            return Err(why);
         }
         Ok(Self(raw))
     }
@@ -125,9 +148,66 @@ pub fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
 
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
+/// Which queue a hashing job waits in. Workers always take a `Login` job first, and `Signup` jobs
+/// may fill only half the queue, so a flood of registrations never starves logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Logins and password changes: someone is waiting to get in.
+    Login,
+    /// Registrations.
+    Signup,
+}
+
+#[derive(Default)]
+struct Lanes {
+    login: VecDeque<Job>,
+    signup: VecDeque<Job>,
+    closed: bool,
+}
+
+/// The jobs waiting for a hashing thread, by lane.
+struct Queue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    fn push(&self, lane: Lane, job: Job) -> Result<(), ApiError> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let (queue, room) = match lane {
+            Lane::Login => (&mut lanes.login, self.capacity),
+            Lane::Signup => (&mut lanes.signup, (self.capacity / 2).max(1)),
+        };
+        if queue.len() >= room {
+            return Err(ApiError::Busy);
+        }
+        queue.push_back(job);
+        drop(lanes);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, logins first; `None` once the pool is dropped.
+    fn pop(&self) -> Option<Job> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = lanes.login.pop_front().or_else(|| lanes.signup.pop_front()) {
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self.ready.wait(lanes).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 pub struct PasswordPool {
-    jobs: SyncSender<Job>,
+    queue: Arc<Queue>,
     in_flight: Arc<AtomicUsize>,
+    /// Password checks made (verifications run, whatever their result).
+    checks: Arc<AtomicU64>,
     /// A real hash of a random password: verified against when the email is unknown, so an
     /// unknown email costs the same time as a wrong password.
     dummy_hash: String,
@@ -137,25 +217,19 @@ impl PasswordPool {
     pub fn new(workers: Option<usize>, queue: usize) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let workers = workers.unwrap_or(cores.saturating_sub(1)).max(1);
-        let (jobs, rx) = sync_channel::<Job>(queue.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: queue.max(1) });
         for i in 0..workers {
-            let rx = rx.clone();
+            let queue = queue.clone();
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
                 let mut memory = Memory::new();
-                loop {
-                    // Take one job, then let go of the lock before running it.
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(&mut memory),
-                        Err(_) => return,
-                    }
+                while let Some(job) = queue.pop() {
+                    job(&mut memory);
                 }
             })?;
         }
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&format!("{random:?}"))?;
-        Ok(Self { jobs, in_flight: Arc::new(AtomicUsize::new(0)), dummy_hash })
+        Ok(Self { queue, in_flight: Arc::new(AtomicUsize::new(0)), checks: Arc::new(AtomicU64::new(0)), dummy_hash })
     }
 
     /// Hashes running or queued.
@@ -163,7 +237,12 @@ impl PasswordPool {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, ApiError> {
+    /// Password checks made since start.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(&self, lane: Lane, job: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         let in_flight = self.in_flight.clone();
         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -173,22 +252,15 @@ impl PasswordPool {
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(result);
         });
-        match self.jobs.try_send(wrapped) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                return Err(ApiError::Busy);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                return Err(ApiError::Unexpected(anyhow::anyhow!("the hashing threads are gone")));
-            }
+        if let Err(e) = self.queue.push(lane, wrapped) {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
         }
         rx.await.map_err(|_| ApiError::Unexpected(anyhow::anyhow!("a hashing job was dropped")))
     }
 
-    pub async fn hash(&self, password: Password) -> Result<String, ApiError> {
-        self.run(move |mem| hash_with(mem, password.expose())).await?.map_err(ApiError::Unexpected)
+    pub async fn hash(&self, lane: Lane, password: Password) -> Result<String, ApiError> {
+        self.run(lane, move |mem| hash_with(mem, password.expose())).await?.map_err(ApiError::Unexpected)
     }
 
     /// Verifies `password` against `hash`, or against the dummy hash when there is no user, so
@@ -196,8 +268,21 @@ impl PasswordPool {
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = self.run(move |mem| verify_with(mem, &password, &hash)).await?;
+        let checks = self.checks.clone();
+        let ok = self
+            .run(Lane::Login, move |mem| {
+                checks.fetch_add(1, Ordering::Relaxed);
+                verify_with(mem, &password, &hash)
+            })
+            .await?;
         Ok(ok && known)
+    }
+}
+
+impl Drop for PasswordPool {
+    fn drop(&mut self) {
+        self.queue.lanes.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.queue.ready.notify_all();
     }
 }
 
@@ -224,18 +309,30 @@ mod tests {
             ("Abcdefgh1", "special"),
         ];
         for (pw, rule) in cases {
-            let err = Password::parse(pw.into()).unwrap_err();
+            let err = Password::parse(pw.into(), &[]).unwrap_err();
             assert!(err.contains(rule), "{pw}: {err}");
         }
-        assert!(Password::parse(format!("Aa1!{}", "x".repeat(125))).unwrap_err().contains("at most 128"));
-        assert!(Password::parse("Correct-Horse-9".into()).is_ok());
-        assert!(Password::parse("Ünïcödé-Pass-9".into()).is_ok());
+        assert!(Password::parse(format!("Aa1!{}", "x".repeat(125)), &[]).unwrap_err().contains("at most 128"));
+        assert!(Password::parse("Correct-Horse-9".into(), &[]).is_ok());
+        assert!(Password::parse("Ünïcödé-Pass-9".into(), &[]).is_ok());
+    }
+
+    #[test]
+    fn well_known_passwords_that_meet_the_character_rules_are_refused_with_a_reason() {
+        for pw in ["Password1!", "Passw0rd!", "Welcome1!", "Qwerty123!", "Summer2024!", "Letmein1!", "Admin123!"] {
+            let err = Password::parse(pw.into(), &[]).unwrap_err();
+            assert!(err.starts_with("password is too easy to guess: "), "{pw}: {err}");
+            assert!(err.contains("common"), "{pw}: {err}");
+        }
+        // The user's own email is known to an attacker.
+        assert!(Password::parse("Ann.smith@example.com9".into(), &["ann.smith@example.com"]).is_err());
+        assert!(Password::parse("Blue-Kettle-42!".into(), &["ann.smith@example.com"]).is_ok());
     }
 
     #[tokio::test]
     async fn hash_and_verify() {
         let pool = PasswordPool::new(Some(1), 4).unwrap();
-        let h = pool.hash(Password::parse("Correct-Horse-9".into()).unwrap()).await.unwrap();
+        let h = pool.hash(Lane::Login, Password::parse("Correct-Horse-9".into(), &[]).unwrap()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(pool.verify("Correct-Horse-9".into(), Some(h.clone())).await.unwrap());
         assert!(!pool.verify("Correct-Horse-8".into(), Some(h)).await.unwrap());
@@ -258,6 +355,28 @@ mod tests {
         assert!(verify_with(&mut mem, "Old-Pass-1!", &old));
         assert!(!verify_with(&mut mem, "Old-Pass-2!", &old));
         assert!(!verify_with(&mut mem, "x", "not a phc string"));
+    }
+
+    #[test]
+    fn logins_go_first_and_signups_take_half_the_queue() {
+        let queue = Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: 4 };
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let job = |name: &'static str| -> Job {
+            let order = order.clone();
+            Box::new(move |_| order.lock().unwrap().push(name))
+        };
+        assert!(queue.push(Lane::Signup, job("s1")).is_ok());
+        assert!(queue.push(Lane::Signup, job("s2")).is_ok());
+        assert!(matches!(queue.push(Lane::Signup, job("s3")), Err(ApiError::Busy)), "signups may fill half");
+        for name in ["l1", "l2", "l3", "l4"] {
+            assert!(queue.push(Lane::Login, job(name)).is_ok(), "logins still have the whole queue");
+        }
+        assert!(matches!(queue.push(Lane::Login, job("l5")), Err(ApiError::Busy)));
+        let mut mem = Memory(Vec::new());
+        for _ in 0..6 {
+            queue.pop().unwrap()(&mut mem);
+        }
+        assert_eq!(*order.lock().unwrap(), ["l1", "l2", "l3", "l4", "s1", "s2"]);
     }
 
     #[tokio::test]

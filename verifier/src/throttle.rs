@@ -1,37 +1,41 @@
-//! Login throttling: failed attempts per account and per client address in a fixed window.
-//! Past the limit, attempts get 429 with `Retry-After` before any password is hashed.
+//! Password-guessing limits: attempts per account and per client address in a fixed window.
+//!
+//! An attempt is *reserved* before its password is checked, under the same lock as the "over the
+//! limit?" test, so concurrent attempts cannot all pass the test together: however the attempts
+//! are timed, at most `max` passwords are checked per key and window. Past that, 429 with
+//! `Retry-After` and no hashing. A reservation is given back when no password was checked (the
+//! hashing pool was full, the database failed) and when the password was right; a wrong password
+//! keeps it. Logins and password changes count against the same limits.
+//!
+//! Registrations have a limit of their own per address ([`Throttle::reserve`] kept on success too).
 //!
 //! Per verifier process: with N verifiers an attacker gets at most N times the limit.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Entries kept at most; past this, expired windows are dropped, then the map is cleared.
 const MAX_ENTRIES: usize = 100_000;
 
+/// A fixed-window counter per key.
 pub struct Throttle {
-    max_failures: u32,
+    max: u32,
     window: Duration,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    counts: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Throttle {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
-        Self { max_failures: max_failures.max(1), window, failures: Mutex::new(HashMap::new()) }
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self { max: max.max(1), window, counts: Mutex::new(HashMap::new()) }
     }
 
-    /// `Some(seconds to wait)` when `key` is over its limit.
-    pub fn blocked(&self, key: &str) -> Option<u64> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, start) = map.get(key)?;
-        let elapsed = start.elapsed();
-        (*count >= self.max_failures && elapsed < self.window).then(|| (self.window - elapsed).as_secs().max(1))
-    }
-
-    pub fn failed(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_ENTRIES {
+    /// Counts one attempt for `key`, or refuses with the seconds to wait when the key has used
+    /// its limit in the current window.
+    pub fn reserve(&self, key: &str) -> Result<(), u64> {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
             let window = self.window;
             map.retain(|_, (_, start)| start.elapsed() < window);
             if map.len() >= MAX_ENTRIES {
@@ -39,34 +43,144 @@ impl Throttle {
             }
         }
         let entry = map.entry(key.to_owned()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
+        let elapsed = entry.1.elapsed();
+        if elapsed >= self.window {
             *entry = (0, Instant::now());
+        } else if entry.0 >= self.max {
+            return Err((self.window - elapsed).as_secs().max(1));
         }
         entry.0 += 1;
+        Ok(())
     }
 
-    pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    /// Gives one reserved attempt back.
+    pub fn release(&self, key: &str) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+    }
+
+    /// Forgets the key's attempts (a right password ends the account's run of failures).
+    pub fn reset(&self, key: &str) {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// The per-account and per-address limits that every password check goes through.
+pub struct GuessLimits {
+    account: Throttle,
+    address: Throttle,
+}
+
+impl GuessLimits {
+    pub fn new(per_account: u32, per_address: u32, window: Duration) -> Self {
+        Self { account: Throttle::new(per_account, window), address: Throttle::new(per_address, window) }
+    }
+
+    /// Reserves one password check for `email` (known or not) from `address`. Dropping the
+    /// [`Attempt`] without settling it gives the reservation back.
+    pub fn reserve(&self, email: &str, address: IpAddr) -> Result<Attempt<'_>, u64> {
+        let account = format!("account:{}", email.trim().to_lowercase());
+        let address = format!("address:{address}");
+        self.account.reserve(&account)?;
+        if let Err(wait) = self.address.reserve(&address) {
+            self.account.release(&account);
+            return Err(wait);
+        }
+        Ok(Attempt { limits: self, account, address, settled: false })
+    }
+}
+
+/// One reserved password check.
+#[must_use]
+pub struct Attempt<'a> {
+    limits: &'a GuessLimits,
+    account: String,
+    address: String,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: the attempt stays counted against both limits.
+    pub fn failed(mut self) {
+        self.settled = true;
+    }
+
+    /// The password was right: the account's failures are forgotten and the address gets its
+    /// attempt back.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.limits.account.reset(&self.account);
+        self.limits.address.release(&self.address);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limits.account.release(&self.account);
+            self.limits.address.release(&self.address);
+        }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
-    fn blocks_after_the_limit_until_the_window_ends() {
+    fn reserves_up_to_the_limit_then_refuses_until_the_window_ends() {
         let t = Throttle::new(3, Duration::from_millis(200));
         for _ in 0..3 {
-            assert!(t.blocked("a").is_none());
-            t.failed("a");
+            assert!(t.reserve("a").is_ok());
         }
-        assert_eq!(t.blocked("a"), Some(1));
-        assert!(t.blocked("b").is_none(), "other keys unaffected");
+        assert_eq!(t.reserve("a"), Err(1));
+        assert!(t.reserve("b").is_ok(), "other keys unaffected");
         std::thread::sleep(Duration::from_millis(210));
-        assert!(t.blocked("a").is_none(), "window over");
-        t.failed("a");
-        t.succeeded("a");
-        assert!(t.blocked("a").is_none());
+        assert!(t.reserve("a").is_ok(), "window over");
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_the_limit_together() {
+        let limits = GuessLimits::new(5, 1000, Duration::from_secs(60));
+        let granted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        if let Ok(attempt) = limits.reserve("ann@example.com", HOME) {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            // Held across the (simulated) hashing, then counted as a failure.
+                            std::thread::sleep(Duration::from_millis(1));
+                            attempt.failed();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(granted.into_inner(), 5);
+    }
+
+    #[test]
+    fn unsettled_attempts_are_given_back_and_successes_clear_the_account() {
+        let limits = GuessLimits::new(2, 3, Duration::from_secs(60));
+        for _ in 0..5 {
+            drop(limits.reserve("Ann@Example.com", HOME).unwrap()); // e.g. the pool was full
+        }
+        limits.reserve("ann@example.com", HOME).unwrap().failed();
+        limits.reserve("ann@example.com", HOME).unwrap().succeeded();
+        limits.reserve("ann@example.com", HOME).unwrap().failed();
+        limits.reserve("ann@example.com", HOME).unwrap().failed();
+        assert!(limits.reserve("ann@example.com", HOME).is_err(), "two failures since the success");
+        // The address has three failures counted: the limit.
+        assert!(limits.reserve("bob@example.com", HOME).is_err(), "address over its limit");
+        // An address refusal does not use up the account's attempts.
+        let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
+        limits.reserve("bob@example.com", elsewhere).unwrap().failed();
+        limits.reserve("bob@example.com", elsewhere).unwrap().failed();
     }
 }

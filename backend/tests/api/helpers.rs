@@ -65,6 +65,8 @@ pub async fn spawn_app_with(shard: &str, overrides: &[(&str, &str)]) -> TestApp 
     std::fs::write(&path, CONFIG).unwrap();
     let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
     let config = Config::load_with_env(&path, env).unwrap();
+    // The auth database, as the verifier creates it: the backend reads revocations from it.
+    shopgate_verifier::db::connect(&config.verifier.database_url).await.unwrap().close().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = build(config.clone(), shard, listener).await.unwrap();
     let addr = app.local_addr();

@@ -25,7 +25,7 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {
-    let mut resp = Response::new(Body::from(state.metrics.render(state.passwords.in_flight())));
+    let mut resp = Response::new(Body::from(state.metrics.render(state.passwords.in_flight(), state.passwords.checks())));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     resp
 }

@@ -50,11 +50,11 @@ async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request
     match path {
         "/auth/register" => {
             allow(Method::POST)?;
-            auth::register::register(state, req).await
+            auth::register::register(state, client_address(state, peer, &req), req).await
         }
         "/auth/token" => {
             allow(Method::POST)?;
-            auth::token::token(state, client_address(peer, &req), req).await
+            auth::token::token(state, client_address(state, peer, &req), req).await
         }
         "/auth/me" => {
             allow(Method::GET)?;
@@ -66,7 +66,7 @@ async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request
         }
         "/auth/change-password" => {
             allow(Method::POST)?;
-            auth::change_password::change_password(state, req).await
+            auth::change_password::change_password(state, client_address(state, peer, &req), req).await
         }
         "/auth/jwks.json" => allow(Method::GET).map(|()| auth::jwks::jwks(state)),
         "/healthz" => allow(Method::GET).map(|()| health::healthz()),
@@ -79,10 +79,10 @@ async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request
     }
 }
 
-/// The client's address: nginx's `X-Real-IP` when the connection comes from nginx on this host
-/// (nginx overwrites any client-sent copy), the peer address otherwise.
-fn client_address(peer: SocketAddr, req: &Request<Incoming>) -> IpAddr {
-    if peer.ip().is_loopback() {
+/// The client's address: nginx's `X-Real-IP` when the connection comes from a trusted proxy
+/// (`verifier.trusted_proxies`; nginx overwrites any client-sent copy), the peer address otherwise.
+fn client_address(state: &AppState, peer: SocketAddr, req: &Request<Incoming>) -> IpAddr {
+    if state.config.verifier.trusted_proxies.contains(&peer.ip()) {
         if let Some(ip) = req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
             return ip;
         }

@@ -1,6 +1,7 @@
 //! `POST /auth/change-password` JSON `{current_password, new_password}`: sets a new password and
 //! revokes every token of the user issued until now, this one included. Log in again after.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::parse_json;
 use crate::error::ApiError;
 use crate::http::{json, no_store, read_body, Body};
-use crate::password::Password;
+use crate::password::{Lane, Password};
 use crate::{users, AppState};
 use crate::openapi::{OAuthError, PasswordChanged};
 use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
@@ -45,22 +46,33 @@ pub(crate) struct ChangeBody {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn change_password(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn change_password(
+    state: &Arc<AppState>,
+    address: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
     let body: ChangeBody = parse_json(&read_body(req, "application/json").await?)?;
     let new_password =
-        Password::parse(body.new_password).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
+        Password::parse(body.new_password, &[verified.claims.email.as_str()]).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
     let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
+    // A guess at the current password counts against the same limits as a login.
+    let attempt = state
+        .guesses
+        .reserve(&user.email, address)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let current: String = body.current_password.chars().take(crate::password::MAX_LEN + 1).collect();
     if !state.passwords.verify(current, Some(user.password_hash.clone())).await? {
+        attempt.failed();
         return Err(ApiError::OAuth {
             status: StatusCode::FORBIDDEN,
             code: "wrong_password",
             message: "the current password is wrong".into(),
         });
     }
-    let hash = state.passwords.hash(new_password).await?;
+    attempt.succeeded();
+    let hash = state.passwords.hash(Lane::Login, new_password).await?;
     // Every token issued up to and including this second is revoked.
     let cutoff = crate::now() + 1;
     users::set_password(&state.db, user.id, &hash, cutoff).await?;

@@ -11,9 +11,10 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::http::{json, no_store, Body};
 use crate::metrics::Metrics;
+use crate::AppState;
 use crate::openapi::LoggedOut;
 use shopgate_core::openapi::{Unauthorized, Unavailable};
-use crate::{revocation, AppState};
+use shopgate_core::revocation;
 
 /// Revokes the bearer token itself.
 #[utoipa::path(

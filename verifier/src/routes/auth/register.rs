@@ -1,5 +1,8 @@
 //! `POST /auth/register` JSON `{email, password}` -> 201 the new user; 409 if the email is taken.
+//! At most `register_max_per_address` registrations per client address and window (429 past
+//! that), counted before the password is hashed; their hashing waits behind logins.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -11,7 +14,7 @@ use super::{parse_json, UserView};
 use crate::error::ApiError;
 use crate::http::{json, read_body, Body};
 use crate::metrics::Metrics;
-use crate::password::Password;
+use crate::password::{Lane, Password};
 use crate::users::{self, Created};
 use crate::AppState;
 use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unavailable, UnsupportedMediaType};
@@ -46,12 +49,21 @@ pub(crate) struct RegisterBody {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn register(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn register(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: RegisterBody = parse_json(&read_body(req, "application/json").await?)?;
     let email = Email::parse(&body.email).map_err(|m| ApiError::Invalid { code: "invalid_email", message: m })?;
     let password =
-        Password::parse(body.password).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
-    let hash = state.passwords.hash(password).await?;
+        Password::parse(body.password, &[email.as_str()]).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
+    let address_key = address.to_string();
+    state.registrations.reserve(&address_key).map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let hash = match state.passwords.hash(Lane::Signup, password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            // Nothing was created: the attempt does not count.
+            state.registrations.release(&address_key);
+            return Err(e);
+        }
+    };
     match users::create(&state.db, &email, &hash, crate::now()).await? {
         Created::Ok(user) => {
             Metrics::inc(&state.metrics.registrations);

@@ -91,16 +91,12 @@ pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming
         return Err(invalid_request("username and password are required"));
     };
 
-    // Throttled before any hashing: per account (known or not, so the answer says nothing about
-    // which emails exist) and per client address.
-    let account_key = format!("account:{}", username.trim().to_lowercase());
-    let address_key = format!("address:{address}");
-    if let Some(retry_after) =
-        state.throttle_account.blocked(&account_key).or_else(|| state.throttle_address.blocked(&address_key))
-    {
+    // One password check reserved before any hashing, per account (known or not, so the answer
+    // says nothing about which emails exist) and per client address.
+    let attempt = state.guesses.reserve(&username, address).map_err(|retry_after| {
         Metrics::inc(&state.metrics.logins_throttled);
-        return Err(ApiError::TooManyRequests { retry_after });
-    }
+        ApiError::TooManyRequests { retry_after }
+    })?;
 
     // An email that cannot exist, or a password no account can have, still costs a lookup and a
     // hash, so its answer time says nothing.
@@ -115,12 +111,11 @@ pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming
         Some(u) if matched && u.is_active => u,
         _ => {
             Metrics::inc(&state.metrics.logins_failed);
-            state.throttle_account.failed(&account_key);
-            state.throttle_address.failed(&address_key);
+            attempt.failed();
             return Err(oauth(StatusCode::UNAUTHORIZED, "invalid_grant", "wrong email or password"));
         }
     };
-    state.throttle_account.succeeded(&account_key);
+    attempt.succeeded();
     let jwt = &state.config.jwt;
     // Stamped no earlier than the user's revocation cut-off, so a token issued in the same second
     // as a password change is not caught by it.
