@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::ids::UserId;
+use crate::json::ObjectOnly;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -407,12 +408,10 @@ impl Verifier {
             return Err(TokenError::Malformed);
         }
         let header_bytes = URL_SAFE_NO_PAD.decode(h64).map_err(|_| TokenError::Malformed)?;
-        // RFC 7515/7519: the header and the claims are JSON objects. serde would also take a
-        // struct from an array of its fields in order (`["HS256"]`), so that is refused first.
-        if !is_json_object(&header_bytes) {
-            return Err(TokenError::BadHeader);
-        }
-        let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| TokenError::BadHeader)?;
+        // RFC 7515/7519: the header and the claims are JSON objects, never an array of their
+        // fields in order (`["HS256"]`), which serde's derive would also take.
+        let ObjectOnly(header): ObjectOnly<Header> =
+            serde_json::from_slice(&header_bytes).map_err(|_| TokenError::BadHeader)?;
         if header.crit.is_some() {
             return Err(TokenError::Crit);
         }
@@ -441,10 +440,8 @@ impl Verifier {
         drop(keys);
 
         let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
-        if !is_json_object(&payload) {
-            return Err(TokenError::BadClaims);
-        }
-        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
+        let ObjectOnly(claims): ObjectOnly<Claims> =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
         let user = UserId::new(claims.user_id).map_err(|_| TokenError::BadClaims)?;
         // An email no account can have (registration holds it to 254) would also overflow the
         // header nginx takes from the check's answer.
@@ -478,11 +475,6 @@ impl Verifier {
 
 /// The longest email a token may carry: RFC 5321's limit, the one registration enforces.
 pub const MAX_EMAIL_BYTES: usize = 254;
-
-/// Whether `json` starts, after white space, with `{` (serde then checks the rest).
-fn is_json_object(json: &[u8]) -> bool {
-    json.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
-}
 
 /// Signs claims with an HS256 key into a compact token.
 pub fn sign_hs256(key: &Hs256Key, claims: &Claims) -> String {
