@@ -71,12 +71,23 @@ pub struct Options {
     /// `SHOP__…` config overrides, set for every process the stack runs (and its `shopctl`), e.g.
     /// MariaDB URLs from [`mariadb::Topology::overrides`].
     pub config_overrides: Vec<(String, String)>,
+    /// nginx with its master process (as `scripts/up` runs it), so [`Stack::reload_nginx`] works;
+    /// otherwise one nginx process without a master.
+    pub nginx_master: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new(), config_overrides: Vec::new() }
+        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new(), config_overrides: Vec::new(), nginx_master: false }
     }
+}
+
+/// How a verifier or backend of a stack is started, and where it answers when ready.
+#[derive(Clone)]
+struct ProcessSpec {
+    program: PathBuf,
+    args: Vec<String>,
+    health: String,
 }
 
 /// The EdDSA key file of a stack started with `eddsa: true`.
@@ -89,7 +100,10 @@ pub struct Stack {
     pub config: Config,
     pub http: reqwest::Client,
     procs: Mutex<BTreeMap<String, Child>>,
+    /// How each verifier and backend was started, to start it again.
+    specs: Mutex<BTreeMap<String, ProcessSpec>>,
     env: Vec<(String, String)>,
+    nginx_master: bool,
 }
 
 impl Stack {
@@ -168,13 +182,21 @@ primary = "sqlite:shard-b.db"
             config,
             http,
             procs: Mutex::new(BTreeMap::new()),
+            specs: Mutex::new(BTreeMap::new()),
             env: opts.config_overrides,
+            nginx_master: opts.nginx_master,
         };
         for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
-            stack.spawn(&format!("verifier-{i}"), bin("verifier"), &["--listen", &addr.to_string()])?;
+            let name = format!("verifier-{i}");
+            let spec = ProcessSpec { program: bin("verifier"), args: vec!["--listen".into(), addr.to_string()], health: format!("http://{addr}/healthz") };
+            stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
+            stack.start_process(&name)?;
         }
         for s in stack.config.shards.clone() {
-            stack.spawn(&format!("backend-{}", s.name), bin("backend"), &["--shard", s.name.as_str()])?;
+            let name = format!("backend-{}", s.name);
+            let spec = ProcessSpec { program: bin("backend"), args: vec!["--shard".into(), s.name.as_str().into()], health: format!("http://{}/healthz", s.listen) };
+            stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
+            stack.start_process(&name)?;
         }
         for addr in stack.config.verifier.listen.clone() {
             stack.wait_ready(&format!("http://{addr}/healthz")).await?;
@@ -195,8 +217,16 @@ primary = "sqlite:shard-b.db"
         self.dir.path().join(format!("{name}.log"))
     }
 
+    /// Starts a verifier or backend as [`Stack::start`] did (its log is appended to).
+    fn start_process(&self, name: &str) -> anyhow::Result<()> {
+        let spec = self.specs.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        let spec = spec.with_context(|| format!("no process {name} in this stack"))?;
+        let args: Vec<&str> = spec.args.iter().map(String::as_str).collect();
+        self.spawn(name, spec.program, &args)
+    }
+
     fn spawn(&self, name: &str, program: PathBuf, args: &[&str]) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.log_path(name))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
         let child = Command::new(&program)
             .args(args)
             .env("SHOP_CONFIG", &self.config_path)
@@ -235,7 +265,7 @@ primary = "sqlite:shard-b.db"
             .arg(&conf)
             .arg("-e")
             .arg(&err)
-            .args(["-g", "daemon off; master_process off;"])
+            .args(["-g", if self.nginx_master { "daemon off; master_process on;" } else { "daemon off; master_process off;" }])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -322,11 +352,63 @@ primary = "sqlite:shard-b.db"
 
     /// Kills a process of the stack (`verifier-0`, `backend-a`, `nginx`) at once.
     pub fn kill(&self, name: &str) {
-        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut child) = procs.remove(name) {
-            let _ = child.kill();
-            let _ = child.wait();
+        let child = self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        if let Some(child) = child {
+            self.stop_now(name, child);
         }
+    }
+
+    /// SIGKILL, except to an nginx master: that would leave its workers serving, so it gets a
+    /// fast shutdown (SIGTERM) first.
+    fn stop_now(&self, name: &str, mut child: Child) {
+        if name == "nginx" && self.nginx_master {
+            signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops a process of the stack gracefully: SIGTERM, then waits for it to exit (at most 30 s,
+    /// then kills it and panics). Returns how it exited. Other tasks keep running meanwhile.
+    pub async fn terminate(&self, name: &str) -> std::process::ExitStatus {
+        let child = self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let mut child = child.unwrap_or_else(|| panic!("no running process {name}"));
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{name} did not exit within 30 s of SIGTERM; logs:\n{}", self.logs());
+                }
+            }
+        }
+    }
+
+    /// Starts a verifier or backend stopped by [`Stack::terminate`] or [`Stack::kill`] again, with
+    /// the same arguments, and waits until it answers its health check.
+    pub async fn restart(&self, name: &str) {
+        if let Err(e) = self.start_process(name) {
+            panic!("restarting {name}: {e:#}");
+        }
+        let url = self.specs.lock().unwrap_or_else(|e| e.into_inner()).get(name).map(|s| s.health.clone()).unwrap_or_default();
+        if let Err(e) = self.wait_ready(&url).await {
+            panic!("{name} did not come back: {e:#}");
+        }
+    }
+
+    /// `nginx -s reload`: SIGHUP to the nginx master (a stack started with `nginx_master: true`).
+    /// Returns at once; the master starts new workers and lets the old ones finish.
+    pub fn reload_nginx(&self) {
+        assert!(self.nginx_master, "reload_nginx needs a stack started with nginx_master: true");
+        self.hangup("nginx");
     }
 
     /// The real `shopctl`, pointed at this stack, with its own config folder for the login.
@@ -388,10 +470,9 @@ primary = "sqlite:shard-b.db"
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, mut child) in std::mem::take(&mut *procs) {
-            let _ = child.kill();
-            let _ = child.wait();
+        let procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, child) in procs {
+            self.stop_now(&name, child);
         }
         if std::env::var_os("KEEP_STACK").is_some() {
             let path = self.dir.path().to_path_buf();
