@@ -6,7 +6,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VAR=${SHOP_VAR:-$ROOT/var}
 
 say() { printf '%s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+# One `error:` line on stderr, then exit 1. DIED tells an EXIT trap the reason is said already.
+die() { say "error: $*"; DIED=1; exit 1; }
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -35,6 +36,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Whether ADDRESS (host:port) can be listened on now.
+port_free() {
+  python3 -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((h,int(p))); s.close()' "$1" 2>/dev/null
+}
+
 # Waits until URL answers 200, at most $2 seconds.
 wait_http() {
   local url=$1 secs=${2:-30} i
@@ -43,6 +49,26 @@ wait_http() {
     sleep 0.1
   done
   return 1
+}
+
+# The last line of a log file, for a one-line error message.
+last_words() {
+  local line
+  line=$(grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1) || true
+  printf '%s' "${line:0:400}"
+}
+
+# Waits until the service NAME (pid in $VAR/run/NAME.pid) answers 200 at URL, at most SECS
+# seconds; dies with its last log line if it exits first or does not answer in time.
+wait_service() {
+  local name=$1 url=$2 secs=$3 log="$VAR/logs/$1.log" pid i
+  pid=$(cat "$VAR/run/$name.pid")
+  for ((i = 0; i < secs * 10; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    running "$pid" || die "$name exited at start: $(last_words "$log") (log: $log)"
+    sleep 0.1
+  done
+  die "$name did not pass its health check ($url) in ${secs}s: $(last_words "$log") (log: $log)"
 }
 
 # The development key: 32 random bytes as 64 hex characters, generated once, mode 0600.
@@ -69,14 +95,41 @@ start_bg() {
   echo $! >"$VAR/run/$name.pid"
 }
 
-stop_pidfile() {
-  local f=$1 pid i
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+# How long scripts/down waits for a process to stop before it kills it: more than the services'
+# own stop deadline (10 s for requests in flight, core/src/service.rs).
+STOP_WAIT=${SHOP_STOP_WAIT:-15}
+
+# Stops the processes named by pid files: SIGNAL (default TERM: the services stop accepting,
+# finish what is in flight and close their pools) to all, then waits up to STOP_WAIT seconds for
+# all of them; only then SIGKILL to what is left, and to its children (nginx's workers).
+stop_pidfiles() {
+  local sig=TERM pids=() f pid i alive
+  if [ "${1:-}" = --signal ]; then sig=$2; shift 2; fi
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -"$sig" "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  for ((i = 0; i < STOP_WAIT * 10 && ${#pids[@]} > 0; i++)); do
+    alive=()
+    for pid in "${pids[@]}"; do running "$pid" && alive+=("$pid"); done
+    pids=(${alive[@]+"${alive[@]}"})
+    [ ${#pids[@]} -gt 0 ] && sleep 0.1
+  done
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    say "pid $pid did not stop within ${STOP_WAIT}s; killing it"
+    pkill -KILL -P "$pid" 2>/dev/null || true
     kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+  done
+  rm -f "$@"
+}
+
+# Whether PID runs (a zombie, exited but not yet reaped by its parent, does not).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state#Z}" = "$state" ]
 }
