@@ -15,11 +15,14 @@
 //! Every pool has bounded acquire and connect timeouts, so a dead database is a fast 503, not a
 //! hung request. The schema comes from `migrations/sqlite` or `migrations/mysql` (same versions and
 //! names), chosen by the URL's scheme and run on the primary at start.
+//!
+//! A request's database work either completes or is rolled back, whatever its client does:
+//! [`Db::write`] runs it in a task of its own that a dropped request does not cancel.
 
 pub mod replica;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +33,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::DatabaseError as _;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use self::replica::{ReplicaState, Stamps, Verdict, WriteMarks};
 use crate::metrics::Metrics;
@@ -54,6 +59,10 @@ const WARN_AGAIN_EVERY: Duration = Duration::from_secs(10);
 pub const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Users tracked for read-your-writes before the map is pruned.
 const MAX_TRACKED_WRITERS: usize = 100_000;
+/// At shutdown, writes still running get this long to finish before the pools close.
+const WRITES_DRAIN: Duration = Duration::from_secs(3);
+/// Permits of [`Db::writes`]: one per running write; shutdown takes them all.
+const WRITE_PERMITS: u32 = u32::MAX >> 4;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
@@ -112,6 +121,8 @@ pub struct Db {
     marks: WriteMarks,
     /// The last heartbeat stamp this process wrote to the primary; 0 before the first.
     last_beat_ms: AtomicI64,
+    /// Each running [`Db::write`] holds a permit; [`Db::close`] waits until it can take them all.
+    writes: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -173,6 +184,7 @@ impl Db {
             stamps: Stamps::default(),
             marks: WriteMarks::new(MAX_TRACKED_WRITERS),
             last_beat_ms: AtomicI64::new(0),
+            writes: Arc::new(Semaphore::new(WRITE_PERMITS as usize)),
             metrics,
         })
     }
@@ -245,6 +257,40 @@ impl Db {
         if self.replica.is_some() {
             self.marks.note(user, self.stamps.current());
         }
+    }
+
+    /// Runs a request's database work (a transaction and what follows its commit: the
+    /// read-your-writes mark, the counters, the log line) in a task of its own, and waits for it.
+    /// If the caller is dropped (its client went away, or the request ran past its deadline) the
+    /// work still runs to the end: it commits or rolls back, never stops half-way.
+    pub async fn write<T, E, Fut>(&self, work: Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + From<anyhow::Error> + Send + 'static,
+    {
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            // Taken by shutdown: the pools are closing, as a new write would find.
+            return Err(sqlx::Error::PoolClosed.into());
+        };
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (seen, metrics) = (abandoned.clone(), self.metrics.clone());
+        let task = tokio::spawn(
+            async move {
+                let done = work.await;
+                if seen.load(Ordering::Acquire) {
+                    metrics.write_outlived_request();
+                    tracing::info!(ok = done.is_ok(), "write finished after its request was dropped");
+                }
+                drop(permit);
+                done
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let mark = SetOnDrop(abandoned);
+        let joined = task.await;
+        mark.disarm();
+        joined.unwrap_or_else(|e| Err(anyhow::anyhow!("write task failed: {e}").into()))
     }
 
     /// Starts a write transaction on the primary. On SQLite it is `BEGIN IMMEDIATE`: the write
@@ -325,7 +371,15 @@ impl Db {
         }
     }
 
+    /// Waits (at most [`WRITES_DRAIN`]) for running writes to finish, refusing new ones, then
+    /// closes the pools.
     pub async fn close(&self) {
+        let all = self.writes.acquire_many(WRITE_PERMITS);
+        match tokio::time::timeout(WRITES_DRAIN, all).await {
+            Ok(Ok(permits)) => permits.forget(),
+            _ => tracing::warn!("writes still running at shutdown; closing the pools under them"),
+        }
+        self.writes.close();
         self.primary.close().await;
         if let Some(r) = &self.replica {
             r.pool.close().await;
@@ -424,6 +478,21 @@ impl Db {
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
     sqlx::any::install_default_drivers();
     lazy_pool(url.expose(), Dialect::of(url)?, ACQUIRE_TIMEOUT).context("auth database")
+}
+
+/// Sets `flag` when dropped, unless disarmed first: tells a spawned write its caller is gone.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl SetOnDrop {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {

@@ -42,6 +42,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How often the JWT key file is checked for a change.
 pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
+/// A write it started runs on to its end regardless.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a starting backend waits for its first load of revocations before serving anyway
 /// (authenticated requests get 503 until one load succeeds).
@@ -161,7 +162,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `app` until `shutdown` completes, then stops without failing a request (see
-/// [`shopgate_core::service::serve_http1`]: requests in flight get up to [`SHUTDOWN_DEADLINE`])
+/// [`shopgate_core::service::serve_http1`]: requests in flight get up to [`SHUTDOWN_DEADLINE`]),
+/// lets writes still running finish (their requests gone, they still commit or roll back whole)
 /// and closes the database pools.
 pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let App { listener, state } = app;
@@ -171,7 +173,7 @@ pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static
         async move { answer.await.unwrap_or_else(|never| match never {}) }
     };
     shopgate_core::service::serve_http1(listener, shopgate_core::service::http1_builder(), handler, shutdown).await;
-    if tokio::time::timeout(Duration::from_secs(2), state.db.close()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(4), state.db.close()).await.is_err() {
         tracing::warn!("database pools did not close in time");
     }
     tracing::info!("stopped");

@@ -20,6 +20,8 @@ pub struct Metrics {
     own_write_reads: AtomicU64,
     orders_created: AtomicU64,
     idempotent_replays: AtomicU64,
+    /// Writes that ran to the end after their request had been dropped.
+    writes_outlived_request: AtomicU64,
     /// Whether the shard has a replica (its gauges are rendered only then).
     replica_configured: AtomicBool,
     /// The replica's last verdict: 0 not probed yet, 1 usable, 2 lagging, 3 down.
@@ -73,6 +75,10 @@ impl Metrics {
         self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn write_outlived_request(&self) {
+        self.writes_outlived_request.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.load(Ordering::Relaxed)
     }
@@ -117,6 +123,11 @@ impl Metrics {
                 "shop_idempotent_replays_total",
                 "Order requests answered with an order made earlier under the same Idempotency-Key.",
                 &self.idempotent_replays,
+            ),
+            (
+                "shop_writes_outlived_request_total",
+                "Writes that ran to their end (commit or rollback) after their request was dropped.",
+                &self.writes_outlived_request,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -77,7 +77,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let lines = OrderLines::parse(body.items.into_iter().map(|i| (i.product_id, i.quantity)))?;
-    let (status, order) = match orders::place(&state, &user, key, lines).await? {
+    // Placing runs to its end even if the client goes away meanwhile (Db::write): the order is
+    // either all there, logged and counted, or not at all.
+    let work = {
+        let state = state.clone();
+        async move { orders::place(&state, &user, key, lines).await }
+    };
+    let (status, order) = match state.db.write(work).await? {
         Placed::Created(order) => (StatusCode::CREATED, order),
         Placed::Replayed(order) => (StatusCode::OK, order),
     };
@@ -176,5 +182,9 @@ pub async fn cancel(
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Order>, ApiError> {
-    orders::cancel(&state, user.id, id).await?.map(Json).ok_or(ApiError::NotFound("no such order"))
+    let work = {
+        let state = state.clone();
+        async move { Ok::<_, ApiError>(orders::cancel(&state, user.id, id).await?) }
+    };
+    state.db.write(work).await?.map(Json).ok_or(ApiError::NotFound("no such order"))
 }

@@ -82,14 +82,22 @@ pub async fn create(
     user: AuthUser,
     ApiJson(_body): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
-    let created = users::create_if_missing(state.db_write(), user.id, &user.email, now_secs()).await?;
-    if created {
-        state.db.note_write(user.id);
-        tracing::info!("profile created");
-    }
-    let profile = users::find(state.db_write(), user.id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("profile of user {} missing right after insert", user.id))?;
+    // The write runs to its end even if the client goes away meanwhile (Db::write).
+    let work = {
+        let state = state.clone();
+        async move {
+            let created = users::create_if_missing(state.db_write(), user.id, &user.email, now_secs()).await?;
+            if created {
+                state.db.note_write(user.id);
+                tracing::info!("profile created");
+            }
+            let profile = users::find(state.db_write(), user.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("profile of user {} missing right after insert", user.id))?;
+            Ok::<_, ApiError>((created, profile))
+        }
+    };
+    let (created, profile) = state.db.write(work).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(profile)).into_response())
 }
