@@ -17,7 +17,13 @@
 //! names), chosen by the URL's scheme and run on the primary at start.
 //!
 //! A request's database work either completes or is rolled back, whatever its client does:
-//! [`Db::write`] runs it in a task of its own that a dropped request does not cancel.
+//! [`Db::write`] runs it in a task of its own that a dropped request does not cancel, and no pooled
+//! connection is ever handed out or taken back while inside a transaction (sqlx's `begin` is not
+//! cancel-safe on MySQL: a `BEGIN` whose answer is never read leaves the connection in a
+//! transaction sqlx knows nothing of, and every later autocommit statement on it, the heartbeat
+//! included, would stay uncommitted). Each connection is checked where the pool hands it over and
+//! takes it back ([`outside_transaction`]); one found inside a transaction is closed, which rolls
+//! the transaction back, and counted in `shop_db_leaked_transactions_total`.
 
 pub mod replica;
 
@@ -32,7 +38,7 @@ use shopgate_core::UserId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::DatabaseError as _;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::{Any, AnyPool, Executor as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
@@ -158,14 +164,15 @@ impl Db {
             Dialect::Sqlite => sqlite_create_if_missing(shard.primary.expose()),
             Dialect::MySql => shard.primary.expose().to_owned(),
         };
-        let primary = lazy_pool(&primary_url, dialect, ACQUIRE_TIMEOUT).context("shard primary")?;
+        let primary =
+            checked_pool(&primary_url, dialect, ACQUIRE_TIMEOUT, Some(metrics.clone())).context("shard primary")?;
         let replica = match &shard.replica {
             None => None,
             Some(url) => {
                 let replica_dialect = Dialect::of(url).context("shard replica")?;
                 // A replica is never created: a missing one is down, and reads use the primary.
-                let pool =
-                    lazy_pool(url.expose(), replica_dialect, REPLICA_ACQUIRE_TIMEOUT).context("shard replica")?;
+                let pool = checked_pool(url.expose(), replica_dialect, REPLICA_ACQUIRE_TIMEOUT, Some(metrics.clone()))
+                    .context("shard replica")?;
                 metrics.replica_configured();
                 Some(Replica {
                     pool,
@@ -296,11 +303,19 @@ impl Db {
     /// Starts a write transaction on the primary. On SQLite it is `BEGIN IMMEDIATE`: the write
     /// lock is taken (waiting up to busy_timeout) before the first read, so a transaction never
     /// fails half-way because another writer committed after its snapshot.
+    ///
+    /// Cancel-safe: the `BEGIN` runs in a task of its own, so a caller dropped meanwhile leaves a
+    /// transaction that is dropped (rolled back) whole, never a connection whose `BEGIN` went out
+    /// and whose answer nobody read.
     pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
-        match self.dialect {
-            Dialect::Sqlite => self.primary.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::MySql => self.primary.begin().await,
-        }
+        let (pool, dialect) = (self.primary.clone(), self.dialect);
+        let begun = tokio::spawn(async move {
+            match dialect {
+                Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Dialect::MySql => pool.begin().await,
+            }
+        });
+        begun.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}")))))
     }
 
     /// Creates or updates the schema, seeds the demo catalog if it is empty and returns the
@@ -336,7 +351,9 @@ impl Db {
 
     /// Stamps the heartbeat row on the primary; replicas copy it, and their copy tells their lag
     /// and which writes they hold. Only one beat runs at a time (the heartbeat task, or `init`
-    /// before that task starts), so the row only moves forward.
+    /// before that task starts), so the row only moves forward. It is one autocommit statement on
+    /// a connection the pool has just checked to be outside any transaction, so it commits at
+    /// once and never leaves a transaction open (which would fake a growing lag).
     pub async fn beat(&self) -> sqlx::Result<()> {
         let stamp = self.stamps.next();
         sqlx::query("UPDATE replication_heartbeat SET beat_ms = ? WHERE id = 1")
@@ -495,18 +512,101 @@ impl Drop for SetOnDrop {
     }
 }
 
-fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {
+/// Where the pool checks a connection: as it hands one out, or as one comes back.
+#[derive(Debug, Clone, Copy)]
+pub enum Handover {
+    Acquire,
+    Release,
+}
+
+impl Handover {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Acquire => "acquire",
+            Self::Release => "release",
+        }
+    }
+}
+
+/// Whether a pooled connection is outside any transaction and may be handed out or kept. Asks the
+/// server, not sqlx's own bookkeeping (which is what a cancelled `BEGIN` leaves wrong):
+/// MariaDB's `@@in_transaction`; on SQLite, whose open transaction no SQL reports, a `ROLLBACK`,
+/// which fails when there is none (and ends one if there was).
+pub async fn outside_transaction(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<bool> {
+    match dialect {
+        Dialect::MySql => {
+            // A ROLLBACK queued by a dropped transaction runs first: it is flushed before this.
+            match sqlx::query_scalar::<_, i64>("SELECT @@in_transaction").fetch_one(&mut *conn).await {
+                Ok(open) => Ok(open == 0 && !conn.is_in_transaction()),
+                // MySQL proper has no @@in_transaction (error 1193): end whatever may be open.
+                Err(e) if mysql_code(&e) == Some(1193) => {
+                    conn.execute("ROLLBACK").await?;
+                    Ok(!conn.is_in_transaction())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Dialect::Sqlite => match conn.execute("ROLLBACK").await {
+            Ok(_) => Ok(false),
+            Err(e) if e.to_string().contains("no transaction is active") => Ok(!conn.is_in_transaction()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The pool hook: true keeps the connection; false closes it (the server then rolls back what was
+/// open), logged and counted in `metrics` if given; an error closes it too (sqlx logs that).
+async fn check_handover(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    at: Handover,
+    metrics: Option<&Metrics>,
+) -> sqlx::Result<bool> {
+    let outside = outside_transaction(conn, dialect).await?;
+    if !outside {
+        if let Some(metrics) = metrics {
+            metrics.leaked_transaction(at);
+        }
+        tracing::warn!(at = at.name(), "a pooled connection was inside a transaction; closed it instead of reusing it");
+    }
+    Ok(outside)
+}
+
+/// A pool that connects on first use, with the transaction check at both handovers (for a
+/// database other than the shard's own; [`Db`]'s pools also count what the check finds).
+pub fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {
+    checked_pool(url, dialect, acquire_timeout, None)
+}
+
+/// [`lazy_pool`], counting connections found inside a transaction in `metrics`.
+fn checked_pool(
+    url: &str,
+    dialect: Dialect,
+    acquire_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<AnyPool> {
     // sqlx's Any driver knows the scheme `mysql:` only; `mariadb:` is the same protocol.
     let url = match url.strip_prefix("mariadb:") {
         Some(rest) => format!("mysql:{rest}"),
         None => url.to_owned(),
     };
     let options: AnyConnectOptions = url.parse().context("invalid database URL")?;
+    let (on_acquire, on_release) = (metrics.clone(), metrics);
     let pool = AnyPoolOptions::new()
         .max_connections(10)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
+        // The check below answers on a live connection only, so it also does the ping's job.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, _meta| {
+            let metrics = on_acquire.clone();
+            Box::pin(async move { check_handover(conn, dialect, Handover::Acquire, metrics.as_deref()).await })
+        })
+        .after_release(move |conn, _meta| {
+            let metrics = on_release.clone();
+            Box::pin(async move { check_handover(conn, dialect, Handover::Release, metrics.as_deref()).await })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 match dialect {
@@ -557,6 +657,11 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// The MySQL/MariaDB error number of `e`, if it is one.
+fn mysql_code(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()?.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|my| my.number())
 }
 
 /// A duplicate key: on the idempotency row, a concurrent request with the same key won the race.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use crate::db::replica::ReplicaState;
+use crate::db::Handover;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -20,6 +21,9 @@ pub struct Metrics {
     own_write_reads: AtomicU64,
     orders_created: AtomicU64,
     idempotent_replays: AtomicU64,
+    /// Pooled connections found inside a transaction and closed: as handed out, as taken back.
+    leaked_on_acquire: AtomicU64,
+    leaked_on_release: AtomicU64,
     /// Writes that ran to the end after their request had been dropped.
     writes_outlived_request: AtomicU64,
     /// Whether the shard has a replica (its gauges are rendered only then).
@@ -73,6 +77,19 @@ impl Metrics {
 
     pub fn idempotent_replay(&self) {
         self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn leaked_transaction(&self, at: Handover) {
+        match at {
+            Handover::Acquire => &self.leaked_on_acquire,
+            Handover::Release => &self.leaked_on_release,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed because they were inside a transaction, wherever found.
+    pub fn leaked_transactions(&self) -> u64 {
+        self.leaked_on_acquire.load(Ordering::Relaxed) + self.leaked_on_release.load(Ordering::Relaxed)
     }
 
     pub fn write_outlived_request(&self) {
@@ -133,6 +150,18 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", counter.load(Ordering::Relaxed));
         }
+        out.push_str(
+            "# HELP shop_db_leaked_transactions_total Pooled connections found inside a transaction as the pool \
+             handed them out or took them back; each was closed (rolling the transaction back), never reused.\n\
+             # TYPE shop_db_leaked_transactions_total counter\n",
+        );
+        for (at, counter) in [("acquire", &self.leaked_on_acquire), ("release", &self.leaked_on_release)] {
+            let _ = writeln!(
+                out,
+                "shop_db_leaked_transactions_total{{shard=\"{shard}\",at=\"{at}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
         if self.replica_configured.load(Ordering::Relaxed) {
             let state = self.replica_state.load(Ordering::Relaxed);
             let lag_ms = self.replica_lag_ms.load(Ordering::Relaxed);
@@ -180,6 +209,10 @@ mod tests {
         assert!(text.contains("shop_auth_failures_total{shard=\"a\",reason=\"expired\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE shop_orders_created_total counter\n"));
         assert!(!text.contains("shop_replica_lag_seconds"), "no replica, no lag gauge: {text}");
+        m.leaked_transaction(Handover::Release);
+        let text = m.render("a");
+        assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"release\"} 1\n"), "{text}");
+        assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"acquire\"} 0\n"), "{text}");
         m.replica_configured();
         assert!(m.render("a").contains("shop_replica_lag_seconds{shard=\"a\"} NaN\n"));
         m.set_replica(ReplicaState::Usable { beat: 10, lag_ms: 1234 });

@@ -9,4 +9,5 @@ mod helpers;
 mod mysql;
 mod orders;
 mod replica;
+mod transactions;
 mod users;

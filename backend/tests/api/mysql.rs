@@ -9,6 +9,12 @@ use sqlx::Connection as _;
 use crate::helpers::{assert_error, json, spawn_app_with, TestApp, ANN, BOB};
 
 async fn spawn_on_mysql(with_replica: bool) -> Option<TestApp> {
+    spawn_on_mysql_with(with_replica, &[]).await
+}
+
+/// A shard on a fresh database of `SHOPGATE_TEST_MYSQL`, with more `SHOP__…` overrides; `None`
+/// (and a note) when the variable is unset.
+pub async fn spawn_on_mysql_with(with_replica: bool, extra: &[(&str, &str)]) -> Option<TestApp> {
     let Ok(server) = std::env::var("SHOPGATE_TEST_MYSQL") else {
         eprintln!("SHOPGATE_TEST_MYSQL unset: skipping the MySQL test");
         return None;
@@ -23,6 +29,7 @@ async fn spawn_on_mysql(with_replica: bool) -> Option<TestApp> {
         // The primary itself stands in for a replica that is fully caught up.
         overrides.push(("SHOP__SHARDS__A__REPLICA", url.as_str()));
     }
+    overrides.extend_from_slice(extra);
     Some(spawn_app_with("a", &overrides).await)
 }
 
