@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shopgate_core::{ErrorBody, ShardName, UserId};
 
+/// What every 503 tells the client in `Retry-After`, as nginx's own 503 does.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Missing, malformed, forged or expired token, or `X-User-Id` not matching it. The reason is
@@ -45,6 +48,11 @@ pub enum ApiError {
     /// does not answer): 503 rather than a request hanging until nginx gives up.
     #[error("no answer within the request deadline")]
     DeadlineExceeded,
+    /// The backend is working on as many requests as it may and its queue is full, or the request
+    /// waited in the queue as long as it may (`[backend] max_in_flight`, `max_queued`,
+    /// `queue_wait_ms`).
+    #[error("at capacity")]
+    Overloaded,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -90,6 +98,11 @@ impl ApiError {
                 "shard_unavailable",
                 "this shard's database is unavailable; try again shortly".into(),
             ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "this shard is handling as many requests as it can; try again shortly".into(),
+            ),
             Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred".into()),
         }
     }
@@ -126,6 +139,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
         }
+        // Every 503 is worth retrying (a database down or slow, a deadline, a full queue): say when.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
         response
     }
 }
@@ -143,4 +160,27 @@ fn cause_chain(e: &ApiError) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_says_when_to_retry_and_nothing_else_does() {
+        let timeouts = [
+            ApiError::DeadlineExceeded,
+            ApiError::Unavailable(sqlx::Error::PoolTimedOut),
+            ApiError::NotReady,
+            ApiError::Overloaded,
+        ];
+        for e in timeouts {
+            let r = e.into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        }
+        let r = ApiError::NotFound("x").into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
 }

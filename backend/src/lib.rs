@@ -23,6 +23,7 @@ pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -42,7 +43,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How often the JWT key file is checked for a change.
 pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
-/// A write it started runs on to its end regardless.
+/// Its time in the admission queue counts. A write it started runs on to its end regardless.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a starting backend waits for its first load of revocations before serving anyway
 /// (authenticated requests get 503 until one load succeeds).
@@ -136,8 +137,9 @@ fn unknown_shard(config: &Config, shard: &str) -> String {
     format!("unknown shard {shard:?}; {} defines: {}", config.path.display(), known.join(", "))
 }
 
-/// The whole HTTP surface of a shard.
+/// The whole HTTP surface of a shard, with its own admission limits (`[backend]`).
 pub fn router(state: AppState) -> Router {
+    let admission = Arc::new(middleware::Admission::new(&state.backend, state.metrics.clone()));
     let api = Router::new()
         .route("/api/categories", get(catalog::list_categories))
         .route("/api/products", get(catalog::list_products))
@@ -148,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users", post(users::create))
         .route("/api/users/me", get(users::me))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_ready))
+        .route_layer(axum::middleware::from_fn_with_state(admission, middleware::admit))
         .route_layer(axum::middleware::from_fn(middleware::deadline));
     let ops = Router::new()
         .route("/healthz", get(health::healthz))

@@ -26,6 +26,10 @@ pub struct Metrics {
     leaked_on_release: AtomicU64,
     /// Writes that ran to the end after their request had been dropped.
     writes_outlived_request: AtomicU64,
+    /// `/api` requests answered 503 at once because the backend was at capacity.
+    requests_shed: AtomicU64,
+    /// `/api` requests being worked on now (admitted, not finished).
+    requests_in_flight: AtomicI64,
     /// Whether the shard has a replica (its gauges are rendered only then).
     replica_configured: AtomicBool,
     /// The replica's last verdict: 0 not probed yet, 1 usable, 2 lagging, 3 down.
@@ -96,6 +100,19 @@ impl Metrics {
         self.writes_outlived_request.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn request_shed(&self) {
+        self.requests_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests_shed(&self) -> u64 {
+        self.requests_shed.load(Ordering::Relaxed)
+    }
+
+    /// One more (`delta` 1) or one fewer (-1) `/api` request in flight.
+    pub fn in_flight(&self, delta: i64) {
+        self.requests_in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.load(Ordering::Relaxed)
     }
@@ -146,6 +163,11 @@ impl Metrics {
                 "Writes that ran to their end (commit or rollback) after their request was dropped.",
                 &self.writes_outlived_request,
             ),
+            (
+                "shop_requests_shed_total",
+                "API requests answered 503 with Retry-After at once because the backend was at capacity.",
+                &self.requests_shed,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", counter.load(Ordering::Relaxed));
@@ -162,6 +184,12 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP shop_requests_in_flight API requests being worked on now.\n\
+             # TYPE shop_requests_in_flight gauge\nshop_requests_in_flight{{shard=\"{shard}\"}} {}",
+            self.requests_in_flight.load(Ordering::Relaxed)
+        );
         if self.replica_configured.load(Ordering::Relaxed) {
             let state = self.replica_state.load(Ordering::Relaxed);
             let lag_ms = self.replica_lag_ms.load(Ordering::Relaxed);
@@ -210,9 +238,11 @@ mod tests {
         assert!(text.contains("# TYPE shop_orders_created_total counter\n"));
         assert!(!text.contains("shop_replica_lag_seconds"), "no replica, no lag gauge: {text}");
         m.leaked_transaction(Handover::Release);
+        m.in_flight(1);
         let text = m.render("a");
         assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"release\"} 1\n"), "{text}");
         assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"acquire\"} 0\n"), "{text}");
+        assert!(text.contains("shop_requests_in_flight{shard=\"a\"} 1\n"), "{text}");
         m.replica_configured();
         assert!(m.render("a").contains("shop_replica_lag_seconds{shard=\"a\"} NaN\n"));
         m.set_replica(ReplicaState::Usable { beat: 10, lag_ms: 1234 });

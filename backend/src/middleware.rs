@@ -1,17 +1,24 @@
 //! Around every request: a tracing span carrying the request id nginx set (`X-Request-Id`), one
 //! log line when it ends, the request counter, and the `X-Shop-Shard` header saying who served.
-//! Around every `/api` request also: a 503 until the shard's schema is set up, and a 503 when the
-//! request runs past its deadline.
+//! Around every `/api` request also: a 503 until the shard's schema is set up, a 503 when the
+//! request runs past its deadline, and admission: at most `max_in_flight` requests worked on at
+//! once and `max_queued` waiting (each at most `queue_wait_ms`); past that a quick 503. Every 503
+//! carries `Retry-After`.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use shopgate_core::config::BackendConfig;
+use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -60,6 +67,74 @@ pub async fn deadline(req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(_) => ApiError::DeadlineExceeded.into_response(),
     }
+}
+
+/// The backend's capacity: slots for requests being worked on, and a bounded, time-limited queue
+/// for a slot. A request it turns away costs no database work and answers at once, so a backend
+/// past its capacity stays responsive and recovers by itself when the load drops.
+pub struct Admission {
+    slots: Semaphore,
+    queued: AtomicUsize,
+    max_queued: usize,
+    queue_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Admission {
+    pub fn new(config: &BackendConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            slots: Semaphore::new(config.max_in_flight),
+            queued: AtomicUsize::new(0),
+            max_queued: config.max_queued,
+            queue_wait: config.queue_wait(),
+            metrics,
+        }
+    }
+
+    fn shed(&self) -> Response {
+        self.metrics.request_shed();
+        ApiError::Overloaded.into_response()
+    }
+}
+
+/// Leaves the queue when dropped, also when the waiting request is dropped.
+struct InQueue<'a>(&'a AtomicUsize);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight(-1);
+    }
+}
+
+pub async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
+    let slot = match admission.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(_) => {
+            if admission.queued.fetch_add(1, Ordering::AcqRel) >= admission.max_queued {
+                admission.queued.fetch_sub(1, Ordering::AcqRel);
+                return admission.shed();
+            }
+            let _in_queue = InQueue(&admission.queued);
+            match tokio::time::timeout(admission.queue_wait, admission.slots.acquire()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => return admission.shed(),
+            }
+        }
+    };
+    admission.metrics.in_flight(1);
+    let _in_flight = InFlight(&admission.metrics);
+    let response = next.run(req).await;
+    drop(slot);
+    response
 }
 
 /// nginx's id if it is sane (1-128 visible ASCII), else a fresh one, so every line has one.

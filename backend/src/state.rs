@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use shopgate_core::config::{Config, ShardConfig};
+use shopgate_core::config::{BackendConfig, Config, ShardConfig};
 use shopgate_core::revocation::Revocations;
 use shopgate_core::token::Verifier;
 use shopgate_core::{ShardMap, ShardName, UserId};
@@ -27,6 +27,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub shard: ShardConfig,
+    /// Capacity and idempotency retention, the same for every shard.
+    pub backend: BackendConfig,
     pub shard_map: ShardMap,
     pub verifier: Verifier,
     pub db: Db,
@@ -55,6 +57,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             order_ids: OrderIdGen::new(shard.number),
             shard,
+            backend: config.backend.clone(),
             shard_map: config.shard_map.clone(),
             verifier: config.jwt.verifier(),
             db,

@@ -119,6 +119,8 @@ struct RawConfig {
     nginx: NginxConfig,
     jwt: RawJwt,
     verifier: VerifierConfig,
+    #[serde(default)]
+    backend: BackendConfig,
     shards: BTreeMap<String, RawShard>,
 }
 
@@ -237,6 +239,52 @@ impl VerifierConfig {
     }
 }
 
+/// What every shard backend shares: its capacity.
+/// Every field has a default, so a config without `[backend]` means exactly these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `/api` requests one backend works on at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests that may wait for one of those slots; past that, 503 with `Retry-After` at once.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+    /// How long a request waits for a slot before it gets 503 with `Retry-After`.
+    #[serde(default = "default_queue_wait_ms")]
+    pub queue_wait_ms: u64,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: default_max_in_flight(),
+            max_queued: default_max_queued(),
+            queue_wait_ms: default_queue_wait_ms(),
+        }
+    }
+}
+
+impl BackendConfig {
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(format!("backend.{what}")));
+        if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
+            return bad("max_in_flight must be 1-100000");
+        }
+        if self.max_queued > 100_000 {
+            return bad("max_queued must be 0-100000");
+        }
+        if self.queue_wait_ms > 60_000 {
+            return bad("queue_wait_ms must be 0-60000");
+        }
+        Ok(())
+    }
+}
+
 /// One shard, fully checked.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -350,6 +398,7 @@ pub struct Config {
     pub nginx: NginxConfig,
     pub jwt: JwtConfig,
     pub verifier: VerifierConfig,
+    pub backend: BackendConfig,
     pub shards: Vec<ShardConfig>,
     pub shard_map: ShardMap,
 }
@@ -399,6 +448,7 @@ impl Config {
         if raw.verifier.listen.is_empty() {
             return Err(ConfigError::Invalid("verifier.listen needs at least one address".into()));
         }
+        raw.backend.check()?;
         if raw.shards.is_empty() {
             return Err(ConfigError::Invalid("no [shards.NAME] defined".into()));
         }
@@ -448,6 +498,7 @@ impl Config {
                 ttl_seconds: raw.jwt.ttl_seconds,
             },
             verifier,
+            backend: raw.backend,
             shards,
             shard_map,
         })
@@ -530,6 +581,15 @@ fn default_registrations() -> u32 {
 fn default_register_window() -> u64 {
     3600
 }
+fn default_max_in_flight() -> usize {
+    32
+}
+fn default_max_queued() -> usize {
+    64
+}
+fn default_queue_wait_ms() -> u64 {
+    1000
+}
 fn default_workers() -> String {
     "auto".into()
 }
@@ -584,6 +644,8 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(!format!("{c:?}").contains("hunter2"), "password leaked into Debug");
         assert!(!format!("{c:?}").contains("k3y-0123"), "key leaked into Debug");
         assert_eq!(c.nginx.listen.port(), 8080);
+        // No [backend] section: the defaults.
+        assert_eq!((c.backend.max_in_flight, c.backend.max_queued, c.backend.queue_wait()), (32, 64, Duration::from_secs(1)));
     }
 
     #[test]
@@ -599,6 +661,9 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(matches!(err, ConfigError::Key(KeyError::TooShort(5))), "{err}");
         let c = Config::load_with_env(&p, env.into_iter().take(2)).unwrap();
         assert_eq!(c.nginx.listen.port(), 9999);
+        let capacity = [("SHOP__BACKEND__MAX_IN_FLIGHT".to_string(), "4".to_string())];
+        let c2 = Config::load_with_env(&p, capacity).unwrap();
+        assert_eq!(c2.backend.max_in_flight, 4);
         assert_eq!(c.shard("a").unwrap().number, 7);
     }
 
@@ -616,6 +681,10 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
             let err = Config::load_with_env(&p, []).unwrap_err().to_string();
             assert!(err.contains(want), "{err} lacks {want}");
         }
+        let no_capacity = SAMPLE.replace("[jwt]", "[backend]\nmax_in_flight = 0\n[jwt]");
+        let p = write(&d, &no_capacity, "k3y-0123456789abcdef0123456789abcdef");
+        let err = Config::load_with_env(&p, []).unwrap_err().to_string();
+        assert!(err.contains("backend.max_in_flight"), "{err}");
         let p = write(&d, SAMPLE, "changeme");
         assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("placeholder"));
     }

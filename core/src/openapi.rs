@@ -69,7 +69,7 @@ pub struct TooManyRequests(pub ErrorBody);
 /// 503.
 #[derive(ToResponse)]
 #[response(
-    description = "A service or database behind the gateway is unavailable or saturated; retry shortly. nginx's own answer (`unavailable`) and a saturated password pool (`busy`) carry `Retry-After`.",
+    description = "A service or database behind the gateway is unavailable or saturated; retry shortly. nginx's own answer (`unavailable`), a saturated password pool (`busy`) and every 503 of a shard backend (`shard_unavailable`; `overloaded`: at capacity) carry `Retry-After`.",
     headers(("Retry-After" = u64, description = "Seconds to wait, when given")),
     example = json!({"error": "unavailable", "message": "a service behind the gateway is unavailable; retry shortly"})
 )]

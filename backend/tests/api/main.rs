@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod mysql;
 mod orders;
+mod overload;
 mod replica;
 mod transactions;
 mod users;
