@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod order_id;
+pub mod purge;
 pub mod routes;
 pub mod seed;
 pub mod state;
@@ -103,6 +104,7 @@ pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow
         Err(e @ InitError::Schema(_)) => return Err(e).with_context(|| format!("shard {shard}")),
     }
     state.spawn_heartbeat();
+    purge::spawn(&state);
     state.spawn_revocation_refresh(FIRST_REVOCATION_LOAD).await;
     Ok(App { listener, state })
 }

@@ -30,6 +30,8 @@ pub struct Metrics {
     requests_shed: AtomicU64,
     /// `/api` requests being worked on now (admitted, not finished).
     requests_in_flight: AtomicI64,
+    idempotency_keys_purged: AtomicU64,
+    idempotency_purge_batches: AtomicU64,
     /// Whether the shard has a replica (its gauges are rendered only then).
     replica_configured: AtomicBool,
     /// The replica's last verdict: 0 not probed yet, 1 usable, 2 lagging, 3 down.
@@ -113,6 +115,15 @@ impl Metrics {
         self.requests_in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
+    pub fn idempotency_purged(&self, keys: u64) {
+        self.idempotency_keys_purged.fetch_add(keys, Ordering::Relaxed);
+        self.idempotency_purge_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn idempotency_keys_purged(&self) -> u64 {
+        self.idempotency_keys_purged.load(Ordering::Relaxed)
+    }
+
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.load(Ordering::Relaxed)
     }
@@ -167,6 +178,16 @@ impl Metrics {
                 "shop_requests_shed_total",
                 "API requests answered 503 with Retry-After at once because the backend was at capacity.",
                 &self.requests_shed,
+            ),
+            (
+                "shop_idempotency_keys_purged_total",
+                "Idempotency keys deleted after their retention.",
+                &self.idempotency_keys_purged,
+            ),
+            (
+                "shop_idempotency_purge_batches_total",
+                "Bounded DELETE statements the idempotency purge ran.",
+                &self.idempotency_purge_batches,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -239,7 +239,7 @@ impl VerifierConfig {
     }
 }
 
-/// What every shard backend shares: its capacity.
+/// What every shard backend shares: its capacity and how long it keeps idempotency keys.
 /// Every field has a default, so a config without `[backend]` means exactly these.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +253,19 @@ pub struct BackendConfig {
     /// How long a request waits for a slot before it gets 503 with `Retry-After`.
     #[serde(default = "default_queue_wait_ms")]
     pub queue_wait_ms: u64,
+    /// An `Idempotency-Key` is kept at least this long (default 24 h): a retry within it returns
+    /// the original order. Older keys are purged; a retry after that makes a new order.
+    #[serde(default = "default_idempotency_retention")]
+    pub idempotency_retention_seconds: u64,
+    /// How often the purge looks for expired keys.
+    #[serde(default = "default_purge_every")]
+    pub idempotency_purge_every_seconds: u64,
+    /// Keys deleted per statement, and the pause between two statements, so that a purge never
+    /// holds locks or the database for long.
+    #[serde(default = "default_purge_batch")]
+    pub idempotency_purge_batch: u32,
+    #[serde(default = "default_purge_pause_ms")]
+    pub idempotency_purge_pause_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -261,6 +274,10 @@ impl Default for BackendConfig {
             max_in_flight: default_max_in_flight(),
             max_queued: default_max_queued(),
             queue_wait_ms: default_queue_wait_ms(),
+            idempotency_retention_seconds: default_idempotency_retention(),
+            idempotency_purge_every_seconds: default_purge_every(),
+            idempotency_purge_batch: default_purge_batch(),
+            idempotency_purge_pause_ms: default_purge_pause_ms(),
         }
     }
 }
@@ -268,6 +285,18 @@ impl Default for BackendConfig {
 impl BackendConfig {
     pub fn queue_wait(&self) -> Duration {
         Duration::from_millis(self.queue_wait_ms)
+    }
+
+    pub fn idempotency_retention(&self) -> Duration {
+        Duration::from_secs(self.idempotency_retention_seconds)
+    }
+
+    pub fn idempotency_purge_every(&self) -> Duration {
+        Duration::from_secs(self.idempotency_purge_every_seconds)
+    }
+
+    pub fn idempotency_purge_pause(&self) -> Duration {
+        Duration::from_millis(self.idempotency_purge_pause_ms)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -280,6 +309,18 @@ impl BackendConfig {
         }
         if self.queue_wait_ms > 60_000 {
             return bad("queue_wait_ms must be 0-60000");
+        }
+        if self.idempotency_retention_seconds == 0 {
+            return bad("idempotency_retention_seconds must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.idempotency_purge_every_seconds) {
+            return bad("idempotency_purge_every_seconds must be 1-86400");
+        }
+        if !(1..=2_000).contains(&self.idempotency_purge_batch) {
+            return bad("idempotency_purge_batch must be 1-2000");
+        }
+        if self.idempotency_purge_pause_ms > 60_000 {
+            return bad("idempotency_purge_pause_ms must be 0-60000");
         }
         Ok(())
     }
@@ -590,6 +631,18 @@ fn default_max_queued() -> usize {
 fn default_queue_wait_ms() -> u64 {
     1000
 }
+fn default_idempotency_retention() -> u64 {
+    24 * 3600
+}
+fn default_purge_every() -> u64 {
+    60
+}
+fn default_purge_batch() -> u32 {
+    500
+}
+fn default_purge_pause_ms() -> u64 {
+    100
+}
 fn default_workers() -> String {
     "auto".into()
 }
@@ -644,8 +697,10 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(!format!("{c:?}").contains("hunter2"), "password leaked into Debug");
         assert!(!format!("{c:?}").contains("k3y-0123"), "key leaked into Debug");
         assert_eq!(c.nginx.listen.port(), 8080);
-        // No [backend] section: the defaults.
+        // No [backend] section: the defaults, among them a day's idempotency retention.
         assert_eq!((c.backend.max_in_flight, c.backend.max_queued, c.backend.queue_wait()), (32, 64, Duration::from_secs(1)));
+        assert_eq!(c.backend.idempotency_retention(), Duration::from_secs(86_400));
+        assert_eq!(c.backend.idempotency_purge_batch, 500);
     }
 
     #[test]
@@ -661,9 +716,12 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(matches!(err, ConfigError::Key(KeyError::TooShort(5))), "{err}");
         let c = Config::load_with_env(&p, env.into_iter().take(2)).unwrap();
         assert_eq!(c.nginx.listen.port(), 9999);
-        let capacity = [("SHOP__BACKEND__MAX_IN_FLIGHT".to_string(), "4".to_string())];
-        let c2 = Config::load_with_env(&p, capacity).unwrap();
-        assert_eq!(c2.backend.max_in_flight, 4);
+        let backend = [
+            ("SHOP__BACKEND__MAX_IN_FLIGHT".to_string(), "4".to_string()),
+            ("SHOP__BACKEND__IDEMPOTENCY_RETENTION_SECONDS".to_string(), "60".to_string()),
+        ];
+        let c2 = Config::load_with_env(&p, backend).unwrap();
+        assert_eq!((c2.backend.max_in_flight, c2.backend.idempotency_retention_seconds), (4, 60));
         assert_eq!(c.shard("a").unwrap().number, 7);
     }
 

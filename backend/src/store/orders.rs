@@ -9,7 +9,7 @@ use sqlx::AnyPool;
 
 use super::{catalog, placeholders, rfc3339, users};
 use crate::auth::AuthUser;
-use crate::db::{is_unique_violation, now_secs};
+use crate::db::{is_unique_violation, now_secs, Dialect};
 use crate::domain::{unknown_product, IdempotencyKey, OrderLines};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -258,6 +258,44 @@ pub async fn cancel(state: &AppState, user: UserId, id: i64) -> sqlx::Result<Opt
         tracing::info!(order_id = id, "order cancelled");
     }
     find(state.db_write(), user, id).await
+}
+
+/// Deletes up to `batch` idempotency keys created before `cutoff` (unix seconds), oldest first,
+/// and says how many went. On MySQL/MariaDB a plain read finds them first and the DELETE names
+/// each by its primary key, so it locks exactly those rows, never a range new keys are being
+/// inserted into, and an order placed meanwhile never waits on it. SQLite has no row locks: one
+/// statement, by rowid.
+pub async fn purge_expired_keys(db: &AnyPool, dialect: Dialect, cutoff: i64, batch: u32) -> sqlx::Result<u64> {
+    if dialect == Dialect::Sqlite {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rowid IN \
+             (SELECT rowid FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(db)
+        .await?;
+        return Ok(done.rows_affected());
+    }
+    let expired: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT user_id, idem_key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?",
+    )
+    .bind(cutoff)
+    .bind(i64::from(batch))
+    .fetch_all(db)
+    .await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "DELETE FROM idempotency_keys WHERE created_at < ? AND ({})",
+        vec!["(user_id = ? AND idem_key = ?)"; expired.len()].join(" OR ")
+    );
+    let mut delete = sqlx::query(&sql).bind(cutoff);
+    for (user, key) in &expired {
+        delete = delete.bind(*user).bind(key.as_str());
+    }
+    Ok(delete.execute(db).await?.rows_affected())
 }
 
 async fn with_items(db: &AnyPool, rows: Vec<OrderRow>) -> sqlx::Result<Vec<Order>> {

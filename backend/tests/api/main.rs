@@ -6,6 +6,7 @@ mod catalog;
 mod errors;
 mod health;
 mod helpers;
+mod idempotency;
 mod mysql;
 mod orders;
 mod overload;
