@@ -7,18 +7,14 @@
 
 use serde::Serialize;
 use shopgate_core::openapi::{
-    BadRequest, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+    BadRequest, BearerScheme, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use shopgate_core::ErrorBody;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::routes::{catalog, orders, users};
 use crate::store::catalog::{Category, Product};
 use crate::store::orders::Order;
-
-/// The name of the bearer security scheme, as operations refer to it (the same as the verifier's).
-pub const BEARER: &str = "bearer";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,25 +45,6 @@ pub const BEARER: &str = "bearer";
     ),
 )]
 pub struct ApiDoc;
-
-/// Adds the bearer (JWT) security scheme operations refer to as [`BEARER`].
-pub struct BearerScheme;
-
-impl Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            BEARER,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /auth/token`, as `Authorization: Bearer <token>`."))
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// `GET /api/products`.
 #[derive(Serialize, ToSchema)]
@@ -111,7 +88,7 @@ mod tests {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} missing");
             assert!(op["responses"]["401"].is_object(), "{method} {path}: no 401");
-            assert_eq!(op["security"][0][BEARER], serde_json::json!([]), "{method} {path}: no bearer");
+            assert_eq!(op["security"][0][shopgate_core::openapi::BEARER], serde_json::json!([]), "{method} {path}: no bearer");
         }
     }
 }

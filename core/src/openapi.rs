@@ -3,9 +3,32 @@
 //! both, gives the same bodies (`nginx/shopgate.conf.in`). Both descriptions register the same
 //! definitions, so merging them keeps one copy.
 
-use utoipa::ToResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, ToResponse};
 
 use crate::ErrorBody;
+
+/// The name of the bearer security scheme, as operations refer to it (`security(("bearer" = []))`).
+pub const BEARER: &str = "bearer";
+
+/// Adds the bearer (JWT) security scheme operations refer to as [`BEARER`].
+pub struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `access_token` from `POST /auth/token`, as `Authorization: Bearer <token>`."))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// 400: the request does not fit the operation (malformed JSON, a wrong type, a missing or
 /// unknown field, a bad query or header value), or nginx could not parse it.

@@ -7,15 +7,11 @@
 //! and not part of it.
 
 use serde::Serialize;
-use shopgate_core::openapi::{BadRequest, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::openapi::{BadRequest, BearerScheme, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
 use shopgate_core::ErrorBody;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::routes::auth;
-
-/// The name of the bearer security scheme, as operations refer to it.
-pub const BEARER: &str = "bearer";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,25 +35,6 @@ pub const BEARER: &str = "bearer";
     tags((name = "auth", description = "Accounts and tokens: register, log in, who am I, log out, change the password, public keys.")),
 )]
 pub struct ApiDoc;
-
-/// Adds the bearer (JWT) security scheme operations refer to as [`BEARER`].
-pub struct BearerScheme;
-
-impl Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            BEARER,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /auth/token`, as `Authorization: Bearer <token>`."))
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The token endpoint's errors (RFC 6749 section 5.2): the usual `{error, message}` plus
 /// `error_description`, the same text.
@@ -150,6 +127,6 @@ mod tests {
         ] {
             assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
         }
-        assert_eq!(doc["components"]["securitySchemes"][BEARER]["scheme"], "bearer");
+        assert_eq!(doc["components"]["securitySchemes"][shopgate_core::openapi::BEARER]["scheme"], "bearer");
     }
 }
