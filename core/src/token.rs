@@ -481,6 +481,19 @@ pub fn sign_hs256(key: &Hs256Key, claims: &Claims) -> String {
     Keys::Hs256(key.clone()).sign(claims).unwrap_or_default()
 }
 
+/// The revocation rule, one half: revoking every token of a user at `now` (password change,
+/// operator disable) moves the user's cut-off to `now + 1`, so tokens issued up to and including
+/// this second are revoked (`iat` has whole seconds), and never moves it back.
+pub fn revoke_all_cutoff(current_cutoff: i64, now: i64) -> i64 {
+    current_cutoff.max(now + 1)
+}
+
+/// The revocation rule, other half: a token issued at `now` is stamped no earlier than its user's
+/// cut-off, so a token issued in the same second as a revocation is not born revoked.
+pub fn issued_at(now: i64, cutoff: i64) -> i64 {
+    now.max(cutoff)
+}
+
 /// A fresh random token id (128 bits, base64url).
 pub fn new_jti() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
@@ -543,6 +556,16 @@ mod tests {
         let mut mac = key().mac;
         mac.update(signing.as_bytes());
         format!("{signing}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn the_revocation_rule_revokes_this_second_and_never_issues_revoked_tokens() {
+        let cut = revoke_all_cutoff(0, NOW);
+        assert_eq!(cut, NOW + 1, "tokens of this very second are revoked");
+        assert_eq!(revoke_all_cutoff(NOW + 50, NOW), NOW + 50, "a cut-off never moves back");
+        let iat = issued_at(NOW, cut);
+        assert!(iat >= cut, "a token issued right after is not caught by the cut-off");
+        assert_eq!(issued_at(NOW + 9, cut), NOW + 9);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use clap::Subcommand;
 use serde_json::json;
-use shopgate_core::token::new_claims;
+use shopgate_core::token::{issued_at, new_claims};
 use shopgate_core::UserId;
 
 use crate::client::now;
@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
     }
     // Stamped no earlier than the user's revocation cut-off (as the token endpoint does), so a
     // token minted right after `users enable` or a password change is not born revoked.
-    let iat = now().max(revocation_cutoff(&config, user).await);
+    let iat = issued_at(now(), revocation_cutoff(&config, user).await);
     let claims = new_claims(user, &a.email, &config.jwt.policy, iat, ttl);
     let token = config
         .jwt

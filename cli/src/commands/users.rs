@@ -10,6 +10,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shopgate_core::config::Config;
 use shopgate_core::shardmap::bucket;
+use shopgate_core::token::revoke_all_cutoff;
 use shopgate_core::{Email, UserId};
 use sqlx::Row as _;
 
@@ -182,7 +183,7 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
     // Disabling moves the cut-off past now: tokens are stamped with whole seconds, and one issued
     // in this very second must be revoked too. Logins after `enable` are stamped no earlier than
     // the cut-off, so they work at once.
-    let cutoff = if active { acct.tokens_valid_after } else { acct.tokens_valid_after.max(now() + 1) };
+    let cutoff = if active { acct.tokens_valid_after } else { revoke_all_cutoff(acct.tokens_valid_after, now()) };
     let updated = bounded(
         sqlx::query("UPDATE users SET is_active = ?, tokens_valid_after = ? WHERE id = ?")
             .bind(i64::from(active))

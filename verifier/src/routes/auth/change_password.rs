@@ -17,6 +17,7 @@ use crate::password::{Lane, Password};
 use crate::{users, AppState};
 use crate::openapi::{OAuthError, PasswordChanged};
 use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::token;
 use shopgate_core::ErrorBody;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -74,7 +75,7 @@ pub async fn change_password(
     attempt.succeeded();
     let hash = state.passwords.hash(Lane::Login, new_password).await?;
     // Every token issued up to and including this second is revoked.
-    let cutoff = crate::now() + 1;
+    let cutoff = token::revoke_all_cutoff(user.tokens_valid_after, crate::now());
     users::set_password(&state.db, user.id, &hash, cutoff).await?;
     state.revocations.cutoff_local(user.id.get(), cutoff);
     tracing::info!(user_id = %user.id, "password changed; earlier tokens revoked");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
-use shopgate_core::token::new_claims;
+use shopgate_core::token::{issued_at, new_claims};
 use shopgate_core::Email;
 
 use crate::error::ApiError;
@@ -119,7 +119,7 @@ pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming
     let jwt = &state.config.jwt;
     // Stamped no earlier than the user's revocation cut-off, so a token issued in the same second
     // as a password change is not caught by it.
-    let iat = crate::now().max(user.tokens_valid_after);
+    let iat = issued_at(crate::now(), user.tokens_valid_after);
     let claims = new_claims(user.id, &user.email, &jwt.policy, iat, jwt.ttl_seconds);
     let access_token = jwt.sign(&claims).ok_or_else(|| anyhow::anyhow!("the key set has no signing key"))?;
     Metrics::inc(&state.metrics.logins_ok);
