@@ -1,7 +1,7 @@
 //! The shard's databases and the policy for using them.
 //!
-//! Writes go to the primary ([`Db::db_write`]). Reads go to the replica ([`Db::db_read`],
-//! [`Db::read`]) unless no replica is configured, the replica does not answer a quick probe, it
+//! Writes go to the primary ([`Db::db_write`]). Reads go to the replica ([`Db::read`])
+//! unless no replica is configured, the replica does not answer a quick probe, it
 //! lags more than `replica_max_lag_seconds` behind, or the reading user has a write the replica has
 //! not applied yet (so users read their own writes at once; see [`replica`]). Falling back to the
 //! primary is a `warn!` (when the replica's state changes, and every so often while it lasts) and
@@ -209,16 +209,8 @@ impl Db {
         &self.primary
     }
 
-    /// Where `user`'s reads go: the replica if it is usable and holds every write `user` made,
-    /// else the primary. Prefer [`Db::read`], which also survives the replica failing mid-read.
-    pub async fn db_read(&self, user: UserId) -> &AnyPool {
-        match self.read_target(user).await {
-            Target::Replica(replica) => &replica.pool,
-            Target::Primary => &self.primary,
-        }
-    }
-
-    /// Runs the read `query` where `user`'s reads go ([`Db::db_read`]). If it was sent to the
+    /// Runs the read `query` where `user`'s reads go: the replica if it is usable and holds every
+    /// write `user` made, else the primary. If it was sent to the
     /// replica and the replica does not answer (an unavailable error, or no answer within
     /// [`REPLICA_READ_TIMEOUT`]), the replica counts as down and `query` runs again on the primary.
     pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> sqlx::Result<T>

@@ -128,9 +128,6 @@ impl Metrics {
         self.replica_fallback.load(Ordering::Relaxed)
     }
 
-    pub fn replica_reads(&self) -> u64 {
-        self.replica_reads.load(Ordering::Relaxed)
-    }
 
     /// The Prometheus text format; every series carries `shard`.
     pub fn render(&self, shard: &str) -> String {

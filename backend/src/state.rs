@@ -84,14 +84,8 @@ impl AppState {
         self.db.db_write()
     }
 
-    /// The replica, or the primary when the replica is down or lagging or has not yet applied a
-    /// write of `user`'s.
-    pub async fn db_read(&self, user: UserId) -> &AnyPool {
-        self.db.db_read(user).await
-    }
-
-    /// Runs the read `query` on [`AppState::db_read`]'s choice, and again on the primary if the
-    /// replica fails to answer it.
+    /// Runs the read `query` on the replica when that is safe for `user` (else on the primary),
+    /// and again on the primary if the replica fails to answer it.
     pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> Result<T, ApiError>
     where
         F: Fn(AnyPool) -> Fut,

@@ -37,10 +37,6 @@ impl ReplicaState {
         }
     }
 
-    pub fn is_usable(self) -> bool {
-        matches!(self, Self::Usable { .. })
-    }
-
     /// The measured lag, if the replica answered.
     pub fn lag_ms(self) -> Option<i64> {
         match self {
