@@ -132,7 +132,8 @@ struct RawJwt {
     /// HS256: a file holding the secret as text, or `base64url:` and the secret's bytes encoded.
     #[serde(default)]
     key_file: Option<PathBuf>,
-    /// EdDSA: a JWK set file `{"signing_kid": .., "keys": [..]}` (see `shopctl keys`).
+    /// EdDSA: a JWK set file `{"signing_kid": .., "keys": [..]}` (the README's "Keys" says how to
+    /// write one; `KeyFile::generate_jwk` makes a key).
     #[serde(default)]
     keys_file: Option<PathBuf>,
     #[serde(default = "default_issuer")]
