@@ -34,18 +34,23 @@ impl Throttle {
     /// Counts one attempt for `key`, or refuses with the seconds to wait when the key has used
     /// its limit in the current window.
     pub fn reserve(&self, key: &str) -> Result<(), u64> {
+        self.reserve_at(key, Instant::now())
+    }
+
+    /// [`Throttle::reserve`] at the time `now` (tests move the clock instead of sleeping).
+    fn reserve_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
             let window = self.window;
-            map.retain(|_, (_, start)| start.elapsed() < window);
+            map.retain(|_, (_, start)| now.saturating_duration_since(*start) < window);
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
         }
-        let entry = map.entry(key.to_owned()).or_insert((0, Instant::now()));
-        let elapsed = entry.1.elapsed();
+        let entry = map.entry(key.to_owned()).or_insert((0, now));
+        let elapsed = now.saturating_duration_since(entry.1);
         if elapsed >= self.window {
-            *entry = (0, Instant::now());
+            *entry = (0, now);
         } else if entry.0 >= self.max {
             return Err((self.window - elapsed).as_secs().max(1));
         }
@@ -134,14 +139,16 @@ mod tests {
 
     #[test]
     fn reserves_up_to_the_limit_then_refuses_until_the_window_ends() {
-        let t = Throttle::new(3, Duration::from_millis(200));
+        let t = Throttle::new(3, Duration::from_secs(300));
+        let start = Instant::now();
         for _ in 0..3 {
-            assert!(t.reserve("a").is_ok());
+            assert!(t.reserve_at("a", start).is_ok());
         }
-        assert_eq!(t.reserve("a"), Err(1));
-        assert!(t.reserve("b").is_ok(), "other keys unaffected");
-        std::thread::sleep(Duration::from_millis(210));
-        assert!(t.reserve("a").is_ok(), "window over");
+        assert_eq!(t.reserve_at("a", start), Err(300));
+        assert_eq!(t.reserve_at("a", start + Duration::from_secs(290)), Err(10), "Retry-After: the rest");
+        assert!(t.reserve_at("b", start).is_ok(), "other keys unaffected");
+        assert!(t.reserve_at("a", start + Duration::from_secs(300)).is_ok(), "window over");
+        assert_eq!(t.reserve_at("a", start + Duration::from_secs(300)), Ok(()), "a fresh window");
     }
 
     #[test]
