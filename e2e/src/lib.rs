@@ -332,8 +332,17 @@ primary = "sqlite:shard-b.db"
     /// accepted by the kernel) but answers nothing until [`Stack::cont`].
     pub fn stop(&self, name: &str) {
         let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(child) = procs.get(name) {
-            signal(child.id(), libc::SIGSTOP);
+        let pid = procs.get(name).unwrap_or_else(|| panic!("no process {name} in the stack")).id();
+        // kill(1) returning says the signal was sent, not that every thread has stopped; a test
+        // that relies on the freeze waits until the kernel shows each thread stopped ('T').
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            signal(pid, libc::SIGSTOP);
+            if all_threads_stopped(pid) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} (pid {pid}) did not stop within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -507,4 +516,14 @@ pub fn now() -> i64 {
 /// Sends a signal with kill(1): the workspace forbids unsafe code.
 fn signal(pid: u32, sig: i32) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Whether every thread of `pid` is in the stopped state, by /proc/PID/task/*/stat.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("T")
+    })
 }
