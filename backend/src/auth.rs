@@ -7,11 +7,10 @@
 //! user: the same list every verifier holds, see [`shopgate_core::revocation`]). Tokens are
 //! never logged; only the refusal reason is.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use shopgate_core::time::unix_now;
 use shopgate_core::token::{bearer, TokenError, Verified, Verifier};
 use shopgate_core::UserId;
 
@@ -72,8 +71,4 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h [u8]>, ()
         return Err(());
     }
     Ok(first)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -30,7 +30,7 @@ pub mod replica;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use shopgate_core::config::{DbUrl, ShardConfig};
@@ -667,13 +667,7 @@ fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
     Some(lite.code()?.parse::<i32>().ok()? & 0xff)
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub fn now_secs() -> i64 {
-    now_ms() / 1000
-}
+pub use shopgate_core::time::{unix_now as now_secs, unix_now_ms as now_ms};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -128,6 +128,4 @@ impl Client {
     }
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+pub use shopgate_core::time::unix_now as now;

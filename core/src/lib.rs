@@ -14,6 +14,7 @@ pub mod openapi;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod shardmap;
+pub mod time;
 pub mod token;
 
 pub use error::ErrorBody;

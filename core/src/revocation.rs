@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use sqlx::{AnyPool, Row as _};
 
 use crate::config::JwtConfig;
+use crate::time::unix_now;
 use crate::token::Claims;
 
 /// Kept past the last moment a token could pass, for clocks that disagree a little.
@@ -138,8 +139,4 @@ pub async fn revoke_token(db: &AnyPool, claims: &Claims, now: i64) -> Result<(),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
         other => other.map(|_| ()),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -509,9 +509,7 @@ fn getrandom(buf: &mut [u8]) {
     }
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+pub use shopgate_core::time::unix_now as now;
 
 /// Sends a signal with kill(1): the workspace forbids unsafe code.
 fn signal(pid: u32, sig: i32) {

@@ -158,9 +158,4 @@ impl App {
 }
 
 /// Unix time in seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use shopgate_core::time::unix_now as now;

@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use http_body_util::BodyExt as _;
@@ -83,9 +82,7 @@ pub async fn spawn_app_with(shard: &str, overrides: &[(&str, &str)]) -> TestApp 
     }
 }
 
-pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
+pub use shopgate_core::time::unix_now as now;
 
 pub fn email_of(user: u64) -> String {
     format!("user{user}@example.com")

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::shardmap::BUCKETS;
+use shopgate_core::time::unix_now_ms as now_ms;
 use shopgate_core::UserId;
 use sqlx::Row as _;
 
@@ -240,10 +241,6 @@ async fn replication_lag(replica: &Db, primary: Option<&Db>) -> Lag {
 
 async fn heartbeat(db: &Db) -> sqlx::Result<i64> {
     bounded(sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(&db.pool)).await
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 // ---- check ----
