@@ -8,6 +8,27 @@ use utoipa::{Modify, ToResponse};
 
 use crate::ErrorBody;
 
+/// Every public operation (method, path), as the contract and the README list them: the merged
+/// description must describe exactly these (checked by shopctl's unit test and, as nginx serves
+/// it, by the e2e test).
+pub const PUBLIC_OPERATIONS: &[(&str, &str)] = &[
+    ("post", "/auth/register"),
+    ("post", "/auth/token"),
+    ("get", "/auth/me"),
+    ("post", "/auth/logout"),
+    ("post", "/auth/change-password"),
+    ("get", "/auth/jwks.json"),
+    ("get", "/api/products"),
+    ("get", "/api/products/{id}"),
+    ("get", "/api/categories"),
+    ("post", "/api/orders"),
+    ("get", "/api/orders"),
+    ("get", "/api/orders/{id}"),
+    ("post", "/api/orders/{id}/cancel"),
+    ("get", "/api/users/me"),
+    ("post", "/api/users"),
+];
+
 /// The name of the bearer security scheme, as operations refer to it (`security(("bearer" = []))`).
 pub const BEARER: &str = "bearer";
 
