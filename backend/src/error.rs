@@ -3,16 +3,13 @@
 //! Clients get `{"error": code, "message": text}` ([`ErrorBody`]) with a stable code and a message
 //! written for them; causes (database errors, bugs) go to the log in full and never to the client.
 
-use std::borrow::Cow;
 use std::error::Error as _;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use shopgate_core::http::HttpError;
 use shopgate_core::{ErrorBody, ShardName, UserId};
-
-/// What every 503 tells the client in `Retry-After`, as nginx's own 503 does.
-pub const RETRY_AFTER_SECONDS: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,45 +63,42 @@ impl ApiError {
         Self::Unprocessable { code, message: message.into() }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, Cow<'_, str>) {
+    /// The answer: one both services give ([`HttpError`], the same status, body and headers
+    /// everywhere), or this service's own status and body.
+    fn answer(&self) -> Result<HttpError, (StatusCode, ErrorBody)> {
         use ApiError::*;
-        match self {
-            InvalidToken(_) => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the bearer token is missing, invalid or expired, or X-User-Id does not match it".into(),
-            ),
-            Misdirected { user, .. } => (
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected",
-                format!("this shard does not serve user {user}; the request was routed to the wrong backend").into(),
-            ),
-            NotFound(what) => (StatusCode::NOT_FOUND, "not_found", Cow::Borrowed(*what)),
-            MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed on this path".into())
+        const SHARD_UNAVAILABLE: HttpError = HttpError::Unavailable {
+            code: "shard_unavailable",
+            message: "this shard's database is unavailable; try again shortly",
+        };
+        Ok(match self {
+            InvalidToken(_) => HttpError::Unauthorized,
+            NotFound(what) => HttpError::NotFound(what),
+            // axum's router sets `Allow` on the answer of its method-not-allowed fallback.
+            MethodNotAllowed => HttpError::MethodNotAllowed { allow: None },
+            BadRequest { code, message } => HttpError::bad_request(code, message.clone()),
+            UnsupportedMediaType => HttpError::UnsupportedMediaType("application/json"),
+            PayloadTooLarge => HttpError::PayloadTooLarge,
+            NotReady | Unavailable(_) | DeadlineExceeded => SHARD_UNAVAILABLE,
+            Overloaded => HttpError::Unavailable {
+                code: "overloaded",
+                message: "this shard is handling as many requests as it can; try again shortly",
+            },
+            Misdirected { user, .. } => {
+                let message =
+                    format!("this shard does not serve user {user}; the request was routed to the wrong backend");
+                return Err((StatusCode::MISDIRECTED_REQUEST, ErrorBody::new("misdirected", message)));
             }
-            BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.as_str().into()),
-            Unprocessable { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.as_str().into()),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json".into(),
-            ),
-            PayloadTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 1 MiB".into())
+            Unprocessable { code, message } => {
+                return Err((StatusCode::UNPROCESSABLE_ENTITY, ErrorBody::new(*code, message.as_str())))
             }
-            NotReady | Unavailable(_) | DeadlineExceeded => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shard_unavailable",
-                "this shard's database is unavailable; try again shortly".into(),
-            ),
-            Overloaded => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "this shard is handling as many requests as it can; try again shortly".into(),
-            ),
-            Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred".into()),
-        }
+            Unexpected(_) => {
+                return Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new("internal", "an unexpected error occurred"),
+                ))
+            }
+        })
     }
 }
 
@@ -122,28 +116,24 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = self.parts();
+        let answer = self.answer();
+        let (status, code) = match &answer {
+            Ok(shared) => (shared.status(), shared.body().error),
+            Err((status, body)) => (*status, body.error.clone()),
+        };
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), code, cause = %cause_chain(&self), "request failed");
+            tracing::error!(status = status.as_u16(), code = %code, cause = %cause_chain(&self), "request failed");
         } else if let ApiError::BadRequest { .. } = self {
             // serde's messages quote the client's input, which may be a password in the wrong
             // field: the client sees it, the log does not.
-            tracing::info!(status = status.as_u16(), code, "request refused");
+            tracing::info!(status = status.as_u16(), code = %code, "request refused");
         } else {
-            tracing::info!(status = status.as_u16(), code, cause = %self, "request refused");
+            tracing::info!(status = status.as_u16(), code = %code, cause = %self, "request refused");
         }
-        let body = ErrorBody::new(code, message);
-        let mut response = (status, Json(body)).into_response();
-        if let ApiError::InvalidToken(_) = self {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+        match answer {
+            Ok(shared) => shared.into_response(),
+            Err((status, body)) => (status, Json(body)).into_response(),
         }
-        // Every 503 is worth retrying (a database down or slow, a deadline, a full queue): say when.
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-        }
-        response
     }
 }
 
@@ -166,6 +156,7 @@ fn cause_chain(e: &ApiError) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     #[test]
     fn every_503_says_when_to_retry_and_nothing_else_does() {

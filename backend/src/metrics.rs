@@ -1,70 +1,167 @@
-//! Prometheus counters, rendered by hand in the text exposition format (a handful of counters do
-//! not justify a metrics framework). Label values come from the router's route templates, so the
-//! number of series stays bounded whatever clients send.
+//! The backend's metrics, in its own prometheus-client registry whose every series carries
+//! `shard`: the per-route request counter and latency histogram shared with the verifier
+//! ([`HttpMetrics`]), and the shard's own counters and gauges. Label values come from the router's
+//! route templates and fixed sets, so the number of series stays bounded whatever clients send.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use shopgate_core::metrics::prometheus_client::collector::Collector;
+use shopgate_core::metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
+use shopgate_core::metrics::prometheus_client::metrics::family::Family;
+use shopgate_core::metrics::prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use shopgate_core::metrics::prometheus_client::registry::Registry;
+use shopgate_core::metrics::{self, HttpMetrics};
 
 use crate::db::replica::ReplicaState;
 use crate::db::Handover;
 
-#[derive(Default)]
+type Labels = [(&'static str, &'static str); 1];
+
 pub struct Metrics {
-    /// (route template, method, status) -> count.
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// Reason label -> count.
-    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
-    replica_fallback: AtomicU64,
-    replica_reads: AtomicU64,
-    own_write_reads: AtomicU64,
-    orders_created: AtomicU64,
-    idempotent_replays: AtomicU64,
+    registry: Registry,
+    http: HttpMetrics,
+    /// Requests refused with 401, by reason.
+    auth_failures: Family<Labels, Counter>,
+    replica_fallback: Counter,
+    replica_reads: Counter,
+    own_write_reads: Counter,
+    orders_created: Counter,
+    idempotent_replays: Counter,
     /// Pooled connections found inside a transaction and closed: as handed out, as taken back.
-    leaked_on_acquire: AtomicU64,
-    leaked_on_release: AtomicU64,
+    leaked_on_acquire: Counter,
+    leaked_on_release: Counter,
     /// Writes that ran to the end after their request had been dropped.
-    writes_outlived_request: AtomicU64,
+    writes_outlived_request: Counter,
     /// `/api` requests answered 503 at once because the backend was at capacity.
-    requests_shed: AtomicU64,
+    requests_shed: Counter,
     /// `/api` requests being worked on now (admitted, not finished).
-    requests_in_flight: AtomicI64,
-    idempotency_keys_purged: AtomicU64,
-    idempotency_purge_batches: AtomicU64,
-    /// Whether the shard has a replica (its gauges are rendered only then).
-    replica_configured: AtomicBool,
+    requests_in_flight: Gauge,
+    idempotency_keys_purged: Counter,
+    idempotency_purge_batches: Counter,
+    replica: Arc<ReplicaGauges>,
+}
+
+/// The replica's gauges, shown only while the shard has a replica.
+#[derive(Debug, Default)]
+struct ReplicaGauges {
+    configured: AtomicBool,
     /// The replica's last verdict: 0 not probed yet, 1 usable, 2 lagging, 3 down.
-    replica_state: AtomicU8,
+    state: AtomicU8,
     /// The replica's last measured lag in milliseconds; -1 when it did not answer.
-    replica_lag_ms: AtomicI64,
+    lag_ms: AtomicI64,
+}
+
+impl Collector for ReplicaGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if !self.configured.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let state = self.state.load(Ordering::Relaxed);
+        let lag_ms = self.lag_ms.load(Ordering::Relaxed);
+        // NaN while the replica does not answer (or before the first probe): its lag is unknown.
+        let lag = ConstGauge::new(if state == 0 || lag_ms < 0 { f64::NAN } else { lag_ms as f64 / 1000.0 });
+        let help = "How far the replica's copy of the primary's heartbeat is behind, at the last probe";
+        lag.encode(encoder.encode_descriptor("shop_replica_lag_seconds", help, None, lag.metric_type())?)?;
+        let up = ConstGauge::new(i64::from(state == 1));
+        let help = "Whether reads may go to the replica (1) or fall back to the primary (0)";
+        up.encode(encoder.encode_descriptor("shop_replica_up", help, None, up.metric_type())?)
+    }
 }
 
 impl Metrics {
-    pub fn request(&self, route: &str, method: &str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+    /// The metrics of shard `shard`.
+    pub fn new(shard: &str) -> Self {
+        let mut registry = Registry::with_labels([("shard".into(), shard.to_owned().into())].into_iter());
+        let http = HttpMetrics::register(&mut registry);
+        let auth_failures = Family::<Labels, Counter>::default();
+        registry.register("shop_auth_failures", "Requests refused with 401, by reason", auth_failures.clone());
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let replica_fallback =
+            counter("shop_replica_fallback", "Reads sent to the primary because the replica was down or lagging");
+        let replica_reads = counter("shop_replica_reads", "Reads served by the replica");
+        let own_write_reads = counter(
+            "shop_read_your_writes",
+            "Reads sent to the primary because the replica had not yet applied the reader's own write",
+        );
+        let orders_created = counter("shop_orders_created", "Orders created (idempotent replays not counted)");
+        let idempotent_replays = counter(
+            "shop_idempotent_replays",
+            "Order requests answered with an order made earlier under the same Idempotency-Key",
+        );
+        let writes_outlived_request = counter(
+            "shop_writes_outlived_request",
+            "Writes that ran to their end (commit or rollback) after their request was dropped",
+        );
+        let requests_shed = counter(
+            "shop_requests_shed",
+            "API requests answered 503 with Retry-After at once because the backend was at capacity",
+        );
+        let idempotency_keys_purged =
+            counter("shop_idempotency_keys_purged", "Idempotency keys deleted after their retention");
+        let idempotency_purge_batches =
+            counter("shop_idempotency_purge_batches", "Bounded DELETE statements the idempotency purge ran");
+        let leaked = Family::<Labels, Counter>::default();
+        registry.register(
+            "shop_db_leaked_transactions",
+            "Pooled connections found inside a transaction as the pool handed them out or took them back; \
+             each was closed (rolling the transaction back), never reused",
+            leaked.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register("shop_requests_in_flight", "API requests being worked on now", requests_in_flight.clone());
+        let replica = Arc::new(ReplicaGauges::default());
+        registry.register_collector(Box::new(replica.clone()));
+        Self {
+            http,
+            auth_failures,
+            replica_fallback,
+            replica_reads,
+            own_write_reads,
+            orders_created,
+            idempotent_replays,
+            leaked_on_acquire: leaked.get_or_create_owned(&[("at", "acquire")]),
+            leaked_on_release: leaked.get_or_create_owned(&[("at", "release")]),
+            writes_outlived_request,
+            requests_shed,
+            requests_in_flight,
+            idempotency_keys_purged,
+            idempotency_purge_batches,
+            replica,
+            registry,
+        }
+    }
+
+    /// One answered request: its route template (or [`metrics::UNMATCHED`]), method, status and
+    /// latency since `started`.
+    pub fn request(&self, route: &str, method: &axum::http::Method, status: u16, started: Instant) {
+        self.http.observe(route, method, status, started);
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
-        let mut map = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry(reason).or_default() += 1;
+        self.auth_failures.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn replica_fallback(&self) {
-        self.replica_fallback.fetch_add(1, Ordering::Relaxed);
+        self.replica_fallback.inc();
     }
 
     pub fn replica_read(&self) {
-        self.replica_reads.fetch_add(1, Ordering::Relaxed);
+        self.replica_reads.inc();
     }
 
     pub fn own_write_read(&self) {
-        self.own_write_reads.fetch_add(1, Ordering::Relaxed);
+        self.own_write_reads.inc();
     }
 
     pub fn replica_configured(&self) {
-        self.replica_configured.store(true, Ordering::Relaxed);
+        self.replica.configured.store(true, Ordering::Relaxed);
     }
 
     pub fn set_replica(&self, state: ReplicaState) {
@@ -73,16 +170,16 @@ impl Metrics {
             ReplicaState::Lagging { .. } => 2,
             ReplicaState::Down => 3,
         };
-        self.replica_state.store(code, Ordering::Relaxed);
-        self.replica_lag_ms.store(state.lag_ms().unwrap_or(-1), Ordering::Relaxed);
+        self.replica.state.store(code, Ordering::Relaxed);
+        self.replica.lag_ms.store(state.lag_ms().unwrap_or(-1), Ordering::Relaxed);
     }
 
     pub fn order_created(&self) {
-        self.orders_created.fetch_add(1, Ordering::Relaxed);
+        self.orders_created.inc();
     }
 
     pub fn idempotent_replay(&self) {
-        self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+        self.idempotent_replays.inc();
     }
 
     pub fn leaked_transaction(&self, at: Handover) {
@@ -90,147 +187,48 @@ impl Metrics {
             Handover::Acquire => &self.leaked_on_acquire,
             Handover::Release => &self.leaked_on_release,
         }
-        .fetch_add(1, Ordering::Relaxed);
+        .inc();
     }
 
     /// Connections closed because they were inside a transaction, wherever found.
     pub fn leaked_transactions(&self) -> u64 {
-        self.leaked_on_acquire.load(Ordering::Relaxed) + self.leaked_on_release.load(Ordering::Relaxed)
+        self.leaked_on_acquire.get() + self.leaked_on_release.get()
     }
 
     pub fn write_outlived_request(&self) {
-        self.writes_outlived_request.fetch_add(1, Ordering::Relaxed);
+        self.writes_outlived_request.inc();
     }
 
     pub fn request_shed(&self) {
-        self.requests_shed.fetch_add(1, Ordering::Relaxed);
+        self.requests_shed.inc();
     }
 
     pub fn requests_shed(&self) -> u64 {
-        self.requests_shed.load(Ordering::Relaxed)
+        self.requests_shed.get()
     }
 
     /// One more (`delta` 1) or one fewer (-1) `/api` request in flight.
     pub fn in_flight(&self, delta: i64) {
-        self.requests_in_flight.fetch_add(delta, Ordering::Relaxed);
+        self.requests_in_flight.inc_by(delta);
     }
 
     pub fn idempotency_purged(&self, keys: u64) {
-        self.idempotency_keys_purged.fetch_add(keys, Ordering::Relaxed);
-        self.idempotency_purge_batches.fetch_add(1, Ordering::Relaxed);
+        self.idempotency_keys_purged.inc_by(keys);
+        self.idempotency_purge_batches.inc();
     }
 
     pub fn idempotency_keys_purged(&self) -> u64 {
-        self.idempotency_keys_purged.load(Ordering::Relaxed)
+        self.idempotency_keys_purged.get()
     }
 
     pub fn replica_fallbacks(&self) -> u64 {
-        self.replica_fallback.load(Ordering::Relaxed)
+        self.replica_fallback.get()
     }
-
 
     /// The Prometheus text format; every series carries `shard`.
-    pub fn render(&self, shard: &str) -> String {
-        let shard = escape(shard);
-        let mut out = String::new();
-        out.push_str("# HELP shop_http_requests_total HTTP requests answered, by route template, method and status.\n");
-        out.push_str("# TYPE shop_http_requests_total counter\n");
-        for ((route, method, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "shop_http_requests_total{{shard=\"{shard}\",route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-                escape(route),
-                escape(method)
-            );
-        }
-        out.push_str("# HELP shop_auth_failures_total Requests refused with 401, by reason.\n");
-        out.push_str("# TYPE shop_auth_failures_total counter\n");
-        for (reason, n) in self.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "shop_auth_failures_total{{shard=\"{shard}\",reason=\"{reason}\"}} {n}");
-        }
-        for (name, help, counter) in [
-            (
-                "shop_replica_fallback_total",
-                "Reads sent to the primary because the replica was down or lagging.",
-                &self.replica_fallback,
-            ),
-            ("shop_replica_reads_total", "Reads served by the replica.", &self.replica_reads),
-            (
-                "shop_read_your_writes_total",
-                "Reads sent to the primary because the replica had not yet applied the reader's own write.",
-                &self.own_write_reads,
-            ),
-            ("shop_orders_created_total", "Orders created (idempotent replays not counted).", &self.orders_created),
-            (
-                "shop_idempotent_replays_total",
-                "Order requests answered with an order made earlier under the same Idempotency-Key.",
-                &self.idempotent_replays,
-            ),
-            (
-                "shop_writes_outlived_request_total",
-                "Writes that ran to their end (commit or rollback) after their request was dropped.",
-                &self.writes_outlived_request,
-            ),
-            (
-                "shop_requests_shed_total",
-                "API requests answered 503 with Retry-After at once because the backend was at capacity.",
-                &self.requests_shed,
-            ),
-            (
-                "shop_idempotency_keys_purged_total",
-                "Idempotency keys deleted after their retention.",
-                &self.idempotency_keys_purged,
-            ),
-            (
-                "shop_idempotency_purge_batches_total",
-                "Bounded DELETE statements the idempotency purge ran.",
-                &self.idempotency_purge_batches,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", counter.load(Ordering::Relaxed));
-        }
-        out.push_str(
-            "# HELP shop_db_leaked_transactions_total Pooled connections found inside a transaction as the pool \
-             handed them out or took them back; each was closed (rolling the transaction back), never reused.\n\
-             # TYPE shop_db_leaked_transactions_total counter\n",
-        );
-        for (at, counter) in [("acquire", &self.leaked_on_acquire), ("release", &self.leaked_on_release)] {
-            let _ = writeln!(
-                out,
-                "shop_db_leaked_transactions_total{{shard=\"{shard}\",at=\"{at}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP shop_requests_in_flight API requests being worked on now.\n\
-             # TYPE shop_requests_in_flight gauge\nshop_requests_in_flight{{shard=\"{shard}\"}} {}",
-            self.requests_in_flight.load(Ordering::Relaxed)
-        );
-        if self.replica_configured.load(Ordering::Relaxed) {
-            let state = self.replica_state.load(Ordering::Relaxed);
-            let lag_ms = self.replica_lag_ms.load(Ordering::Relaxed);
-            // NaN while the replica does not answer (or before the first probe): its lag is unknown.
-            let lag = if state == 0 || lag_ms < 0 { "NaN".to_owned() } else { format!("{:.3}", lag_ms as f64 / 1000.0) };
-            let _ = writeln!(
-                out,
-                "# HELP shop_replica_lag_seconds How far the replica's copy of the primary's heartbeat is behind, at the last probe.\n\
-                 # TYPE shop_replica_lag_seconds gauge\nshop_replica_lag_seconds{{shard=\"{shard}\"}} {lag}"
-            );
-            let _ = writeln!(
-                out,
-                "# HELP shop_replica_up Whether reads may go to the replica (1) or fall back to the primary (0).\n\
-                 # TYPE shop_replica_up gauge\nshop_replica_up{{shard=\"{shard}\"}} {}",
-                u8::from(state == 1)
-            );
-        }
-        out
+    pub fn render(&self) -> String {
+        metrics::render(&self.registry)
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -239,12 +237,12 @@ mod tests {
 
     #[test]
     fn renders_counters_with_labels() {
-        let m = Metrics::default();
-        m.request("/api/orders", "POST", 201);
-        m.request("/api/orders", "POST", 201);
+        let m = Metrics::new("a");
+        m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
+        m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
         m.replica_fallback();
         m.auth_failure("expired");
-        let text = m.render("a");
+        let text = m.render();
         assert!(
             text.contains(
                 "shop_http_requests_total{shard=\"a\",route=\"/api/orders\",method=\"POST\",status=\"201\"} 2\n"
@@ -257,17 +255,17 @@ mod tests {
         assert!(!text.contains("shop_replica_lag_seconds"), "no replica, no lag gauge: {text}");
         m.leaked_transaction(Handover::Release);
         m.in_flight(1);
-        let text = m.render("a");
+        let text = m.render();
         assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"release\"} 1\n"), "{text}");
         assert!(text.contains("shop_db_leaked_transactions_total{shard=\"a\",at=\"acquire\"} 0\n"), "{text}");
         assert!(text.contains("shop_requests_in_flight{shard=\"a\"} 1\n"), "{text}");
         m.replica_configured();
-        assert!(m.render("a").contains("shop_replica_lag_seconds{shard=\"a\"} NaN\n"));
+        assert!(m.render().contains("shop_replica_lag_seconds{shard=\"a\"} NaN\n"));
         m.set_replica(ReplicaState::Usable { beat: 10, lag_ms: 1234 });
-        let text = m.render("a");
+        let text = m.render();
         assert!(text.contains("shop_replica_lag_seconds{shard=\"a\"} 1.234\n"), "{text}");
         assert!(text.contains("shop_replica_up{shard=\"a\"} 1\n"), "{text}");
         m.set_replica(ReplicaState::Down);
-        assert!(m.render("a").contains("shop_replica_up{shard=\"a\"} 0\n"));
+        assert!(m.render().contains("shop_replica_up{shard=\"a\"} 0\n"));
     }
 }

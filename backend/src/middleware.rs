@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shopgate_core::config::BackendConfig;
+use shopgate_core::metrics;
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
@@ -21,13 +22,12 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const SHARD_HEADER: &str = "x-shop-shard";
 
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request_id(req.headers());
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let request_id = shopgate_core::http::request_id(req.headers());
+    let route = req.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED, MatchedPath::as_str).to_owned();
     let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
@@ -42,14 +42,12 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     span.in_scope(|| {
         tracing::info!(status, latency_ms = started.elapsed().as_millis() as u64, "request finished");
     });
-    state.metrics.request(&route, method.as_str(), status);
+    state.metrics.request(&route, &method, status, started);
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(state.shard_name().as_str()) {
         headers.insert(SHARD_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(REQUEST_ID_HEADER, v);
-    }
+    shopgate_core::http::echo_request_id(headers, &request_id);
     response
 }
 
@@ -135,14 +133,4 @@ pub async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: 
     let response = next.run(req).await;
     drop(slot);
     response
-}
-
-/// nginx's id if it is sane (1-128 visible ASCII), else a fresh one, so every line has one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .map(HeaderValue::as_bytes)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b)))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_else(shopgate_core::token::new_jti)
 }

@@ -52,7 +52,7 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: &Config, shard: ShardConfig) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(shard.name.as_str()));
         let db = Db::connect(&shard, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             order_ids: OrderIdGen::new(shard.number),

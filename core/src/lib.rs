@@ -5,8 +5,12 @@
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod ids;
 pub mod json;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "revocation")]
 pub mod revocation;
 #[cfg(feature = "openapi")]

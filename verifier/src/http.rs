@@ -5,22 +5,12 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use serde::Serialize;
 
 use crate::error::ApiError;
 
 pub type Body = Full<Bytes>;
 
-/// Request bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
+pub use shopgate_core::http::{json, MAX_BODY_BYTES};
 
 /// For answers that carry or concern credentials (RFC 6749 section 5.1).
 pub fn no_store(mut resp: Response<Body>) -> Response<Body> {

@@ -73,6 +73,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let tokens = config.jwt.verifier();
     let v = &config.verifier;
     let window = Duration::from_secs(v.login_window_seconds);
+    let metrics = metrics::Metrics::new(&passwords);
     let state = Arc::new(AppState {
         guesses: throttle::GuessLimits::new(v.login_max_failures_per_account, v.login_max_failures_per_address, window),
         registrations: throttle::Throttle::new(
@@ -83,7 +84,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
         tokens,
         db,
         passwords,
-        metrics: metrics::Metrics::default(),
+        metrics,
         revocations,
     });
     spawn_revocation_refresh(state.clone());

@@ -1,48 +1,78 @@
-//! Counters in Prometheus text format. Plain atomics: the check path must not take a lock.
+//! The verifier's metrics, in its own prometheus-client registry: its counters, the password
+//! pool's gauges, and the per-route request counter and latency histogram shared with the
+//! backends ([`shopgate_core::metrics::HttpMetrics`]). The check path observes through handles
+//! made at start: atomics only, no lock and no allocation per request.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use http::Method;
+use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
+use shopgate_core::metrics::prometheus_client::metrics::family::Family;
+use shopgate_core::metrics::prometheus_client::registry::Registry;
+use shopgate_core::metrics::{self, HttpMetrics, RouteMetrics};
 
-#[derive(Default)]
+use crate::password::PasswordPool;
+use crate::routes::CHECK_PATH;
+
 pub struct Metrics {
-    pub verify_ok: AtomicU64,
-    pub verify_rejected: AtomicU64,
-    pub logins_ok: AtomicU64,
-    pub logins_failed: AtomicU64,
-    pub logins_throttled: AtomicU64,
-    pub registrations: AtomicU64,
-    pub hash_busy: AtomicU64,
-    pub revocation_refresh_failed: AtomicU64,
-    pub logouts: AtomicU64,
+    registry: Registry,
+    /// Every request but the check's, by route template, method and status.
+    pub http: HttpMetrics,
+    /// The check path's series, made at start.
+    pub check: RouteMetrics,
+    pub verify_ok: Counter,
+    pub verify_rejected: Counter,
+    pub logins_ok: Counter,
+    pub logins_failed: Counter,
+    pub logins_throttled: Counter,
+    pub registrations: Counter,
+    pub hash_busy: Counter,
+    pub revocation_refresh_failed: Counter,
+    pub logouts: Counter,
 }
 
 impl Metrics {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    pub fn new(passwords: &PasswordPool) -> Self {
+        let mut registry = Registry::default();
+        let http = HttpMetrics::register(&mut registry);
+        let check = http.route(CHECK_PATH, &Method::GET, &[200, 401]);
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let verify_ok = counter("shop_verify_ok", "Tokens accepted by the check path");
+        let verify_rejected = counter("shop_verify_rejected", "Tokens refused by the check path");
+        let logins_failed = counter("shop_login_failures", "Failed logins");
+        let logins_throttled = counter("shop_login_throttled", "Logins refused with 429");
+        let registrations = counter("shop_registrations", "Accounts created");
+        let hash_busy = counter("shop_hash_busy", "Password checks refused because the pool was full");
+        let revocation_refresh_failed = counter("shop_revocation_refresh_failures", "Revocation reloads that failed");
+        let logouts = counter("shop_logouts", "Tokens revoked by logout");
+        let logins = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register("shop_logins", "Successful logins", logins.clone());
+        let logins_ok = logins.get_or_create_owned(&[("result", "ok")]);
+        passwords.register_metrics(&mut registry);
+        Self {
+            registry,
+            http,
+            check,
+            verify_ok,
+            verify_rejected,
+            logins_ok,
+            logins_failed,
+            logins_throttled,
+            registrations,
+            hash_busy,
+            revocation_refresh_failed,
+            logouts,
+        }
     }
 
-    pub fn render(&self, hash_in_flight: usize, password_checks: u64) -> String {
-        let mut s = String::new();
-        let mut counter = |name: &str, help: &str, labels: &str, v: &AtomicU64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {}", v.load(Relaxed));
-        };
-        counter("shop_verify_ok_total", "Tokens accepted by the check path.", "", &self.verify_ok);
-        counter("shop_verify_rejected_total", "Tokens refused by the check path.", "", &self.verify_rejected);
-        counter("shop_logins_total", "Successful logins.", "{result=\"ok\"}", &self.logins_ok);
-        counter("shop_login_failures_total", "Failed logins.", "", &self.logins_failed);
-        counter("shop_login_throttled_total", "Logins refused with 429.", "", &self.logins_throttled);
-        counter("shop_registrations_total", "Accounts created.", "", &self.registrations);
-        counter("shop_hash_busy_total", "Password checks refused because the pool was full.", "", &self.hash_busy);
-        counter("shop_revocation_refresh_failures_total", "Revocation reloads that failed.", "", &self.revocation_refresh_failed);
-        counter("shop_logouts_total", "Tokens revoked by logout.", "", &self.logouts);
-        let _ = writeln!(
-            s,
-            "# HELP shop_password_checks_total Passwords checked against a hash (logins, password changes).\n# TYPE shop_password_checks_total counter\nshop_password_checks_total {password_checks}"
-        );
-        let _ = writeln!(
-            s,
-            "# HELP shop_hash_in_flight Password hashes running or queued.\n# TYPE shop_hash_in_flight gauge\nshop_hash_in_flight {hash_in_flight}"
-        );
-        s
+    pub fn inc(counter: &Counter) {
+        counter.inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        metrics::render(&self.registry)
     }
 }

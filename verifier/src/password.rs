@@ -13,6 +13,11 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version, ARGON2ID_IDENT};
+use shopgate_core::metrics::prometheus_client::collector::Collector;
+use shopgate_core::metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use shopgate_core::metrics::prometheus_client::metrics::counter::ConstCounter;
+use shopgate_core::metrics::prometheus_client::metrics::gauge::ConstGauge;
+use shopgate_core::metrics::prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -213,6 +218,24 @@ pub struct PasswordPool {
     dummy_hash: String,
 }
 
+/// The pool's own counts, as metrics.
+#[derive(Debug)]
+struct PoolMetrics {
+    in_flight: Arc<AtomicUsize>,
+    checks: Arc<AtomicU64>,
+}
+
+impl Collector for PoolMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let checks = ConstCounter::new(self.checks.load(Ordering::Relaxed));
+        let help = "Passwords checked against a hash (logins, password changes)";
+        checks.encode(encoder.encode_descriptor("shop_password_checks", help, None, checks.metric_type())?)?;
+        let in_flight = ConstGauge::new(i64::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let help = "Password hashes running or queued";
+        in_flight.encode(encoder.encode_descriptor("shop_hash_in_flight", help, None, in_flight.metric_type())?)
+    }
+}
+
 impl PasswordPool {
     pub fn new(workers: Option<usize>, queue: usize) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -240,6 +263,11 @@ impl PasswordPool {
     /// Password checks made since start.
     pub fn checks(&self) -> u64 {
         self.checks.load(Ordering::Relaxed)
+    }
+
+    /// Adds `shop_password_checks_total` and `shop_hash_in_flight` to `registry`, read at each scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(PoolMetrics { in_flight: self.in_flight.clone(), checks: self.checks.clone() }));
     }
 
     async fn run<T: Send + 'static>(&self, lane: Lane, job: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, ApiError> {

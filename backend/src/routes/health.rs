@@ -38,8 +38,5 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(state.shard_name().as_str()),
-    )
+    ([(header::CONTENT_TYPE, shopgate_core::metrics::CONTENT_TYPE)], state.metrics.render())
 }

@@ -7,6 +7,7 @@ mod errors;
 mod health;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod mysql;
 mod orders;
 mod overload;

@@ -7,7 +7,8 @@
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use crate::error::BEARER_CHALLENGE;
+use shopgate_core::http::BEARER_CHALLENGE;
+
 use crate::http::{empty, Body};
 use crate::metrics::Metrics;
 use crate::AppState;

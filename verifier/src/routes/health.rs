@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use serde_json::json;
+use shopgate_core::http::HttpError;
 
 use crate::http::{json, Body};
 use crate::AppState;
@@ -17,15 +18,14 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
     let ping = sqlx::query("SELECT 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(_)) => json(StatusCode::OK, &json!({"status": "ready"})),
-        _ => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": "unavailable", "message": "the auth database does not answer"}),
-        ),
+        _ => {
+            HttpError::Unavailable { code: "unavailable", message: "the auth database does not answer" }.into_response()
+        }
     }
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {
-    let mut resp = Response::new(Body::from(state.metrics.render(state.passwords.in_flight(), state.passwords.checks())));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    let mut resp = Response::new(Body::from(state.metrics.render()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(shopgate_core::metrics::CONTENT_TYPE));
     resp
 }
