@@ -78,9 +78,7 @@ impl HttpError {
     pub fn body(&self) -> ErrorBody {
         let (code, message): (&str, Cow<'_, str>) = match self {
             Self::BadRequest { code, message } => (code, message.as_ref().into()),
-            Self::Unauthorized => {
-                ("invalid_token", "the bearer token is missing, malformed, expired or revoked".into())
-            }
+            Self::Unauthorized => ("invalid_token", "missing, malformed, expired or revoked bearer token".into()),
             Self::NotFound(what) => ("not_found", (*what).into()),
             Self::MethodNotAllowed { .. } => (
                 "method_not_allowed",
