@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use shopgate_core::config::{DbUrl, ShardConfig};
+use shopgate_core::db::{self, Open};
+pub use shopgate_core::db::{is_unavailable, is_unique_violation, Dialect};
 use shopgate_core::UserId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::error::DatabaseError as _;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::Semaphore;
@@ -52,9 +53,6 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A read on the replica taking longer than this is retried on the primary.
 const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// MySQL/MariaDB: a statement waiting this long for a row lock fails (and the request gets 503)
-/// instead of waiting InnoDB's default 50 s.
-const LOCK_WAIT_SECONDS: u32 = 3;
 /// How long the replica probe may take before the replica counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A probe's verdict is reused for this long, so reads do not each pay for a probe.
@@ -72,25 +70,6 @@ const WRITE_PERMITS: u32 = u32::MAX >> 4;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
-
-/// The SQL dialect, where the two engines differ (upserts, transaction start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    MySql,
-}
-
-impl Dialect {
-    fn of(url: &DbUrl) -> anyhow::Result<Self> {
-        if url.is_sqlite() {
-            Ok(Self::Sqlite)
-        } else if url.is_mysql() {
-            Ok(Self::MySql)
-        } else {
-            anyhow::bail!("database URL {url} is neither sqlite: nor mysql:/mariadb:")
-        }
-    }
-}
 
 /// Why the schema could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -158,21 +137,16 @@ impl Db {
     /// Makes the pools without connecting: a database that is down at start is a 503 until it
     /// comes up, not a refusal to start. A URL of an unknown kind is refused here.
     pub fn connect(shard: &ShardConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
-        let dialect = Dialect::of(&shard.primary).context("shard primary")?;
-        let primary_url = match dialect {
-            Dialect::Sqlite => sqlite_create_if_missing(shard.primary.expose()),
-            Dialect::MySql => shard.primary.expose().to_owned(),
-        };
-        let primary =
-            checked_pool(&primary_url, dialect, ACQUIRE_TIMEOUT, Some(metrics.clone())).context("shard primary")?;
+        let (dialect, options) = db::connect_options(&shard.primary, Open::Create)
+            .with_context(|| format!("shard primary {}", shard.primary))?;
+        let primary = checked_pool(options, dialect, ACQUIRE_TIMEOUT, Some(metrics.clone()));
         let replica = match &shard.replica {
             None => None,
             Some(url) => {
-                let replica_dialect = Dialect::of(url).context("shard replica")?;
                 // A replica is never created: a missing one is down, and reads use the primary.
-                let pool = checked_pool(url.expose(), replica_dialect, REPLICA_ACQUIRE_TIMEOUT, Some(metrics.clone()))
-                    .context("shard replica")?;
+                let (dialect, options) =
+                    db::connect_options(url, Open::Existing).with_context(|| format!("shard replica {url}"))?;
+                let pool = checked_pool(options, dialect, REPLICA_ACQUIRE_TIMEOUT, Some(metrics.clone()));
                 metrics.replica_configured();
                 Some(Replica {
                     pool,
@@ -301,12 +275,7 @@ impl Db {
     /// and whose answer nobody read.
     pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
         let (pool, dialect) = (self.primary.clone(), self.dialect);
-        let begun = tokio::spawn(async move {
-            match dialect {
-                Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-                Dialect::MySql => pool.begin().await,
-            }
-        });
+        let begun = tokio::spawn(async move { db::begin_write(&pool, dialect).await });
         begun.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}")))))
     }
 
@@ -318,7 +287,7 @@ impl Db {
                 // WAL lets readers run beside the writer. It is stored in the file, so setting it
                 // once is enough; if another process holds the file right now, a later start will.
                 if let Err(e) = self.primary.execute("PRAGMA journal_mode = WAL").await {
-                    if matches!(sqlite_code(&e), Some(5 | 6)) {
+                    if matches!(db::sqlite_code(&e), Some(5 | 6)) {
                         tracing::warn!(error = %e, "could not switch the shard database to WAL yet");
                     } else {
                         return Err(e.into());
@@ -485,8 +454,9 @@ impl Db {
 /// The auth database (the verifier's), read here for revocations only; never created or migrated
 /// by a backend. Lazy like the shard's pools.
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
-    sqlx::any::install_default_drivers();
-    lazy_pool(url.expose(), Dialect::of(url)?, ACQUIRE_TIMEOUT).context("auth database")
+    let (dialect, options) =
+        db::connect_options(url, Open::Existing).with_context(|| format!("auth database {url}"))?;
+    Ok(checked_pool(options, dialect, ACQUIRE_TIMEOUT, None))
 }
 
 /// Sets `flag` when dropped, unless disarmed first: tells a spawned write its caller is gone.
@@ -531,7 +501,7 @@ pub async fn outside_transaction(conn: &mut AnyConnection, dialect: Dialect) -> 
             match sqlx::query_scalar::<_, i64>("SELECT @@in_transaction").fetch_one(&mut *conn).await {
                 Ok(open) => Ok(open == 0 && !conn.is_in_transaction()),
                 // MySQL proper has no @@in_transaction (error 1193): end whatever may be open.
-                Err(e) if mysql_code(&e) == Some(1193) => {
+                Err(e) if db::mysql_code(&e) == Some(1193) => {
                     conn.execute("ROLLBACK").await?;
                     Ok(!conn.is_in_transaction())
                 }
@@ -564,27 +534,16 @@ async fn check_handover(
     Ok(outside)
 }
 
-/// A pool that connects on first use, with the transaction check at both handovers (for a
-/// database other than the shard's own; [`Db`]'s pools also count what the check finds).
-pub fn lazy_pool(url: &str, dialect: Dialect, acquire_timeout: Duration) -> anyhow::Result<AnyPool> {
-    checked_pool(url, dialect, acquire_timeout, None)
-}
-
-/// [`lazy_pool`], counting connections found inside a transaction in `metrics`.
+/// A pool that connects on first use, with the transaction check at both handovers, counting the
+/// connections it finds inside a transaction in `metrics` if given.
 fn checked_pool(
-    url: &str,
+    options: AnyConnectOptions,
     dialect: Dialect,
     acquire_timeout: Duration,
     metrics: Option<Arc<Metrics>>,
-) -> anyhow::Result<AnyPool> {
-    // sqlx's Any driver knows the scheme `mysql:` only; `mariadb:` is the same protocol.
-    let url = match url.strip_prefix("mariadb:") {
-        Some(rest) => format!("mysql:{rest}"),
-        None => url.to_owned(),
-    };
-    let options: AnyConnectOptions = url.parse().context("invalid database URL")?;
+) -> AnyPool {
     let (on_acquire, on_release) = (metrics.clone(), metrics);
-    let pool = AnyPoolOptions::new()
+    AnyPoolOptions::new()
         .max_connections(10)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
@@ -599,72 +558,8 @@ fn checked_pool(
             let metrics = on_release.clone();
             Box::pin(async move { check_handover(conn, dialect, Handover::Release, metrics.as_deref()).await })
         })
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                match dialect {
-                    // sqlx's default too; said here because concurrent writers depend on it.
-                    Dialect::Sqlite => conn.execute("PRAGMA busy_timeout = 5000").await?,
-                    Dialect::MySql => {
-                        conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}").as_str())
-                            .await?
-                    }
-                };
-                Ok(())
-            })
-        })
-        .connect_lazy_with(options);
-    Ok(pool)
-}
-
-/// `sqlite:///x/shard.db` -> `sqlite:///x/shard.db?mode=rwc`, so the primary's file is created on
-/// first start. A URL with its own query string is left alone.
-pub fn sqlite_create_if_missing(url: &str) -> String {
-    if url.contains('?') {
-        url.to_owned()
-    } else {
-        format!("{url}?mode=rwc")
-    }
-}
-
-/// Whether a database error means "the database is not answering or refuses for now" (503)
-/// rather than "our query is wrong" (500).
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // Too many connections, access denied, unknown database, shutting down, lock wait
-                // timeout, deadlock, read-only, connection killed, query interrupted or timed out.
-                matches!(my.number(), 1040 | 1045 | 1049 | 1053 | 1205 | 1213 | 1290 | 1317 | 1836 | 1927 | 3024)
-                    || my.number() >= 2000 && my.number() < 3000
-            } else {
-                // BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
-                matches!(sqlite_code(e), Some(5 | 6 | 8 | 10 | 11 | 13 | 14 | 26))
-            }
-        }
-        _ => false,
-    }
-}
-
-/// The MySQL/MariaDB error number of `e`, if it is one.
-fn mysql_code(e: &sqlx::Error) -> Option<u16> {
-    e.as_database_error()?.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|my| my.number())
-}
-
-/// A duplicate key: on the idempotency row, a concurrent request with the same key won the race.
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
-}
-
-/// SQLite's primary result code (the low byte of the extended code), if `e` is a SQLite error.
-fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
-    let lite = e.as_database_error()?.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
-    Some(lite.code()?.parse::<i32>().ok()? & 0xff)
+        .after_connect(move |conn, _meta| Box::pin(async move { db::prepare_connection(conn, dialect).await }))
+        .connect_lazy_with(options)
 }
 
 pub use shopgate_core::time::{unix_now as now_secs, unix_now_ms as now_ms};
@@ -688,11 +583,5 @@ mod tests {
         assert!(!lite.is_empty());
         assert_eq!(lite, my, "migrations/sqlite and migrations/mysql must have the same versions and names");
         assert_eq!(SQLITE_MIGRATIONS.iter().count(), MYSQL_MIGRATIONS.iter().count());
-    }
-
-    #[test]
-    fn sqlite_primary_urls_create_the_file() {
-        assert_eq!(sqlite_create_if_missing("sqlite:///d/a.db"), "sqlite:///d/a.db?mode=rwc");
-        assert_eq!(sqlite_create_if_missing("sqlite:///d/a.db?mode=rw"), "sqlite:///d/a.db?mode=rw");
     }
 }

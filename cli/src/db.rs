@@ -10,17 +10,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use shopgate_core::config::DbUrl;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor as _, Transaction};
+pub use shopgate_core::db::Dialect;
+use shopgate_core::db::{self as core_db, Open};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Transaction};
 
 /// The bound on connecting and on each query.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    MySql,
-}
 
 /// One open database.
 pub struct Db {
@@ -41,36 +37,21 @@ pub struct DbError {
 impl Db {
     /// Connects to `url` (`what` names it in messages: "shard a's primary") and checks it answers.
     pub async fn connect(url: &DbUrl, what: &str) -> Result<Db, DbError> {
-        sqlx::any::install_default_drivers();
         let fail =
             |message: String| DbError { what: what.to_owned(), url: url.to_string(), message: scrub(&message, url) };
-        let (dialect, conn_url) = if url.is_sqlite() {
+        if url.is_sqlite() {
             let path = sqlite_path(url.expose());
             if !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists() {
                 return Err(fail(format!("the database file {path} does not exist (has the stack been started?)")));
             }
-            let u = url.expose();
-            (Dialect::Sqlite, if u.contains('?') { u.to_owned() } else { format!("{u}?mode=rw") })
-        } else if url.is_mysql() {
-            (Dialect::MySql, url.expose().replacen("mariadb:", "mysql:", 1))
-        } else {
-            return Err(fail("the URL is neither sqlite: nor mysql:/mariadb:".into()));
-        };
-        let options: AnyConnectOptions =
-            conn_url.parse().map_err(|e: sqlx::Error| fail(format!("invalid URL: {e}")))?;
+        }
+        let (dialect, options) = core_db::connect_options(url, Open::Existing).map_err(|e| fail(e.to_string()))?;
+        // The services write beside us: each connection waits for their locks rather than fail.
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
             .acquire_timeout(TIMEOUT)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // The services write beside us; wait for their locks rather than fail.
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _| Box::pin(async move { core_db::prepare_connection(conn, dialect).await }))
             .connect_lazy_with(options);
         let db = Db { pool, dialect, url: url.clone() };
         bounded(sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&db.pool)).await.map_err(|e| fail(e.to_string()))?;
@@ -80,10 +61,7 @@ impl Db {
     /// A write transaction. On SQLite `BEGIN IMMEDIATE`, so the write lock is held from the start
     /// and the transaction cannot fail half-way because a service wrote in between.
     pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::MySql => self.pool.begin().await,
-        }
+        core_db::begin_write(&self.pool, self.dialect).await
     }
 
     /// A driver error as one line, with any password scrubbed.

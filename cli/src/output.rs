@@ -123,22 +123,13 @@ pub fn money(cents: &Value) -> String {
     }
 }
 
-/// Unix seconds as RFC 3339 in UTC, `2026-01-02T03:04:05Z`.
-pub fn unix_time(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| secs.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     #[test]
-    fn money_and_time() {
+    fn money() {
         assert_eq!(super::money(&json!(1234)), "12.34");
         assert_eq!(super::money(&json!(-5)), "-0.05");
-        assert_eq!(super::unix_time(0), "1970-01-01T00:00:00Z");
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shopgate_core::config::DbUrl;
+use shopgate_core::db::{self, Open};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
@@ -161,11 +162,11 @@ impl Stack {
 
 /// A small pool on any of the stack's databases (SQLite or MySQL/MariaDB URLs).
 pub async fn pool(url: &DbUrl) -> AnyPool {
-    sqlx::any::install_default_drivers();
+    let (_, options) = db::connect_options(url, Open::Existing).unwrap_or_else(|e| panic!("{url}: {e}"));
     AnyPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&url.expose().replacen("mariadb:", "mysql:", 1))
+        .connect_with(options)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }

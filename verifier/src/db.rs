@@ -4,37 +4,35 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shopgate_core::config::DbUrl;
+use shopgate_core::db::{self, Dialect, Open};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
-/// Connects with bounded timeouts and brings the schema up to date.
+/// Connects with bounded timeouts and brings the schema up to date. The SQLite file is created if
+/// missing: the auth database is the verifier's own.
 pub async fn connect(url: &DbUrl) -> anyhow::Result<AnyPool> {
-    sqlx::any::install_default_drivers();
-    let (conn_url, migrator, max) = if url.is_sqlite() {
-        (sqlite_url(url.expose()), &SQLITE, 4)
-    } else if url.is_mysql() {
-        (url.expose().replacen("mariadb:", "mysql:", 1), &MYSQL, 16)
-    } else {
-        anyhow::bail!("database URL {url} is neither sqlite: nor mysql:");
+    let (dialect, options) =
+        db::connect_options(url, Open::Create).with_context(|| format!("the auth database {url}"))?;
+    let (migrator, max) = match dialect {
+        Dialect::Sqlite => (&SQLITE, 4),
+        Dialect::MySql => (&MYSQL, 16),
     };
-    let sqlite = url.is_sqlite();
     let pool = AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(3))
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                if sqlite {
-                    // WAL lets readers run beside the one writer; sqlx's default busy timeout
-                    // (5 s) makes concurrent writers wait instead of failing.
+                if dialect == Dialect::Sqlite {
+                    // WAL lets readers run beside the one writer.
                     sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
                 }
-                Ok(())
+                db::prepare_connection(conn, dialect).await
             })
         })
-        .connect(&conn_url)
+        .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to the auth database {url}"))?;
     // Several verifiers may start at once on one database. MySQL's migrator takes a lock; SQLite's
@@ -51,13 +49,4 @@ pub async fn connect(url: &DbUrl) -> anyhow::Result<AnyPool> {
             Err(e) => return Err(e).with_context(|| format!("migrating the auth database {url}")),
         }
     }
-}
-
-/// SQLite files are created if missing.
-pub fn sqlite_url(url: &str) -> String {
-    if url.contains("mode=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}mode=rwc")
 }

@@ -41,11 +41,11 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                ApiError::Unavailable(e)
-            }
-            other => ApiError::Unexpected(anyhow::Error::new(other).context("database")),
+        // The backends' rule too: the same database error is the same status from every service.
+        if shopgate_core::db::is_unavailable(&e) {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Unexpected(anyhow::Error::new(e).context("database"))
         }
     }
 }

@@ -44,11 +44,3 @@ pub async fn read_body(req: http::Request<Incoming>, media_type: &'static str) -
         Err(_) => Err(ApiError::Invalid { code: "invalid_request", message: "could not read the request body".into() }),
     }
 }
-
-/// RFC 3339 for a unix time in seconds.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::AnyPool;
 
-use super::{catalog, placeholders, rfc3339, users};
+use super::{catalog, placeholders, users};
 use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, now_secs, Dialect};
 use crate::domain::{unknown_product, IdempotencyKey, OrderLines};

@@ -2,6 +2,7 @@
 //! No password is ever stored here.
 
 use serde::Serialize;
+use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::{AnyConnection, AnyPool};
 
@@ -29,7 +30,7 @@ struct Row {
 
 impl From<Row> for Profile {
     fn from(r: Row) -> Self {
-        Self { id: r.id, email: r.email, is_active: r.is_active != 0, created_at: super::rfc3339(r.created_at) }
+        Self { id: r.id, email: r.email, is_active: r.is_active != 0, created_at: rfc3339(r.created_at) }
     }
 }
 

@@ -5,10 +5,11 @@
 //! token stays valid elsewhere.
 
 use serde_json::json;
+use shopgate_core::time::rfc3339;
 
 use crate::client::{now, Client, LoginInvalid};
 use crate::credentials;
-use crate::output::{out, print_json, unix_time, warn};
+use crate::output::{out, print_json, warn};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -64,7 +65,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     if let Revoked::No(why) = revoked {
         warn(format_args!(
             "the server did not revoke the token ({why}); it stays valid until {} unless revoked there",
-            unix_time(cred.expires_at)
+            rfc3339(cred.expires_at)
         ));
     }
     Ok(())

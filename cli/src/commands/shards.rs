@@ -8,12 +8,12 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::shardmap::BUCKETS;
-use shopgate_core::time::unix_now_ms as now_ms;
+use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
 use shopgate_core::UserId;
 use sqlx::Row as _;
 
 use crate::db::{bounded, Db, DbError, Dialect};
-use crate::output::{out, print_json, status_table, table, unix_time, Mark};
+use crate::output::{out, print_json, status_table, table, Mark};
 use crate::{stack, Context};
 
 #[derive(Subcommand, Debug)]
@@ -116,7 +116,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                     "replication_lag_source": s.lag.source(),
                     "users": s.users,
                     "orders": s.orders,
-                    "last_write": s.last_write.map(unix_time),
+                    "last_write": s.last_write.map(rfc3339),
                     "last_write_unix": s.last_write,
                     "error": s.problem,
                 })
@@ -146,7 +146,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                     count(s.users),
                     count(s.orders),
                     match (&s.last_write, &s.users) {
-                        (Some(t), _) => (unix_time(*t), Mark::Plain),
+                        (Some(t), _) => (rfc3339(*t), Mark::Plain),
                         (None, Some(_)) => ("never".into(), Mark::Plain),
                         (None, None) => ("?".into(), Mark::Plain),
                     },

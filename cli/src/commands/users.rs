@@ -10,13 +10,14 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shopgate_core::config::Config;
 use shopgate_core::shardmap::bucket;
+use shopgate_core::time::rfc3339;
 use shopgate_core::token::revoke_all_cutoff;
 use shopgate_core::{Email, UserId};
 use sqlx::Row as _;
 
 use crate::client::now;
 use crate::db::{bounded, Db};
-use crate::output::{out, print_json, table, unix_time, warn};
+use crate::output::{out, print_json, table, warn};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
@@ -223,7 +224,7 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
         let mut v =
             json!({"id": acct.id.get(), "email": acct.email, "is_active": active, "was_active": acct.is_active});
         if !active {
-            v["tokens_revoked_before"] = Value::from(unix_time(cutoff));
+            v["tokens_revoked_before"] = Value::from(rfc3339(cutoff));
             v["in_force_within_ms"] = Value::from(bound.as_millis() as u64);
         }
         print_json(&v);

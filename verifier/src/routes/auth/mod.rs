@@ -8,9 +8,9 @@ pub mod register;
 pub mod token;
 
 use serde::Serialize;
+use shopgate_core::time::rfc3339;
 
 use crate::error::ApiError;
-use crate::http::rfc3339;
 use crate::users::User;
 
 /// A user as the API shows it: never the hash.
