@@ -301,9 +301,7 @@ impl Db {
         let max_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders").fetch_one(&self.primary).await?;
         if self.replica.is_some() {
             // An earlier process's stamps stay older than ours, whatever the clock did since.
-            let stored: i64 = sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1")
-                .fetch_one(&self.primary)
-                .await?;
+            let stored = heartbeat(&self.primary).await?;
             self.stamps.observe(stored);
             self.beat().await?;
         }
@@ -389,8 +387,7 @@ impl Db {
 
     /// Asks the replica for its copy of the heartbeat; the caller holds `replica.probing`.
     async fn probe(&self, replica: &Replica) -> ReplicaState {
-        let beat = sqlx::query_scalar::<_, i64>("SELECT beat_ms FROM replication_heartbeat WHERE id = 1")
-            .fetch_one(&replica.pool);
+        let beat = heartbeat(&replica.pool);
         let state = match tokio::time::timeout(PROBE_TIMEOUT, beat).await {
             Ok(Ok(beat)) => {
                 // Measured against the last stamp we wrote, not the wall clock, so a primary that
@@ -449,6 +446,11 @@ impl Db {
             }
         }
     }
+}
+
+/// The last stamp of the heartbeat row in `db` (a primary or its replica), in unix milliseconds.
+pub async fn heartbeat(db: &AnyPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(db).await
 }
 
 /// The auth database (the verifier's), read here for revocations only; never created or migrated

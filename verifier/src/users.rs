@@ -76,3 +76,15 @@ pub async fn set_password(db: &AnyPool, id: UserId, hash: &str, tokens_valid_aft
         .await?;
     Ok(())
 }
+
+/// Lets the user log in or refuses them, with `tokens_valid_after` as the new revocation cut-off;
+/// false when there is no such user.
+pub async fn set_active(db: &AnyPool, id: UserId, active: bool, tokens_valid_after: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET is_active = ?, tokens_valid_after = ? WHERE id = ?")
+        .bind(i64::from(active))
+        .bind(tokens_valid_after)
+        .bind(id.as_i64())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

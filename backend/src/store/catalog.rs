@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use super::placeholders;
+use crate::db::Dialect;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({"id": 1, "name": "Books"}))]
@@ -36,8 +37,93 @@ pub struct ProductPage {
 
 const PRODUCT_COLUMNS: &str = "id, sku, name, category_id, price_cents, description";
 
-pub async fn categories(db: &AnyPool) -> sqlx::Result<Vec<Category>> {
+pub async fn categories<'e, E>(db: E) -> sqlx::Result<Vec<Category>>
+where
+    E: Executor<'e, Database = Any>,
+{
     sqlx::query_as("SELECT id, name FROM categories ORDER BY id").fetch_all(db).await
+}
+
+/// A category with the id given: shopctl's import settles ids once for every shard.
+pub async fn insert_category(conn: &mut AnyConnection, id: i64, name: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO categories (id, name) VALUES (?, ?)").bind(id).bind(name).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn count_products(db: &AnyPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(db).await
+}
+
+/// Every product's (id, sku).
+pub async fn skus(db: &AnyPool) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as("SELECT id, sku FROM products").fetch_all(db).await
+}
+
+/// A product as an import writes it; no description keeps the stored one on update.
+#[derive(Debug, Clone, Copy)]
+pub struct ProductUpsert<'a> {
+    pub id: i64,
+    pub sku: &'a str,
+    pub name: &'a str,
+    pub category_id: i64,
+    pub price_cents: i64,
+    pub description: Option<&'a str>,
+}
+
+/// Rows per INSERT: 6 parameters each, well under every engine's limit on bound parameters.
+const UPSERT_BATCH: usize = 500;
+
+/// Inserts `rows`, or updates the stored product of the same sku, in multi-row statements.
+pub async fn upsert_products(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    rows: &[ProductUpsert<'_>],
+) -> sqlx::Result<()> {
+    // Rows without a description keep the stored one on update, so they take another statement.
+    let (with, without): (Vec<_>, Vec<_>) = rows.iter().partition(|p| p.description.is_some());
+    for (group, has_description) in [(with, true), (without, false)] {
+        for batch in group.chunks(UPSERT_BATCH) {
+            upsert_batch(&mut *conn, dialect, batch, has_description).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn upsert_batch(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    batch: &[&ProductUpsert<'_>],
+    has_description: bool,
+) -> sqlx::Result<()> {
+    let (cols, one, updates) = if has_description {
+        (
+            "id, sku, name, category_id, price_cents, description",
+            "(?, ?, ?, ?, ?, ?)",
+            vec!["name", "category_id", "price_cents", "description"],
+        )
+    } else {
+        ("id, sku, name, category_id, price_cents", "(?, ?, ?, ?, ?)", vec!["name", "category_id", "price_cents"])
+    };
+    let values = vec![one; batch.len()].join(", ");
+    let set = match dialect {
+        Dialect::Sqlite => format!(
+            "ON CONFLICT (sku) DO UPDATE SET {}",
+            updates.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+        Dialect::MySql => format!(
+            "ON DUPLICATE KEY UPDATE {}",
+            updates.iter().map(|c| format!("{c} = VALUES({c})")).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let sql = format!("INSERT INTO products ({cols}) VALUES {values} {set}");
+    let mut q = sqlx::query(&sql);
+    for p in batch {
+        q = q.bind(p.id).bind(p.sku).bind(p.name).bind(p.category_id).bind(p.price_cents);
+        if has_description {
+            q = q.bind(p.description.unwrap_or_default());
+        }
+    }
+    q.execute(conn).await.map(|_| ())
 }
 
 pub async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Product>> {

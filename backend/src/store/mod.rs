@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod orders;
+pub mod shard;
 pub mod users;
 
 /// `?, ?, ?` for an `IN (...)` list of `n` values.

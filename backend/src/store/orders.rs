@@ -222,6 +222,11 @@ pub async fn find(db: &AnyPool, user: UserId, id: i64) -> sqlx::Result<Option<Or
     Ok(with_items(db, row.into_iter().collect()).await?.pop())
 }
 
+/// How many orders `user` has on this shard.
+pub async fn count_for_user(db: &AnyPool, user: UserId) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE user_id = ?").bind(user.as_i64()).fetch_one(db).await
+}
+
 /// Up to `limit` of `user`'s orders with ids below `before`, newest first, and the `before` of the
 /// next page if there is one.
 pub async fn page(

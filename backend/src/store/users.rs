@@ -58,6 +58,17 @@ pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64
     }
 }
 
+/// Sets the profile's `is_active` (shopctl's `users disable|enable` keeps it the same as the auth
+/// database's). No profile is no change.
+pub async fn set_active(db: &AnyPool, user: UserId, active: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET is_active = ? WHERE id = ?")
+        .bind(i64::from(active))
+        .bind(user.as_i64())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Creates the profile or refreshes its email, inside an order's transaction.
 pub async fn upsert(
     conn: &mut AnyConnection,

@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod metrics;
 mod mysql;
+mod operators;
 mod orders;
 mod overload;
 mod replica;

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use shopgate_backend::store::catalog::{self, ProductUpsert};
 use shopgate_core::config::Config;
-use sqlx::{Any, Row as _, Transaction};
 
 use crate::catalog_file::{self, Format, Product};
-use crate::db::{bounded, Db, Dialect};
+use crate::db::{bounded, Db};
 use crate::output::{note, out, print_json, table};
 use crate::{stack, Context};
 
-/// Rows per INSERT: 6 parameters each, well under every engine's limit on bound parameters.
+/// Rows written between two progress reports.
 const BATCH: usize = 500;
 
 #[derive(Subcommand, Debug)]
@@ -112,7 +112,7 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
             };
             anyhow::bail!("shard {name}: {}: that shard's import was rolled back, {written}", db.explain(&e));
         }
-        let count: i64 = bounded(sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(&db.pool))
+        let count = bounded(catalog::count_products(&db.pool))
             .await
             .map_err(|e| anyhow::anyhow!("shard {name}: counting products: {}", db.explain(&e)))?;
         per_shard.push((name.clone(), count));
@@ -157,17 +157,9 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
     let (mut max_product, mut max_category) = (0i64, 0i64);
     for (name, db) in shards {
         let read = async {
-            let p = bounded(sqlx::query("SELECT id, sku FROM products").fetch_all(&db.pool)).await?;
-            let c = bounded(sqlx::query("SELECT id, name FROM categories ORDER BY id").fetch_all(&db.pool)).await?;
-            let p = p
-                .iter()
-                .map(|r| Ok((r.try_get::<i64, _>("id")?, r.try_get::<String, _>("sku")?)))
-                .collect::<sqlx::Result<Vec<_>>>()?;
-            let c = c
-                .iter()
-                .map(|r| Ok((r.try_get::<i64, _>("id")?, r.try_get::<String, _>("name")?)))
-                .collect::<sqlx::Result<Vec<_>>>()?;
-            Ok::<_, sqlx::Error>((p, c))
+            let p = bounded(catalog::skus(&db.pool)).await?;
+            let c = bounded(catalog::categories(&db.pool)).await?;
+            Ok::<_, sqlx::Error>((p, c.into_iter().map(|c| (c.id, c.name))))
         };
         let (p, c) = read.await.map_err(|e| {
             anyhow::anyhow!("shard {name}: reading the catalog: {}; nothing was written", db.explain(&e))
@@ -240,65 +232,30 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
 /// One shard, one transaction: the categories it lacks, then the products in batches.
 async fn write_shard(db: &Db, products: &[Product], plan: &Plan, progress: &Progress) -> sqlx::Result<()> {
     let mut tx = db.begin_write().await?;
-    let have: Vec<i64> = sqlx::query_scalar("SELECT id FROM categories").fetch_all(&mut *tx).await?;
+    let have: Vec<i64> = catalog::categories(&mut *tx).await?.into_iter().map(|c| c.id).collect();
     for (name, id) in &plan.categories {
         if !have.contains(id) {
-            sqlx::query("INSERT INTO categories (id, name) VALUES (?, ?)")
-                .bind(id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            catalog::insert_category(&mut tx, *id, name).await?;
         }
     }
-    let rows: Vec<(i64, &Product)> = plan.product_ids.iter().copied().zip(products).collect();
-    // Rows without a description keep the stored one on update, so they take another statement.
-    let (with, without): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, p)| p.description.is_some());
-    for (group, has_description) in [(with, true), (without, false)] {
-        for batch in group.chunks(BATCH) {
-            upsert(&mut tx, db.dialect, batch, &plan.categories, has_description).await?;
-            progress.add(batch.len());
-        }
+    let rows: Vec<ProductUpsert<'_>> = plan
+        .product_ids
+        .iter()
+        .zip(products)
+        .map(|(&id, p)| ProductUpsert {
+            id,
+            sku: &p.sku,
+            name: &p.name,
+            category_id: plan.categories.get(&p.category).copied().unwrap_or_default(),
+            price_cents: p.price_cents,
+            description: p.description.as_deref(),
+        })
+        .collect();
+    for batch in rows.chunks(BATCH) {
+        catalog::upsert_products(&mut tx, db.dialect, batch).await?;
+        progress.add(batch.len());
     }
     tx.commit().await
-}
-
-async fn upsert(
-    tx: &mut Transaction<'static, Any>,
-    dialect: Dialect,
-    batch: &[(i64, &Product)],
-    categories: &BTreeMap<String, i64>,
-    has_description: bool,
-) -> sqlx::Result<()> {
-    let (cols, one, updates) = if has_description {
-        (
-            "id, sku, name, category_id, price_cents, description",
-            "(?, ?, ?, ?, ?, ?)",
-            vec!["name", "category_id", "price_cents", "description"],
-        )
-    } else {
-        ("id, sku, name, category_id, price_cents", "(?, ?, ?, ?, ?)", vec!["name", "category_id", "price_cents"])
-    };
-    let values = vec![one; batch.len()].join(", ");
-    let set = match dialect {
-        Dialect::Sqlite => format!(
-            "ON CONFLICT (sku) DO UPDATE SET {}",
-            updates.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ")
-        ),
-        Dialect::MySql => format!(
-            "ON DUPLICATE KEY UPDATE {}",
-            updates.iter().map(|c| format!("{c} = VALUES({c})")).collect::<Vec<_>>().join(", ")
-        ),
-    };
-    let sql = format!("INSERT INTO products ({cols}) VALUES {values} {set}");
-    let mut q = sqlx::query(&sql);
-    for (id, p) in batch {
-        let category = categories.get(&p.category).copied().unwrap_or_default();
-        q = q.bind(*id).bind(p.sku.as_str()).bind(p.name.as_str()).bind(category).bind(p.price_cents);
-        if has_description {
-            q = q.bind(p.description.as_deref().unwrap_or_default());
-        }
-    }
-    q.execute(&mut **tx).await.map(|_| ())
 }
 
 /// A progress bar on a terminal; plain lines on standard error otherwise (logs, CI, tests).

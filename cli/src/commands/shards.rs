@@ -6,6 +6,7 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
+use shopgate_backend::store::shard::{self, ForeignRow, PER_USER_TABLES};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::shardmap::BUCKETS;
 use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
@@ -189,15 +190,8 @@ async fn shard_status(shard: ShardConfig) -> ShardStatus {
         shard: shard.clone(),
     };
     if let Ok(p) = &primary {
-        let counts = async {
-            let users: i64 = bounded(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&p.pool)).await?;
-            let orders: i64 = bounded(sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&p.pool)).await?;
-            let last: Option<i64> =
-                bounded(sqlx::query_scalar("SELECT MAX(updated_at) FROM orders").fetch_one(&p.pool)).await?;
-            Ok::<_, sqlx::Error>((users, orders, last))
-        };
-        match counts.await {
-            Ok((u, o, l)) => (st.users, st.orders, st.last_write) = (Some(u), Some(o), l),
+        match bounded(shard::totals(&p.pool)).await {
+            Ok(t) => (st.users, st.orders, st.last_write) = (Some(t.users), Some(t.orders), t.last_write),
             Err(e) => st.problem = Some(format!("counting rows on the primary: {}", p.explain(&e))),
         }
     }
@@ -240,7 +234,7 @@ async fn replication_lag(replica: &Db, primary: Option<&Db>) -> Lag {
 }
 
 async fn heartbeat(db: &Db) -> sqlx::Result<i64> {
-    bounded(sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(&db.pool)).await
+    bounded(shopgate_backend::db::heartbeat(&db.pool)).await
 }
 
 // ---- check ----
@@ -255,13 +249,6 @@ struct Misplaced {
     owner: String,
 }
 
-/// The per-user tables: (table, id column, whether the id is text, user column).
-const USER_TABLES: &[(&str, &str, bool, &str)] = &[
-    ("users", "id", false, "id"),
-    ("orders", "id", false, "user_id"),
-    ("idempotency_keys", "idem_key", true, "user_id"),
-];
-
 async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()> {
     let mut misplaced = Vec::new();
     let mut counts = Vec::new();
@@ -274,47 +261,19 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
                 continue;
             }
         };
-        let owned: Vec<String> = (0..BUCKETS)
-            .filter(|&b| config.shard_map.owner_of_bucket(b) == Some(&shard.name))
-            .map(|b| b.to_string())
-            .collect();
-        // Bucket numbers are ours, not input, so they are written into the SQL as they are.
-        let foreign = |user_col: &str| {
-            if owned.is_empty() {
-                "1 = 1".to_owned()
-            } else {
-                format!("{user_col} <= 0 OR ({user_col} % {BUCKETS}) NOT IN ({})", owned.join(","))
-            }
-        };
-        for &(table, id_col, id_is_text, user_col) in USER_TABLES {
-            let cond = foreign(user_col);
-            let result = async {
-                let n: i64 = bounded(
-                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {cond}")).fetch_one(&db.pool),
-                )
-                .await?;
-                let rows = bounded(
-                    sqlx::query(&format!(
-                        "SELECT {id_col} AS row_id, {user_col} AS row_user FROM {table} WHERE {cond} ORDER BY {user_col} LIMIT {limit}"
-                    ))
-                    .fetch_all(&db.pool),
-                )
-                .await?;
-                let mut found = Vec::new();
-                for row in rows {
-                    let id = if id_is_text { row.try_get::<String, _>("row_id")? } else { row.try_get::<i64, _>("row_id")?.to_string() };
-                    let user_id: i64 = row.try_get("row_user")?;
-                    let owner = u64::try_from(user_id)
-                        .ok()
-                        .and_then(|u| UserId::new(u).ok())
-                        .map_or_else(|| "none (invalid user id)".to_owned(), |u| config.shard_map.shard_for(u).to_string());
-                    found.push(Misplaced { shard: shard.name.to_string(), table, id, user_id, owner });
-                }
-                Ok::<_, sqlx::Error>((n, found))
-            }
-            .await;
-            match result {
-                Ok((n, found)) => {
+        let owned: Vec<u16> =
+            (0..BUCKETS).filter(|&b| config.shard_map.owner_of_bucket(b) == Some(&shard.name)).collect();
+        for per_user in PER_USER_TABLES {
+            let table = per_user.table;
+            match bounded(shard::foreign_rows(&db.pool, per_user, &owned, limit)).await {
+                Ok((n, rows)) => {
+                    let found = rows.into_iter().map(|ForeignRow { id, user_id }| {
+                        let owner = u64::try_from(user_id).ok().and_then(|u| UserId::new(u).ok()).map_or_else(
+                            || "none (invalid user id)".to_owned(),
+                            |u| config.shard_map.shard_for(u).to_string(),
+                        );
+                        Misplaced { shard: shard.name.to_string(), table, id, user_id, owner }
+                    });
                     counts.push(json!({"shard": shard.name.as_str(), "table": table, "misplaced": n}));
                     misplaced.extend(found);
                 }

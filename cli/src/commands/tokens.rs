@@ -59,8 +59,8 @@ async fn revocation_cutoff(config: &shopgate_core::config::Config, user: UserId)
     let Ok(db) = crate::db::Db::connect(&config.verifier.database_url, "the auth database").await else {
         return 0;
     };
-    let q = sqlx::query_scalar::<_, i64>("SELECT tokens_valid_after FROM users WHERE id = ?").bind(user.as_i64());
-    let cutoff = crate::db::bounded(q.fetch_optional(&db.pool)).await.ok().flatten().unwrap_or(0);
+    let account = crate::db::bounded(shopgate_verifier::users::by_id(&db.pool, user)).await;
+    let cutoff = account.ok().flatten().map_or(0, |u| u.tokens_valid_after);
     db.close().await;
     cutoff
 }

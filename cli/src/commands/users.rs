@@ -8,12 +8,13 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
+use shopgate_backend::store::{orders, users as profiles};
 use shopgate_core::config::Config;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::token::revoke_all_cutoff;
 use shopgate_core::{Email, UserId};
-use sqlx::Row as _;
+use shopgate_verifier::users::{self, User};
 
 use crate::client::now;
 use crate::db::{bounded, Db};
@@ -53,37 +54,13 @@ fn parse_who(s: &str) -> Result<Who, UsageError> {
         .map_err(|e| UsageError(format!("{s:?} is neither a user id nor an email address ({e})")))
 }
 
-/// The account as the auth database has it.
-struct Account {
-    id: UserId,
-    email: String,
-    is_active: bool,
-    tokens_valid_after: i64,
-}
-
-async fn account(auth: &Db, who: &Who) -> anyhow::Result<Option<Account>> {
-    const COLUMNS: &str = "SELECT id, email, is_active, tokens_valid_after FROM users";
-    let row = match who {
-        Who::Id(id) => {
-            bounded(sqlx::query(&format!("{COLUMNS} WHERE id = ?")).bind(id.as_i64()).fetch_optional(&auth.pool)).await
-        }
-        Who::Email(e) => {
-            bounded(sqlx::query(&format!("{COLUMNS} WHERE email = ?")).bind(e.as_str()).fetch_optional(&auth.pool))
-                .await
-        }
+/// The account as the auth database (the verifier's) has it.
+async fn account(auth: &Db, who: &Who) -> anyhow::Result<Option<User>> {
+    match who {
+        Who::Id(id) => bounded(users::by_id(&auth.pool, *id)).await,
+        Who::Email(e) => bounded(users::by_email(&auth.pool, e)).await,
     }
-    .map_err(|e| anyhow::anyhow!("reading the auth database ({}): {}", auth.url, auth.explain(&e)))?;
-    let Some(row) = row else { return Ok(None) };
-    let read = || -> sqlx::Result<Account> {
-        let id: i64 = row.try_get("id")?;
-        Ok(Account {
-            id: UserId::new(u64::try_from(id).unwrap_or(0)).map_err(|e| sqlx::Error::Decode(e.into()))?,
-            email: row.try_get("email")?,
-            is_active: row.try_get::<i64, _>("is_active")? != 0,
-            tokens_valid_after: row.try_get("tokens_valid_after")?,
-        })
-    };
-    read().map(Some).map_err(|e| anyhow::anyhow!("reading the auth database ({}): {}", auth.url, auth.explain(&e)))
+    .map_err(|e| anyhow::anyhow!("reading the auth database ({}): {}", auth.url, auth.explain(&e)))
 }
 
 fn no_such_user(who: &Who) -> anyhow::Error {
@@ -136,14 +113,8 @@ async fn locate(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> 
         config.shard(shard_name.as_str()).ok_or_else(|| anyhow::anyhow!("shard {shard_name} is not in the config"))?;
     let db = Db::connect(&shard.primary, &format!("shard {shard_name}'s primary")).await?;
     let rows = async {
-        let profile = bounded(
-            sqlx::query("SELECT email, created_at FROM users WHERE id = ?").bind(id.as_i64()).fetch_optional(&db.pool),
-        )
-        .await?;
-        let orders: i64 = bounded(
-            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE user_id = ?").bind(id.as_i64()).fetch_one(&db.pool),
-        )
-        .await?;
+        let profile = bounded(profiles::find(&db.pool, id)).await?;
+        let orders = bounded(orders::count_for_user(&db.pool, id)).await?;
         Ok::<_, sqlx::Error>((profile.is_some(), orders))
     }
     .await
@@ -185,17 +156,11 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
     // in this very second must be revoked too. Logins after `enable` are stamped no earlier than
     // the cut-off, so they work at once.
     let cutoff = if active { acct.tokens_valid_after } else { revoke_all_cutoff(acct.tokens_valid_after, now()) };
-    let updated = bounded(
-        sqlx::query("UPDATE users SET is_active = ?, tokens_valid_after = ? WHERE id = ?")
-            .bind(i64::from(active))
-            .bind(cutoff)
-            .bind(acct.id.as_i64())
-            .execute(&auth.pool),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("updating the auth database ({}): {}", auth.url, auth.explain(&e)))?;
+    let updated = bounded(users::set_active(&auth.pool, acct.id, active, cutoff))
+        .await
+        .map_err(|e| anyhow::anyhow!("updating the auth database ({}): {}", auth.url, auth.explain(&e)))?;
     auth.close().await;
-    if updated.rows_affected() == 0 {
+    if !updated {
         return Err(no_such_user(&who));
     }
     // The shard's copy of the profile says the same, where there is one; the auth database is
@@ -204,16 +169,11 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
     if let Some(shard) = config.shard(shard_name.as_str()) {
         let mirrored = async {
             let db = Db::connect(&shard.primary, &format!("shard {shard_name}'s primary")).await?;
-            let r = bounded(
-                sqlx::query("UPDATE users SET is_active = ? WHERE id = ?")
-                    .bind(i64::from(active))
-                    .bind(acct.id.as_i64())
-                    .execute(&db.pool),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("shard {shard_name}: {}", db.explain(&e)));
+            let r = bounded(profiles::set_active(&db.pool, acct.id, active))
+                .await
+                .map_err(|e| anyhow::anyhow!("shard {shard_name}: {}", db.explain(&e)));
             db.close().await;
-            r.map(|_| ())
+            r
         };
         if let Err(e) = mirrored.await {
             warn(format_args!("the shard copy of the profile was not updated ({e:#}); the auth database is updated"));
