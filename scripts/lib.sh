@@ -71,13 +71,6 @@ wait_service() {
   die "$name did not pass its health check ($url) in ${secs}s: $(last_words "$log") (log: $log)"
 }
 
-# The development key: 32 random bytes as 64 hex characters, generated once, mode 0600.
-ensure_dev_key() {
-  local key=$1
-  [ -s "$key" ] && return 0
-  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$key")
-}
-
 profile_dir() { if [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"; else echo "$ROOT/target/release"; fi; }
 
 build_binaries() {

@@ -18,10 +18,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::order_id::OrderIdGen;
 
-/// A shard whose primary was down at start retries setting up its schema at most this often,
-/// driven by requests and `/readyz`.
-const RETRY_INIT_EVERY: Duration = Duration::from_secs(1);
-
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
@@ -39,6 +35,9 @@ pub struct Inner {
     pub revocations: Arc<Revocations>,
     auth_db: AnyPool,
     revocation_refresh: Duration,
+    /// A shard whose primary was down at start retries setting up its schema at most this often,
+    /// driven by requests and `/readyz` (`backend.init_retry_ms`).
+    init_retry_every: Duration,
     ready: AtomicBool,
     last_init_attempt: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -65,6 +64,7 @@ impl AppState {
             revocations: Arc::new(Revocations::new(&config.jwt)),
             auth_db: db::auth_pool(&config.verifier.database_url)?,
             revocation_refresh: config.verifier.revocation_refresh(),
+            init_retry_every: config.backend.init_retry(),
             ready: AtomicBool::new(false),
             last_init_attempt: tokio::sync::Mutex::new(None),
         })))
@@ -98,7 +98,8 @@ impl AppState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Ok once the schema is set up; until then tries (at most once a second) and answers 503.
+    /// Ok once the schema is set up; until then tries (at most once per `init_retry_every`) and
+    /// answers 503.
     pub async fn ensure_ready(&self) -> Result<(), ApiError> {
         if self.is_ready() {
             return Ok(());
@@ -109,7 +110,7 @@ impl AppState {
         if self.is_ready() {
             return Ok(());
         }
-        if last.is_some_and(|at| at.elapsed() < RETRY_INIT_EVERY) {
+        if last.is_some_and(|at| at.elapsed() < self.init_retry_every) {
             return Err(ApiError::NotReady);
         }
         let result = self.try_init().await;

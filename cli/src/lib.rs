@@ -69,6 +69,9 @@ pub enum Command {
     /// Mint tokens with the stack's key (operators and tests).
     #[command(subcommand)]
     Tokens(commands::tokens::TokensCommand),
+    /// Operators: write a stack config (what `scripts/up` runs).
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// nginx config generated from the stack config and shard map.
     #[command(subcommand)]
     Nginx(commands::nginx::NginxCommand),
@@ -96,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(c) => commands::users::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
+        Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Nginx(c) => commands::nginx::run(&ctx, c).await,
         Command::Openapi(a) => commands::openapi::run(a),
         Command::Completions(a) => commands::completions::run(a),

@@ -18,6 +18,10 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use serde::Deserialize;
 
+mod builder;
+
+pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+
 use crate::ids::ShardName;
 use crate::shardmap::{ShardMap, ShardMapError};
 use crate::token::{Claims, EdKeys, Hs256Key, KeyError, KeyFile, Keys, Policy, Verifier};
@@ -267,6 +271,10 @@ pub struct BackendConfig {
     pub idempotency_purge_batch: u32,
     #[serde(default = "default_purge_pause_ms")]
     pub idempotency_purge_pause_ms: u64,
+    /// A shard whose database was down at start tries to set up its schema again, driven by
+    /// requests and `/readyz`, at most this often; between tries they get 503 at once.
+    #[serde(default = "default_init_retry_ms")]
+    pub init_retry_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -279,6 +287,7 @@ impl Default for BackendConfig {
             idempotency_purge_every_seconds: default_purge_every(),
             idempotency_purge_batch: default_purge_batch(),
             idempotency_purge_pause_ms: default_purge_pause_ms(),
+            init_retry_ms: default_init_retry_ms(),
         }
     }
 }
@@ -298,6 +307,10 @@ impl BackendConfig {
 
     pub fn idempotency_purge_pause(&self) -> Duration {
         Duration::from_millis(self.idempotency_purge_pause_ms)
+    }
+
+    pub fn init_retry(&self) -> Duration {
+        Duration::from_millis(self.init_retry_ms)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -322,6 +335,9 @@ impl BackendConfig {
         }
         if self.idempotency_purge_pause_ms > 60_000 {
             return bad("idempotency_purge_pause_ms must be 0-60000");
+        }
+        if self.init_retry_ms > 600_000 {
+            return bad("init_retry_ms must be 0-600000");
         }
         Ok(())
     }
@@ -643,6 +659,9 @@ fn default_purge_batch() -> u32 {
 }
 fn default_purge_pause_ms() -> u64 {
     100
+}
+fn default_init_retry_ms() -> u64 {
+    1000
 }
 fn default_workers() -> String {
     "auto".into()

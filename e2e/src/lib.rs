@@ -9,7 +9,7 @@ pub mod cli;
 pub mod mariadb;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use shopgate_core::config::Config;
+use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
 use shopgate_core::token::{new_claims, KeyFile};
 use shopgate_core::UserId;
 
@@ -66,8 +66,9 @@ pub struct Options {
     pub eddsa: bool,
     /// The HS256 key file's content, instead of a random key.
     pub hs256_key: Option<String>,
-    /// More `key = value` lines for the `[verifier]` section.
-    pub verifier_extra: Vec<String>,
+    /// More settings by dotted key, as [`ConfigBuilder::set`] takes them:
+    /// `("verifier.hash_queue", "2")`.
+    pub settings: Vec<(&'static str, &'static str)>,
     /// `SHOP__…` config overrides, set for every process the stack runs (and its `shopctl`), e.g.
     /// MariaDB URLs from [`mariadb::Topology::overrides`].
     pub config_overrides: Vec<(String, String)>,
@@ -78,7 +79,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, verifier_extra: Vec::new(), config_overrides: Vec::new(), nginx_master: false }
+        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, settings: Vec::new(), config_overrides: Vec::new(), nginx_master: false }
     }
 }
 
@@ -125,58 +126,34 @@ impl Stack {
         set_mode(&root, 0o755)?;
         std::fs::create_dir_all(root.join("nginx"))?;
         set_mode(&root.join("nginx"), 0o755)?;
-        let key = rand_hex(32);
-        std::fs::write(root.join("jwt.key"), opts.hs256_key.clone().unwrap_or(key))?;
-        let jwt_section = if opts.eddsa {
-            let file = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
-            std::fs::write(root.join(KEYS_FILE), serde_json::to_string_pretty(&file)?)?;
-            format!("algorithm = \"EdDSA\"\nkeys_file = \"{KEYS_FILE}\"")
-        } else {
-            "key_file = \"jwt.key\"".to_owned()
-        };
-        let nginx_port = free_port();
-        let verifiers: Vec<String> = (0..opts.verifiers.max(1)).map(|_| format!("\"127.0.0.1:{}\"", free_port())).collect();
-        let (a, b) = (free_port(), free_port());
-        let config_text = format!(
-            r#"[nginx]
-listen = "127.0.0.1:{nginx_port}"
-prefix = "nginx"
-debug_headers = {debug}
-auth_cache_seconds = {cache}
-worker_processes = "1"
-
-[jwt]
-{jwt_section}
-
-[verifier]
-listen = [{verifiers}]
-database_url = "sqlite:auth.db"
-hash_workers = 1
-{verifier_extra}
-
-[shards.a]
-number = 0
-buckets = "even"
-listen = "127.0.0.1:{a}"
-primary = "sqlite:shard-a.db"
-
-[shards.b]
-number = 1
-buckets = "odd"
-listen = "127.0.0.1:{b}"
-primary = "sqlite:shard-b.db"
-"#,
-            debug = opts.debug_headers,
-            cache = opts.auth_cache_seconds,
-            verifiers = verifiers.join(", "),
-            verifier_extra = opts.verifier_extra.join("\n"),
-        );
+        let nginx = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let verifiers: Vec<SocketAddr> =
+            (0..opts.verifiers.max(1)).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let mut file = ConfigBuilder::new(nginx, &verifiers)
+            .shard("a", 0, "even", SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .shard("b", 1, "odd", SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .set("nginx.debug_headers", &opts.debug_headers.to_string())
+            .set("nginx.auth_cache_seconds", &opts.auth_cache_seconds.to_string())
+            .set("nginx.worker_processes", "\"1\"")
+            .set("verifier.hash_workers", "1");
+        for (key, value) in &opts.settings {
+            file = file.set(key, value);
+        }
+        if opts.eddsa {
+            let keys = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
+            std::fs::write(root.join(KEYS_FILE), serde_json::to_string_pretty(&keys)?)?;
+            file = file.eddsa(KEYS_FILE);
+        }
+        match &opts.hs256_key {
+            Some(key) => std::fs::write(root.join(DEV_KEY_FILE), key)?,
+            None => ensure_dev_key(&root.join(DEV_KEY_FILE))?,
+        }
         let config_path = root.join("shop.toml");
-        std::fs::write(&config_path, config_text)?;
+        file.write(&config_path)?;
         let config = Config::load_with_env(&config_path, opts.config_overrides.clone())?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let stack = Stack {
-            url: format!("http://127.0.0.1:{nginx_port}"),
+            url: format!("http://{nginx}"),
             dir,
             config_path,
             config,

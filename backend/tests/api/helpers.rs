@@ -8,7 +8,7 @@ use axum::body::Body;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use shopgate_backend::{build, router, serve, AppState};
-use shopgate_core::config::Config;
+use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 use tower::ServiceExt as _;
@@ -17,24 +17,6 @@ use tower::ServiceExt as _;
 pub const ANN: u64 = 42;
 pub const BOB: u64 = 1044;
 pub const ODD: u64 = 43;
-
-const CONFIG: &str = r#"
-[jwt]
-key_file = "jwt.key"
-[verifier]
-listen = ["127.0.0.1:1"]
-database_url = "sqlite:auth.db"
-[shards.a]
-number = 0
-buckets = "even"
-listen = "127.0.0.1:0"
-primary = "sqlite:shard-a.db"
-[shards.b]
-number = 1
-buckets = "odd"
-listen = "127.0.0.1:0"
-primary = "sqlite:shard-b.db"
-"#;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -58,10 +40,11 @@ pub async fn spawn_app_with(shard: &str, overrides: &[(&str, &str)]) -> TestApp 
         shopgate_core::service::init_logging("debug,sqlx=warn");
     }
     let dir = tempfile::tempdir().unwrap();
-    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(dir.path().join("jwt.key"), key).unwrap();
+    ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
     let path = dir.path().join("shop.toml");
-    std::fs::write(&path, CONFIG).unwrap();
+    // Port 0: the listener is bound below; the config's addresses are only read by nginx's render.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    ConfigBuilder::new(any, &[any]).shard("a", 0, "even", any).shard("b", 1, "odd", any).write(&path).unwrap();
     let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
     let config = Config::load_with_env(&path, env).unwrap();
     // The auth database, as the verifier creates it: the backend reads revocations from it.

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod completions;
+pub mod config;
 pub mod login;
 pub mod logout;
 pub mod nginx;

@@ -125,7 +125,7 @@ async fn password_guessing_meets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_guessing_address_meets_429_across_accounts() {
-    let stack = Stack::start_with(Options { verifier_extra: vec!["login_max_failures_per_address = 6".into()], ..Default::default() }).await;
+    let stack = Stack::start_with(Options { settings: vec![("verifier.login_max_failures_per_address", "6")], ..Default::default() }).await;
     let mut last = 0;
     for i in 0..8 {
         let r = stack.http.post(stack.api("/auth/token")).form(&[("username", format!("spray{i}@example.com").as_str()), ("password", "Guess-1!")]).send().await.unwrap();
@@ -139,7 +139,7 @@ async fn a_guessing_address_meets_429_across_accounts() {
 /// which makes unknown emails ~100x faster.
 #[tokio::test]
 async fn unknown_email_and_wrong_password_take_about_the_same_time() {
-    let stack = Stack::start_with(Options { verifier_extra: vec!["login_max_failures_per_account = 1000".into(), "login_max_failures_per_address = 1000".into()], ..Default::default() }).await;
+    let stack = Stack::start_with(Options { settings: vec![("verifier.login_max_failures_per_account", "1000"), ("verifier.login_max_failures_per_address", "1000")], ..Default::default() }).await;
     let email = format!("timing-{}@example.com", shopgate_e2e::rand_hex(4));
     stack.register(&email).await;
     let time = |user: String| {
@@ -164,7 +164,7 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
 
 #[tokio::test]
 async fn a_login_flood_gets_503_with_retry_after_and_the_check_path_still_answers() {
-    let stack = std::sync::Arc::new(Stack::start_with(Options { verifier_extra: vec!["hash_queue = 2".into(), "login_max_failures_per_address = 10000".into()], ..Default::default() }).await);
+    let stack = std::sync::Arc::new(Stack::start_with(Options { settings: vec![("verifier.hash_queue", "2"), ("verifier.login_max_failures_per_address", "10000")], ..Default::default() }).await);
     let token = stack.mint(30);
     let mut tasks = Vec::new();
     for i in 0..40 {

@@ -36,7 +36,7 @@ fn assert_retry_after(r: &reqwest::Response) {
 #[tokio::test]
 async fn a_burst_of_a_hundred_guesses_at_one_account_checks_at_most_the_limit() {
     let stack = Stack::start_with(Options {
-        verifier_extra: vec!["login_max_failures_per_account = 5".into(), "login_max_failures_per_address = 1000".into()],
+        settings: vec![("verifier.login_max_failures_per_account", "5"), ("verifier.login_max_failures_per_address", "1000")],
         ..Default::default()
     })
     .await;
@@ -68,7 +68,7 @@ async fn a_burst_of_a_hundred_guesses_at_one_account_checks_at_most_the_limit() 
 #[tokio::test]
 async fn a_burst_over_many_accounts_from_one_address_checks_at_most_the_address_limit() {
     let stack = Stack::start_with(Options {
-        verifier_extra: vec!["login_max_failures_per_address = 10".into()],
+        settings: vec![("verifier.login_max_failures_per_address", "10")],
         ..Default::default()
     })
     .await;
@@ -200,7 +200,7 @@ async fn a_backend_port_refuses_what_nginx_refuses() {
 #[tokio::test]
 async fn a_registration_flood_does_not_starve_logins() {
     let stack = Stack::start_with(Options {
-        verifier_extra: vec!["register_max_per_address = 10".into()],
+        settings: vec![("verifier.register_max_per_address", "10")],
         ..Default::default()
     })
     .await;
@@ -321,7 +321,7 @@ async fn well_known_passwords_are_refused_with_the_reason() {
 #[tokio::test]
 async fn x_real_ip_is_believed_only_from_the_trusted_proxy() {
     let stack = Stack::start_with(Options {
-        verifier_extra: vec!["login_max_failures_per_address = 3".into()],
+        settings: vec![("verifier.login_max_failures_per_address", "3")],
         ..Default::default()
     })
     .await;
