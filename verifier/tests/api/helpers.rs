@@ -6,25 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use shopgate_core::config::Config;
+use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
 use shopgate_verifier::AppState;
 
 /// A password the policy takes.
 pub const PASSWORD: &str = "Corr3ct-Horse!";
-
-const CONFIG: &str = r#"
-[jwt]
-key_file = "jwt.key"
-[verifier]
-listen = ["127.0.0.1:0"]
-database_url = "sqlite:auth.db"
-hash_workers = 1
-[shards.a]
-number = 0
-buckets = "all"
-listen = "127.0.0.1:1"
-primary = "sqlite:shard-a.db"
-"#;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -41,11 +27,14 @@ pub async fn spawn_app() -> TestApp {
         shopgate_core::service::init_logging("debug,sqlx=warn");
     }
     let dir = tempfile::tempdir().unwrap();
-    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(dir.path().join("jwt.key"), key).unwrap();
-    let path = dir.path().join("shop.toml");
-    std::fs::write(&path, CONFIG).unwrap();
-    let config = Config::load_with_env(&path, std::iter::empty::<(String, String)>()).unwrap();
+    ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+    // Port 0: the verifier is bound below; the other addresses are never reached.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = ConfigBuilder::new(any, &[any])
+        .shard("a", 0, "all", any)
+        .set("verifier.hash_workers", "1")
+        .write(&dir.path().join("shop.toml"))
+        .unwrap();
     let app = shopgate_verifier::build(config.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = app.local_addr();
     let state = app.state();
