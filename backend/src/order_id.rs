@@ -9,7 +9,8 @@
 //! (the primary key would refuse the second insert).
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use shopgate_core::time::unix_now_ms;
 
 /// 2025-01-01T00:00:00Z in unix milliseconds.
 pub const EPOCH_MS: u64 = 1_735_689_600_000;
@@ -34,8 +35,7 @@ impl OrderIdGen {
     }
 
     pub fn next(&self) -> i64 {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        self.next_at(now_ms)
+        self.next_at(u64::try_from(unix_now_ms()).unwrap_or(0))
     }
 
     /// The id for an order placed at `now_ms` (unix milliseconds).

@@ -113,8 +113,8 @@ pub struct TooManyRequests(pub ErrorBody);
 /// 503.
 #[derive(ToResponse)]
 #[response(
-    description = "A service or database behind the gateway is unavailable or saturated; retry shortly. nginx's own answer (`unavailable`), a saturated password pool (`busy`) and every 503 of a shard backend (`shard_unavailable`; `overloaded`: at capacity) carry `Retry-After`.",
-    headers(("Retry-After" = u64, description = "Seconds to wait, when given")),
+    description = "A service or database behind the gateway is unavailable or saturated; retry shortly. Every 503 carries `Retry-After`: nginx's own answer and the auth database unavailable (`unavailable`), a saturated password pool (`busy`), a shard's database unavailable (`shard_unavailable`) or the shard at capacity (`overloaded`).",
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
     example = json!({"error": "unavailable", "message": "a service behind the gateway is unavailable; retry shortly"})
 )]
 pub struct Unavailable(pub ErrorBody);

@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use shopgate_core::time::unix_now_ms;
 use shopgate_e2e::mariadb::Topology;
 use shopgate_e2e::Stack;
 use sqlx::MySqlPool;
@@ -591,8 +592,7 @@ async fn check_lag_is_real(topology: &Topology, stack: &Stack, max_lag: u64, pro
                 .fetch_one(&primary)
                 .await
                 .unwrap();
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-            let behind_ms = now_ms - beat;
+            let behind_ms = unix_now_ms() - beat;
             let lag = metric(stack, shard, "shop_replica_lag_seconds").await;
             if lag < 2.0 && behind_ms < 3_000 {
                 break;
