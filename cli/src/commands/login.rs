@@ -7,14 +7,7 @@ use crate::credentials::{self, Credential};
 use crate::output::{out, print_json};
 use crate::Context;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Your email address.
-    pub email: String,
-    /// Read the password from standard input instead of asking.
-    #[arg(long)]
-    pub password_stdin: bool,
-}
+pub use super::AccountArgs as Args;
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let password = super::read_password(args.password_stdin, "Password: ")?;

@@ -19,6 +19,16 @@ use std::io::{BufRead as _, IsTerminal as _};
 
 use anyhow::Context as _;
 
+/// `EMAIL [--password-stdin]`: the account, and where its password comes from (register, login).
+#[derive(clap::Args, Debug)]
+pub struct AccountArgs {
+    /// Your email address.
+    pub email: String,
+    /// Read the password from standard input instead of asking.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
 /// Reads a password from stdin (`--password-stdin`) or asks without echo on a terminal.
 pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     let pw = if from_stdin {
