@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sqlx::any::AnyConnectOptions;
+use sqlx::any::{AnyArguments, AnyConnectOptions};
 use sqlx::error::DatabaseError as _;
 use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
 
@@ -131,6 +131,19 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             }
         }
         _ => false,
+    }
+}
+
+/// Runs an `INSERT`: true if it stored the row, false if a unique or primary key already holds
+/// one (so concurrent inserts of the same key cannot both succeed, on either engine).
+pub async fn insert_unless_present<'q>(
+    db: &AnyPool,
+    insert: sqlx::query::Query<'q, Any, AnyArguments<'q>>,
+) -> sqlx::Result<bool> {
+    match insert.execute(db).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

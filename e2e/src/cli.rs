@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shopgate_core::config::DbUrl;
 use shopgate_core::db::{self, Open};
-use sqlx::any::AnyPoolOptions;
+use sqlx::pool::PoolOptions;
 use sqlx::AnyPool;
 
 use crate::Stack;
@@ -163,12 +163,22 @@ impl Stack {
 /// A small pool on any of the stack's databases (SQLite or MySQL/MariaDB URLs).
 pub async fn pool(url: &DbUrl) -> AnyPool {
     let (_, options) = db::connect_options(url, Open::Existing).unwrap_or_else(|e| panic!("{url}: {e}"));
-    AnyPoolOptions::new()
-        .max_connections(1)
+    test_pool(options, 1, &url.to_string()).await
+}
+
+/// A pool of at most `max` connections for a test, waiting up to 10 s for one; `what` names the
+/// database if it cannot be reached.
+pub async fn test_pool<DB: sqlx::Database>(
+    options: <DB::Connection as sqlx::Connection>::Options,
+    max: u32,
+    what: &str,
+) -> sqlx::Pool<DB> {
+    PoolOptions::new()
+        .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+        .unwrap_or_else(|e| panic!("connecting to {what}: {e}"))
 }
 
 /// One integer from a query.

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::Options;
@@ -146,12 +146,7 @@ impl Topology {
     pub async fn admin(&self, instance: &str) -> MySqlPool {
         let options: MySqlConnectOptions =
             self.admin_url(instance).parse().unwrap_or_else(|e| panic!("admin URL of {instance}: {e}"));
-        MySqlPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {instance} as admin: {e}"))
+        crate::cli::test_pool(options, 4, &format!("{instance} as admin")).await
     }
 
     /// SIGKILLs one instance through `scripts/mariadb kill` and returns once it is gone.

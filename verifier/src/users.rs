@@ -1,5 +1,6 @@
 //! The users table: the only repository the auth API needs.
 
+use shopgate_core::db::insert_unless_present;
 use shopgate_core::{Email, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row as _};
@@ -36,18 +37,15 @@ pub enum Created {
 }
 
 pub async fn create(db: &AnyPool, email: &Email, password_hash: &str, now: i64) -> Result<Created, sqlx::Error> {
-    let result = sqlx::query("INSERT INTO users (email, password_hash, is_active, is_admin, created_at) VALUES (?, ?, 1, 0, ?)")
+    let insert = sqlx::query("INSERT INTO users (email, password_hash, is_active, is_admin, created_at) VALUES (?, ?, 1, 0, ?)")
         .bind(email.as_str())
         .bind(password_hash)
-        .bind(now)
-        .execute(db)
-        .await;
-    match result {
-        // Read back by the unique email: the Any driver reports no insert id for SQLite.
-        Ok(_) => by_email(db, email).await?.map(Created::Ok).ok_or(sqlx::Error::RowNotFound),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Created::DuplicateEmail),
-        Err(e) => Err(e),
+        .bind(now);
+    if !insert_unless_present(db, insert).await? {
+        return Ok(Created::DuplicateEmail);
     }
+    // Read back by the unique email: the Any driver reports no insert id for SQLite.
+    by_email(db, email).await?.map(Created::Ok).ok_or(sqlx::Error::RowNotFound)
 }
 
 pub async fn by_email(db: &AnyPool, email: &Email) -> Result<Option<User>, sqlx::Error> {

@@ -2,11 +2,12 @@
 //! No password is ever stored here.
 
 use serde::Serialize;
+use shopgate_core::db::insert_unless_present;
 use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::{AnyConnection, AnyPool};
 
-use crate::db::{is_unique_violation, Dialect};
+use crate::db::Dialect;
 
 /// The caller's profile on their shard: the id of the auth database, the email from the token.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -45,17 +46,11 @@ pub async fn find(db: &AnyPool, user: UserId) -> sqlx::Result<Option<Profile>> {
 /// Creates the profile unless it exists; true if this call created it. Portable: the primary key
 /// decides, so two concurrent calls cannot both create.
 pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
-    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
+    let insert = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
         .bind(user.as_i64())
         .bind(email)
-        .bind(now)
-        .execute(db)
-        .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(e) if is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
+        .bind(now);
+    insert_unless_present(db, insert).await
 }
 
 /// Sets the profile's `is_active` (shopctl's `users disable|enable` keeps it the same as the auth
