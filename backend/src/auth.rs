@@ -17,11 +17,11 @@ use shopgate_core::UserId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub const USER_ID_HEADER: &str = "x-user-id";
+pub(crate) const USER_ID_HEADER: &str = "x-user-id";
 
 /// An authenticated user of this shard.
 #[derive(Debug, Clone)]
-pub struct AuthUser {
+pub(crate) struct AuthUser {
     pub id: UserId,
     /// From the token's claims, as the verifier issued it.
     pub email: String,
@@ -50,7 +50,7 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// The checks, apart from HTTP plumbing; the error is a reason label for logs and metrics.
-pub fn authenticate(headers: &HeaderMap, verifier: &Verifier, now: i64) -> Result<Verified, &'static str> {
+pub(crate) fn authenticate(headers: &HeaderMap, verifier: &Verifier, now: i64) -> Result<Verified, &'static str> {
     let authorization = single(headers, header::AUTHORIZATION.as_str()).map_err(|()| "several_authorization")?;
     let token = bearer(authorization).map_err(TokenError::label)?;
     let verified = verifier.verify(token, now).map_err(TokenError::label)?;

@@ -25,7 +25,7 @@
 //! takes it back ([`outside_transaction`]); one found inside a transaction is closed, which rolls
 //! the transaction back, and counted in `shop_db_leaked_transactions_total`.
 
-pub mod replica;
+pub(crate) mod replica;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::seed;
 
 /// How long a request waits for a primary connection, connecting included, before it gets 503.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The same for the replica: shorter, since a read that cannot get one goes to the primary.
 const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A read on the replica taking longer than this is retried on the primary.
@@ -60,7 +60,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// While reads fall back to the primary, the warning is repeated this often.
 const WARN_AGAIN_EVERY: Duration = Duration::from_secs(10);
 /// How often the primary's heartbeat row is stamped (when a replica is configured).
-pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Users tracked for read-your-writes before the map is pruned.
 const MAX_TRACKED_WRITERS: usize = 100_000;
 /// At shutdown, writes still running get this long to finish before the pools close.
@@ -73,7 +73,7 @@ static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// Why the schema could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     /// The primary did not answer; worth retrying.
     #[error("primary unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -174,7 +174,7 @@ impl Db {
         self.dialect
     }
 
-    pub fn has_replica(&self) -> bool {
+    pub(crate) fn has_replica(&self) -> bool {
         self.replica.is_some()
     }
 
@@ -187,7 +187,7 @@ impl Db {
     /// write `user` made, else the primary. If it was sent to the
     /// replica and the replica does not answer (an unavailable error, or no answer within
     /// [`REPLICA_READ_TIMEOUT`]), the replica counts as down and `query` runs again on the primary.
-    pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> sqlx::Result<T>
+    pub(crate) async fn read<T, F, Fut>(&self, user: UserId, query: F) -> sqlx::Result<T>
     where
         F: Fn(AnyPool) -> Fut,
         Fut: Future<Output = sqlx::Result<T>>,
@@ -226,7 +226,7 @@ impl Db {
 
     /// Records that `user` just committed a write, so their reads stay on the primary until the
     /// replica has applied it. Call after the commit.
-    pub fn note_write(&self, user: UserId) {
+    pub(crate) fn note_write(&self, user: UserId) {
         if self.replica.is_some() {
             self.marks.note(user, self.stamps.current());
         }
@@ -281,7 +281,7 @@ impl Db {
 
     /// Creates or updates the schema, seeds the demo catalog if it is empty and returns the
     /// largest order id stored (0 if none), for the order id generator.
-    pub async fn init(&self) -> Result<i64, InitError> {
+    pub(crate) async fn init(&self) -> Result<i64, InitError> {
         match self.dialect {
             Dialect::Sqlite => {
                 // WAL lets readers run beside the writer. It is stored in the file, so setting it
@@ -313,7 +313,7 @@ impl Db {
     /// before that task starts), so the row only moves forward. It is one autocommit statement on
     /// a connection the pool has just checked to be outside any transaction, so it commits at
     /// once and never leaves a transaction open (which would fake a growing lag).
-    pub async fn beat(&self) -> sqlx::Result<()> {
+    pub(crate) async fn beat(&self) -> sqlx::Result<()> {
         let stamp = self.stamps.next();
         sqlx::query("UPDATE replication_heartbeat SET beat_ms = ? WHERE id = 1")
             .bind(stamp)
@@ -325,7 +325,7 @@ impl Db {
 
     /// Probes the replica now (the heartbeat task does, each beat), so the lag in `/metrics` and
     /// the verdict reads use stay fresh without a read paying for the probe.
-    pub async fn refresh_replica(&self) {
+    pub(crate) async fn refresh_replica(&self) {
         if let Some(replica) = &self.replica {
             let _probing = replica.probing.lock().await;
             self.probe(replica).await;
@@ -333,12 +333,12 @@ impl Db {
     }
 
     /// The replica's state as last probed, or `None` without a replica (or before any probe).
-    pub fn replica_state_now(&self) -> Option<ReplicaState> {
+    pub(crate) fn replica_state_now(&self) -> Option<ReplicaState> {
         self.replica.as_ref().and_then(Replica::verdict).map(|v| v.state)
     }
 
     /// Ok if the primary answers `SELECT 1` within `within` (a timeout is `PoolTimedOut`).
-    pub async fn ping_primary(&self, within: Duration) -> sqlx::Result<()> {
+    pub(crate) async fn ping_primary(&self, within: Duration) -> sqlx::Result<()> {
         let ping = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.primary);
         match tokio::time::timeout(within, ping).await {
             Ok(Ok(_)) => Ok(()),
@@ -478,13 +478,13 @@ impl Drop for SetOnDrop {
 
 /// Where the pool checks a connection: as it hands one out, or as one comes back.
 #[derive(Debug, Clone, Copy)]
-pub enum Handover {
+pub(crate) enum Handover {
     Acquire,
     Release,
 }
 
 impl Handover {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Acquire => "acquire",
             Self::Release => "release",
@@ -496,7 +496,7 @@ impl Handover {
 /// server, not sqlx's own bookkeeping (which is what a cancelled `BEGIN` leaves wrong):
 /// MariaDB's `@@in_transaction`; on SQLite, whose open transaction no SQL reports, a `ROLLBACK`,
 /// which fails when there is none (and ends one if there was).
-pub async fn outside_transaction(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<bool> {
+pub(crate) async fn outside_transaction(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<bool> {
     match dialect {
         Dialect::MySql => {
             // A ROLLBACK queued by a dropped transaction runs first: it is flushed before this.

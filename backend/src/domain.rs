@@ -10,14 +10,14 @@ use crate::error::ApiError;
 
 /// The `Idempotency-Key` header: 1-128 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
+pub(crate) struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    pub const HEADER: &'static str = "idempotency-key";
-    pub const MAX_LEN: usize = 128;
+    pub(crate) const HEADER: &'static str = "idempotency-key";
+    pub(crate) const MAX_LEN: usize = 128;
 
     /// `None` when the header is absent; 400 when it is malformed or sent twice.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
         let mut values = headers.get_all(Self::HEADER).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -50,16 +50,16 @@ impl IdempotencyKey {
 /// What an order asks for: products and quantities, merged per product and sorted by product id.
 /// Prices are not part of it: they come from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderLines(Vec<(i64, i64)>);
+pub(crate) struct OrderLines(Vec<(i64, i64)>);
 
 impl OrderLines {
-    pub const MAX_ITEMS: usize = 100;
+    pub(crate) const MAX_ITEMS: usize = 100;
     /// Per product, after merging: splitting a product over several lines does not raise it.
-    pub const MAX_QUANTITY: i64 = 1000;
+    pub(crate) const MAX_QUANTITY: i64 = 1000;
     /// Units in the whole order.
-    pub const MAX_UNITS: i64 = 10_000;
+    pub(crate) const MAX_UNITS: i64 = 10_000;
     /// The order's total (the store checks it once prices are known): $10,000,000.
-    pub const MAX_TOTAL_CENTS: i64 = 1_000_000_000;
+    pub(crate) const MAX_TOTAL_CENTS: i64 = 1_000_000_000;
 
     /// `items` as sent: (product_id, quantity). 1-100 items, each quantity 1-1000; a product
     /// listed twice is one line with the quantities added, and that sum is held to the same 1000;
@@ -102,16 +102,16 @@ impl OrderLines {
         Ok(Self(merged.into_iter().collect()))
     }
 
-    pub fn lines(&self) -> &[(i64, i64)] {
+    pub(crate) fn lines(&self) -> &[(i64, i64)] {
         &self.0
     }
 
-    pub fn product_ids(&self) -> Vec<i64> {
+    pub(crate) fn product_ids(&self) -> Vec<i64> {
         self.0.iter().map(|(p, _)| *p).collect()
     }
 
     /// A digest of the merged request: a retry under the same Idempotency-Key must have the same.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let mut canonical = String::from("v1");
         for (p, q) in &self.0 {
             let _ = write!(canonical, ";{p}x{q}");
@@ -124,7 +124,7 @@ impl OrderLines {
     }
 }
 
-pub fn unknown_product(product_id: i64) -> ApiError {
+pub(crate) fn unknown_product(product_id: i64) -> ApiError {
     ApiError::unprocessable("unknown_product", format!("product {product_id} does not exist"))
 }
 

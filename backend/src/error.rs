@@ -59,7 +59,7 @@ impl ApiError {
         Self::BadRequest { code, message: message.into() }
     }
 
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::Unprocessable { code, message: message.into() }
     }
 

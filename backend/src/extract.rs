@@ -13,7 +13,7 @@ use crate::error::ApiError;
 
 /// A JSON body, which must be an object. Syntax errors, wrong types (an array for an object too),
 /// missing or unknown fields: 400; no JSON content type: 415; over the body limit: 413.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -38,7 +38,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 }
 
 /// A path parameter. One that does not parse (`/api/orders/abc`) names nothing: 404.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
@@ -52,7 +52,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 }
 
 /// A query string. One that does not parse: 400.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -69,7 +69,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// (`2.0`). JSON does not tell the two apart, nor does JSON Schema (its `integer` includes `2.0`),
 /// and some clients write every number as a float. `2.5`, an integer outside i64, or a float
 /// past 2^53 (where a float no longer names one integer) is refused as a wrong type.
-pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     use serde::de::{Error, Unexpected, Visitor};
 
     struct Whole;
@@ -98,7 +98,7 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 }
 
 /// An optional integer query parameter in `lo..=hi`; empty (`?limit=`) counts as absent.
-pub fn int_param(name: &str, raw: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+pub(crate) fn int_param(name: &str, raw: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };

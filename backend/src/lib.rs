@@ -7,18 +7,18 @@
 //! [`build`] binds the listener and sets up the database; [`serve`] runs until a shutdown future
 //! completes; [`router`] is the whole HTTP surface, usable without a socket in tests.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod db;
-pub mod domain;
-pub mod error;
-pub mod extract;
+pub(crate) mod domain;
+pub(crate) mod error;
+pub(crate) mod extract;
 pub mod metrics;
-pub mod middleware;
+pub(crate) mod middleware;
 pub mod openapi;
-pub mod order_id;
-pub mod purge;
-pub mod routes;
-pub mod seed;
+pub(crate) mod order_id;
+pub(crate) mod purge;
+pub(crate) mod routes;
+pub(crate) mod seed;
 pub mod state;
 pub mod store;
 
@@ -42,13 +42,13 @@ pub use crate::state::AppState;
 /// Request bodies larger than this get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How often the JWT key file is checked for a change.
-pub const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// An `/api` request still running after this gets 503; below nginx's 10 s proxy_read_timeout.
 /// Its time in the admission queue counts. A write it started runs on to its end regardless.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a starting backend waits for its first load of revocations before serving anyway
 /// (authenticated requests get 503 until one load succeeds).
-pub const FIRST_REVOCATION_LOAD: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_REVOCATION_LOAD: Duration = Duration::from_secs(5);
 /// After the shutdown signal, in-flight requests get this long before connections are dropped.
 pub const SHUTDOWN_DEADLINE: Duration = shopgate_core::service::STOP_DEADLINE;
 

@@ -140,31 +140,31 @@ impl Metrics {
 
     /// One answered request: its route template (or [`metrics::UNMATCHED`]), method, status and
     /// latency since `started`.
-    pub fn request(&self, route: &str, method: &axum::http::Method, status: u16, started: Instant) {
+    pub(crate) fn request(&self, route: &str, method: &axum::http::Method, status: u16, started: Instant) {
         self.http.observe(route, method, status, started);
     }
 
-    pub fn auth_failure(&self, reason: &'static str) {
+    pub(crate) fn auth_failure(&self, reason: &'static str) {
         self.auth_failures.get_or_create(&[("reason", reason)]).inc();
     }
 
-    pub fn replica_fallback(&self) {
+    pub(crate) fn replica_fallback(&self) {
         self.replica_fallback.inc();
     }
 
-    pub fn replica_read(&self) {
+    pub(crate) fn replica_read(&self) {
         self.replica_reads.inc();
     }
 
-    pub fn own_write_read(&self) {
+    pub(crate) fn own_write_read(&self) {
         self.own_write_reads.inc();
     }
 
-    pub fn replica_configured(&self) {
+    pub(crate) fn replica_configured(&self) {
         self.replica.configured.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_replica(&self, state: ReplicaState) {
+    pub(crate) fn set_replica(&self, state: ReplicaState) {
         let code = match state {
             ReplicaState::Usable { .. } => 1,
             ReplicaState::Lagging { .. } => 2,
@@ -174,15 +174,15 @@ impl Metrics {
         self.replica.lag_ms.store(state.lag_ms().unwrap_or(-1), Ordering::Relaxed);
     }
 
-    pub fn order_created(&self) {
+    pub(crate) fn order_created(&self) {
         self.orders_created.inc();
     }
 
-    pub fn idempotent_replay(&self) {
+    pub(crate) fn idempotent_replay(&self) {
         self.idempotent_replays.inc();
     }
 
-    pub fn leaked_transaction(&self, at: Handover) {
+    pub(crate) fn leaked_transaction(&self, at: Handover) {
         match at {
             Handover::Acquire => &self.leaked_on_acquire,
             Handover::Release => &self.leaked_on_release,
@@ -195,7 +195,7 @@ impl Metrics {
         self.leaked_on_acquire.get() + self.leaked_on_release.get()
     }
 
-    pub fn write_outlived_request(&self) {
+    pub(crate) fn write_outlived_request(&self) {
         self.writes_outlived_request.inc();
     }
 
@@ -208,7 +208,7 @@ impl Metrics {
     }
 
     /// One more (`delta` 1) or one fewer (-1) `/api` request in flight.
-    pub fn in_flight(&self, delta: i64) {
+    pub(crate) fn in_flight(&self, delta: i64) {
         self.requests_in_flight.inc_by(delta);
     }
 

@@ -51,7 +51,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
-pub async fn require_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match state.ensure_ready().await {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -60,7 +60,7 @@ pub async fn require_ready(State(state): State<AppState>, req: Request, next: Ne
 
 /// Bounds every `/api` request: pool timeouts cover a database that refuses connections, this
 /// covers one that accepts them and then hangs (a frozen host, a lock held elsewhere).
-pub async fn deadline(req: Request, next: Next) -> Response {
+pub(crate) async fn deadline(req: Request, next: Next) -> Response {
     match tokio::time::timeout(crate::REQUEST_DEADLINE, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::DeadlineExceeded.into_response(),
@@ -70,7 +70,7 @@ pub async fn deadline(req: Request, next: Next) -> Response {
 /// The backend's capacity: slots for requests being worked on, and a bounded, time-limited queue
 /// for a slot. A request it turns away costs no database work and answers at once, so a backend
 /// past its capacity stays responsive and recovers by itself when the load drops.
-pub struct Admission {
+pub(crate) struct Admission {
     slots: Semaphore,
     queued: AtomicUsize,
     max_queued: usize,
@@ -113,7 +113,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
+pub(crate) async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
     let slot = match admission.slots.try_acquire() {
         Ok(slot) => slot,
         Err(_) => {

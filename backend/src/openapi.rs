@@ -48,22 +48,22 @@ pub struct ApiDoc;
 
 /// `GET /api/products`.
 #[derive(Serialize, ToSchema)]
-pub struct ProductList {
-    pub products: Vec<Product>,
+pub(crate) struct ProductList {
+    pub(crate) products: Vec<Product>,
 }
 
 /// `GET /api/categories`.
 #[derive(Serialize, ToSchema)]
-pub struct CategoryList {
-    pub categories: Vec<Category>,
+pub(crate) struct CategoryList {
+    pub(crate) categories: Vec<Category>,
 }
 
 /// `GET /api/orders`: newest first.
 #[derive(Serialize, ToSchema)]
-pub struct OrderPage {
+pub(crate) struct OrderPage {
     pub orders: Vec<Order>,
     /// Pass as `before` for the next page; `null` on the last one.
-    pub next_before: Option<i64>,
+    pub(crate) next_before: Option<i64>,
 }
 
 #[cfg(test)]

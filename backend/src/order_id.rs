@@ -13,11 +13,11 @@ use std::sync::Mutex;
 use shopgate_core::time::unix_now_ms;
 
 /// 2025-01-01T00:00:00Z in unix milliseconds.
-pub const EPOCH_MS: u64 = 1_735_689_600_000;
+pub(crate) const EPOCH_MS: u64 = 1_735_689_600_000;
 /// Shard numbers are 0..SHARD_SLOTS (config checks 0-63).
-pub const SHARD_SLOTS: u64 = 64;
+pub(crate) const SHARD_SLOTS: u64 = 64;
 
-pub struct OrderIdGen {
+pub(crate) struct OrderIdGen {
     shard_number: u64,
     last_t: Mutex<u64>,
 }
@@ -28,18 +28,18 @@ impl OrderIdGen {
     }
 
     /// Never mint at or below the time part of `max_id` (the largest id on the shard).
-    pub fn observe_max(&self, max_id: i64) {
+    pub(crate) fn observe_max(&self, max_id: i64) {
         let t = u64::try_from(max_id).unwrap_or(0) / SHARD_SLOTS;
         let mut last = self.last_t.lock().unwrap_or_else(|p| p.into_inner());
         *last = (*last).max(t);
     }
 
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         self.next_at(u64::try_from(unix_now_ms()).unwrap_or(0))
     }
 
     /// The id for an order placed at `now_ms` (unix milliseconds).
-    pub fn next_at(&self, now_ms: u64) -> i64 {
+    pub(crate) fn next_at(&self, now_ms: u64) -> i64 {
         let mut last = self.last_t.lock().unwrap_or_else(|p| p.into_inner());
         let t = (*last + 1).max(now_ms.saturating_sub(EPOCH_MS));
         *last = t;

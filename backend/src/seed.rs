@@ -4,10 +4,10 @@
 
 use crate::db::Db;
 
-pub const CATEGORIES: &[(i64, &str)] = &[(1, "Books"), (2, "Kitchen"), (3, "Garden"), (4, "Electronics")];
+pub(crate) const CATEGORIES: &[(i64, &str)] = &[(1, "Books"), (2, "Kitchen"), (3, "Garden"), (4, "Electronics")];
 
 /// (id, sku, name, category_id, price_cents, description)
-pub const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
+pub(crate) const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
     (1, "BK-0001", "The Rust Programming Language", 1, 3999, "The book, in print."),
     (2, "BK-0002", "Designing Data-Intensive Applications", 1, 4550, "Replication, partitioning, transactions."),
     (3, "BK-0003", "High Performance MySQL", 1, 5299, "Replication and sharding in practice."),
@@ -24,7 +24,7 @@ pub const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
 
 /// Inserts the demo catalog in one transaction if `products` is empty; the check runs inside the
 /// transaction so two starting processes cannot both insert.
-pub async fn demo_catalog_if_empty(db: &Db) -> sqlx::Result<()> {
+pub(crate) async fn demo_catalog_if_empty(db: &Db) -> sqlx::Result<()> {
     let mut tx = db.begin_write().await?;
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(&mut *tx).await?;
     if count > 0 {

@@ -22,17 +22,17 @@ use crate::order_id::OrderIdGen;
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub shard: ShardConfig,
+    pub(crate) shard: ShardConfig,
     /// Capacity and idempotency retention, the same for every shard.
     pub backend: BackendConfig,
     pub shard_map: ShardMap,
     pub verifier: Verifier,
     pub db: Db,
-    pub order_ids: OrderIdGen,
+    pub(crate) order_ids: OrderIdGen,
     pub metrics: Arc<Metrics>,
     /// Revoked tokens and users' cut-offs, from the auth database: a token nginx would refuse
     /// is refused here too when a backend port is reached directly.
-    pub revocations: Arc<Revocations>,
+    pub(crate) revocations: Arc<Revocations>,
     auth_db: AnyPool,
     revocation_refresh: Duration,
     /// A shard whose primary was down at start retries setting up its schema at most this often,
@@ -86,7 +86,7 @@ impl AppState {
 
     /// Runs the read `query` on the replica when that is safe for `user` (else on the primary),
     /// and again on the primary if the replica fails to answer it.
-    pub async fn read<T, F, Fut>(&self, user: UserId, query: F) -> Result<T, ApiError>
+    pub(crate) async fn read<T, F, Fut>(&self, user: UserId, query: F) -> Result<T, ApiError>
     where
         F: Fn(AnyPool) -> Fut,
         Fut: Future<Output = sqlx::Result<T>>,
@@ -94,13 +94,13 @@ impl AppState {
         Ok(self.db.read(user, query).await?)
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     /// Ok once the schema is set up; until then tries (at most once per `init_retry_every`) and
     /// answers 503.
-    pub async fn ensure_ready(&self) -> Result<(), ApiError> {
+    pub(crate) async fn ensure_ready(&self) -> Result<(), ApiError> {
         if self.is_ready() {
             return Ok(());
         }
@@ -151,7 +151,7 @@ impl AppState {
     /// Keeps the revocations fresh, as every verifier does, and waits up to `first_within` for the
     /// first load (the verifier may still be creating the auth database). Until one load has
     /// succeeded, authenticated requests get 503: nothing is known about revocations yet.
-    pub(crate) async fn spawn_revocation_refresh(&self, first_within: Duration) {
+    pub async fn spawn_revocation_refresh(&self, first_within: Duration) {
         let shard = self.shard.name.clone();
         tokio::spawn(self.revocations.clone().keep_fresh(self.auth_db.clone(), self.revocation_refresh, move |e| {
             tracing::warn!(%shard, error = %e, "revocation refresh failed; keeping the last snapshot");

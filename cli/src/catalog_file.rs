@@ -10,31 +10,31 @@ use serde_json::Value;
 
 /// One product as the file gives it; prices are integer cents.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Product {
+pub(crate) struct Product {
     pub sku: String,
     pub name: String,
-    pub category: String,
+    pub(crate) category: String,
     pub price_cents: i64,
     /// `None` when the file has no description for it: an update then keeps the stored one.
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Json,
 }
 
-pub const MAX_SKU: usize = 64;
-pub const MAX_NAME: usize = 200;
-pub const MAX_DESCRIPTION: usize = 2000;
+pub(crate) const MAX_SKU: usize = 64;
+pub(crate) const MAX_NAME: usize = 200;
+pub(crate) const MAX_DESCRIPTION: usize = 2000;
 /// Ten million currency units: a typo guard, far above any real price.
-pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
+pub(crate) const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 
 const COLUMNS: &str = "sku,name,category,price_cents[,description]";
 
 /// Reads and checks the whole file. `format` overrides the guess from the extension / content.
-pub fn load(path: &Path, format: Option<Format>) -> anyhow::Result<Vec<Product>> {
+pub(crate) fn load(path: &Path, format: Option<Format>) -> anyhow::Result<Vec<Product>> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
     let format = format.unwrap_or_else(|| guess(path, &bytes));
@@ -74,7 +74,7 @@ impl std::fmt::Display for At {
     }
 }
 
-pub fn parse_csv(bytes: &[u8]) -> Result<Vec<Product>, String> {
+pub(crate) fn parse_csv(bytes: &[u8]) -> Result<Vec<Product>, String> {
     let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
     let header = reader.headers().map_err(|e| csv_error(&e))?.clone();
@@ -126,7 +126,7 @@ fn csv_error(e: &csv::Error) -> String {
     }
 }
 
-pub fn parse_json(bytes: &[u8]) -> Result<Vec<Product>, String> {
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Vec<Product>, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Array(items) = value else {
         return Err(format!("expected a JSON array of objects with the keys {COLUMNS}"));

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{credentials, stack, Context};
 
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
@@ -19,16 +19,16 @@ pub struct Client {
 #[derive(Debug, thiserror::Error)]
 #[error("{message} (HTTP {status}, {code})")]
 pub struct ApiError {
-    pub status: u16,
+    pub(crate) status: u16,
     pub code: String,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The kept token was refused: it expired or was revoked (logout elsewhere, password change,
 /// account disabled).
 #[derive(Debug, thiserror::Error)]
 #[error("your login to {url} is no longer valid (expired or revoked): run `shopctl login {email}`")]
-pub struct LoginInvalid {
+pub(crate) struct LoginInvalid {
     pub url: String,
     pub email: String,
 }
@@ -36,7 +36,7 @@ pub struct LoginInvalid {
 /// The gateway did not answer at all.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot reach the shop at {url}: is the stack running? (scripts/up, or pass --url)")]
-pub struct Unreachable {
+pub(crate) struct Unreachable {
     pub url: String,
 }
 
@@ -52,7 +52,7 @@ impl Client {
     }
 
     /// A client that sends the kept login's token.
-    pub fn logged_in(ctx: &Context) -> anyhow::Result<Self> {
+    pub(crate) fn logged_in(ctx: &Context) -> anyhow::Result<Self> {
         let mut c = Self::new(ctx)?;
         let cred = credentials::get(&c.base)?
             .ok_or_else(|| anyhow::anyhow!("not logged in to {}: run `shopctl login EMAIL`", c.base))?;
@@ -65,14 +65,14 @@ impl Client {
     }
 
     /// A client that sends this token, whatever its age (logout revokes it).
-    pub fn with_token(ctx: &Context, token: String, email: String) -> anyhow::Result<Self> {
+    pub(crate) fn with_token(ctx: &Context, token: String, email: String) -> anyhow::Result<Self> {
         let mut c = Self::new(ctx)?;
         c.token = Some(token);
         c.email = email;
         Ok(c)
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
@@ -115,7 +115,7 @@ impl Client {
         Ok(self.send(self.request(Method::GET, path)).await?.1)
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> anyhow::Result<Value> {
+    pub(crate) async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> anyhow::Result<Value> {
         let mut rb = self.request(Method::POST, path).json(body);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -123,7 +123,7 @@ impl Client {
         Ok(self.send(rb).await?.1)
     }
 
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
+    pub(crate) async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
         Ok(self.send(self.request(Method::POST, path).form(form)).await?.1)
     }
 }

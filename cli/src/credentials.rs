@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Credential {
     pub email: String,
-    pub access_token: String,
+    pub(crate) access_token: String,
     /// Unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ struct Store {
     logins: BTreeMap<String, Credential>,
 }
 
-pub fn path() -> anyhow::Result<PathBuf> {
+pub(crate) fn path() -> anyhow::Result<PathBuf> {
     let dir = dirs::config_dir().context("cannot find your config folder (set XDG_CONFIG_HOME or HOME)")?;
     Ok(dir.join("shopctl").join("credentials.json"))
 }
@@ -61,14 +61,14 @@ pub fn get(url: &str) -> anyhow::Result<Option<Credential>> {
     Ok(load_store()?.logins.get(url).cloned())
 }
 
-pub fn put(url: &str, cred: Credential) -> anyhow::Result<()> {
+pub(crate) fn put(url: &str, cred: Credential) -> anyhow::Result<()> {
     let mut store = load_store()?;
     store.logins.insert(url.to_owned(), cred);
     save_store(&store)
 }
 
 /// Returns whether there was a login to forget.
-pub fn remove(url: &str) -> anyhow::Result<bool> {
+pub(crate) fn remove(url: &str) -> anyhow::Result<bool> {
     let mut store = load_store()?;
     let had = store.logins.remove(url).is_some();
     if had {

@@ -16,12 +16,12 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Transaction};
 
 /// The bound on connecting and on each query.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One open database.
 pub struct Db {
-    pub pool: AnyPool,
-    pub dialect: Dialect,
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
     pub url: DbUrl,
 }
 
@@ -29,9 +29,9 @@ pub struct Db {
 #[derive(Debug, thiserror::Error)]
 #[error("{what} ({url}): {message}")]
 pub struct DbError {
-    pub what: String,
+    pub(crate) what: String,
     pub url: String,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Db {
@@ -65,7 +65,7 @@ impl Db {
     }
 
     /// A driver error as one line, with any password scrubbed.
-    pub fn explain(&self, e: &sqlx::Error) -> String {
+    pub(crate) fn explain(&self, e: &sqlx::Error) -> String {
         scrub(&e.to_string(), &self.url)
     }
 
@@ -75,7 +75,7 @@ impl Db {
 }
 
 /// Runs a query with the [`TIMEOUT`] bound; running out is `PoolTimedOut`.
-pub async fn bounded<T>(fut: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+pub(crate) async fn bounded<T>(fut: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
     match tokio::time::timeout(TIMEOUT, fut).await {
         Ok(r) => r,
         Err(_) => Err(sqlx::Error::PoolTimedOut),

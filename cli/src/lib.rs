@@ -3,14 +3,14 @@
 //! A clap enum of subcommands, one file per subcommand under `commands/`, each with its `Args`
 //! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]).
 
-pub mod catalog_file;
-pub mod client;
-pub mod commands;
+pub(crate) mod catalog_file;
+pub(crate) mod client;
+pub(crate) mod commands;
 pub mod credentials;
 pub mod db;
 pub mod openapi;
 pub mod output;
-pub mod stack;
+pub(crate) mod stack;
 
 use std::path::PathBuf;
 
@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// The gateway's URL [default: the running stack's, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL")]
     pub url: Option<String>,
@@ -39,11 +39,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create an account.
     Register(commands::register::Args),
     /// Log in and keep the token in your config folder (mode 0600).
@@ -108,8 +108,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What every command may need from the global flags.
 #[derive(Debug, Clone)]
-pub struct Context {
-    pub json: bool,
+pub(crate) struct Context {
+    pub(crate) json: bool,
     pub url: Option<String>,
     pub config: Option<PathBuf>,
 }

@@ -8,10 +8,8 @@ use serde_json::Value;
 use utoipa::openapi::{InfoBuilder, OpenApi as Document};
 use utoipa::OpenApi as _;
 
-/// Where nginx serves the document.
-pub const PATH: &str = "/openapi.json";
 /// The file name `shopctl nginx render --output` writes beside the config.
-pub const FILE_NAME: &str = "openapi.json";
+pub(crate) const FILE_NAME: &str = "openapi.json";
 
 const DESCRIPTION: &str = "shopgate's public API, through its gateway (nginx).\n\n\
 - **Auth** (`/auth/…`, also `/authentication/auth/…`): accounts and tokens, served by the verifier.\n\
@@ -37,7 +35,7 @@ pub fn document() -> Document {
 
 /// The merged document as pretty JSON, with what utoipa cannot say added: the headers every
 /// 401 and 429 carries are marked required.
-pub fn to_json() -> String {
+pub(crate) fn to_json() -> String {
     let mut doc = serde_json::to_value(document()).unwrap_or(Value::Null);
     for (response, header) in [("Unauthorized", "WWW-Authenticate"), ("TooManyRequests", "Retry-After")] {
         if let Some(h) = doc.pointer_mut(&format!("/components/responses/{response}/headers/{header}")) {

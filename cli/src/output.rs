@@ -26,7 +26,7 @@ fn colour_allowed() -> bool {
 
 /// Prints a line to standard output. A closed pipe ends the program with success: the reader
 /// has what it wanted.
-pub fn out(text: impl Display) {
+pub(crate) fn out(text: impl Display) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -36,7 +36,7 @@ pub fn out(text: impl Display) {
 }
 
 /// Prints text to standard output as it is (no newline added).
-pub fn out_raw(text: &str) {
+pub(crate) fn out_raw(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -51,12 +51,12 @@ pub fn note(text: impl Display) {
 }
 
 /// A warning on standard error, `warning:` in yellow on a terminal.
-pub fn warn(text: impl Display) {
+pub(crate) fn warn(text: impl Display) {
     let label = if stderr_colour() { "\x1b[33mwarning:\x1b[0m" } else { "warning:" };
     note(format_args!("{label} {text}"));
 }
 
-pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     if stdout_colour() {
@@ -72,7 +72,7 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 /// A table whose cells may be marked good (green) or bad (red) on a terminal.
-pub fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> String {
+pub(crate) fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> String {
     let colour = stdout_colour();
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
@@ -96,18 +96,18 @@ pub fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> String 
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
+pub(crate) enum Mark {
     Plain,
     Good,
     Bad,
 }
 
-pub fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     out(serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
 /// A JSON value as a table cell: strings bare, null empty.
-pub fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -116,7 +116,7 @@ pub fn cell(v: &Value) -> String {
 }
 
 /// Integer cents as `12.34`.
-pub fn money(cents: &Value) -> String {
+pub(crate) fn money(cents: &Value) -> String {
     match cents.as_i64() {
         Some(c) => format!("{}{}.{:02}", if c < 0 { "-" } else { "" }, c.unsigned_abs() / 100, c.unsigned_abs() % 100),
         None => cell(cents),

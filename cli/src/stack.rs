@@ -7,11 +7,11 @@ use shopgate_core::config::{Config, ConfigError};
 use crate::Context;
 
 /// Where `scripts/up` writes the running stack's config, relative to the checkout.
-pub const STACK_CONFIG: &str = "var/shop.toml";
-pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+pub(crate) const STACK_CONFIG: &str = "var/shop.toml";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// `--config` / `SHOP_CONFIG`, else `var/shop.toml` in this folder or the nearest parent that has one.
-pub fn config_path(ctx: &Context) -> Option<PathBuf> {
+pub(crate) fn config_path(ctx: &Context) -> Option<PathBuf> {
     if let Some(p) = &ctx.config {
         return Some(p.clone());
     }
@@ -20,7 +20,7 @@ pub fn config_path(ctx: &Context) -> Option<PathBuf> {
 }
 
 /// Loads the stack config, or says how to point at one.
-pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
+pub(crate) fn load_config(ctx: &Context) -> anyhow::Result<Config> {
     let path = config_path(ctx).ok_or_else(|| {
         anyhow::anyhow!(
             "no stack config found: start the stack with scripts/up, or pass --config FILE (or SHOP_CONFIG)"
@@ -29,7 +29,7 @@ pub fn load_config(ctx: &Context) -> anyhow::Result<Config> {
     load_from(&path)
 }
 
-pub fn load_from(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load_from(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| match e {
         ConfigError::Read { .. } => {
             anyhow::anyhow!("{e}: pass --config FILE (or SHOP_CONFIG) naming the stack's shop.toml, or start the stack with scripts/up")
@@ -39,7 +39,7 @@ pub fn load_from(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default.
-pub fn base_url(ctx: &Context) -> String {
+pub(crate) fn base_url(ctx: &Context) -> String {
     if let Some(u) = &ctx.url {
         return u.trim_end_matches('/').to_owned();
     }

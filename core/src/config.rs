@@ -29,7 +29,7 @@ use crate::token::{Claims, EdKeys, Hs256Key, KeyError, KeyFile, Keys, Policy, Ve
 /// A string that never prints: database URLs may carry passwords, keys are keys.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -61,11 +61,11 @@ impl DbUrl {
     pub fn is_sqlite(&self) -> bool {
         self.expose().starts_with("sqlite:")
     }
-    pub fn is_mysql(&self) -> bool {
+    pub(crate) fn is_mysql(&self) -> bool {
         self.expose().starts_with("mysql:") || self.expose().starts_with("mariadb:")
     }
     /// The URL with any `user:password@` reduced to `user:***@`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let s = self.expose();
         match (s.find("://"), s.rfind('@')) {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -212,7 +212,7 @@ pub struct VerifierConfig {
     /// How often each verifier reloads revocations from the auth database. A revocation is in
     /// force on every verifier within this plus one query ([`VerifierConfig::revocation_bound`]).
     #[serde(default = "default_refresh_ms")]
-    pub revocation_refresh_ms: u64,
+    pub(crate) revocation_refresh_ms: u64,
     /// Failed logins per account, and per client address, within `login_window_seconds` before
     /// further attempts get 429.
     #[serde(default = "default_account_failures")]
@@ -257,24 +257,24 @@ pub struct BackendConfig {
     pub max_queued: usize,
     /// How long a request waits for a slot before it gets 503 with `Retry-After`.
     #[serde(default = "default_queue_wait_ms")]
-    pub queue_wait_ms: u64,
+    pub(crate) queue_wait_ms: u64,
     /// An `Idempotency-Key` is kept at least this long (default 24 h): a retry within it returns
     /// the original order. Older keys are purged; a retry after that makes a new order.
     #[serde(default = "default_idempotency_retention")]
     pub idempotency_retention_seconds: u64,
     /// How often the purge looks for expired keys.
     #[serde(default = "default_purge_every")]
-    pub idempotency_purge_every_seconds: u64,
+    pub(crate) idempotency_purge_every_seconds: u64,
     /// Keys deleted per statement, and the pause between two statements, so that a purge never
     /// holds locks or the database for long.
     #[serde(default = "default_purge_batch")]
     pub idempotency_purge_batch: u32,
     #[serde(default = "default_purge_pause_ms")]
-    pub idempotency_purge_pause_ms: u64,
+    pub(crate) idempotency_purge_pause_ms: u64,
     /// A shard whose database was down at start tries to set up its schema again, driven by
     /// requests and `/readyz`, at most this often; between tries they get 503 at once.
     #[serde(default = "default_init_retry_ms")]
-    pub init_retry_ms: u64,
+    pub(crate) init_retry_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -358,21 +358,21 @@ pub struct ShardConfig {
 
 /// Where the keys come from, so they can be read again on SIGHUP or when the file changes.
 #[derive(Debug, Clone)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     Hs256Env(Secret),
     Hs256File(PathBuf),
     EdDsaFile(PathBuf),
 }
 
 impl KeySource {
-    pub fn file(&self) -> Option<&Path> {
+    pub(crate) fn file(&self) -> Option<&Path> {
         match self {
             KeySource::Hs256Env(_) => None,
             KeySource::Hs256File(p) | KeySource::EdDsaFile(p) => Some(p),
         }
     }
 
-    pub fn load(&self) -> Result<Keys, ConfigError> {
+    pub(crate) fn load(&self) -> Result<Keys, ConfigError> {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::KeyFile { path: p.to_owned(), source });
         match self {
             KeySource::Hs256Env(secret) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(secret.expose())?)?)),
@@ -401,7 +401,7 @@ fn decode_secret(text: &str) -> Result<Vec<u8>, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     keys: Arc<ArcSwap<Keys>>,
-    pub source: KeySource,
+    pub(crate) source: KeySource,
     pub policy: Policy,
     pub ttl_seconds: i64,
 }

@@ -16,7 +16,7 @@ use crate::config::DbUrl;
 
 /// SQLite: how long a statement waits for another writer's lock before it fails (sqlx's default
 /// too; said here because concurrent writers depend on it).
-pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// MySQL/MariaDB: a statement waiting this long for a row lock fails (a 503) instead of waiting
 /// InnoDB's default 50 s.
 pub const MYSQL_LOCK_WAIT: Duration = Duration::from_secs(3);
@@ -39,7 +39,7 @@ pub enum UrlError {
 }
 
 impl Dialect {
-    pub fn of(url: &DbUrl) -> Result<Self, UrlError> {
+    pub(crate) fn of(url: &DbUrl) -> Result<Self, UrlError> {
         if url.is_sqlite() {
             Ok(Self::Sqlite)
         } else if url.is_mysql() {

@@ -18,8 +18,4 @@ impl ErrorBody {
         Self { error: error.into(), message: message.into() }
     }
 
-    pub fn to_json(&self) -> String {
-        // Serialising two strings cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"error\":\"internal\"}"))
-    }
 }

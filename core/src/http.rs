@@ -140,7 +140,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// 32 hex digits of randomness, the shape of nginx's `$request_id`.
-pub fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

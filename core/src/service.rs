@@ -28,7 +28,7 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// them. It must exceed nginx's upstream `keepalive_timeout` (3 s, in nginx/shopgate.conf.in and
 /// the rendered shard upstreams): nginx then closes every idle connection itself, and never sends a
 /// request on one this side is closing (for a POST that is a 502, not retried elsewhere).
-pub const IDLE_GRACE: Duration = Duration::from_secs(4);
+pub(crate) const IDLE_GRACE: Duration = Duration::from_secs(4);
 
 /// How long a connection may sit idle, or take to send a request's headers, in normal operation.
 /// Also above nginx's upstream `keepalive_timeout`, for the same reason as [`IDLE_GRACE`].

@@ -17,7 +17,7 @@ use crate::Stack;
 /// One finished run of `shopctl`.
 #[derive(Debug)]
 pub struct Run {
-    pub args: String,
+    pub(crate) args: String,
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -161,7 +161,7 @@ impl Stack {
 }
 
 /// A small pool on any of the stack's databases (SQLite or MySQL/MariaDB URLs).
-pub async fn pool(url: &DbUrl) -> AnyPool {
+pub(crate) async fn pool(url: &DbUrl) -> AnyPool {
     let (_, options) = db::connect_options(url, Open::Existing).unwrap_or_else(|e| panic!("{url}: {e}"));
     test_pool(options, 1, &url.to_string()).await
 }

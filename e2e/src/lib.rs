@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
 
 /// The folder with the workspace's built binaries: `SHOPGATE_BIN_DIR`, else the one this test
 /// binary was built into (`target/<profile>/deps/..`).
-pub fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SHOPGATE_BIN_DIR") {
         return PathBuf::from(d);
     }
@@ -414,6 +414,14 @@ impl Stack {
         let user = UserId::new(user_id).unwrap_or_else(|e| panic!("{e}"));
         let claims = new_claims(user, &format!("user{user_id}@example.com"), &self.config.jwt.policy, now(), 600);
         self.config.jwt.sign(&claims).unwrap_or_else(|| panic!("the stack's keys cannot sign"))
+    }
+
+    /// Verifier `i`'s `/metrics` value of `series` (the name with its labels, as printed:
+    /// `shop_logins_total{result="ok"}`), or `None` if it does not print that series.
+    pub async fn verifier_metric(&self, i: usize, series: &str) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.config.verifier.listen[i]);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 
     pub fn api(&self, path: &str) -> String {

@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use crate::Options;
 
 /// Topologies running at once in one test process (two cores; ~5 s of start-up each).
-pub const MAX_TOPOLOGIES: usize = 2;
+pub(crate) const MAX_TOPOLOGIES: usize = 2;
 /// How long `scripts/mariadb run` may take to report ready.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -39,7 +39,7 @@ pub struct Topology {
     /// The temp folder: the script's log, and the topology itself under `db/`.
     pub dir: tempfile::TempDir,
     /// The folder handed to the script (`DIR`).
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// What the script wrote to `DIR/topology.env`.
     env: BTreeMap<String, String>,
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
@@ -101,7 +101,7 @@ impl Topology {
     }
 
     /// A value from `topology.env`, e.g. `var("MARIADB_A_PRIMARY_PORT")`.
-    pub fn var(&self, key: &str) -> &str {
+    pub(crate) fn var(&self, key: &str) -> &str {
         self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("{key} is not in topology.env"))
     }
 
@@ -116,17 +116,13 @@ impl Topology {
     }
 
     /// The `admin` user's URL (every privilege), for the tests' own SQL.
-    pub fn admin_url(&self, instance: &str) -> &str {
+    pub(crate) fn admin_url(&self, instance: &str) -> &str {
         self.instance_var(instance, "ADMIN_URL")
-    }
-
-    pub fn port(&self, instance: &str) -> u16 {
-        self.instance_var(instance, "PORT").parse().unwrap_or_else(|e| panic!("port of {instance}: {e}"))
     }
 
     /// `SHOP__…` overrides that put the verifier's auth database and every shard's primary and
     /// replica on this topology; `max_lag` is each shard's `replica_max_lag_seconds`.
-    pub fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
+    pub(crate) fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
         let mut v = vec![("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned())];
         for shard in self.var("MARIADB_SHARDS").split_whitespace() {
             let up = shard.to_ascii_uppercase();

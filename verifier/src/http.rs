@@ -13,13 +13,13 @@ pub type Body = Full<Bytes>;
 pub use shopgate_core::http::{json, MAX_BODY_BYTES};
 
 /// For answers that carry or concern credentials (RFC 6749 section 5.1).
-pub fn no_store(mut resp: Response<Body>) -> Response<Body> {
+pub(crate) fn no_store(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut().insert("pragma", HeaderValue::from_static("no-cache"));
     resp
 }
 
-pub fn empty(status: StatusCode) -> Response<Body> {
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     resp
@@ -27,7 +27,7 @@ pub fn empty(status: StatusCode) -> Response<Body> {
 
 /// Checks the media type (parameters such as `charset` allowed) and reads the body, at most
 /// [`MAX_BODY_BYTES`].
-pub async fn read_body(req: http::Request<Incoming>, media_type: &'static str) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: http::Request<Incoming>, media_type: &'static str) -> Result<Bytes, ApiError> {
     let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(media_type) {

@@ -9,12 +9,12 @@
 //! shutdown future resolves, then drains connections with a deadline.
 
 pub mod db;
-pub mod error;
+pub(crate) mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
-pub mod password;
-pub mod routes;
+pub(crate) mod password;
+pub(crate) mod routes;
 pub mod throttle;
 pub mod users;
 
@@ -33,15 +33,15 @@ use tokio::net::TcpListener;
 /// Everything a request may need, shared by all connections.
 pub struct AppState {
     pub config: Config,
-    pub tokens: Verifier,
+    pub(crate) tokens: Verifier,
     pub db: AnyPool,
-    pub passwords: password::PasswordPool,
+    pub(crate) passwords: password::PasswordPool,
     pub metrics: metrics::Metrics,
-    pub revocations: Arc<Revocations>,
+    pub(crate) revocations: Arc<Revocations>,
     /// Password checks per account and per address (logins, password changes).
-    pub guesses: throttle::GuessLimits,
+    pub(crate) guesses: throttle::GuessLimits,
     /// Registrations per address.
-    pub registrations: throttle::Throttle,
+    pub(crate) registrations: throttle::Throttle,
 }
 
 impl AppState {

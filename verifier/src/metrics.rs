@@ -17,16 +17,16 @@ pub struct Metrics {
     /// Every request but the check's, by route template, method and status.
     pub http: HttpMetrics,
     /// The check path's series, made at start.
-    pub check: RouteMetrics,
-    pub verify_ok: Counter,
-    pub verify_rejected: Counter,
-    pub logins_ok: Counter,
-    pub logins_failed: Counter,
-    pub logins_throttled: Counter,
-    pub registrations: Counter,
-    pub hash_busy: Counter,
-    pub revocation_refresh_failed: Counter,
-    pub logouts: Counter,
+    pub(crate) check: RouteMetrics,
+    pub(crate) verify_ok: Counter,
+    pub(crate) verify_rejected: Counter,
+    pub(crate) logins_ok: Counter,
+    pub(crate) logins_failed: Counter,
+    pub(crate) logins_throttled: Counter,
+    pub(crate) registrations: Counter,
+    pub(crate) hash_busy: Counter,
+    pub(crate) revocation_refresh_failed: Counter,
+    pub(crate) logouts: Counter,
 }
 
 impl Metrics {
@@ -67,7 +67,7 @@ impl Metrics {
         }
     }
 
-    pub fn inc(counter: &Counter) {
+    pub(crate) fn inc(counter: &Counter) {
         counter.inc();
     }
 

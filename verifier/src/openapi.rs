@@ -40,18 +40,18 @@ pub struct ApiDoc;
 /// `error_description`, the same text.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"error": "invalid_grant", "error_description": "wrong email or password", "message": "wrong email or password"}))]
-pub struct OAuthError {
+pub(crate) struct OAuthError {
     /// `invalid_request`, `invalid_grant`, `unsupported_grant_type` (or `wrong_password` from
     /// `POST /auth/change-password`).
     pub error: String,
-    pub error_description: String,
-    pub message: String,
+    pub(crate) error_description: String,
+    pub(crate) message: String,
 }
 
 /// The form of `POST /auth/token` (the OAuth2 password grant).
 #[derive(ToSchema)]
 #[allow(dead_code)] // described, not parsed: the handler reads the form itself
-pub struct TokenForm {
+pub(crate) struct TokenForm {
     /// The account's email.
     #[schema(min_length = 1, example = "ann@example.com")]
     username: String,
@@ -73,36 +73,36 @@ pub struct TokenForm {
 
 /// `{"status": "logged_out"}`.
 #[derive(Serialize, ToSchema)]
-pub struct LoggedOut {
+pub(crate) struct LoggedOut {
     #[schema(pattern = "^logged_out$", example = "logged_out")]
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// `{"status": "password_changed", "message": …}`.
 #[derive(Serialize, ToSchema)]
-pub struct PasswordChanged {
+pub(crate) struct PasswordChanged {
     #[schema(pattern = "^password_changed$", example = "password_changed")]
-    pub status: String,
-    pub message: String,
+    pub(crate) status: String,
+    pub(crate) message: String,
 }
 
 /// A JWK set: the public keys tokens are signed with under EdDSA; empty under HS256.
 #[derive(Serialize, ToSchema)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
+pub(crate) struct Jwks {
+    pub(crate) keys: Vec<Jwk>,
 }
 
 /// One Ed25519 public key (RFC 8037).
 #[derive(Serialize, ToSchema)]
 pub struct Jwk {
     #[schema(example = "OKP")]
-    pub kty: String,
+    pub(crate) kty: String,
     #[schema(example = "Ed25519")]
-    pub crv: String,
+    pub(crate) crv: String,
     /// The `kid` in the header of tokens it signs.
     pub kid: String,
     #[schema(example = "EdDSA")]
-    pub alg: String,
+    pub(crate) alg: String,
     #[schema(example = "sig")]
     pub r#use: String,
     /// The public key, base64url without padding.

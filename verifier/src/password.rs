@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use crate::error::ApiError;
 
 /// A password that passed the policy. Never printed.
-pub struct Password(String);
+pub(crate) struct Password(String);
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,11 +31,11 @@ impl std::fmt::Debug for Password {
     }
 }
 
-pub const MIN_LEN: usize = 8;
-pub const MAX_LEN: usize = 128;
+pub(crate) const MIN_LEN: usize = 8;
+pub(crate) const MAX_LEN: usize = 128;
 /// zxcvbn's score (0-4) a new password must reach: 3 is "safely unguessable" for an online
 /// attack and a good way into an offline one.
-pub const MIN_STRENGTH: u8 = 3;
+pub(crate) const MIN_STRENGTH: u8 = 3;
 const STRENGTH_CHARS: usize = 64;
 
 impl Password {
@@ -101,7 +101,7 @@ fn argon2() -> Argon2<'static> {
 
 /// One hashing thread's argon2 working memory, allocated once and reused for every hash, so the
 /// verifier's memory is bounded by workers x 19 MiB instead of by what malloc keeps.
-pub struct Memory(Vec<Block>);
+pub(crate) struct Memory(Vec<Block>);
 
 impl Memory {
     pub fn new() -> Self {
@@ -116,7 +116,7 @@ impl Default for Memory {
 }
 
 /// Hashes into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) using `mem`.
-pub fn hash_with(mem: &mut Memory, password: &str) -> anyhow::Result<String> {
+pub(crate) fn hash_with(mem: &mut Memory, password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
@@ -131,7 +131,7 @@ pub fn hash_with(mem: &mut Memory, password: &str) -> anyhow::Result<String> {
 
 /// Verifies against a PHC string using `mem`; hashes made with other parameters or algorithms
 /// (older settings) are verified the ordinary, allocating way.
-pub fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
+pub(crate) fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else { return false };
     let reusable = (|| {
         if parsed.algorithm != ARGON2ID_IDENT {
@@ -156,7 +156,7 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 /// Which queue a hashing job waits in. Workers always take a `Login` job first, and `Signup` jobs
 /// may fill only half the queue, so a flood of registrations never starves logins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+pub(crate) enum Lane {
     /// Logins and password changes: someone is waiting to get in.
     Login,
     /// Registrations.
@@ -256,17 +256,13 @@ impl PasswordPool {
     }
 
     /// Hashes running or queued.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Password checks made since start.
-    pub fn checks(&self) -> u64 {
-        self.checks.load(Ordering::Relaxed)
-    }
-
     /// Adds `shop_password_checks_total` and `shop_hash_in_flight` to `registry`, read at each scrape.
-    pub fn register_metrics(&self, registry: &mut Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(PoolMetrics { in_flight: self.in_flight.clone(), checks: self.checks.clone() }));
     }
 
@@ -287,7 +283,7 @@ impl PasswordPool {
         rx.await.map_err(|_| ApiError::Unexpected(anyhow::anyhow!("a hashing job was dropped")))
     }
 
-    pub async fn hash(&self, lane: Lane, password: Password) -> Result<String, ApiError> {
+    pub(crate) async fn hash(&self, lane: Lane, password: Password) -> Result<String, ApiError> {
         self.run(lane, move |mem| hash_with(mem, password.expose())).await?.map_err(ApiError::Unexpected)
     }
 

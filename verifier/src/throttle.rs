@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 const MAX_ENTRIES: usize = 100_000;
 
 /// A fixed-window counter per key.
-pub struct Throttle {
+pub(crate) struct Throttle {
     max: u32,
     window: Duration,
     counts: Mutex<HashMap<String, (u32, Instant)>>,
@@ -33,7 +33,7 @@ impl Throttle {
 
     /// Counts one attempt for `key`, or refuses with the seconds to wait when the key has used
     /// its limit in the current window.
-    pub fn reserve(&self, key: &str) -> Result<(), u64> {
+    pub(crate) fn reserve(&self, key: &str) -> Result<(), u64> {
         self.reserve_at(key, Instant::now())
     }
 
@@ -59,7 +59,7 @@ impl Throttle {
     }
 
     /// Gives one reserved attempt back.
-    pub fn release(&self, key: &str) {
+    pub(crate) fn release(&self, key: &str) {
         let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(key) {
             entry.0 = entry.0.saturating_sub(1);
@@ -67,13 +67,13 @@ impl Throttle {
     }
 
     /// Forgets the key's attempts (a right password ends the account's run of failures).
-    pub fn reset(&self, key: &str) {
+    pub(crate) fn reset(&self, key: &str) {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 
 /// The per-account and per-address limits that every password check goes through.
-pub struct GuessLimits {
+pub(crate) struct GuessLimits {
     account: Throttle,
     address: Throttle,
 }
@@ -85,7 +85,7 @@ impl GuessLimits {
 
     /// Reserves one password check for `email` (known or not) from `address`. Dropping the
     /// [`Attempt`] without settling it gives the reservation back.
-    pub fn reserve(&self, email: &str, address: IpAddr) -> Result<Attempt<'_>, u64> {
+    pub(crate) fn reserve(&self, email: &str, address: IpAddr) -> Result<Attempt<'_>, u64> {
         let account = format!("account:{}", email.trim().to_lowercase());
         let address = format!("address:{address}");
         self.account.reserve(&account)?;
@@ -99,7 +99,7 @@ impl GuessLimits {
 
 /// One reserved password check.
 #[must_use]
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     limits: &'a GuessLimits,
     account: String,
     address: String,
@@ -108,13 +108,13 @@ pub struct Attempt<'a> {
 
 impl Attempt<'_> {
     /// The password was wrong: the attempt stays counted against both limits.
-    pub fn failed(mut self) {
+    pub(crate) fn failed(mut self) {
         self.settled = true;
     }
 
     /// The password was right: the account's failures are forgotten and the address gets its
     /// attempt back.
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.settled = true;
         self.limits.account.reset(&self.account);
         self.limits.address.release(&self.address);

@@ -9,10 +9,10 @@ use sqlx::{AnyPool, Row as _};
 pub struct User {
     pub id: UserId,
     pub email: String,
-    pub password_hash: String,
+    pub(crate) password_hash: String,
     pub is_active: bool,
-    pub is_admin: bool,
-    pub created_at: i64,
+    pub(crate) is_admin: bool,
+    pub(crate) created_at: i64,
     pub tokens_valid_after: i64,
 }
 

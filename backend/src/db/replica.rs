@@ -19,7 +19,7 @@ use super::now_ms;
 
 /// What the replica looked like at its last probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
+pub(crate) enum ReplicaState {
     /// Answered, within the lag bound; `beat` is the newest heartbeat stamp it has applied.
     Usable { beat: i64, lag_ms: i64 },
     /// Answered, but `lag_ms` behind the primary: past the bound.
@@ -29,7 +29,7 @@ pub enum ReplicaState {
 }
 
 impl ReplicaState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Usable { .. } => "usable",
             Self::Lagging { .. } => "lagging",
@@ -38,7 +38,7 @@ impl ReplicaState {
     }
 
     /// The measured lag, if the replica answered.
-    pub fn lag_ms(self) -> Option<i64> {
+    pub(crate) fn lag_ms(self) -> Option<i64> {
         match self {
             Self::Usable { lag_ms, .. } | Self::Lagging { lag_ms, .. } => Some(lag_ms),
             Self::Down => None,
@@ -48,22 +48,22 @@ impl ReplicaState {
 
 /// A verdict and when it was reached.
 #[derive(Debug, Clone, Copy)]
-pub struct Verdict {
-    pub at: Instant,
-    pub state: ReplicaState,
+pub(crate) struct Verdict {
+    pub(crate) at: Instant,
+    pub(crate) state: ReplicaState,
 }
 
 /// Heartbeat stamps: unix milliseconds, except that they strictly increase within the process and
 /// never fall below a stamp already stored on the primary, so that a larger stamp always means a
 /// later write, whatever the wall clock does.
 #[derive(Default)]
-pub struct Stamps {
+pub(crate) struct Stamps {
     last: AtomicI64,
 }
 
 impl Stamps {
     /// A stamp larger than every stamp handed out or observed before.
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         let now = now_ms();
         let mut current = self.last.load(Ordering::SeqCst);
         loop {
@@ -77,7 +77,7 @@ impl Stamps {
 
     /// The largest stamp so far: a write that committed before this call is older than any
     /// heartbeat stamped after it.
-    pub fn current(&self) -> i64 {
+    pub(crate) fn current(&self) -> i64 {
         self.last.load(Ordering::SeqCst)
     }
 
@@ -90,7 +90,7 @@ impl Stamps {
 /// For each user who wrote lately, the stamp their last write must be older than before the
 /// replica may serve them. Bounded: marks the replica has passed are pruned; past `cap` live
 /// marks, every user reads from the primary until the replica passes the newest mark.
-pub struct WriteMarks {
+pub(crate) struct WriteMarks {
     cap: usize,
     inner: Mutex<Marks>,
 }
@@ -130,13 +130,13 @@ impl WriteMarks {
     }
 
     /// Whether a replica that has applied heartbeat `beat` holds every write of `user` we know of.
-    pub fn replica_has(&self, user: UserId, beat: i64) -> bool {
+    pub(crate) fn replica_has(&self, user: UserId, beat: i64) -> bool {
         let m = self.lock();
         beat > m.everyone && !matches!(m.by_user.get(&user), Some(mark) if beat <= *mark)
     }
 
     /// The replica holds everything up to `beat`: marks it has passed are no longer needed.
-    pub fn applied(&self, beat: i64) {
+    pub(crate) fn applied(&self, beat: i64) {
         let mut m = self.lock();
         if beat > m.applied {
             m.applied = beat;
@@ -144,13 +144,16 @@ impl WriteMarks {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().by_user.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
 }
 
 #[cfg(test)]

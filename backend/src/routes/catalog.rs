@@ -28,7 +28,7 @@ use crate::store::catalog::{self, Product, ProductPage};
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list_categories(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list_categories(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
     let categories = state.read(user.id, |db| async move { catalog::categories(&db).await }).await?;
     Ok(Json(json!({ "categories": categories })))
 }
@@ -36,7 +36,7 @@ pub async fn list_categories(State(state): State<AppState>, user: AuthUser) -> R
 /// Query of `GET /api/products`; empty values count as absent.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ProductsQuery {
+pub(crate) struct ProductsQuery {
     /// Only this category's products.
     #[param(value_type = Option<i64>, minimum = 1)]
     category_id: Option<String>,
@@ -74,7 +74,7 @@ impl ProductsQuery {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list_products(
+pub(crate) async fn list_products(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ProductsQuery>,
@@ -100,7 +100,7 @@ pub async fn list_products(
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn show_product(
+pub(crate) async fn show_product(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,

@@ -14,14 +14,14 @@ use crate::state::AppState;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when the schema is set up and the primary answers `SELECT 1` within a second, else 503.
 /// With a replica, also its state at the last probe (`usable`, `lagging`, `down`) and its lag:
 /// informative only, since a shard whose replica is down still serves everything.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.ensure_ready().await?;
     state.db.ping_primary(READY_TIMEOUT).await.map_err(ApiError::Unavailable)?;
     let mut body = json!({ "status": "ready", "shard": state.shard_name() });

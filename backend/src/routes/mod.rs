@@ -2,18 +2,18 @@
 //! The router that ties them together is [`crate::router`].
 
 pub mod catalog;
-pub mod health;
+pub(crate) mod health;
 pub mod orders;
 pub mod users;
 
 use crate::error::ApiError;
 
 /// Any path we do not serve: 404 JSON.
-pub async fn no_route() -> ApiError {
+pub(crate) async fn no_route() -> ApiError {
     ApiError::NotFound("no such route")
 }
 
 /// A path we serve, with a method we do not: 405 JSON.
-pub async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }

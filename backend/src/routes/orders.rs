@@ -26,7 +26,7 @@ use crate::store::orders::{self, Order, Placed};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"items": [{"product_id": 1, "quantity": 2}]}))]
-pub struct CreateOrder {
+pub(crate) struct CreateOrder {
     /// 1 to 100 lines; a product listed twice is one line with the quantities added.
     #[schema(min_items = 1, max_items = 100)]
     items: Vec<CreateOrderItem>,
@@ -34,7 +34,7 @@ pub struct CreateOrder {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateOrderItem {
+pub(crate) struct CreateOrderItem {
     /// A product of the catalog (`GET /api/products`); another id is 422 `unknown_product`.
     #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     #[serde(deserialize_with = "whole_number")]
@@ -69,7 +69,7 @@ pub struct CreateOrderItem {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
@@ -94,7 +94,7 @@ pub async fn create(
 /// Query of `GET /api/orders`: `limit` 1-100 (default 20), `before` an order id (exclusive).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// At most this many (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
@@ -119,7 +119,7 @@ pub struct ListQuery {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -148,7 +148,7 @@ pub async fn list(
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,
@@ -177,7 +177,7 @@ pub async fn show(
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,

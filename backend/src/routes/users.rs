@@ -31,7 +31,7 @@ use crate::store::users::{self, Profile};
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Profile>, ApiError> {
+pub(crate) async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Profile>, ApiError> {
     let uid = user.id;
     state
         .read(uid, |db| async move { users::find(&db, uid).await })
@@ -46,7 +46,7 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Pr
 #[derive(Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 #[schema(example = json!({"email": "ann@example.com", "is_active": true}))]
-pub struct CreateUser {
+pub(crate) struct CreateUser {
     /// Ignored: the email comes from the token.
     #[serde(default)]
     email: Option<String>,
@@ -77,7 +77,7 @@ pub struct CreateUser {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(_body): ApiJson<CreateUser>,

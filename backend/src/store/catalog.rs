@@ -17,7 +17,7 @@ pub struct Category {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({"id": 1, "sku": "BK-001", "name": "The Rust Book", "category_id": 1, "price_cents": 3999, "description": ""}))]
-pub struct Product {
+pub(crate) struct Product {
     pub id: i64,
     pub sku: String,
     pub name: String,
@@ -29,9 +29,9 @@ pub struct Product {
 
 /// Which page of products: optionally one category, `limit` rows from `offset`, by id.
 #[derive(Debug, Clone, Copy)]
-pub struct ProductPage {
+pub(crate) struct ProductPage {
     pub category_id: Option<i64>,
-    pub limit: i64,
+    pub(crate) limit: i64,
     pub offset: i64,
 }
 
@@ -126,7 +126,7 @@ async fn upsert_batch(
     q.execute(conn).await.map(|_| ())
 }
 
-pub async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Product>> {
+pub(crate) async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Product>> {
     match page.category_id {
         Some(category_id) => {
             sqlx::query_as(&format!(
@@ -148,12 +148,12 @@ pub async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Produ
     }
 }
 
-pub async fn product(db: &AnyPool, id: i64) -> sqlx::Result<Option<Product>> {
+pub(crate) async fn product(db: &AnyPool, id: i64) -> sqlx::Result<Option<Product>> {
     sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?")).bind(id).fetch_optional(db).await
 }
 
 /// Current name and unit price of each listed product that exists, by id.
-pub async fn prices<'e, E>(db: E, ids: &[i64]) -> sqlx::Result<HashMap<i64, (String, i64)>>
+pub(crate) async fn prices<'e, E>(db: E, ids: &[i64]) -> sqlx::Result<HashMap<i64, (String, i64)>>
 where
     E: Executor<'e, Database = Any>,
 {

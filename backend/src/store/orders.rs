@@ -21,26 +21,26 @@ pub struct Order {
     #[schema(minimum = 1)]
     pub id: i64,
     #[schema(minimum = 1)]
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// `placed` or `cancelled`.
     #[schema(pattern = "^(placed|cancelled)$", example = "placed")]
-    pub status: String,
+    pub(crate) status: String,
     /// The sum of the items' line totals, in integer cents.
-    pub total_cents: i64,
+    pub(crate) total_cents: i64,
     /// RFC 3339.
     #[schema(format = DateTime)]
-    pub created_at: String,
-    pub items: Vec<OrderItem>,
+    pub(crate) created_at: String,
+    pub(crate) items: Vec<OrderItem>,
 }
 
 /// One line of an order; the unit price is the catalog's when the order was placed.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OrderItem {
-    pub product_id: i64,
+pub(crate) struct OrderItem {
+    pub(crate) product_id: i64,
     pub name: String,
-    pub quantity: i64,
-    pub unit_price_cents: i64,
-    pub line_total_cents: i64,
+    pub(crate) quantity: i64,
+    pub(crate) unit_price_cents: i64,
+    pub(crate) line_total_cents: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,7 +65,7 @@ struct ItemRow {
 /// What `place` did: made a new order, or found the one an earlier request with the same
 /// Idempotency-Key made.
 #[derive(Debug)]
-pub enum Placed {
+pub(crate) enum Placed {
     Created(Order),
     Replayed(Order),
 }
@@ -75,7 +75,7 @@ const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, created_at";
 /// Places an order for `user`. Prices come from the catalog; the total is checked integer cents.
 /// With a key, a request repeating an earlier one (same merged items) gets that order back, one
 /// with different items gets 422, and of concurrent duplicates exactly one creates the order.
-pub async fn place(
+pub(crate) async fn place(
     state: &AppState,
     user: &AuthUser,
     key: Option<IdempotencyKey>,
@@ -229,7 +229,7 @@ pub async fn count_for_user(db: &AnyPool, user: UserId) -> sqlx::Result<i64> {
 
 /// Up to `limit` of `user`'s orders with ids below `before`, newest first, and the `before` of the
 /// next page if there is one.
-pub async fn page(
+pub(crate) async fn page(
     db: &AnyPool,
     user: UserId,
     before: Option<i64>,
@@ -250,7 +250,7 @@ pub async fn page(
 }
 
 /// Cancels `user`'s order `id` if it is still placed; `None` if there is no such order of theirs.
-pub async fn cancel(state: &AppState, user: UserId, id: i64) -> sqlx::Result<Option<Order>> {
+pub(crate) async fn cancel(state: &AppState, user: UserId, id: i64) -> sqlx::Result<Option<Order>> {
     let done = sqlx::query(
         "UPDATE orders SET status = 'cancelled', updated_at = ? WHERE id = ? AND user_id = ? AND status = 'placed'",
     )
@@ -271,7 +271,7 @@ pub async fn cancel(state: &AppState, user: UserId, id: i64) -> sqlx::Result<Opt
 /// each by its primary key, so it locks exactly those rows, never a range new keys are being
 /// inserted into, and an order placed meanwhile never waits on it. SQLite has no row locks: one
 /// statement, by rowid.
-pub async fn purge_expired_keys(db: &AnyPool, dialect: Dialect, cutoff: i64, batch: u32) -> sqlx::Result<u64> {
+pub(crate) async fn purge_expired_keys(db: &AnyPool, dialect: Dialect, cutoff: i64, batch: u32) -> sqlx::Result<u64> {
     if dialect == Dialect::Sqlite {
         let done = sqlx::query(
             "DELETE FROM idempotency_keys WHERE rowid IN \

@@ -18,7 +18,7 @@ pub struct Profile {
     pub is_active: bool,
     /// RFC 3339.
     #[schema(format = DateTime)]
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,7 +65,7 @@ pub async fn set_active(db: &AnyPool, user: UserId, active: bool) -> sqlx::Resul
 }
 
 /// Creates the profile or refreshes its email, inside an order's transaction.
-pub async fn upsert(
+pub(crate) async fn upsert(
     conn: &mut AnyConnection,
     dialect: Dialect,
     user: UserId,

@@ -26,7 +26,7 @@ use crate::{stack, Context};
 const BATCH: usize = 500;
 
 #[derive(Subcommand, Debug)]
-pub enum CatalogCommand {
+pub(crate) enum CatalogCommand {
     /// Import products from a CSV or JSON file into every shard (upsert by sku).
     ///
     /// CSV: a header `sku,name,category,price_cents[,description]` (any order), one product per
@@ -36,15 +36,15 @@ pub enum CatalogCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The CSV or JSON file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The file's format [default: from the extension, else from the content].
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub(crate) format: Option<Format>,
     /// Check the file and show what would change, without writing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 pub async fn run(ctx: &Context, cmd: CatalogCommand) -> anyhow::Result<()> {

@@ -5,9 +5,9 @@
 use clap::CommandFactory as _;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The shell to complete for.
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

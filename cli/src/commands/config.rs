@@ -14,7 +14,7 @@ use crate::output::print_json;
 use crate::{Context, UsageError};
 
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Write a stack config: nginx, the verifiers and shards `a` (even buckets) and `b` (odd), with
     /// SQLite files beside it unless told otherwise, and a random HS256 key in `jwt.key` if there is
     /// none. Checks that what it wrote loads.
@@ -25,9 +25,9 @@ pub enum ConfigCommand {
 #[command(after_help = "Values that must not appear on a command line (database passwords) can come from the \
 environment instead, by the names every part reads at load time: SHOP__SHARDS__A__PRIMARY=mysql://… \
 shopctl config init … writes that URL into the file.")]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The file to write (replaced if it exists; mode 0600).
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Where nginx listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub nginx: SocketAddr,
@@ -36,13 +36,13 @@ pub struct InitArgs {
     pub verifiers: Vec<SocketAddr>,
     /// Where shard `a` listens.
     #[arg(long, value_name = "ADDR")]
-    pub shard_a: SocketAddr,
+    pub(crate) shard_a: SocketAddr,
     /// Where shard `b` listens.
     #[arg(long, value_name = "ADDR")]
-    pub shard_b: SocketAddr,
+    pub(crate) shard_b: SocketAddr,
     /// The folder, relative to the file, for the SQLite databases.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Any other setting, by its dotted key: `--set nginx.debug_headers=true`,
     /// `--set verifier.hash_workers=1` (a TOML value, else a string).
     #[arg(long = "set", value_name = "KEY=VALUE")]

@@ -13,7 +13,7 @@ use crate::output::{out, print_json, warn};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 /// What became of the token on the server.
 enum Revoked {

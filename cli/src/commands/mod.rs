@@ -1,19 +1,19 @@
 //! One file per subcommand: its `Args` and its `run`.
 
 pub mod catalog;
-pub mod completions;
+pub(crate) mod completions;
 pub mod config;
 pub mod login;
-pub mod logout;
-pub mod nginx;
+pub(crate) mod logout;
+pub(crate) mod nginx;
 pub mod openapi;
 pub mod orders;
-pub mod products;
+pub(crate) mod products;
 pub mod register;
-pub mod shards;
-pub mod tokens;
+pub(crate) mod shards;
+pub(crate) mod tokens;
 pub mod users;
-pub mod whoami;
+pub(crate) mod whoami;
 
 use std::io::{BufRead as _, IsTerminal as _};
 
@@ -26,11 +26,11 @@ pub struct AccountArgs {
     pub email: String,
     /// Read the password from standard input instead of asking.
     #[arg(long)]
-    pub password_stdin: bool,
+    pub(crate) password_stdin: bool,
 }
 
 /// Reads a password from stdin (`--password-stdin`) or asks without echo on a terminal.
-pub fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+pub(crate) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     let pw = if from_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;

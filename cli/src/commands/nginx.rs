@@ -17,20 +17,20 @@ use crate::{stack, Context};
 const TEMPLATE: &str = include_str!("../../../nginx/shopgate.conf.in");
 
 #[derive(Subcommand, Debug)]
-pub enum NginxCommand {
+pub(crate) enum NginxCommand {
     /// Print (or write) the nginx config for the stack.
     Render(RenderArgs),
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RenderArgs {
+pub(crate) struct RenderArgs {
     /// Only the shard map (two `map` blocks), for including in a config of your own.
     #[arg(long)]
-    pub map_only: bool,
+    pub(crate) map_only: bool,
     /// Write to this file (atomically) instead of standard output, and the API description
     /// (`openapi.json`, served at `/openapi.json`) beside it.
     #[arg(long, short)]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 }
 
 pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
@@ -69,7 +69,7 @@ pub fn shard_map(config: &Config) -> String {
 /// `$shop_allow`: the methods each public path has, from the API description, for the `Allow`
 /// header of the 405s nginx gives itself (a TRACE, refused before any location is chosen; a POST
 /// to `/openapi.json`). The services' own 405s carry their own.
-pub fn allow_map() -> String {
+pub(crate) fn allow_map() -> String {
     let doc = crate::openapi::document();
     let mut out = String::from(
         "# Allow for nginx's own 405s: each public path's methods, from the API description.\nmap $uri $shop_allow {\n    default \"\";\n    /openapi.json \"GET, HEAD\";\n",
@@ -117,11 +117,6 @@ fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
         anyhow::bail!("the {what} {text:?} has characters nginx config cannot hold unquoted");
     }
     Ok(text)
-}
-
-/// The whole nginx config, serving the API description from `openapi.json` in nginx's prefix.
-pub fn render(config: &Config) -> anyhow::Result<String> {
-    render_with(config, &prefix_dir(config)?.join(crate::openapi::FILE_NAME))
 }
 
 /// The whole nginx config, serving the API description at `/openapi.json` from `openapi_file`.

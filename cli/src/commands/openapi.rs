@@ -7,10 +7,10 @@ use anyhow::Context as _;
 use crate::output::out_raw;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Write to this file (atomically) instead of standard output.
     #[arg(long, short)]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -26,7 +26,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 /// Writes `text` to `path` through a temporary file beside it, readable by everyone (nginx's
 /// workers run as another user).
-pub fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;

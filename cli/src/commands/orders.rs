@@ -8,7 +8,7 @@ use crate::output::{cell, money, out, print_json, table};
 use crate::Context;
 
 #[derive(Subcommand, Debug)]
-pub enum OrdersCommand {
+pub(crate) enum OrdersCommand {
     /// Place an order: `--item PRODUCT_ID:QUANTITY`, repeated.
     Create(CreateArgs),
     /// Your orders, newest first.
@@ -20,23 +20,23 @@ pub enum OrdersCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// PRODUCT_ID:QUANTITY, e.g. `--item 3:2`.
     #[arg(long = "item", required = true, value_parser = parse_item, value_name = "ID:QTY")]
-    pub items: Vec<(u64, u32)>,
+    pub(crate) items: Vec<(u64, u32)>,
     /// Retrying with the same key never places a second order [default: a fresh key].
     #[arg(long)]
-    pub idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// How many orders.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub limit: u32,
+    pub(crate) limit: u32,
     /// Only orders older than this order id (the `next_before` of the previous page).
     #[arg(long)]
-    pub before: Option<u64>,
+    pub(crate) before: Option<u64>,
 }
 
 fn parse_item(s: &str) -> Result<(u64, u32), String> {

@@ -5,16 +5,16 @@ use crate::output::{cell, money, out, print_json, table};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Only this category (its id).
     #[arg(long)]
-    pub category: Option<u64>,
+    pub(crate) category: Option<u64>,
     /// How many products.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub limit: u32,
+    pub(crate) limit: u32,
     /// Skip this many products (for the next page).
     #[arg(long, default_value_t = 0)]
-    pub offset: u32,
+    pub(crate) offset: u32,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use crate::output::{out, print_json, status_table, table, Mark};
 use crate::{stack, Context};
 
 #[derive(Subcommand, Debug)]
-pub enum ShardsCommand {
+pub(crate) enum ShardsCommand {
     /// Per shard: primary and replica reachable, replication lag, users, orders, last write.
     /// Exit 1 if any primary is unreachable.
     Status,
@@ -28,10 +28,10 @@ pub enum ShardsCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Show at most this many misplaced rows per shard and table (all are counted).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub limit: u32,
+    pub(crate) limit: u32,
 }
 
 pub async fn run(ctx: &Context, cmd: ShardsCommand) -> anyhow::Result<()> {

@@ -11,22 +11,22 @@ use crate::output::{out, print_json};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
-pub enum TokensCommand {
+pub(crate) enum TokensCommand {
     /// Print a token for a user id (no account needed: the check path does not look).
     Mint(MintArgs),
 }
 
 #[derive(clap::Args, Debug)]
-pub struct MintArgs {
+pub(crate) struct MintArgs {
     /// The user id (1 to 2^53-1).
     #[arg(long)]
-    pub user_id: u64,
+    pub(crate) user_id: u64,
     /// The email claim.
     #[arg(long, default_value = "minted@shopgate.local")]
     pub email: String,
     /// Lifetime in seconds [default: the config's jwt.ttl_seconds].
     #[arg(long)]
-    pub ttl: Option<i64>,
+    pub(crate) ttl: Option<i64>,
 }
 
 pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {

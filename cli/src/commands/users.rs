@@ -22,7 +22,7 @@ use crate::output::{out, print_json, table, warn};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
-pub enum UsersCommand {
+pub(crate) enum UsersCommand {
     /// Where a user lives: bucket, owning shard, and whether their rows are there.
     Locate(UserArg),
     /// Stop a user logging in and revoke every token they hold.
@@ -32,7 +32,7 @@ pub enum UsersCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct UserArg {
+pub(crate) struct UserArg {
     /// A user id (e.g. 1042) or an email address.
     #[arg(value_name = "ID|EMAIL")]
     pub user: String,

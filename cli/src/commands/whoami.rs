@@ -5,7 +5,7 @@ use crate::output::{cell, out, print_json, table};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     let me = Client::logged_in(ctx)?.get("/auth/me").await?;

@@ -189,4 +189,6 @@ async fn a_login_flood_gets_503_with_retry_after_and_the_check_path_still_answer
         }
     }
     assert!(busy > 0, "40 concurrent logins on a pool of 1 + queue 2: none was refused");
+    // Each refusal is counted.
+    assert_eq!(stack.verifier_metric(0, "shop_hash_busy_total").await, Some(f64::from(busy)));
 }

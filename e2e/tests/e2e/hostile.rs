@@ -14,11 +14,7 @@ use shopgate_e2e::{now, rand_hex, Options, Stack, PASSWORD};
 
 /// The verifier's counter `name` from its `/metrics`.
 async fn verifier_metric(stack: &Stack, name: &str) -> u64 {
-    let addr = stack.config.verifier.listen[0];
-    let text = stack.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    stack.verifier_metric(0, name).await.unwrap_or_else(|| panic!("no {name} in the verifier's /metrics")) as u64
 }
 
 async fn login(stack: &Stack, email: &str, password: &str) -> reqwest::Response {

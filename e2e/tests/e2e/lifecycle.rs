@@ -194,13 +194,6 @@ async fn sigterm_to_a_backend_fails_no_request_in_flight() {
     assert!(!log.contains("stop deadline"), "requests ran past the deadline:\n{log}");
 }
 
-/// The verifier's `/metrics` value of `name` (0 if absent).
-async fn metric(stack: &Stack, verifier: usize, name: &str) -> f64 {
-    let url = format!("http://{}/metrics", stack.config.verifier.listen[verifier]);
-    let text = stack.http.get(url).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
     let stack = Arc::new(Stack::start().await);
@@ -237,8 +230,8 @@ async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let in_flight = loop {
-        let in_flight = metric(&stack, 0, "shop_hash_in_flight").await;
-        let done = metric(&stack, 0, "shop_logins_total{result=\"ok\"}").await;
+        let in_flight = stack.verifier_metric(0, "shop_hash_in_flight").await.unwrap_or(0.0);
+        let done = stack.verifier_metric(0, "shop_logins_total{result=\"ok\"}").await.unwrap_or(0.0);
         if in_flight + done >= LOGINS as f64 {
             break in_flight;
         }

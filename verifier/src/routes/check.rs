@@ -13,7 +13,7 @@ use crate::http::{empty, Body};
 use crate::metrics::Metrics;
 use crate::AppState;
 
-pub fn check(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) fn check(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     match state.check_bearer(header) {
         Ok(v) => {

@@ -10,7 +10,7 @@ use shopgate_core::http::HttpError;
 use crate::http::{json, Body};
 use crate::AppState;
 
-pub fn healthz() -> Response<Body> {
+pub(crate) fn healthz() -> Response<Body> {
     json(StatusCode::OK, &json!({"status": "ok"}))
 }
 

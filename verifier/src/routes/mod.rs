@@ -1,8 +1,8 @@
 //! The router: one table of paths and their methods, one file per resource.
 
-pub mod auth;
-pub mod check;
-pub mod health;
+pub(crate) mod auth;
+pub(crate) mod check;
+pub(crate) mod health;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,11 +16,12 @@ use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::http::Body;
+use crate::metrics::Metrics;
 use crate::AppState;
 
 /// The check path nginx's `auth_request` calls. Not under `/auth/`, so nginx's `/auth/` proxy
 /// can never expose it.
-pub const CHECK_PATH: &str = "/verify";
+pub(crate) const CHECK_PATH: &str = "/verify";
 
 /// Each path the verifier serves once, with the one method it answers (the check path is
 /// matched first, in [`handle`]). These paths are also the `route` label of the metrics.
@@ -36,7 +37,7 @@ static ROUTES: [(&str, Method); 9] = [
     ("/metrics", Method::GET),
 ];
 
-pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     // The hot path first: no span, no request id, no allocation beyond the answer, and metrics
     // through handles made at start. It answers any method (nginx sends GET: `proxy_method GET`),
@@ -58,6 +59,9 @@ pub async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incomin
             }
             Some((path, _)) => route(&state, peer, path, req).await,
         };
+        if matches!(result, Err(ApiError::Busy)) {
+            Metrics::inc(&state.metrics.hash_busy);
+        }
         let mut resp = result.unwrap_or_else(ApiError::into_response);
         let route = found.map_or(metrics::UNMATCHED, |(path, _)| path);
         state.metrics.http.observe(route, &method, resp.status().as_u16(), started);

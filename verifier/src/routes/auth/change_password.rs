@@ -47,7 +47,7 @@ pub(crate) struct ChangeBody {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn change_password(
+pub(crate) async fn change_password(
     state: &Arc<AppState>,
     address: IpAddr,
     req: Request<Incoming>,

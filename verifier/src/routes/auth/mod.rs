@@ -1,8 +1,8 @@
 //! The auth API under `/auth/`: one file per action.
 
-pub mod change_password;
+pub(crate) mod change_password;
 pub mod jwks;
-pub mod logout;
+pub(crate) mod logout;
 pub mod me;
 pub mod register;
 pub mod token;
@@ -16,17 +16,17 @@ use crate::users::User;
 /// A user as the API shows it: never the hash.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"id": 12, "email": "ann@example.com", "is_active": true, "is_admin": false, "created_at": "2026-01-02T03:04:05Z"}))]
-pub struct UserView {
+pub(crate) struct UserView {
     /// 1 to 2^53-1; the same id on the user's shard.
     #[schema(minimum = 1, maximum = 9007199254740991_u64)]
     pub id: u64,
     #[schema(format = Email)]
     pub email: String,
     pub is_active: bool,
-    pub is_admin: bool,
+    pub(crate) is_admin: bool,
     /// RFC 3339.
     #[schema(format = DateTime)]
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl From<&User> for UserView {
