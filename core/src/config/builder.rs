@@ -114,7 +114,7 @@ impl ConfigBuilder {
 
     /// The file's text: what was set, and the default SQLite database of the verifier and of each
     /// shard whose database was not set.
-    pub(crate) fn to_toml(&self) -> String {
+    pub fn to_toml(&self) -> String {
         let mut this = self.clone();
         let auth = this.sqlite("auth.db");
         if let Some(verifier) = this.section("verifier") {
