@@ -1,19 +1,32 @@
 //! The access token: a compact JWS (JWT) with pinned algorithm and strict claim checks.
 //!
-//! Written here rather than taken from a general JWT library because the check path must be
-//! exact about what it refuses (any `alg` but the configured one in any spelling, a `crit` header,
-//! duplicate or mistyped claims, non-canonical base64url, tokens over 8 KiB) and fast: one HMAC,
-//! two small JSON parses, no allocation-heavy generic machinery.
+//! Signing, signature verification, the issuer and audience checks and the published JWK set are
+//! `jsonwebtoken`'s (its `rust_crypto` backend: RustCrypto's HMAC-SHA256 and ed25519-dalek).
+//! Around it sits a thin layer of the rules where the check path is stricter than a general JWT
+//! library, each checked before or after `jsonwebtoken::decode` runs:
+//! - a token over 8 KiB is refused before any decoding, as is anything but three non-empty parts;
+//! - the header and the claims are JSON objects, never an array of their fields in order;
+//! - the one configured `alg`, compared exactly (so no `none` in any spelling, no HS256 while
+//!   EdDSA is configured), and no `crit` header at all;
+//! - exactly our claim set, with `sub` agreeing with `user_id` (see [`Claims`]);
+//! - the times against the caller's clock (see [`Verifier::verify`]).
+//!
+//! Base64url must be canonical (no padding, no stray bits in the last character): our decoding
+//! of the header and `jsonwebtoken`'s of the claims and the signature both use the base64 crate's
+//! strict `URL_SAFE_NO_PAD`; `non_canonical_base64url_is_malformed` pins it.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk as PublicJwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::UserId;
 use crate::json::ObjectOnly;
@@ -62,15 +75,6 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
-impl Audience {
-    fn contains(&self, want: &str) -> bool {
-        match self {
-            Audience::One(a) => a == want,
-            Audience::Many(v) => v.iter().any(|a| a == want),
-        }
-    }
-}
-
 /// A token that passed every check, with its user id already parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -78,6 +82,33 @@ pub struct Verified {
     pub claims: Claims,
 }
 
+/// The claims as the check path takes them, what `jsonwebtoken::decode` deserialises: a JSON
+/// object (RFC 7519; serde's derive would also take an array of the fields in order) with
+/// exactly our claims, a `user_id` in range that `sub` spells, a token id and an email of sane
+/// length. A failure here is a JSON error to `jsonwebtoken`, which it reports before it checks
+/// the issuer and the audience.
+struct OurClaims(Verified);
+
+impl<'de> Deserialize<'de> for OurClaims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ObjectOnly(claims) = ObjectOnly::<Claims>::deserialize(deserializer)?;
+        let user = UserId::new(claims.user_id).map_err(|_| D::Error::custom("user_id out of range"))?;
+        // An email no account can have (registration holds it to 254) would also overflow the
+        // header nginx takes from the check's answer.
+        if claims.sub != claims.user_id.to_string()
+            || claims.jti.is_empty()
+            || claims.jti.len() > 64
+            || claims.email.len() > MAX_EMAIL_BYTES
+        {
+            return Err(D::Error::custom("sub, jti or email out of shape"));
+        }
+        Ok(OurClaims(Verified { user, claims }))
+    }
+}
+
+/// The header fields our rules look at. Read by us, before `jsonwebtoken` reads it again, because
+/// it takes an array for an object, knows no `alg` it was not built with (a JSON error rather than
+/// a wrong algorithm) and accepts `crit: ["b64"]`.
 #[derive(Deserialize)]
 struct Header {
     alg: String,
@@ -160,7 +191,8 @@ pub enum KeyError {
 /// An HS256 signing and verification key. Its bytes never print.
 #[derive(Clone)]
 pub struct Hs256Key {
-    mac: Hmac<Sha256>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
 }
 
 impl std::fmt::Debug for Hs256Key {
@@ -183,8 +215,12 @@ impl Hs256Key {
         if secret.iter().all(|&b| b == secret[0]) {
             return Err(KeyError::Placeholder);
         }
-        let mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| KeyError::TooShort(0))?;
-        Ok(Self { mac })
+        // jsonwebtoken refuses only an empty secret, which the length check above has refused.
+        let too_short = |_| KeyError::TooShort(secret.len());
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret).map_err(too_short)?,
+            decoding: DecodingKey::from_secret(secret).map_err(too_short)?,
+        })
     }
 }
 
@@ -193,8 +229,10 @@ impl Hs256Key {
 /// tokens it signed have expired.
 #[derive(Clone)]
 pub struct EdKeys {
-    verify: Vec<(String, VerifyingKey)>,
-    signing: Option<(String, SigningKey)>,
+    verify: Vec<(String, DecodingKey)>,
+    signing: Option<(String, EncodingKey)>,
+    /// The public keys as published, built once at load.
+    published: JwkSet,
 }
 
 impl std::fmt::Debug for EdKeys {
@@ -204,7 +242,9 @@ impl std::fmt::Debug for EdKeys {
     }
 }
 
-/// A JWK of an Ed25519 key (RFC 8037), with the private part `d` when this process signs.
+/// A JWK of an Ed25519 key (RFC 8037), with the private part `d` when this process signs: the
+/// key file's format. `jsonwebtoken`'s `Jwk` has no private part, so the file has its own type;
+/// what is published is `jsonwebtoken`'s [`JwkSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Jwk {
     pub kty: String,
@@ -244,9 +284,13 @@ impl KeyFile {
 }
 
 impl EdKeys {
+    /// Checks a key file and takes its keys. The checks of each key (a valid curve point, not of
+    /// small order, `d` matching `x`) are ed25519-dalek's: `jsonwebtoken` takes key bytes as
+    /// they come and would only fail on the first token.
     pub fn from_file(file: &KeyFile) -> Result<Self, KeyError> {
         let bad = |m: String| KeyError::KeySet(m);
-        let mut verify: Vec<(String, VerifyingKey)> = Vec::new();
+        let mut verify: Vec<(String, DecodingKey)> = Vec::new();
+        let mut published = JwkSet::default();
         let mut signing = None;
         for jwk in &file.keys {
             if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
@@ -262,6 +306,9 @@ impl EdKeys {
                 .ok_or_else(|| bad(format!("key {}: x is not 32 base64url bytes", jwk.kid)))?;
             let public =
                 VerifyingKey::from_bytes(&x).map_err(|_| bad(format!("key {}: x is not a valid point", jwk.kid)))?;
+            // jsonwebtoken verifies with ed25519-dalek's `verify`, not `verify_strict`. With keys
+            // of small order refused here, the one difference left is a signature whose R is of
+            // small order, which cannot be made without the private key either.
             if public.is_weak() {
                 return Err(bad(format!("key {}: weak public key", jwk.kid)));
             }
@@ -276,10 +323,18 @@ impl EdKeys {
                     return Err(bad(format!("key {}: d does not match x", jwk.kid)));
                 }
                 if file.signing_kid.as_deref() == Some(jwk.kid.as_str()) {
-                    signing = Some((jwk.kid.clone(), private));
+                    // jsonwebtoken takes an Ed25519 private key as PKCS#8 (RFC 8410) DER.
+                    let der = private.to_pkcs8_der().map_err(|e| bad(format!("key {}: {e}", jwk.kid)))?;
+                    signing = Some((jwk.kid.clone(), EncodingKey::from_ed_der(der.as_bytes())));
                 }
             }
-            verify.push((jwk.kid.clone(), public));
+            let key = DecodingKey::from_ed_der(public.as_bytes());
+            let mut public_jwk = PublicJwk::from_decoding_key(&key, Some(Algorithm::EdDSA))
+                .map_err(|e| bad(format!("key {}: {e}", jwk.kid)))?;
+            public_jwk.common.key_id = Some(jwk.kid.clone());
+            public_jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            published.keys.push(public_jwk);
+            verify.push((jwk.kid.clone(), key));
         }
         if verify.is_empty() {
             return Err(bad("no keys".into()));
@@ -289,7 +344,7 @@ impl EdKeys {
                 return Err(bad(format!("signing_kid {kid:?} names no key with a private part")));
             }
         }
-        Ok(Self { verify, signing })
+        Ok(Self { verify, signing, published })
     }
 }
 
@@ -309,6 +364,13 @@ impl Keys {
         }
     }
 
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Keys::Hs256(_) => Algorithm::HS256,
+            Keys::EdDsa(_) => Algorithm::EdDSA,
+        }
+    }
+
     pub fn can_sign(&self) -> bool {
         match self {
             Keys::Hs256(_) => true,
@@ -318,40 +380,29 @@ impl Keys {
 
     /// The public keys as a JWK set (RFC 7517); empty for HS256, whose key is secret.
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = match self {
-            Keys::Hs256(_) => Vec::new(),
-            Keys::EdDsa(k) => k
-                .verify
-                .iter()
-                .map(|(kid, key)| {
-                    serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
-                        "x": URL_SAFE_NO_PAD.encode(key.as_bytes())})
-                })
-                .collect(),
+        let empty = JwkSet::default();
+        let set = match self {
+            Keys::Hs256(_) => &empty,
+            Keys::EdDsa(k) => &k.published,
         };
-        serde_json::json!({ "keys": keys })
+        // A JWK set is strings and arrays of strings; serialising it cannot fail.
+        serde_json::to_value(set).unwrap_or_default()
     }
 
     /// Signs claims into a compact token; `None` if this key set has no signing key.
     pub fn sign(&self, claims: &Claims) -> Option<String> {
-        // Claims are plain strings and integers; serialising them cannot fail.
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-        match self {
-            Keys::Hs256(key) => {
-                let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-                let signing_input = format!("{header}.{payload}");
-                let mut mac = key.mac.clone();
-                mac.update(signing_input.as_bytes());
-                Some(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())))
-            }
+        let mut header = jsonwebtoken::Header::new(self.algorithm());
+        let key = match self {
+            Keys::Hs256(key) => &key.encoding,
             Keys::EdDsa(k) => {
                 let (kid, key) = k.signing.as_ref()?;
-                let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}).to_string();
-                let signing_input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header));
-                let sig = key.sign(signing_input.as_bytes());
-                Some(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())))
+                header.kid = Some(kid.clone());
+                key
             }
-        }
+        };
+        // The key was checked at load and matches the header's algorithm; the claims are plain
+        // strings and integers. Nothing is left to fail.
+        jsonwebtoken::encode(&header, claims, key).ok()
     }
 }
 
@@ -363,12 +414,32 @@ pub struct Policy {
     pub leeway_seconds: i64,
 }
 
+impl Policy {
+    /// What `jsonwebtoken` checks for us: the one algorithm, the signature, the issuer and the
+    /// audience (one string, or an array holding ours). It does not check the times: its clock
+    /// is the system's, while [`Verifier::verify`] checks against the `now` it is given, with its
+    /// own leeway and `iat` rule; and no claim is "required" here, since [`Claims`] requires all
+    /// of ours.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.set_required_spec_claims::<&str>(&[]);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.leeway = 0;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v
+    }
+}
+
 /// Checks tokens. Cheap to clone; clones share the live keys, so a key reload reaches every
 /// clone at once (the verifier's check path and the backend alike).
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Arc<ArcSwap<Keys>>,
     policy: Policy,
+    /// `jsonwebtoken`'s checks for HS256 and for EdDSA, built once from the policy.
+    validation: Arc<[Validation; 2]>,
 }
 
 impl Verifier {
@@ -377,12 +448,13 @@ impl Verifier {
     }
 
     pub fn with_keys(keys: Keys, policy: Policy) -> Self {
-        Self { keys: Arc::new(ArcSwap::from_pointee(keys)), policy }
+        Self::shared(Arc::new(ArcSwap::from_pointee(keys)), policy)
     }
 
     /// A verifier over shared, swappable keys.
     pub fn shared(keys: Arc<ArcSwap<Keys>>, policy: Policy) -> Self {
-        Self { keys, policy }
+        let validation = Arc::new([policy.validation(Algorithm::HS256), policy.validation(Algorithm::EdDSA)]);
+        Self { keys, policy, validation }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -394,7 +466,10 @@ impl Verifier {
         self.keys.load_full()
     }
 
-    /// Verifies a compact token at time `now` (unix seconds).
+    /// Verifies a compact token at time `now` (unix seconds). Our checks of the whole token and
+    /// its header run first, then `jsonwebtoken`'s of the signature, the claims' shape (ours, see
+    /// `OurClaims`), the issuer and the audience, then ours of the times: a token that is both
+    /// expired and for another audience counts as `audience`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
@@ -421,37 +496,21 @@ impl Verifier {
         if header.alg != keys.alg() {
             return Err(TokenError::Algorithm);
         }
-        let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed)?;
-        let signing_input = &token[..h64.len() + 1 + p64.len()];
-        match &**keys {
-            Keys::Hs256(key) => {
-                let mut mac = key.mac.clone();
-                mac.update(signing_input.as_bytes());
-                mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
-            }
+        let (key, validation) = match &**keys {
+            Keys::Hs256(key) => (&key.decoding, &self.validation[0]),
             Keys::EdDsa(ed) => {
                 let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
                 let key = ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?;
-                let sig: [u8; 64] = sig.try_into().map_err(|_| TokenError::Signature)?;
-                key.verify_strict(signing_input.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
-                    .map_err(|_| TokenError::Signature)?;
+                (key, &self.validation[1])
             }
-        }
+        };
+        let OurClaims(verified) = jsonwebtoken::decode::<OurClaims>(token, key, validation)
+            .map_err(|e| decode_error(e.kind(), token))?
+            .claims;
         drop(keys);
 
-        let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
-        let ObjectOnly(claims): ObjectOnly<Claims> =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
-        let user = UserId::new(claims.user_id).map_err(|_| TokenError::BadClaims)?;
-        // An email no account can have (registration holds it to 254) would also overflow the
-        // header nginx takes from the check's answer.
-        if claims.sub != claims.user_id.to_string()
-            || claims.jti.is_empty()
-            || claims.jti.len() > 64
-            || claims.email.len() > MAX_EMAIL_BYTES
-        {
-            return Err(TokenError::BadClaims);
-        }
+        // The times, against the caller's clock (see `Policy::validation`).
+        let claims = &verified.claims;
         let leeway = self.policy.leeway_seconds;
         if claims.exp.saturating_add(leeway) <= now {
             return Err(TokenError::Expired);
@@ -463,13 +522,26 @@ impl Verifier {
         {
             return Err(TokenError::NotYetValid);
         }
-        if claims.iss != self.policy.issuer {
-            return Err(TokenError::Issuer);
+        Ok(verified)
+    }
+}
+
+/// Why `jsonwebtoken::decode` refused a token that passed our checks before it.
+fn decode_error(kind: &ErrorKind, token: &str) -> TokenError {
+    match kind {
+        // The last two, a key jsonwebtoken cannot use, do not happen with keys checked at load.
+        ErrorKind::InvalidSignature | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidKeyFormat => {
+            TokenError::Signature
         }
-        if !claims.aud.contains(&self.policy.audience) {
-            return Err(TokenError::Audience);
-        }
-        Ok(Verified { user, claims })
+        ErrorKind::InvalidIssuer => TokenError::Issuer,
+        ErrorKind::InvalidAudience => TokenError::Audience,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::Algorithm,
+        ErrorKind::Base64(_) | ErrorKind::Utf8(_) => TokenError::Malformed,
+        // Its header type knows more fields than ours (`x5c`, `b64`, …) and refuses a wrong type
+        // in them, or `b64: false`; any other JSON it cannot read is the claims.
+        ErrorKind::InvalidToken => TokenError::BadHeader,
+        ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => TokenError::BadHeader,
+        _ => TokenError::BadClaims,
     }
 }
 
@@ -553,9 +625,8 @@ mod tests {
 
     fn forge(header: &str, payload: &str) -> String {
         let signing = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let mut mac = key().mac;
-        mac.update(signing.as_bytes());
-        format!("{signing}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        let sig = jsonwebtoken::crypto::sign(signing.as_bytes(), &key().encoding, Algorithm::HS256).unwrap();
+        format!("{signing}.{sig}")
     }
 
     #[test]
@@ -730,6 +801,87 @@ mod tests {
     }
 
     pub const RFC7515_A1: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    /// Each byte string has one base64url spelling; another spelling (padding, the standard
+    /// alphabet, stray bits in the last character) is refused in every part, even under a valid
+    /// signature over that spelling.
+    #[test]
+    fn non_canonical_base64url_is_malformed() {
+        let v = Verifier::new(key(), policy());
+        let sign = |h64: &str, p64: &str| {
+            let input = format!("{h64}.{p64}");
+            let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key().encoding, Algorithm::HS256).unwrap();
+            format!("{input}.{sig}")
+        };
+        // The last character's unused low bit set: the same bytes to a lax decoder.
+        let stray = |part: &str| {
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let (head, last) = part.split_at(part.len() - 1);
+            let i = alphabet.iter().position(|&c| c == last.as_bytes()[0]).unwrap();
+            format!("{head}{}", alphabet[i | 1] as char)
+        };
+        // A header whose encoding has unused bits in its last character, as have the claims'.
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256", "typ":"JWT"}"#);
+        assert_ne!(h.len() % 4, 0);
+        let p = (1..4)
+            .map(|n| {
+                let mut c = claims();
+                c.email = format!("{}@example.com", "a".repeat(n));
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap())
+            })
+            .find(|p| p.len() % 4 != 0)
+            .unwrap();
+        let good = sign(&h, &p);
+        assert!(v.verify(&good, NOW).is_ok(), "the control passes");
+        let s = good.rsplit('.').next().unwrap();
+        let cut = |part: &str| part[..part.len() - part.len() % 4].to_owned();
+        let pad = |part: &str| format!("{part}{}", "=".repeat((4 - part.len() % 4) % 4));
+        for (what, token) in [
+            ("stray bits in the header", sign(&stray(&h), &p)),
+            ("stray bits in the claims", sign(&h, &stray(&p))),
+            ("stray bits in the signature", format!("{h}.{p}.{}", stray(s))),
+            ("padded claims", sign(&h, &pad(&p))),
+            ("padded signature", format!("{h}.{p}.{}", pad(s))),
+            ("standard alphabet in the claims", sign(&h, &format!("{}+/", cut(&p)))),
+            ("standard alphabet in the signature", format!("{h}.{p}.{}+/", cut(s))),
+        ] {
+            assert_eq!(v.verify(&token, NOW).unwrap_err(), TokenError::Malformed, "{what}: {token}");
+        }
+    }
+
+    /// jsonwebtoken's header type knows fields ours ignores and refuses wrong types in them; such
+    /// a header is a bad header, not bad claims.
+    #[test]
+    fn a_header_jsonwebtoken_refuses_is_a_bad_header() {
+        let v = Verifier::new(key(), policy());
+        let body = serde_json::to_string(&claims()).unwrap();
+        for header in [r#"{"alg":"HS256","x5c":5}"#, r#"{"alg":"HS256","b64":false}"#, r#"{"alg":"HS256","b64":"no"}"#] {
+            assert_eq!(v.verify(&forge(header, &body), NOW).unwrap_err(), TokenError::BadHeader, "{header}");
+        }
+        assert_eq!(v.verify(&forge(r#"{"alg":"HS256"}"#, "{}"), NOW).unwrap_err(), TokenError::BadClaims);
+    }
+
+    /// What `/auth/jwks.json` publishes is enough for anyone to check our tokens with a JWT
+    /// library: here `jsonwebtoken` itself, taking the key out of the published set by `kid`.
+    #[test]
+    fn the_published_jwk_set_verifies_our_tokens() {
+        let (_, keys) = ed_keys("k2", &["k1", "k2"]);
+        let token = keys.sign(&claims()).unwrap();
+        let set: JwkSet = serde_json::from_value(keys.jwks()).unwrap();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        assert_eq!(kid, "k2");
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.set_audience(&["shopgate-api"]);
+        let got = jsonwebtoken::decode::<Claims>(&token, &key, &validation).unwrap();
+        assert_eq!(got.claims, claims_with_jti(&got.claims.jti));
+        assert!(jsonwebtoken::decode::<Claims>(&token, &DecodingKey::from_jwk(set.find("k1").unwrap()).unwrap(), &validation).is_err());
+    }
+
+    fn claims_with_jti(jti: &str) -> Claims {
+        Claims { jti: jti.into(), ..claims() }
+    }
 
     #[test]
     fn bearer_header_parsing() {
