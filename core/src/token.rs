@@ -1,8 +1,9 @@
 //! The access token: a compact JWS (JWT) with pinned algorithm and strict claim checks.
 //!
 //! Signing, the signature check and the published JWK set are `jsonwebtoken`'s (its
-//! `rust_crypto` backend: RustCrypto's HMAC-SHA256 and ed25519-dalek). The check path calls
-//! `jsonwebtoken::crypto::verify` on the signature only, not `jsonwebtoken::decode`: `decode`
+//! `rust_crypto` backend: RustCrypto's HMAC-SHA256 and ed25519-dalek). The check path verifies
+//! the signature only (HS256: with the provider's verifier, kept per thread, see
+//! [`Hs256Key`]; EdDSA: `jsonwebtoken::crypto::verify`), not with `jsonwebtoken::decode`: `decode`
 //! would parse the header a second time into its own type and the claims twice (into ours and
 //! into its own for `Validation`), 1.5x the instructions of a whole HS256 check (BENCHMARKS.md),
 //! and its standard claim validation cannot be run on claims parsed once (`validate` is private
@@ -16,9 +17,12 @@
 //!   [`Verifier::verify`]).
 //!
 //! Base64url must be canonical (no padding, no stray bits in the last character): our decoding
-//! of the header and the claims and `jsonwebtoken`'s of the signature all use the base64 crate's
-//! strict `URL_SAFE_NO_PAD`; `non_canonical_base64url_is_malformed` pins it.
+//! of the header, the claims and the HS256 signature, and `jsonwebtoken`'s of the EdDSA signature,
+//! all use the base64 crate's strict `URL_SAFE_NO_PAD`; `non_canonical_base64url_is_malformed`
+//! pins it.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -28,6 +32,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk as PublicJwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -204,6 +209,35 @@ pub enum KeyError {
 pub struct Hs256Key {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Tells this key from any other in [`HS256_VERIFIER`] (keys are reloaded, and tests hold several).
+    id: u64,
+}
+
+thread_local! {
+    /// jsonwebtoken's HS256 verifier (from its `CryptoProvider`) for the key last used on this
+    /// thread. `crypto::verify` builds one per call, and building one computes the keyed HMAC
+    /// state: about a sixth of a whole check. The verifier is not `Send`, so each thread keeps its
+    /// own, rebuilt when the key changes.
+    static HS256_VERIFIER: RefCell<Option<(u64, Box<dyn JwtVerifier>)>> = const { RefCell::new(None) };
+}
+
+impl Hs256Key {
+    /// Checks `signature` over `message` with jsonwebtoken's HS256 verifier for this key.
+    fn verify(&self, message: &[u8], signature: Vec<u8>) -> Result<(), TokenError> {
+        HS256_VERIFIER.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let verifier = match &mut *cell {
+                Some((id, verifier)) if *id == self.id => verifier,
+                slot => {
+                    let provider = CryptoProvider::try_get_default().ok_or(TokenError::Signature)?;
+                    let verifier = (provider.verifier_factory)(&Algorithm::HS256, &self.decoding)
+                        .map_err(|_| TokenError::Signature)?;
+                    &mut slot.insert((self.id, verifier)).1
+                }
+            };
+            verifier.verify(message, &signature).map_err(|_| TokenError::Signature)
+        })
+    }
 }
 
 impl std::fmt::Debug for Hs256Key {
@@ -228,9 +262,11 @@ impl Hs256Key {
         }
         // jsonwebtoken refuses only an empty secret, which the length check above has refused.
         let too_short = |_| KeyError::TooShort(secret.len());
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
             encoding: EncodingKey::from_secret(secret).map_err(too_short)?,
             decoding: DecodingKey::from_secret(secret).map_err(too_short)?,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -485,19 +521,23 @@ impl Verifier {
         if header.alg != keys.alg() {
             return Err(TokenError::Algorithm);
         }
-        let key = match &**keys {
-            Keys::Hs256(key) => &key.decoding,
+        let signing_input = &token[..h64.len() + 1 + p64.len()];
+        match &**keys {
+            Keys::Hs256(key) => {
+                let signature = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed)?;
+                key.verify(signing_input.as_bytes(), signature)?;
+            }
             Keys::EdDsa(ed) => {
                 let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-                ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?
+                let key =
+                    ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?;
+                match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), key, Algorithm::EdDSA) {
+                    Ok(true) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => return Err(TokenError::Malformed),
+                    // A key jsonwebtoken cannot use does not happen with keys checked at load.
+                    Ok(false) | Err(_) => return Err(TokenError::Signature),
+                }
             }
-        };
-        let signing_input = &token[..h64.len() + 1 + p64.len()];
-        match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), key, keys.algorithm()) {
-            Ok(true) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => return Err(TokenError::Malformed),
-            // A key jsonwebtoken cannot use does not happen with keys checked at load.
-            Ok(false) | Err(_) => return Err(TokenError::Signature),
         }
         drop(keys);
 
@@ -627,6 +667,27 @@ mod tests {
         let got = v.verify(&sign_hs256(&key(), &c), NOW).unwrap();
         assert_eq!(got.claims, c);
         assert_eq!(got.user.get(), 42);
+    }
+
+    #[test]
+    fn each_hs256_key_is_checked_with_its_own_verifier_on_one_thread() {
+        // The verifier kept per thread must follow the key: a key swapped in (a reload) or another
+        // stack's key on the same thread never checks with the previous key's verifier.
+        let other = Hs256Key::new(b"another-key-0123456789abcdef-0123456789").unwrap();
+        let (mine, theirs) = (Verifier::new(key(), policy()), Verifier::new(other.clone(), policy()));
+        let (t_mine, t_theirs) = (sign_hs256(&key(), &claims()), sign_hs256(&other, &claims()));
+        for _ in 0..3 {
+            assert!(mine.verify(&t_mine, NOW).is_ok());
+            assert_eq!(mine.verify(&t_theirs, NOW).unwrap_err(), TokenError::Signature);
+            assert!(theirs.verify(&t_theirs, NOW).is_ok());
+            assert_eq!(theirs.verify(&t_mine, NOW).unwrap_err(), TokenError::Signature);
+        }
+        let live = Arc::new(ArcSwap::from_pointee(Keys::Hs256(key())));
+        let shared = Verifier::shared(live.clone(), policy());
+        assert!(shared.verify(&t_mine, NOW).is_ok());
+        live.store(Arc::new(Keys::Hs256(other)));
+        assert_eq!(shared.verify(&t_mine, NOW).unwrap_err(), TokenError::Signature, "after the reload");
+        assert!(shared.verify(&t_theirs, NOW).is_ok());
     }
 
     #[test]
