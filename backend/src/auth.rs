@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use shopgate_core::time::unix_now;
 use shopgate_core::token::{bearer, TokenError, Verified, Verifier};
+use shopgate_core::shardmap::Admission;
 use shopgate_core::UserId;
 
 use crate::error::ApiError;
@@ -25,6 +26,20 @@ pub(crate) struct AuthUser {
     pub id: UserId,
     /// From the token's claims, as the verifier issued it.
     pub email: String,
+    /// False while the user's bucket has its writes paused for a move: writes get 503.
+    pub(crate) writes: bool,
+}
+
+impl AuthUser {
+    /// Ok if this user's writes may go ahead (the shard's write fence still decides, in the
+    /// write's transaction: `store::fence`).
+    pub(crate) fn may_write(&self) -> Result<(), ApiError> {
+        if self.writes {
+            Ok(())
+        } else {
+            Err(ApiError::Moving)
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -40,12 +55,13 @@ impl FromRequestParts<AppState> for AuthUser {
         if !state.revocations.is_loaded() {
             return Err(ApiError::NotReady);
         }
-        let owner = state.shard_for(verified.user);
-        if owner != state.shard_name() {
-            return Err(ApiError::Misdirected { user: verified.user, owner: owner.clone() });
-        }
+        let writes = match state.admit(verified.user)? {
+            Admission::Serve { writes } => writes,
+            Admission::Moving => return Err(ApiError::Moving),
+            Admission::Elsewhere(owner) => return Err(ApiError::Misdirected { user: verified.user, owner }),
+        };
         tracing::Span::current().record("user_id", verified.user.get());
-        Ok(Self { id: verified.user, email: verified.claims.email })
+        Ok(Self { id: verified.user, email: verified.claims.email, writes })
     }
 }
 

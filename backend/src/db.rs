@@ -80,6 +80,9 @@ pub(crate) enum InitError {
     /// The stored schema disagrees with this build's migrations; retrying will not help.
     #[error("schema: {0}")]
     Schema(#[source] MigrateError),
+    /// The shard map could not be read from the auth database; worth retrying.
+    #[error("shard map: {0}")]
+    Control(String),
 }
 
 impl From<sqlx::Error> for InitError {
@@ -453,8 +456,9 @@ pub async fn heartbeat(db: &AnyPool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(db).await
 }
 
-/// The auth database (the verifier's), read here for revocations only; never created or migrated
-/// by a backend. Lazy like the shard's pools.
+/// The auth database (the verifier's), read here for revocations and the shard map (whose tables
+/// `shopgate_core::control` creates if missing); never created or migrated by a backend. Lazy
+/// like the shard's pools.
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
     let (dialect, options) =
         db::connect_options(url, Open::Existing).with_context(|| format!("auth database {url}"))?;

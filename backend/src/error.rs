@@ -36,6 +36,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body over 1 MiB")]
     PayloadTooLarge,
+    /// The user's bucket is moving between shards (or has just moved away from this one): its
+    /// writes, or all its requests, wait until the move's switch is over. Nothing was written.
+    #[error("the user's bucket is moving between shards")]
+    Moving,
     /// The shard's schema has not been set up yet because its primary has not answered.
     #[error("shard database not initialised yet")]
     NotReady,
@@ -80,6 +84,10 @@ impl ApiError {
             UnsupportedMediaType => HttpError::UnsupportedMediaType("application/json"),
             PayloadTooLarge => HttpError::PayloadTooLarge,
             NotReady | Unavailable(_) | DeadlineExceeded => SHARD_UNAVAILABLE,
+            Moving => HttpError::Unavailable {
+                code: "moving",
+                message: "this account's data is being moved between shards; try again in a moment",
+            },
             Overloaded => HttpError::Unavailable {
                 code: "overloaded",
                 message: "this shard is handling as many requests as it can; try again shortly",

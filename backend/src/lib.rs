@@ -49,6 +49,9 @@ pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a starting backend waits for its first load of revocations before serving anyway
 /// (authenticated requests get 503 until one load succeeds).
 pub(crate) const FIRST_REVOCATION_LOAD: Duration = Duration::from_secs(5);
+/// How often each backend checks the auth database for a new shard map version. A move waits for
+/// every backend to take each of its versions, so this bounds part of a bucket's write pause.
+pub(crate) const MAP_REFRESH_EVERY: Duration = Duration::from_millis(100);
 /// After the shutdown signal, in-flight requests get this long before connections are dropped.
 pub const SHUTDOWN_DEADLINE: Duration = shopgate_core::service::STOP_DEADLINE;
 
@@ -99,8 +102,9 @@ pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow
     };
     let state = AppState::new(&config, shard_config).with_context(|| format!("shard {shard}"))?;
     watch_keys(&config);
+    state.spawn_map_refresh(FIRST_REVOCATION_LOAD).await;
     match state.init().await {
-        Ok(()) | Err(InitError::Unavailable(_)) => {}
+        Ok(()) | Err(InitError::Unavailable(_) | InitError::Control(_)) => {}
         Err(e @ InitError::Schema(_)) => return Err(e).with_context(|| format!("shard {shard}")),
     }
     state.spawn_heartbeat();

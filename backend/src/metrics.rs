@@ -39,6 +39,7 @@ pub struct Metrics {
     requests_shed: Counter,
     /// `/api` requests being worked on now (admitted, not finished).
     requests_in_flight: Gauge,
+    map_version: Gauge,
     idempotency_keys_purged: Counter,
     idempotency_purge_batches: Counter,
     replica: Arc<ReplicaGauges>,
@@ -116,6 +117,12 @@ impl Metrics {
         );
         let requests_in_flight = Gauge::default();
         registry.register("shop_requests_in_flight", "API requests being worked on now", requests_in_flight.clone());
+        let map_version = Gauge::default();
+        registry.register(
+            "shop_shard_map_version",
+            "The shard map version this backend routes with (0 until one is loaded)",
+            map_version.clone(),
+        );
         let replica = Arc::new(ReplicaGauges::default());
         registry.register_collector(Box::new(replica.clone()));
         Self {
@@ -131,6 +138,7 @@ impl Metrics {
             writes_outlived_request,
             requests_shed,
             requests_in_flight,
+            map_version,
             idempotency_keys_purged,
             idempotency_purge_batches,
             replica,
@@ -223,6 +231,10 @@ impl Metrics {
 
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.get()
+    }
+
+    pub(crate) fn set_map_version(&self, version: Option<u64>) {
+        self.map_version.set(version.and_then(|v| i64::try_from(v).ok()).unwrap_or(0));
     }
 
     /// The Prometheus text format; every series carries `shard`.

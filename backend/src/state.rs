@@ -8,6 +8,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use shopgate_core::config::{BackendConfig, Config, ShardConfig};
+use shopgate_core::control::MapWatch;
+use shopgate_core::shardmap::Admission;
 use shopgate_core::revocation::Revocations;
 use shopgate_core::token::Verifier;
 use shopgate_core::{ShardMap, ShardName, UserId};
@@ -25,7 +27,10 @@ pub struct Inner {
     pub(crate) shard: ShardConfig,
     /// Capacity and idempotency retention, the same for every shard.
     pub backend: BackendConfig,
-    pub shard_map: ShardMap,
+    /// The config's map: what the auth database is seeded with if it holds none yet.
+    pub(crate) seed_map: ShardMap,
+    /// The current map, from the auth database ([`shopgate_core::control`]), kept fresh.
+    pub(crate) map: Arc<MapWatch>,
     pub verifier: Verifier,
     pub db: Db,
     pub(crate) order_ids: OrderIdGen,
@@ -57,7 +62,8 @@ impl AppState {
             order_ids: OrderIdGen::new(shard.number),
             shard,
             backend: config.backend.clone(),
-            shard_map: config.shard_map.clone(),
+            seed_map: config.shard_map.clone(),
+            map: Arc::new(MapWatch::new()),
             verifier: config.jwt.verifier(),
             db,
             metrics,
@@ -74,9 +80,16 @@ impl AppState {
         &self.shard.name
     }
 
-    /// The shard that owns `user`, by the one routing function nginx's map is generated from.
-    pub fn shard_for(&self, user: UserId) -> &ShardName {
-        self.shard_map.shard_for(user)
+    /// How this shard treats `user`'s request, by the current map (the one nginx's is rendered
+    /// from); 503 until a map is loaded.
+    pub(crate) fn admit(&self, user: UserId) -> Result<Admission, ApiError> {
+        let map = self.map.get().ok_or(ApiError::NotReady)?;
+        Ok(map.admit(user, &self.shard.name))
+    }
+
+    /// The map version this process routes with, if one is loaded.
+    pub fn map_version(&self) -> Option<u64> {
+        self.map.version()
     }
 
     /// The primary.
@@ -127,9 +140,23 @@ impl AppState {
         result
     }
 
-    /// Migrations, demo catalog, order id seed. Logged; the caller decides whether to go on.
+    /// Migrations, demo catalog, order id seed, the write fences. Logged; the caller decides
+    /// whether to go on.
     async fn try_init(&self) -> Result<(), InitError> {
-        match self.db.init().await {
+        let initialised = async {
+            let max_order_id = self.db.init().await?;
+            // The fences start as the current map says (once, on a shard database that has none).
+            let map = match self.map.get() {
+                Some(map) => (*map).clone(),
+                None => shopgate_core::control::load_or_seed(&self.auth_db, &self.seed_map)
+                    .await
+                    .map_err(|e| InitError::Control(e.to_string()))?,
+            };
+            crate::store::fence::fill_if_empty(self.db_write(), self.db.dialect(), &map.buckets_of(&self.shard.name))
+                .await?;
+            Ok::<_, InitError>(max_order_id)
+        };
+        match initialised.await {
             Ok(max_order_id) => {
                 self.order_ids.observe_max(max_order_id);
                 self.ready.store(true, Ordering::Release);
@@ -145,6 +172,20 @@ impl AppState {
                 tracing::warn!(shard = %self.shard.name, %primary, error = %e, "shard database not ready");
                 Err(e)
             }
+        }
+    }
+
+    /// Keeps the shard map fresh from the auth database (checked every [`crate::MAP_REFRESH_EVERY`])
+    /// and waits up to `first_within` for the first load. Until then `/api` requests get 503.
+    pub async fn spawn_map_refresh(&self, first_within: Duration) {
+        let shard = self.shard.name.clone();
+        let (watch, pool, seed) = (self.map.clone(), self.auth_db.clone(), self.seed_map.clone());
+        tokio::spawn(watch.keep_fresh(pool, seed, crate::MAP_REFRESH_EVERY, move |e| {
+            tracing::warn!(%shard, error = %e, "shard map refresh failed; keeping the map in force");
+        }));
+        let started = Instant::now();
+        while !self.map.is_loaded() && started.elapsed() < first_within {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -74,6 +74,16 @@ impl Db {
     }
 }
 
+/// A shard map read or write with the [`TIMEOUT`] bound.
+pub(crate) async fn bounded_control<T>(
+    fut: impl Future<Output = Result<T, shopgate_core::control::ControlError>>,
+) -> Result<T, shopgate_core::control::ControlError> {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+    }
+}
+
 /// Runs a query with the [`TIMEOUT`] bound; running out is `PoolTimedOut`.
 pub(crate) async fn bounded<T>(fut: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
     match tokio::time::timeout(TIMEOUT, fut).await {

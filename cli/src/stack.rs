@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use shopgate_core::config::{Config, ConfigError};
+use shopgate_core::ShardMap;
 
+use crate::db::Db;
 use crate::Context;
 
 /// Where `scripts/up` writes the running stack's config, relative to the checkout.
@@ -36,6 +38,20 @@ pub(crate) fn load_from(path: &Path) -> anyhow::Result<Config> {
         }
         other => anyhow::Error::new(other),
     })
+}
+
+/// The auth database, where the current shard map lives.
+pub(crate) async fn control_db(config: &Config) -> anyhow::Result<Db> {
+    Ok(Db::connect(&config.verifier.database_url, "the auth database").await?)
+}
+
+/// The shard map in force: the current version in the auth database (version 1 is the config's
+/// `buckets`, stored there the first time any part needs it).
+pub(crate) async fn current_map(config: &Config) -> anyhow::Result<ShardMap> {
+    let db = control_db(config).await?;
+    let map = crate::db::bounded_control(shopgate_core::control::load_or_seed(&db.pool, &config.shard_map)).await;
+    db.close().await;
+    Ok(map?)
 }
 
 /// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default.

@@ -4,6 +4,8 @@
 //! the newtypes input is parsed into at the edge ([`ids`]) and the JSON error body ([`error`]).
 
 pub mod config;
+#[cfg(feature = "control")]
+pub mod control;
 #[cfg(feature = "db")]
 pub mod db;
 pub mod error;

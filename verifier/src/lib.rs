@@ -25,10 +25,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shopgate_core::config::Config;
+use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
+
+/// How often the verifier looks at the shard map's version (shown only; it does not route).
+const MAP_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a request may need, shared by all connections.
 pub struct AppState {
@@ -38,6 +42,9 @@ pub struct AppState {
     pub(crate) passwords: password::PasswordPool,
     pub metrics: metrics::Metrics,
     pub(crate) revocations: Arc<Revocations>,
+    /// The current shard map, for display only (`/readyz`, `/metrics`): the verifier answers
+    /// with a user id and nginx's map routes it.
+    pub(crate) map: Arc<MapWatch>,
     /// Password checks per account and per address (logins, password changes).
     pub(crate) guesses: throttle::GuessLimits,
     /// Registrations per address.
@@ -86,10 +93,30 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
         passwords,
         metrics,
         revocations,
+        map: Arc::new(MapWatch::new()),
     });
     spawn_revocation_refresh(state.clone());
+    spawn_map_refresh(&state);
     watch_keys(&state);
     Ok(App { listener, state })
+}
+
+/// Follows the shard map's version once a second, for display.
+fn spawn_map_refresh(state: &Arc<AppState>) {
+    let (watch, pool, seed) = (state.map.clone(), state.db.clone(), state.config.shard_map.clone());
+    let metrics = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAP_REFRESH_EVERY);
+        loop {
+            tick.tick().await;
+            match watch.refresh(&pool, &seed).await {
+                Ok(()) => {
+                    metrics.metrics.map_version.set(watch.version().map_or(0, |v| v as i64));
+                }
+                Err(e) => tracing::debug!(error = %e, "shard map refresh failed"),
+            }
+        }
+    });
 }
 
 /// Reloads revocations every `revocation_refresh_ms` (a failed refresh keeps the last snapshot:

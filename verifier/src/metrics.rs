@@ -6,6 +6,7 @@
 use http::Method;
 use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
 use shopgate_core::metrics::prometheus_client::metrics::family::Family;
+use shopgate_core::metrics::prometheus_client::metrics::gauge::Gauge;
 use shopgate_core::metrics::prometheus_client::registry::Registry;
 use shopgate_core::metrics::{self, HttpMetrics, RouteMetrics};
 
@@ -27,6 +28,9 @@ pub struct Metrics {
     pub(crate) hash_busy: Counter,
     pub(crate) revocation_refresh_failed: Counter,
     pub(crate) logouts: Counter,
+    /// The shard map version this verifier has seen (it does not route; shown so an operator sees
+    /// every part agree).
+    pub(crate) map_version: Gauge,
 }
 
 impl Metrics {
@@ -51,6 +55,8 @@ impl Metrics {
         registry.register("shop_logins", "Successful logins", logins.clone());
         let logins_ok = logins.get_or_create_owned(&[("result", "ok")]);
         passwords.register_metrics(&mut registry);
+        let map_version = Gauge::default();
+        registry.register("shop_shard_map_version", "The shard map version this verifier has seen", map_version.clone());
         Self {
             registry,
             http,
@@ -64,6 +70,7 @@ impl Metrics {
             hash_busy,
             revocation_refresh_failed,
             logouts,
+            map_version,
         }
     }
 

@@ -14,8 +14,10 @@ use crate::state::AppState;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The process runs; also the shard map version it routes with (`null` until one is loaded),
+/// which `shopctl shards move` waits on.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "shard": state.shard_name(), "map_version": state.map_version() }))
 }
 
 /// 200 when the schema is set up and the primary answers `SELECT 1` within a second, else 503.
@@ -24,7 +26,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.ensure_ready().await?;
     state.db.ping_primary(READY_TIMEOUT).await.map_err(ApiError::Unavailable)?;
-    let mut body = json!({ "status": "ready", "shard": state.shard_name() });
+    let mut body = json!({ "status": "ready", "shard": state.shard_name(), "map_version": state.map_version() });
     if state.db.has_replica() {
         body["replica"] = match state.db.replica_state_now() {
             Some(r) => json!({
@@ -38,5 +40,6 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.set_map_version(state.map_version());
     ([(header::CONTENT_TYPE, shopgate_core::metrics::CONTENT_TYPE)], state.metrics.render())
 }

@@ -184,7 +184,7 @@ pub(crate) async fn cancel(
 ) -> Result<Json<Order>, ApiError> {
     let work = {
         let state = state.clone();
-        async move { Ok::<_, ApiError>(orders::cancel(&state, user.id, id).await?) }
+        async move { orders::cancel(&state, &user, id).await }
     };
     state.db.write(work).await?.map(Json).ok_or(ApiError::NotFound("no such order"))
 }

@@ -86,7 +86,7 @@ pub(crate) async fn create(
     let work = {
         let state = state.clone();
         async move {
-            let created = users::create_if_missing(state.db_write(), user.id, &user.email, now_secs()).await?;
+            let created = users::create_for(&state, &user, now_secs()).await?;
             if created {
                 state.db.note_write(user.id);
                 tracing::info!("profile created");

@@ -2,7 +2,9 @@
 //! query runs unchanged on SQLite and MySQL/MariaDB through the Any driver; the few statements that
 //! differ by engine are chosen by [`crate::db::Dialect`].
 
+pub mod buckets;
 pub mod catalog;
+pub mod fence;
 pub mod orders;
 pub mod shard;
 pub mod users;

@@ -8,7 +8,7 @@ use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::AnyPool;
 
-use super::{catalog, placeholders, users};
+use super::{catalog, fence, placeholders, users};
 use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, now_secs, Dialect};
 use crate::domain::{unknown_product, IdempotencyKey, OrderLines};
@@ -122,9 +122,11 @@ pub(crate) async fn place(
         items,
     };
     let now = now_secs();
+    user.may_write()?;
     let mut tx = state.db.begin_write().await?;
+    fence::check(&mut tx, state.db.dialect(), user.id).await?;
     if let Some(key) = &key {
-        // First statement of the transaction: on a duplicate key nothing else has been written.
+        // First write of the transaction: on a duplicate key nothing else has been written.
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -250,20 +252,25 @@ pub(crate) async fn page(
 }
 
 /// Cancels `user`'s order `id` if it is still placed; `None` if there is no such order of theirs.
-pub(crate) async fn cancel(state: &AppState, user: UserId, id: i64) -> sqlx::Result<Option<Order>> {
+pub(crate) async fn cancel(state: &AppState, user: &AuthUser, id: i64) -> Result<Option<Order>, ApiError> {
+    user.may_write()?;
+    let user = user.id;
+    let mut tx = state.db.begin_write().await?;
+    fence::check(&mut tx, state.db.dialect(), user).await?;
     let done = sqlx::query(
         "UPDATE orders SET status = 'cancelled', updated_at = ? WHERE id = ? AND user_id = ? AND status = 'placed'",
     )
     .bind(now_secs())
     .bind(id)
     .bind(user.as_i64())
-    .execute(state.db_write())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     if done.rows_affected() > 0 {
         state.db.note_write(user);
         tracing::info!(order_id = id, "order cancelled");
     }
-    find(state.db_write(), user, id).await
+    Ok(find(state.db_write(), user, id).await?)
 }
 
 /// Deletes up to `batch` idempotency keys created before `cutoff` (unix seconds), oldest first,

@@ -7,7 +7,10 @@ use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::{AnyConnection, AnyPool};
 
+use crate::auth::AuthUser;
 use crate::db::Dialect;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The caller's profile on their shard: the id of the auth database, the email from the token.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -44,13 +47,34 @@ pub async fn find(db: &AnyPool, user: UserId) -> sqlx::Result<Option<Profile>> {
 }
 
 /// Creates the profile unless it exists; true if this call created it. Portable: the primary key
-/// decides, so two concurrent calls cannot both create.
+/// decides, so two concurrent calls cannot both create. (Operators' path: no write fence.)
 pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
     let insert = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
         .bind(user.as_i64())
         .bind(email)
         .bind(now);
     insert_unless_present(db, insert).await
+}
+
+/// [`create_if_missing`] for a request: in a write transaction behind the user's write fence.
+pub(crate) async fn create_for(state: &AppState, user: &AuthUser, now: i64) -> Result<bool, ApiError> {
+    user.may_write()?;
+    let mut tx = state.db.begin_write().await?;
+    super::fence::check(&mut tx, state.db.dialect(), user.id).await?;
+    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
+        .bind(user.id.as_i64())
+        .bind(&user.email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+    match inserted {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(true)
+        }
+        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sets the profile's `is_active` (shopctl's `users disable|enable` keeps it the same as the auth

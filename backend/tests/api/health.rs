@@ -24,23 +24,24 @@ async fn assert_unavailable_fast(app: &TestApp, bound: Duration) {
     let timed = Instant::now();
     assert_error(app.get_anonymous("/readyz").await, 503, "shard_unavailable").await;
     assert!(timed.elapsed() < bound, "/readyz took {:?}", timed.elapsed());
-    // The process itself is fine.
+    // The process itself is fine, and routes with the shard map from the auth database.
     let (status, body) = json(app.get_anonymous("/healthz").await).await;
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!((status, &body["status"], &body["map_version"]), (200, &json!("ok"), &json!(1)), "{body}");
 }
 
 #[tokio::test]
 async fn health_ready_and_metrics_need_no_auth() {
     let app = spawn_app().await;
     let (status, body) = json(app.get_anonymous("/healthz").await).await;
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!((status, body), (200, json!({"status": "ok", "shard": "a", "map_version": 1})));
     let (status, body) = json(app.get_anonymous("/readyz").await).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!((status, &body["map_version"]), (200, &json!(1)), "{body}");
     let _ = app.get("/api/orders", ANN).await;
     let res = app.get_anonymous("/metrics").await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = res.text().await.unwrap();
+    assert!(text.contains("shop_shard_map_version{shard=\"a\"} 1"), "no map version in:\n{text}");
     assert!(
         text.contains("shop_http_requests_total{shard=\"a\",route=\"/api/orders\",method=\"GET\",status=\"200\"} 1"),
         "{text}"

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
 use shopgate_core::config::Config;
+use shopgate_core::ShardMap;
 
 use crate::output::{out_raw, print_json};
 use crate::{stack, Context};
@@ -36,6 +37,7 @@ pub(crate) struct RenderArgs {
 pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     let NginxCommand::Render(a) = cmd;
     let config = stack::load_config(ctx)?;
+    let map = stack::current_map(&config).await?;
     // The API description goes beside the config written (else into nginx's prefix).
     let openapi_file = match &a.output {
         Some(path) => std::path::absolute(path)
@@ -43,12 +45,10 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
             .with_file_name(crate::openapi::FILE_NAME),
         None => prefix_dir(&config)?.join(crate::openapi::FILE_NAME),
     };
-    let text = if a.map_only { shard_map(&config) } else { render_with(&config, &openapi_file)? };
+    let text = if a.map_only { shard_map(&map) } else { render_with(&config, &map, &openapi_file)? };
     match a.output {
         Some(path) => {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+            write_atomically(&path, &text)?;
             if !a.map_only {
                 super::openapi::write_atomically(&openapi_file, &crate::openapi::to_json())?;
             }
@@ -62,8 +62,34 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn shard_map(config: &Config) -> String {
-    config.shard_map.render_nginx_map("shop_user_id", "shop_shard")
+fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Renders the config for `map` where the running nginx reads it (`PREFIX/nginx.conf`, as
+/// `scripts/up` starts it) and has nginx reload it gracefully (SIGHUP to the master in
+/// `PREFIX/nginx.pid`): new workers route by `map`, old ones finish the requests they hold.
+pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<()> {
+    let prefix = prefix_dir(config)?;
+    let conf = prefix.join("nginx.conf");
+    let openapi_file = prefix.join(crate::openapi::FILE_NAME);
+    write_atomically(&conf, &render_with(config, map, &openapi_file)?)?;
+    let pid_file = prefix.join("nginx.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("nginx is not running from {} (no {})", prefix.display(), pid_file.display()))?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .context("cannot run kill to signal nginx")?;
+    anyhow::ensure!(status.success(), "nginx (pid {}) could not be signalled to reload", pid.trim());
+    Ok(())
+}
+
+pub fn shard_map(map: &ShardMap) -> String {
+    map.render_nginx_map("shop_user_id", "shop_shard")
 }
 
 /// `$shop_allow`: the methods each public path has, from the API description, for the `Allow`
@@ -120,7 +146,8 @@ fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// The whole nginx config, serving the API description at `/openapi.json` from `openapi_file`.
-pub fn render_with(config: &Config, openapi_file: &std::path::Path) -> anyhow::Result<String> {
+/// The whole nginx config routing by `map` (the current one, from the auth database).
+pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Path) -> anyhow::Result<String> {
     let prefix = nginx_path("nginx prefix", &prefix_dir(config)?)?;
     let openapi_file = nginx_path("API description file", openapi_file)?;
     let workers = &config.nginx.worker_processes;
@@ -162,7 +189,8 @@ pub fn render_with(config: &Config, openapi_file: &std::path::Path) -> anyhow::R
         .replace("@LISTEN@", &config.nginx.listen.to_string())
         .replace("@VERIFIER_SERVERS@\n", &verifiers)
         .replace("@SHARD_UPSTREAMS@\n", &shards)
-        .replace("@SHARD_MAP@\n", &indent(&shard_map(config)))
+        .replace("@SHARD_MAP@\n", &indent(&shard_map(map)))
+        .replace("@MAP_VERSION@", &map.version().to_string())
         .replace("@ALLOW_MAP@\n", &indent(&allow_map()))
         .replace("@AUTH_CACHE_PATH@\n", &cache_path)
         .replace("@AUTH_CACHE@\n", &if cache.is_empty() { cache } else { cache + "\n" })

@@ -108,7 +108,8 @@ async fn locate(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> 
             (a.id, Some(a))
         }
     };
-    let shard_name = config.shard_map.shard_for(id);
+    let map = stack::current_map(config).await?;
+    let shard_name = map.shard_for(id);
     let shard =
         config.shard(shard_name.as_str()).ok_or_else(|| anyhow::anyhow!("shard {shard_name} is not in the config"))?;
     let db = Db::connect(&shard.primary, &format!("shard {shard_name}'s primary")).await?;
@@ -165,7 +166,8 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
     }
     // The shard's copy of the profile says the same, where there is one; the auth database is
     // what counts, so a shard that is down is only a warning.
-    let shard_name = config.shard_map.shard_for(acct.id);
+    let map = stack::current_map(config).await?;
+    let shard_name = map.shard_for(acct.id);
     if let Some(shard) = config.shard(shard_name.as_str()) {
         let mirrored = async {
             let db = Db::connect(&shard.primary, &format!("shard {shard_name}'s primary")).await?;

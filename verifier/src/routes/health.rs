@@ -17,7 +17,7 @@ pub(crate) fn healthz() -> Response<Body> {
 pub async fn readyz(state: &AppState) -> Response<Body> {
     let ping = sqlx::query("SELECT 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(Ok(_)) => json(StatusCode::OK, &json!({"status": "ready"})),
+        Ok(Ok(_)) => json(StatusCode::OK, &json!({"status": "ready", "map_version": state.map.version()})),
         _ => {
             HttpError::Unavailable { code: "unavailable", message: "the auth database does not answer" }.into_response()
         }

@@ -8,7 +8,6 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shopgate_backend::store::shard::{self, ForeignRow, PER_USER_TABLES};
 use shopgate_core::config::{Config, ShardConfig};
-use shopgate_core::shardmap::BUCKETS;
 use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
 use shopgate_core::UserId;
 use sqlx::Row as _;
@@ -16,6 +15,8 @@ use sqlx::Row as _;
 use crate::db::{bounded, Db, DbError, Dialect};
 use crate::output::{out, print_json, status_table, table, Mark};
 use crate::{stack, Context};
+
+mod moves;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ShardsCommand {
@@ -25,6 +26,12 @@ pub(crate) enum ShardsCommand {
     /// List rows on a shard that does not own their user (users, orders, idempotency keys).
     /// Exit 1 if there are any.
     Check(CheckArgs),
+    /// Add a shard to the running stack: it must be in the config (`buckets = ""`) with its
+    /// databases and backend up; nginx is reloaded with it. It owns no bucket until a move.
+    Add(moves::AddArgs),
+    /// Move buckets to another shard while the shop runs (a bucket, a list, or --half-of).
+    /// Killed or failed, it resumes when run again, or rolls back with --abort.
+    Move(moves::MoveArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +46,8 @@ pub async fn run(ctx: &Context, cmd: ShardsCommand) -> anyhow::Result<()> {
     match cmd {
         ShardsCommand::Status => status(ctx, &config).await,
         ShardsCommand::Check(a) => check(ctx, &config, a.limit).await,
+        ShardsCommand::Add(a) => moves::add(ctx, &config, a).await,
+        ShardsCommand::Move(a) => moves::run(ctx, &config, a).await,
     }
 }
 
@@ -253,6 +262,7 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
     let mut misplaced = Vec::new();
     let mut counts = Vec::new();
     let mut unreachable = Vec::new();
+    let map = stack::current_map(config).await?;
     for shard in &config.shards {
         let db = match Db::connect(&shard.primary, &format!("shard {}'s primary", shard.name)).await {
             Ok(db) => db,
@@ -261,8 +271,7 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
                 continue;
             }
         };
-        let owned: Vec<u16> =
-            (0..BUCKETS).filter(|&b| config.shard_map.owner_of_bucket(b) == Some(&shard.name)).collect();
+        let owned = map.buckets_of(&shard.name);
         for per_user in PER_USER_TABLES {
             let table = per_user.table;
             match bounded(shard::foreign_rows(&db.pool, per_user, &owned, limit)).await {
@@ -270,7 +279,7 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
                     let found = rows.into_iter().map(|ForeignRow { id, user_id }| {
                         let owner = u64::try_from(user_id).ok().and_then(|u| UserId::new(u).ok()).map_or_else(
                             || "none (invalid user id)".to_owned(),
-                            |u| config.shard_map.shard_for(u).to_string(),
+                            |u| map.shard_for(u).to_string(),
                         );
                         Misplaced { shard: shard.name.to_string(), table, id, user_id, owner }
                     });

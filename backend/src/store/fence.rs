@@ -1,0 +1,72 @@
+//! Write fences: for each bucket, whether this shard's primary accepts writes for its users.
+//!
+//! The shard map says who serves a bucket; the fence makes sure of it where the rows are. Every
+//! write transaction reads its user's fence row first (on MariaDB with a shared lock), so closing
+//! a fence (`shopctl shards move`, one `UPDATE`) waits for the writes already running for that
+//! bucket to commit, and every later one sees it closed and gets 503 with nothing written. A move
+//! closes the source's fence before its last copy and opens the target's only after every backend
+//! has stopped serving the bucket, so at no moment can two shards take writes for one user.
+//!
+//! The table has a row per bucket, filled once from the current map when the shard is set up.
+
+use shopgate_core::shardmap::{bucket, BUCKETS};
+use shopgate_core::UserId;
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::db::Dialect;
+use crate::error::ApiError;
+
+/// Inside a write transaction, before anything is written: Ok if `user`'s bucket is open here.
+/// On MariaDB the row stays share-locked until the transaction ends (see the module doc).
+pub(crate) async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result<(), ApiError> {
+    let sql = match dialect {
+        // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
+        Dialect::Sqlite => "SELECT writes_open FROM bucket_fence WHERE bucket = ?",
+        Dialect::MySql => "SELECT writes_open FROM bucket_fence WHERE bucket = ? LOCK IN SHARE MODE",
+    };
+    let open: Option<i64> = sqlx::query_scalar(sql).bind(i64::from(bucket(user))).fetch_optional(tx).await?;
+    if open == Some(1) {
+        Ok(())
+    } else {
+        Err(ApiError::Moving)
+    }
+}
+
+/// Fills the table on its first use: open for `owned`, closed for every other bucket. A table that
+/// has rows is left as it is (it is the state moves left).
+pub async fn fill_if_empty(db: &AnyPool, dialect: Dialect, owned: &[u16]) -> sqlx::Result<()> {
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bucket_fence").fetch_one(db).await?;
+    if rows > 0 {
+        return Ok(());
+    }
+    let values: Vec<String> =
+        (0..BUCKETS).map(|b| format!("({b}, {})", i32::from(owned.binary_search(&b).is_ok()))).collect();
+    // Two processes of one shard may both find it empty: the second one's rows are ignored.
+    let insert = match dialect {
+        Dialect::Sqlite => "INSERT OR IGNORE INTO bucket_fence (bucket, writes_open) VALUES",
+        Dialect::MySql => "INSERT IGNORE INTO bucket_fence (bucket, writes_open) VALUES",
+    };
+    sqlx::query(&format!("{insert} {}", values.join(","))).execute(db).await?;
+    Ok(())
+}
+
+/// Opens or closes `buckets` (a move's steps). Returns once the writes running for them are done.
+pub async fn set(db: &AnyPool, buckets: &[u16], open: bool) -> sqlx::Result<()> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    // Bucket numbers are ours, not input.
+    let list = buckets.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    sqlx::query(&format!("UPDATE bucket_fence SET writes_open = ? WHERE bucket IN ({list})"))
+        .bind(i64::from(open))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The buckets whose writes are open here, ascending.
+pub async fn open_buckets(db: &AnyPool) -> sqlx::Result<Vec<u16>> {
+    let rows: Vec<i64> =
+        sqlx::query_scalar("SELECT bucket FROM bucket_fence WHERE writes_open = 1 ORDER BY bucket").fetch_all(db).await?;
+    Ok(rows.into_iter().filter_map(|b| u16::try_from(b).ok()).collect())
+}

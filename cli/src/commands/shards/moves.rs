@@ -1,0 +1,588 @@
+//! `shopctl shards move` and `shards add`: growing the shop while it runs.
+//!
+//! A move takes a batch of buckets from one shard (the source) to another (the target) in steps,
+//! each recorded in the auth database (`shard_moves`) before the next begins, so a move killed
+//! anywhere is finished by running the command again, or rolled back with `--abort`:
+//!
+//! | step done  | what it did                                                                   |
+//! |------------|-------------------------------------------------------------------------------|
+//! | `planned`  | the batch is recorded                                                         |
+//! | `copied`   | the target's write fence is closed; the rows are copied while the shop runs   |
+//! | `paused`   | the source's fence is closed: writes of these buckets get 503 (reads go on)    |
+//! | `verified` | what changed meanwhile is copied; both sides have the same rows and checksums |
+//! | `switched` | new map: the target owns them, state `moving` (nobody serves them)            |
+//! | `opened`   | every backend took that map; the target's fence opens; map: serving           |
+//! | `routed`   | nginx reloaded with the new map; the pause is over                            |
+//! | `done`     | the source's copies are deleted                                               |
+//!
+//! Up to `verified`, the source alone has taken writes; up to `opened` nobody but the source has
+//! served, so an abort there reopens the source and deletes the target's copies. Once the target
+//! has opened, writes may have reached it: an abort then moves the buckets back the same way.
+//! The fences (`shopgate_backend::store::fence`) make sure of the one-writer rule in the databases
+//! themselves; the map versions and the wait for every backend keep reads to one shard too.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use shopgate_backend::store::{buckets, fence};
+use shopgate_core::config::{Config, ShardConfig};
+use shopgate_core::control::{self, MoveRecord};
+use shopgate_core::shardmap::{bucket_ranges, parse_buckets, BucketState};
+use shopgate_core::time::unix_now_ms;
+use shopgate_core::{ShardMap, ShardName};
+
+use crate::db::{bounded_control, Db, Dialect};
+use crate::output::{out, print_json};
+use crate::{stack, Context, UsageError};
+
+/// The steps in order; a record's `step` is the last one done.
+const STEPS: [&str; 8] = ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"];
+/// Test hook: a move exits abruptly (as if killed) right after recording this step.
+const DIE_AFTER_ENV: &str = "SHOPCTL_MOVE_DIE_AFTER";
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct MoveArgs {
+    /// The buckets to move: `5`, `10-19,30`, `even`. Their current owners are the sources.
+    #[arg(conflicts_with = "half_of")]
+    pub(crate) buckets: Option<String>,
+    /// The shard the buckets go to.
+    #[arg(long, required_unless_present = "abort")]
+    pub(crate) to: Option<String>,
+    /// Instead of BUCKETS: the upper half of each named shard's buckets, e.g. `a,b`.
+    #[arg(long, value_name = "SHARDS")]
+    pub(crate) half_of: Option<String>,
+    /// Buckets moved together; each batch has one write pause.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) batch: u16,
+    /// Roll back the unfinished move (the map and every row as they were before it).
+    #[arg(long, conflicts_with_all = ["buckets", "half_of", "to"])]
+    pub(crate) abort: bool,
+    /// How long to wait for every backend and nginx to take a new map version before stopping
+    /// (the move can then be resumed or aborted).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) wait_seconds: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AddArgs {
+    /// The new shard: a `[shards.NAME]` already in the config with `buckets = ""`, its databases
+    /// and backend running.
+    pub(crate) name: String,
+}
+
+/// `shards add NAME`: checks the new shard is up and owns nothing, then reloads nginx with its
+/// upstream. No other process restarts; buckets come to it with `shards move`.
+pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow::Result<()> {
+    let shard = config.shard(&args.name).ok_or_else(|| {
+        UsageError(format!(
+            "no [shards.{}] in {}: add it there first (with buckets = \"\"), then start its backend",
+            args.name,
+            config.path.display()
+        ))
+    })?;
+    let map = stack::current_map(config).await?;
+    let owned = map.buckets_of(&shard.name);
+    if !owned.is_empty() {
+        bail!("shard {} already owns buckets {}", shard.name, bucket_ranges(&owned));
+    }
+    let primary = Db::connect(&shard.primary, &format!("shard {}'s primary", shard.name)).await?;
+    let open = crate::db::bounded(fence::open_buckets(&primary.pool))
+        .await
+        .map_err(|e| anyhow::anyhow!("shard {}'s primary is not set up (has its backend started?): {}", shard.name, primary.explain(&e)))?;
+    primary.close().await;
+    if !open.is_empty() {
+        bail!("shard {}'s database takes writes for buckets {}; it is not a new shard", shard.name, bucket_ranges(&open));
+    }
+    let waits = Waits::new(Duration::from_secs(30))?;
+    waits.backends(config, std::slice::from_ref(&shard.name), map.version(), true).await?;
+    super::super::nginx::reload(config, &map)?;
+    waits.nginx(config, map.version()).await?;
+    if ctx.json {
+        print_json(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
+    } else {
+        out(&format!(
+            "shard {} is in nginx's upstreams and owns no bucket yet; move some with `shopctl shards move --to {} BUCKETS`",
+            shard.name, shard.name
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyhow::Result<()> {
+    let control = stack::control_db(config).await?;
+    let map = bounded_control(control::load_or_seed(&control.pool, &config.shard_map)).await?;
+    let mut mover = Mover::new(ctx, config, control, Duration::from_secs(args.wait_seconds))?;
+    let unfinished = crate::db::bounded(control::unfinished_moves(&mover.control.pool)).await?;
+    if args.abort {
+        if unfinished.is_empty() {
+            out("no move to abort");
+        }
+        mover.report.start(unfinished.iter().map(|m| count(&m.buckets)).sum());
+        // Newest first: an undo row is newer than the move it undoes.
+        for m in unfinished.into_iter().rev() {
+            mover.abort(m).await?;
+        }
+        mover.report.summary(&mover.done);
+        return Ok(());
+    }
+    let batches = if unfinished.is_empty() {
+        let target = args.to.as_deref().unwrap_or_default();
+        let plan = plan(config, &map, target, args.buckets.as_deref(), args.half_of.as_deref(), args.batch)?;
+        let mut records = Vec::new();
+        for (source, spec) in plan {
+            records.push(crate::db::bounded(control::insert_move(&mover.control.pool, &source, target, &spec, "move")).await?);
+        }
+        records
+    } else {
+        if args.buckets.is_some() || args.half_of.is_some() {
+            crate::output::warn("an earlier move is unfinished: resuming it; run the command again for a new one");
+        }
+        unfinished
+    };
+    mover.report.start(batches.iter().map(|m| count(&m.buckets)).sum());
+    for m in batches {
+        mover.drive(m).await?;
+    }
+    mover.report.summary(&mover.done);
+    Ok(())
+}
+
+fn count(spec: &str) -> u64 {
+    parse_buckets(spec).map_or(0, |b| b.len() as u64)
+}
+
+/// The batches to move (source, bucket spec): `buckets` or half of each of `half_of`'s, minus any
+/// the target owns already, grouped by their owner, `batch` at a time.
+fn plan(
+    config: &Config,
+    map: &ShardMap,
+    target: &str,
+    buckets: Option<&str>,
+    half_of: Option<&str>,
+    batch: u16,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let target = known_shard(config, target)?;
+    let chosen: Vec<u16> = match (buckets, half_of) {
+        (Some(spec), _) => parse_buckets(spec).map_err(|e| UsageError(format!("bad buckets {spec:?}: {e}")))?,
+        (None, Some(shards)) => {
+            let mut all = Vec::new();
+            for name in shards.split(',').map(str::trim) {
+                let owned = map.buckets_of(&known_shard(config, name)?);
+                all.extend_from_slice(&owned[owned.len() / 2..]);
+            }
+            all
+        }
+        (None, None) => return Err(UsageError("name the buckets to move, or --half-of SHARDS".into()).into()),
+    };
+    let mut by_source: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for b in chosen {
+        let owner = map.owner_of_bucket(b).map(ToString::to_string).unwrap_or_default();
+        if owner != target.as_str() {
+            by_source.entry(owner).or_default().push(b);
+        }
+    }
+    if by_source.is_empty() {
+        bail!("nothing to move: shard {target} owns all of those buckets already");
+    }
+    let mut out = Vec::new();
+    for (source, list) in by_source {
+        for chunk in list.chunks(usize::from(batch)) {
+            out.push((source.clone(), bucket_ranges(chunk)));
+        }
+    }
+    Ok(out)
+}
+
+fn known_shard(config: &Config, name: &str) -> Result<ShardName, UsageError> {
+    config.shard(name).map(|s| s.name.clone()).ok_or_else(|| {
+        let known: Vec<&str> = config.shards.iter().map(|s| s.name.as_str()).collect();
+        UsageError(format!("unknown shard {name:?}; {} defines: {}", config.path.display(), known.join(", ")))
+    })
+}
+
+/// One finished batch, for the summary.
+struct Finished {
+    buckets: u64,
+    rows: i64,
+    pause_ms: i64,
+}
+
+struct Mover<'a> {
+    config: &'a Config,
+    control: Db,
+    primaries: BTreeMap<String, Db>,
+    waits: Waits,
+    report: Report,
+    done: Vec<Finished>,
+}
+
+impl<'a> Mover<'a> {
+    fn new(ctx: &Context, config: &'a Config, control: Db, wait: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            config,
+            control,
+            primaries: BTreeMap::new(),
+            waits: Waits::new(wait)?,
+            report: Report::new(ctx.json),
+            done: Vec::new(),
+        })
+    }
+
+    async fn primary(&mut self, name: &str) -> anyhow::Result<&Db> {
+        if !self.primaries.contains_key(name) {
+            let shard = self.shard(name)?;
+            let db = Db::connect(&shard.primary, &format!("shard {name}'s primary")).await?;
+            self.primaries.insert(name.to_owned(), db);
+        }
+        Ok(&self.primaries[name])
+    }
+
+    fn shard(&self, name: &str) -> anyhow::Result<&'a ShardConfig> {
+        self.config.shard(name).with_context(|| format!("the move names shard {name:?}, which the config lacks"))
+    }
+
+    async fn map(&self) -> anyhow::Result<ShardMap> {
+        let map = bounded_control(control::current(&self.control.pool)).await?;
+        map.context("the auth database holds no shard map")
+    }
+
+    async fn publish(&self, map: &ShardMap, note: &str) -> anyhow::Result<()> {
+        bounded_control(control::publish(&self.control.pool, map, note)).await?;
+        Ok(())
+    }
+
+    async fn save(&self, m: &MoveRecord) -> anyhow::Result<()> {
+        crate::db::bounded(control::save_move(&self.control.pool, m)).await?;
+        Ok(())
+    }
+
+    /// Takes `m` from its last step to `done`, recording each step.
+    async fn drive(&mut self, mut m: MoveRecord) -> anyhow::Result<()> {
+        let list = parse_buckets(&m.buckets).map_err(anyhow::Error::msg)?;
+        while m.step != "done" {
+            let next = STEPS.iter().position(|s| *s == m.step).and_then(|i| STEPS.get(i + 1)).copied();
+            let Some(next) = next else { bail!("move {} is at an unknown step {:?}", m.id, m.step) };
+            let started = Instant::now();
+            self.step(&mut m, next, &list).await.with_context(|| {
+                format!(
+                    "move {} ({} -> {}, buckets {}) stopped before step {next}; run the command again to resume, or with --abort",
+                    m.id, m.source, m.target, m.buckets
+                )
+            })?;
+            m.step = next.to_owned();
+            self.save(&m).await?;
+            self.report.step(&m, started.elapsed());
+            if std::env::var(DIE_AFTER_ENV).is_ok_and(|s| s == m.step) {
+                std::process::abort();
+            }
+        }
+        self.done.push(Finished { buckets: list.len() as u64, rows: m.rows_copied, pause_ms: m.pause_ms });
+        self.report.batch_done(list.len() as u64);
+        Ok(())
+    }
+
+    /// The work of one step; each can run again after a crash and ends in the same state.
+    async fn step(&mut self, m: &mut MoveRecord, next: &str, list: &[u16]) -> anyhow::Result<()> {
+        let (source, target) = (m.source.clone(), m.target.clone());
+        match next {
+            "copied" => {
+                let t = self.primary(&target).await?.pool.clone();
+                fence::set(&t, list, false).await?;
+                let copied = self.copy(&source, &target, list).await?;
+                m.rows_copied = copied.rows as i64;
+            }
+            "paused" => {
+                let s = self.primary(&source).await?.pool.clone();
+                if m.pause_started_ms == 0 {
+                    m.pause_started_ms = unix_now_ms();
+                    self.save(m).await?;
+                }
+                // Returns once the writes running for these buckets have committed.
+                fence::set(&s, list, false).await?;
+                let map = self.map().await?;
+                if list.iter().any(|&b| map.state(b) == BucketState::Serving) {
+                    let mut next = map.next_version();
+                    next.set_state(list, BucketState::WritesPaused);
+                    self.publish(&next, &format!("move {}: writes paused", m.id)).await?;
+                }
+            }
+            "verified" => {
+                let copied = self.copy(&source, &target, list).await?;
+                m.rows_copied = copied.rows as i64;
+                let s = self.primary(&source).await?.pool.clone();
+                let t = self.primary(&target).await?.pool.clone();
+                let (a, b) = (buckets::checksums(&s, list).await?, buckets::checksums(&t, list).await?);
+                if a != b {
+                    bail!("after the copy, the two shards differ: {a:?} against {b:?}");
+                }
+                self.replica_caught_up(&target).await?;
+            }
+            "switched" => {
+                let map = self.map().await?;
+                if list.iter().any(|&b| map.owner_of_bucket(b).map(ShardName::as_str) != Some(target.as_str())) {
+                    let mut next = map.next_version();
+                    next.set_owner(list, &known_shard(self.config, &target)?);
+                    next.set_state(list, BucketState::Moving);
+                    self.publish(&next, &format!("move {}: switched to {target}", m.id)).await?;
+                }
+            }
+            "opened" => {
+                let map = self.map().await?;
+                let names = [known_shard(self.config, &source)?, known_shard(self.config, &target)?];
+                self.waits.backends(self.config, &names, map.version(), true).await?;
+                let t = self.primary(&target).await?.pool.clone();
+                fence::set(&t, list, true).await?;
+                if list.iter().any(|&b| map.state(b) != BucketState::Serving) {
+                    let mut next = map.next_version();
+                    next.set_state(list, BucketState::Serving);
+                    self.publish(&next, &format!("move {}: {target} serves", m.id)).await?;
+                }
+            }
+            "routed" => {
+                let map = self.map().await?;
+                super::super::nginx::reload(self.config, &map)?;
+                self.waits.nginx(self.config, map.version()).await?;
+                m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
+            }
+            "done" => {
+                let s = self.primary(&source).await?.pool.clone();
+                buckets::delete(&s, list).await?;
+            }
+            other => bail!("no such step {other}"),
+        }
+        Ok(())
+    }
+
+    async fn copy(&mut self, source: &str, target: &str, list: &[u16]) -> anyhow::Result<buckets::Copied> {
+        let s = self.primary(source).await?.pool.clone();
+        let t_db = self.primary(target).await?;
+        let (t, dialect) = (t_db.pool.clone(), t_db.dialect);
+        Ok(buckets::copy(&s, &t, dialect, list).await?)
+    }
+
+    /// The target's replica holds every row just copied to its primary (MariaDB GTIDs), so its
+    /// first reads after the switch see them.
+    async fn replica_caught_up(&mut self, target: &str) -> anyhow::Result<()> {
+        let shard = self.shard(target)?;
+        let Some(replica_url) = shard.replica.clone() else { return Ok(()) };
+        let primary = self.primary(target).await?;
+        if primary.dialect != Dialect::MySql {
+            return Ok(());
+        }
+        let pos: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary.pool).await?;
+        let replica = Db::connect(&replica_url, &format!("shard {target}'s replica")).await?;
+        let waited: Option<i64> = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
+            .bind(&pos)
+            .bind(self.waits.wait.as_secs_f64())
+            .fetch_one(&replica.pool)
+            .await?;
+        replica.close().await;
+        if waited != Some(0) {
+            bail!("shard {target}'s replica did not reach the primary's position {pos} in time");
+        }
+        Ok(())
+    }
+
+    /// Rolls `m` back: before the target opened, by reopening the source and deleting the target's
+    /// copies; after, by moving the buckets back. An undo being aborted is finished instead.
+    async fn abort(&mut self, mut m: MoveRecord) -> anyhow::Result<()> {
+        if m.kind == "undo" {
+            return self.drive(m).await;
+        }
+        let list = parse_buckets(&m.buckets).map_err(anyhow::Error::msg)?;
+        let (source, target) = (m.source.clone(), m.target.clone());
+        if matches!(m.step.as_str(), "opened" | "routed") {
+            if m.step == "opened" {
+                // nginx first learns the target serves them, as a finished move would leave it.
+                let map = self.map().await?;
+                super::super::nginx::reload(self.config, &map)?;
+                self.waits.nginx(self.config, map.version()).await?;
+            }
+            let undo =
+                crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo")).await?;
+            m.step = "aborted".into();
+            self.save(&m).await?;
+            self.report.step(&m, Duration::ZERO);
+            return self.drive(undo).await;
+        }
+        let map = self.map().await?;
+        let source_name = known_shard(self.config, &source)?;
+        let moved = list.iter().any(|&b| map.owner_of_bucket(b) != Some(&source_name) || map.state(b) != BucketState::Serving);
+        if moved {
+            let mut next = map.next_version();
+            next.set_owner(&list, &source_name);
+            next.set_state(&list, BucketState::Serving);
+            self.publish(&next, &format!("move {} aborted", m.id)).await?;
+        }
+        let s = self.primary(&source).await?.pool.clone();
+        fence::set(&s, &list, true).await?;
+        let t = self.primary(&target).await?.pool.clone();
+        fence::set(&t, &list, false).await?;
+        buckets::delete(&t, &list).await?;
+        m.step = "aborted".into();
+        self.save(&m).await?;
+        self.report.step(&m, Duration::ZERO);
+        Ok(())
+    }
+}
+
+/// Waiting for the parts to take a map version.
+struct Waits {
+    wait: Duration,
+    http: reqwest::Client,
+}
+
+impl Waits {
+    fn new(wait: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build()?;
+        Ok(Self { wait, http })
+    }
+
+    /// Until every backend process of `shards` routes with `version` or later. A process that
+    /// refuses the connection is not running, and one that starts loads the current map before it
+    /// serves, so it counts as done when `refused_is_done`.
+    async fn backends(&self, config: &Config, shards: &[ShardName], version: u64, refused_is_done: bool) -> anyhow::Result<()> {
+        for name in shards {
+            let Some(shard) = config.shard(name.as_str()) else { continue };
+            for addr in backend_addrs(shard) {
+                let what = format!("shard {name}'s backend at {addr}");
+                self.until(&what, &format!("http://{}/healthz", reachable(addr)), version, refused_is_done).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Until nginx's `/healthz` says it routes with `version` or later.
+    async fn nginx(&self, config: &Config, version: u64) -> anyhow::Result<()> {
+        let url = format!("http://{}/healthz", reachable(config.nginx.listen));
+        self.until("nginx", &url, version, false).await
+    }
+
+    async fn until(&self, what: &str, url: &str, version: u64, refused_is_done: bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let last;
+            match self.http.get(url).send().await {
+                Ok(resp) => {
+                    let body: Value = resp.json().await.unwrap_or_default();
+                    match body["map_version"].as_u64() {
+                        Some(v) if v >= version => return Ok(()),
+                        other => last = format!("it routes with version {}", other.map_or("none".into(), |v| v.to_string())),
+                    }
+                }
+                Err(e) if e.is_connect() && refused_is_done && is_refused(&e) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                bail!("{what} did not take shard map version {version} within {:?} ({last})", self.wait);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The backend processes of `shard`.
+fn backend_addrs(shard: &ShardConfig) -> Vec<SocketAddr> {
+    vec![shard.listen]
+}
+
+/// An address to connect to: a listener on every address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Progress for people (a bar on a terminal) or JSON events for scripts.
+struct Report {
+    json: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Report {
+    fn new(json: bool) -> Self {
+        Self { json, bar: None }
+    }
+
+    fn start(&mut self, buckets: u64) {
+        if self.json || buckets == 0 {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(buckets), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} buckets  {msg}") {
+            bar.set_style(style);
+        }
+        self.bar = Some(bar);
+    }
+
+    fn step(&self, m: &MoveRecord, took: Duration) {
+        if self.json {
+            // One line per event (JSON Lines), so a script can follow them as they come.
+            out(json!({
+                "event": "step", "move": m.id, "kind": m.kind, "source": m.source, "target": m.target,
+                "buckets": m.buckets, "step": m.step, "rows": m.rows_copied,
+                "ms": took.as_millis() as u64,
+                "pause_ms": (m.pause_ms >= 0).then_some(m.pause_ms),
+            }));
+        } else if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} -> {} {}: {}", m.source, m.target, m.buckets, m.step));
+        }
+    }
+
+    fn batch_done(&self, buckets: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(buckets);
+        }
+    }
+
+    fn summary(&self, done: &[Finished]) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        // The pause is per batch; each bucket of a batch had it.
+        let mut pauses: Vec<i64> =
+            done.iter().flat_map(|f| std::iter::repeat_n(f.pause_ms, f.buckets as usize)).filter(|p| *p >= 0).collect();
+        pauses.sort_unstable();
+        let pct = |p: f64| pauses.get(((pauses.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();
+        let buckets: u64 = done.iter().map(|f| f.buckets).sum();
+        let rows: i64 = done.iter().map(|f| f.rows).sum();
+        let summary = json!({
+            "event": "summary",
+            "batches": done.len(),
+            "buckets_moved": buckets,
+            "rows": rows,
+            "pause_ms_p50": pct(0.5),
+            "pause_ms_p99": pct(0.99),
+            "pause_ms_max": pauses.last(),
+        });
+        if self.json {
+            out(&summary);
+        } else {
+            let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+            out(&format!(
+                "moved {buckets} buckets ({rows} rows) in {} batches; write pause per bucket: p50 {}, p99 {}, max {}",
+                done.len(),
+                ms(pct(0.5)),
+                ms(pct(0.99)),
+                ms(pauses.last().copied())
+            ));
+        }
+    }
+}

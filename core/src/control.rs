@@ -1,0 +1,269 @@
+//! The shard map's one authoritative home (feature `control`): the auth database, which every
+//! verifier and backend already reads (revocations) and every operator's shopctl can reach.
+//!
+//! `shard_map` holds every version of the map (the highest is current); version 1 is seeded from
+//! the config's `buckets` by whichever part gets there first. A new version is published only as
+//! exactly one more than the current one, so two operators changing the map at once cannot both
+//! win. `shard_moves` holds each bucket move's progress, so a move killed at any step can be
+//! resumed or rolled back by running the command again (`shopctl shards move`).
+//!
+//! The tables are created here (`CREATE TABLE IF NOT EXISTS`), not by the verifier's migrations:
+//! shopctl, a backend or the verifier may be the first to need them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use sqlx::{AnyPool, Row as _};
+
+use crate::db::insert_unless_present;
+use crate::shardmap::{ShardMap, ShardMapError};
+use crate::time::unix_now;
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS shard_map (
+        version    BIGINT       NOT NULL PRIMARY KEY,
+        map        TEXT         NOT NULL,
+        note       VARCHAR(255) NOT NULL,
+        created_at BIGINT       NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS shard_moves (
+        id               BIGINT      NOT NULL PRIMARY KEY,
+        source           VARCHAR(32) NOT NULL,
+        target           VARCHAR(32) NOT NULL,
+        buckets          TEXT        NOT NULL,
+        kind             VARCHAR(8)  NOT NULL,
+        step             VARCHAR(16) NOT NULL,
+        rows_copied      BIGINT      NOT NULL,
+        pause_started_ms BIGINT      NOT NULL,
+        pause_ms         BIGINT      NOT NULL,
+        started_at       BIGINT      NOT NULL,
+        updated_at       BIGINT      NOT NULL
+    )",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the auth database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Map(#[from] ShardMapError),
+    #[error("the shard map changed meanwhile (version {0} exists already); run the command again")]
+    Conflict(u64),
+}
+
+impl ControlError {
+    /// The database is down or refusing for now (worth retrying), not a broken map.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ControlError::Db(e) if crate::db::is_unavailable(e))
+    }
+}
+
+pub async fn ensure_schema(pool: &AnyPool) -> sqlx::Result<()> {
+    for sql in SCHEMA {
+        sqlx::query(sql).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// The highest version number, if any map is stored: one cheap query, for polling.
+pub async fn current_version(pool: &AnyPool) -> sqlx::Result<Option<u64>> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM shard_map").fetch_one(pool).await?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()))
+}
+
+/// The current map, if one is stored.
+pub async fn current(pool: &AnyPool) -> Result<Option<ShardMap>, ControlError> {
+    let row = sqlx::query("SELECT version, map FROM shard_map ORDER BY version DESC LIMIT 1").fetch_optional(pool).await?;
+    let Some(row) = row else { return Ok(None) };
+    let version: i64 = row.try_get("version")?;
+    let text: String = row.try_get("map")?;
+    Ok(Some(ShardMap::from_json(u64::try_from(version).unwrap_or(0), &text)?))
+}
+
+/// The current map; if none is stored yet, stores `seed` (the config's) as version 1 first.
+pub async fn load_or_seed(pool: &AnyPool, seed: &ShardMap) -> Result<ShardMap, ControlError> {
+    ensure_schema(pool).await?;
+    if let Some(map) = current(pool).await? {
+        return Ok(map);
+    }
+    let insert = sqlx::query("INSERT INTO shard_map (version, map, note, created_at) VALUES (1, ?, ?, ?)")
+        .bind(seed.to_json())
+        .bind("seeded from the config")
+        .bind(unix_now());
+    // A concurrent seeder may win; either way version 1 is there now.
+    insert_unless_present(pool, insert).await?;
+    current(pool).await?.ok_or(ControlError::Conflict(1))
+}
+
+/// Stores `map` as the new current version. It must be exactly one more than the current one
+/// (made with [`ShardMap::next_version`]); if someone else published meanwhile, nothing is stored.
+pub async fn publish(pool: &AnyPool, map: &ShardMap, note: &str) -> Result<(), ControlError> {
+    let version = i64::try_from(map.version()).unwrap_or(i64::MAX);
+    let insert = sqlx::query("INSERT INTO shard_map (version, map, note, created_at) VALUES (?, ?, ?, ?)")
+        .bind(version)
+        .bind(map.to_json())
+        .bind(note)
+        .bind(unix_now());
+    if !insert_unless_present(pool, insert).await? {
+        return Err(ControlError::Conflict(map.version()));
+    }
+    Ok(())
+}
+
+/// One batch of buckets moving from one shard to another, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRecord {
+    pub id: i64,
+    pub source: String,
+    pub target: String,
+    /// A bucket spec (`"12,14-20"`).
+    pub buckets: String,
+    /// `move`, or `undo` (taking an aborted move's buckets back; an abort finishes it).
+    pub kind: String,
+    /// The last step done (`planned` … `done`, or `aborted`).
+    pub step: String,
+    pub rows_copied: i64,
+    /// When writes were paused (unix ms), 0 if not yet.
+    pub pause_started_ms: i64,
+    /// How long writes were paused, -1 until they are open again.
+    pub pause_ms: i64,
+}
+
+/// Moves not finished: not `done` nor `aborted`, oldest first.
+pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, source, target, buckets, kind, step, rows_copied, pause_started_ms, pause_ms FROM shard_moves \
+         WHERE step NOT IN ('done', 'aborted') ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MoveRecord {
+                id: r.try_get("id")?,
+                source: r.try_get("source")?,
+                target: r.try_get("target")?,
+                buckets: r.try_get("buckets")?,
+                kind: r.try_get("kind")?,
+                step: r.try_get("step")?,
+                rows_copied: r.try_get("rows_copied")?,
+                pause_started_ms: r.try_get("pause_started_ms")?,
+                pause_ms: r.try_get("pause_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// Records a new move at step `planned`; its id is one more than any before.
+pub async fn insert_move(pool: &AnyPool, source: &str, target: &str, buckets: &str, kind: &str) -> sqlx::Result<MoveRecord> {
+    let step = "planned";
+    loop {
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM shard_moves").fetch_one(pool).await?;
+        let id = max.unwrap_or(0) + 1;
+        let insert = sqlx::query(
+            "INSERT INTO shard_moves (id, source, target, buckets, kind, step, rows_copied, pause_started_ms, \
+             pause_ms, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, 0, -1, ?, ?)",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(target)
+        .bind(buckets)
+        .bind(kind)
+        .bind(step)
+        .bind(unix_now())
+        .bind(unix_now());
+        if insert_unless_present(pool, insert).await? {
+            let (source, target, buckets, kind, step) =
+                (source.into(), target.into(), buckets.into(), kind.into(), step.into());
+            return Ok(MoveRecord {
+                id,
+                source,
+                target,
+                buckets,
+                kind,
+                step,
+                rows_copied: 0,
+                pause_started_ms: 0,
+                pause_ms: -1,
+            });
+        }
+    }
+}
+
+/// Stores `m`'s step and figures.
+pub async fn save_move(pool: &AnyPool, m: &MoveRecord) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE shard_moves SET step = ?, rows_copied = ?, pause_started_ms = ?, pause_ms = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(&m.step)
+    .bind(m.rows_copied)
+    .bind(m.pause_started_ms)
+    .bind(m.pause_ms)
+    .bind(unix_now())
+    .bind(m.id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A process's copy of the current map, kept fresh from the auth database.
+#[derive(Default)]
+pub struct MapWatch {
+    map: ArcSwapOption<ShardMap>,
+    loaded: AtomicBool,
+}
+
+impl MapWatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The map in force here; `None` until the first load (the process must not route yet).
+    pub fn get(&self) -> Option<Arc<ShardMap>> {
+        self.map.load_full()
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.map.load().as_ref().map(|m| m.version())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Loads the current map (seeding it from `seed` if none is stored), then checks the version
+    /// every `every` and loads a newer one at once. Failures are reported and the last map stays.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        pool: AnyPool,
+        seed: ShardMap,
+        every: Duration,
+        on_error: impl Fn(&ControlError) + Send + 'static,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.refresh(&pool, &seed).await {
+                on_error(&e);
+            }
+        }
+    }
+
+    /// One refresh: the map if its version changed (or none is loaded yet).
+    pub async fn refresh(&self, pool: &AnyPool, seed: &ShardMap) -> Result<(), ControlError> {
+        let fresh = match self.version() {
+            None => Some(load_or_seed(pool, seed).await?),
+            Some(have) if current_version(pool).await? != Some(have) => current(pool).await?,
+            Some(_) => None,
+        };
+        if let Some(map) = fresh {
+            self.map.store(Some(Arc::new(map)));
+            self.loaded.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
