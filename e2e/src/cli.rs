@@ -161,7 +161,7 @@ impl Stack {
 }
 
 /// A small pool on any of the stack's databases (SQLite or MySQL/MariaDB URLs).
-pub(crate) async fn pool(url: &DbUrl) -> AnyPool {
+pub async fn pool(url: &DbUrl) -> AnyPool {
     let (_, options) = db::connect_options(url, Open::Existing).unwrap_or_else(|e| panic!("{url}: {e}"));
     test_pool(options, 1, &url.to_string()).await
 }

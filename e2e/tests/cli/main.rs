@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod catalog;
+mod moves;
 mod operators;
 mod operators_mariadb;
 mod shopper;

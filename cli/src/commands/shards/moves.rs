@@ -263,6 +263,10 @@ impl<'a> Mover<'a> {
     /// Takes `m` from its last step to `done`, recording each step.
     async fn drive(&mut self, mut m: MoveRecord) -> anyhow::Result<()> {
         let list = parse_buckets(&m.buckets).map_err(anyhow::Error::msg)?;
+        if m.step == "planned" {
+            self.report.step(&m, Duration::ZERO);
+            die_if_asked(&m.step);
+        }
         while m.step != "done" {
             let next = STEPS.iter().position(|s| *s == m.step).and_then(|i| STEPS.get(i + 1)).copied();
             let Some(next) = next else { bail!("move {} is at an unknown step {:?}", m.id, m.step) };
@@ -276,9 +280,7 @@ impl<'a> Mover<'a> {
             m.step = next.to_owned();
             self.save(&m).await?;
             self.report.step(&m, started.elapsed());
-            if std::env::var(DIE_AFTER_ENV).is_ok_and(|s| s == m.step) {
-                std::process::abort();
-            }
+            die_if_asked(&m.step);
         }
         self.done.push(Finished { buckets: list.len() as u64, rows: m.rows_copied, pause_ms: m.pause_ms });
         self.report.batch_done(list.len() as u64);
@@ -344,6 +346,9 @@ impl<'a> Mover<'a> {
             }
             "routed" => {
                 let map = self.map().await?;
+                // The target serves them before nginx sends it their users.
+                let names = [known_shard(self.config, &target)?];
+                self.waits.backends(self.config, &names, map.version(), true).await?;
                 super::super::nginx::reload(self.config, &map)?;
                 self.waits.nginx(self.config, map.version()).await?;
                 m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
@@ -412,14 +417,19 @@ impl<'a> Mover<'a> {
         let map = self.map().await?;
         let source_name = known_shard(self.config, &source)?;
         let moved = list.iter().any(|&b| map.owner_of_bucket(b) != Some(&source_name) || map.state(b) != BucketState::Serving);
+        let mut version = map.version();
         if moved {
             let mut next = map.next_version();
             next.set_owner(&list, &source_name);
             next.set_state(&list, BucketState::Serving);
             self.publish(&next, &format!("move {} aborted", m.id)).await?;
+            version = next.version();
         }
         let s = self.primary(&source).await?.pool.clone();
         fence::set(&s, &list, true).await?;
+        // Done when the source serves them again, writes included.
+        let names = [source_name.clone(), known_shard(self.config, &target)?];
+        self.waits.backends(self.config, &names, version, true).await?;
         let t = self.primary(&target).await?.pool.clone();
         fence::set(&t, &list, false).await?;
         buckets::delete(&t, &list).await?;
@@ -427,6 +437,13 @@ impl<'a> Mover<'a> {
         self.save(&m).await?;
         self.report.step(&m, Duration::ZERO);
         Ok(())
+    }
+}
+
+/// The test hook: exit abruptly, as a killed process would, right after recording `step`.
+fn die_if_asked(step: &str) {
+    if std::env::var(DIE_AFTER_ENV).is_ok_and(|s| s == step) {
+        std::process::abort();
     }
 }
 

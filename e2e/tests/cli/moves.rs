@@ -1,0 +1,287 @@
+//! Issue 11, point 2: `shopctl shards move` killed at each of its steps, then run again, ends as an
+//! uninterrupted move would; `--abort` at each step leaves the original map and every row where
+//! it was. On the two-shard SQLite stack, moving two of shard a's buckets to shard b, with real
+//! processes: the move is killed (SIGABRT, no cleanup of its own) right after recording a step.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shopgate_backend::store::{buckets, fence};
+use shopgate_core::shardmap::bucket;
+use shopgate_core::{ShardMap, UserId};
+use shopgate_e2e::cli::pool;
+use shopgate_e2e::{Options, Stack};
+
+/// A shop user with a token and the orders they were told were placed.
+struct Shopper {
+    id: u64,
+    token: String,
+    orders: Vec<i64>,
+}
+
+/// Everything a move changes, for the moved buckets: who owns them, each shard's rows of them
+/// (count and checksum per table) and which shard's fence takes their writes.
+#[derive(Debug, PartialEq, Eq)]
+struct World {
+    owners: Vec<String>,
+    rows_a: Vec<buckets::TableSum>,
+    rows_b: Vec<buckets::TableSum>,
+    open_a: Vec<u16>,
+    open_b: Vec<u16>,
+}
+
+async fn current_map(stack: &Stack) -> ShardMap {
+    let auth = pool(&stack.config.verifier.database_url).await;
+    shopgate_core::control::current(&auth).await.unwrap().expect("a stored map")
+}
+
+async fn world(stack: &Stack, moved: &[u16]) -> World {
+    let map = current_map(stack).await;
+    let (a, b) = (pool(&stack.config.shards[0].primary).await, pool(&stack.config.shards[1].primary).await);
+    let open = |all: Vec<u16>| all.into_iter().filter(|x| moved.contains(x)).collect::<Vec<_>>();
+    World {
+        owners: moved.iter().map(|&x| map.owner_of_bucket(x).unwrap().to_string()).collect(),
+        rows_a: buckets::checksums(&a, moved).await.unwrap(),
+        rows_b: buckets::checksums(&b, moved).await.unwrap(),
+        open_a: open(fence::open_buckets(&a).await.unwrap()),
+        open_b: open(fence::open_buckets(&b).await.unwrap()),
+    }
+}
+
+/// Places an order with an `Idempotency-Key`, sent again (same key) if the connection drops before
+/// an answer: a keep-alive connection nginx closes as it reloads can take a request with it, and
+/// the key is what makes a retry safe (README, "Growing the shop").
+async fn place(stack: &Stack, s: &Shopper) -> reqwest::Response {
+    let key = shopgate_e2e::rand_hex(12);
+    let send = || {
+        stack
+            .http
+            .post(stack.api("/api/orders"))
+            .bearer_auth(&s.token)
+            .header("Idempotency-Key", &key)
+            .json(&json!({"items": [{"product_id": 1, "quantity": 2}]}))
+            .send()
+    };
+    match send().await {
+        Ok(r) => r,
+        Err(_) => send().await.unwrap(),
+    }
+}
+
+async fn order_ids(stack: &Stack, s: &Shopper) -> (StatusCode, Vec<i64>) {
+    let get = || stack.http.get(stack.api("/api/orders?limit=100")).bearer_auth(&s.token).send();
+    let r = match get().await {
+        Ok(r) => r,
+        Err(_) => get().await.unwrap(),
+    };
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or_default();
+    let mut ids: Vec<i64> = body["orders"].as_array().map_or(Vec::new(), |o| o.iter().filter_map(|o| o["id"].as_i64()).collect());
+    ids.sort_unstable();
+    (status, ids)
+}
+
+/// A stack (nginx with its master, so it can reload) and shoppers: two in distinct buckets of
+/// shard a (the ones to move), one elsewhere on a, one on b; each with two orders.
+async fn setup() -> (Stack, Vec<Shopper>, Vec<u16>) {
+    let stack = Stack::start_with(Options { nginx_master: true, ..Options::default() }).await;
+    let map = current_map(&stack).await;
+    let a = &stack.config.shards[0].name;
+    let (mut movers, mut others): (Vec<Shopper>, Vec<Shopper>) = (Vec::new(), Vec::new());
+    while movers.len() < 2 || others.len() < 2 {
+        let (id, token) = stack.shopper().await;
+        let b = bucket(UserId::new(id).unwrap());
+        let mine = map.owner_of_bucket(b) == Some(a);
+        let s = Shopper { id, token, orders: Vec::new() };
+        if mine && movers.len() < 2 && movers.iter().all(|m| bucket(UserId::new(m.id).unwrap()) != b) {
+            movers.push(s);
+        } else if others.len() < 2 && (others.is_empty() == mine) {
+            others.push(s);
+        }
+    }
+    let mut all: Vec<Shopper> = movers.into_iter().chain(others).collect();
+    for s in &mut all {
+        for _ in 0..2 {
+            let r = place(&stack, s).await;
+            assert_eq!(r.status(), 201);
+            s.orders.push(r.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+        }
+        s.orders.sort_unstable();
+    }
+    let moved = all[..2].iter().map(|s| bucket(UserId::new(s.id).unwrap())).collect::<Vec<_>>();
+    (stack, all, moved)
+}
+
+fn spec(moved: &[u16]) -> String {
+    moved.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `shopctl shards move --to b BUCKETS`, killed right after `step` if given.
+fn run_move(stack: &Stack, moved: &[u16], die_after: Option<&str>) -> std::process::Output {
+    let mut cmd = stack.shopctl();
+    cmd.args(["--json", "shards", "move", "--to", "b", &spec(moved), "--wait-seconds", "20"]);
+    if let Some(step) = die_after {
+        cmd.env("SHOPCTL_MOVE_DIE_AFTER", step);
+    }
+    cmd.output().unwrap()
+}
+
+fn steps_of(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// What the moved users see at a kill point: what the issue allows, nothing else. Returns the id
+/// of an order the write made, if it was accepted.
+async fn users_see(stack: &Stack, shoppers: &[Shopper], step: &str) -> Option<i64> {
+    let (mover, other) = (&shoppers[0], &shoppers[2]);
+    // Before the pause a's, after the routing b's: served. Paused: reads only. Switching: 503.
+    // `None`: either (right after `switched`, the source may not have taken the map yet; it
+    // still holds every row and nobody writes, so its read is the right one).
+    let (writes, reads) = match step {
+        "planned" | "copied" | "routed" => (true, Some(true)),
+        "paused" | "verified" => (false, Some(true)),
+        "switched" => (false, None),
+        _ => (false, Some(false)),
+    };
+    let r = place(stack, mover).await;
+    let status = r.status();
+    let made = if writes {
+        assert_eq!(status, 201, "a write of a moving bucket after step {step}");
+        r.json::<Value>().await.unwrap()["id"].as_i64()
+    } else {
+        assert_eq!(status, 503, "a write of a moving bucket after step {step}");
+        assert!(r.headers().contains_key("retry-after"), "503 without Retry-After after {step}");
+        None
+    };
+    let (status, _) = order_ids(stack, mover).await;
+    match reads {
+        Some(true) => assert_eq!(status, 200, "a read of a moving bucket after step {step}"),
+        Some(false) => assert_eq!(status, 503, "a read of a moving bucket after step {step}"),
+        None => assert!(status == 200 || status == 503, "a read of a moving bucket after {step} got {status}"),
+    }
+    assert_eq!(place(stack, other).await.status(), 201, "a user of an unmoved bucket was disturbed at {step}");
+    made
+}
+
+/// Every order each shopper was told about (plus `extra`), read back through nginx, exactly.
+async fn every_order_is_served_once(stack: &Stack, shoppers: &[Shopper], extra: &[(usize, i64)]) {
+    for (i, s) in shoppers.iter().enumerate() {
+        let mut want = s.orders.clone();
+        want.extend(extra.iter().filter(|(j, _)| *j == i).map(|(_, id)| *id));
+        want.sort_unstable();
+        let (status, got) = order_ids(stack, s).await;
+        assert_eq!((status.as_u16(), got), (200, want), "user {} orders", s.id);
+    }
+}
+
+async fn kill_then_rerun(step: &str) {
+    let (stack, mut shoppers, moved) = setup().await;
+    let killed = run_move(&stack, &moved, Some(step));
+    assert!(!killed.status.success(), "the move was to die after {step}");
+    assert_eq!(steps_of(&killed).last().map(String::as_str), Some(step), "{killed:?}");
+    if let Some(id) = users_see(&stack, &shoppers, step).await {
+        shoppers[0].orders.push(id);
+    }
+    for s in &mut shoppers[2..] {
+        // users_see placed one order for the unmoved shopper 2.
+        let (_, ids) = order_ids(&stack, s).await;
+        s.orders = ids;
+    }
+    // Where the buckets' rows are complete right now: on a until the routing, then on b.
+    let mid = world(&stack, &moved).await;
+    let expected = if step == "routed" { mid.rows_b.clone() } else { mid.rows_a.clone() };
+    let rerun = run_move(&stack, &moved, None);
+    assert!(rerun.status.success(), "rerun after {step}: {}", String::from_utf8_lossy(&rerun.stderr));
+    let after = world(&stack, &moved).await;
+    // As an uninterrupted move leaves it: b owns them and has exactly their rows, a has none,
+    // only b's fence is open for them.
+    assert_eq!(after.owners, vec!["b".to_owned(); moved.len()], "after a kill at {step}");
+    assert!(after.rows_a.iter().all(|t| t.rows == 0), "rows left on a after a kill at {step}: {:?}", after.rows_a);
+    assert_eq!((after.open_a.clone(), after.open_b.clone()), (vec![], moved.clone()), "fences after {step}");
+    assert_eq!(after.rows_b, expected, "b's rows after a kill at {step}");
+    every_order_is_served_once(&stack, &shoppers, &[]).await;
+    // And the moved users write again, on b.
+    assert_eq!(place(&stack, &shoppers[0]).await.status(), 201, "a moved user cannot order after a resume from {step}");
+    let check = stack.ctl(&["shards", "check"]);
+    assert_eq!(check.code, 0, "{check}");
+}
+
+async fn abort_at(step: &str) {
+    let (stack, mut shoppers, moved) = setup().await;
+    let killed = run_move(&stack, &moved, Some(step));
+    assert!(!killed.status.success());
+    if let Some(id) = users_see(&stack, &shoppers, step).await {
+        shoppers[0].orders.push(id);
+    }
+    for s in &mut shoppers[2..] {
+        let (_, ids) = order_ids(&stack, s).await;
+        s.orders = ids;
+    }
+    let mid = world(&stack, &moved).await;
+    let expected = if step == "routed" { mid.rows_b.clone() } else { mid.rows_a.clone() };
+    let abort = stack.ctl(&["--json", "shards", "move", "--abort", "--wait-seconds", "20"]);
+    assert_eq!(abort.code, 0, "abort at {step}: {abort}");
+    let after = world(&stack, &moved).await;
+    assert_eq!(after.owners, vec!["a".to_owned(); moved.len()], "abort at {step} left the map changed");
+    assert_eq!(after.rows_a, expected, "a's rows after an abort at {step}");
+    assert!(after.rows_b.iter().all(|t| t.rows == 0), "copies left on b after an abort at {step}: {:?}", after.rows_b);
+    assert_eq!((after.open_a.clone(), after.open_b.clone()), (moved.clone(), vec![]), "fences after an abort at {step}");
+    every_order_is_served_once(&stack, &shoppers, &[]).await;
+    assert_eq!(place(&stack, &shoppers[0]).await.status(), 201, "a moved user cannot order after an abort at {step}");
+    let check = stack.ctl(&["shards", "check"]);
+    assert_eq!(check.code, 0, "{check}");
+}
+
+macro_rules! per_step {
+    ($($kill:ident, $abort:ident => $step:literal;)*) => {$(
+        #[tokio::test]
+        async fn $kill() {
+            kill_then_rerun($step).await;
+        }
+        #[tokio::test]
+        async fn $abort() {
+            abort_at($step).await;
+        }
+    )*};
+}
+
+per_step! {
+    killed_after_planned_then_rerun, aborted_after_planned => "planned";
+    killed_after_copied_then_rerun, aborted_after_copied => "copied";
+    killed_after_paused_then_rerun, aborted_after_paused => "paused";
+    killed_after_verified_then_rerun, aborted_after_verified => "verified";
+    killed_after_switched_then_rerun, aborted_after_switched => "switched";
+    killed_after_opened_then_rerun, aborted_after_opened => "opened";
+    killed_after_routed_then_rerun, aborted_after_routed => "routed";
+}
+
+#[tokio::test]
+async fn an_uninterrupted_move_reports_its_pause_and_moves_every_row() {
+    let (stack, shoppers, moved) = setup().await;
+    let before = world(&stack, &moved).await;
+    let out = run_move(&stack, &moved, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(steps_of(&out), ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"]);
+    let summary: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["buckets_moved"], moved.len());
+    assert!(summary["rows"].as_i64().unwrap() >= 4 * 2, "{summary}");
+    assert!(summary["pause_ms_max"].as_i64().is_some_and(|p| p >= 0), "{summary}");
+    let after = world(&stack, &moved).await;
+    assert_eq!(after.rows_b, before.rows_a);
+    every_order_is_served_once(&stack, &shoppers, &[]).await;
+    // Every part routes with the final version.
+    let version = current_map(&stack).await.version();
+    let health: Value = stack.http.get(format!("{}/healthz", stack.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["map_version"], version, "nginx");
+    // Run again: nothing left to move.
+    let again = run_move(&stack, &moved, None);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("nothing to move"));
+}
