@@ -10,9 +10,9 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use shopgate_core::shardmap::Admission;
 use shopgate_core::time::unix_now;
 use shopgate_core::token::{bearer, TokenError, Verified, Verifier};
-use shopgate_core::shardmap::Admission;
 use shopgate_core::UserId;
 
 use crate::error::ApiError;

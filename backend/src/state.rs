@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use shopgate_core::config::{BackendConfig, Config, ShardConfig};
 use shopgate_core::control::MapWatch;
-use shopgate_core::shardmap::Admission;
 use shopgate_core::revocation::Revocations;
+use shopgate_core::shardmap::Admission;
 use shopgate_core::token::Verifier;
 use shopgate_core::{ShardMap, ShardName, UserId};
 use sqlx::AnyPool;

@@ -7,7 +7,8 @@
 //! win. `shard_moves` holds each bucket move's progress, so a move killed at any step can be
 //! resumed or rolled back by running the command again (`shopctl shards move`).
 //!
-//! The tables are created here (`CREATE TABLE IF NOT EXISTS`), not by the verifier's migrations:
+//! Text columns are VARCHAR, not TEXT: sqlx's Any driver reads MariaDB's TEXT as bytes. The
+//! tables are created here (`CREATE TABLE IF NOT EXISTS`), not by the verifier's migrations:
 //! shopctl, a backend or the verifier may be the first to need them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use crate::time::unix_now;
 const SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS shard_map (
         version    BIGINT       NOT NULL PRIMARY KEY,
-        map        TEXT         NOT NULL,
+        map        VARCHAR(16000) NOT NULL,
         note       VARCHAR(255) NOT NULL,
         created_at BIGINT       NOT NULL
     )",
@@ -32,7 +33,7 @@ const SCHEMA: [&str; 2] = [
         id               BIGINT      NOT NULL PRIMARY KEY,
         source           VARCHAR(32) NOT NULL,
         target           VARCHAR(32) NOT NULL,
-        buckets          TEXT        NOT NULL,
+        buckets          VARCHAR(4000) NOT NULL,
         kind             VARCHAR(8)  NOT NULL,
         step             VARCHAR(16) NOT NULL,
         rows_copied      BIGINT      NOT NULL,
@@ -75,7 +76,8 @@ pub async fn current_version(pool: &AnyPool) -> sqlx::Result<Option<u64>> {
 
 /// The current map, if one is stored.
 pub async fn current(pool: &AnyPool) -> Result<Option<ShardMap>, ControlError> {
-    let row = sqlx::query("SELECT version, map FROM shard_map ORDER BY version DESC LIMIT 1").fetch_optional(pool).await?;
+    let row =
+        sqlx::query("SELECT version, map FROM shard_map ORDER BY version DESC LIMIT 1").fetch_optional(pool).await?;
     let Some(row) = row else { return Ok(None) };
     let version: i64 = row.try_get("version")?;
     let text: String = row.try_get("map")?;
@@ -157,7 +159,13 @@ pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
 }
 
 /// Records a new move at step `planned`; its id is one more than any before.
-pub async fn insert_move(pool: &AnyPool, source: &str, target: &str, buckets: &str, kind: &str) -> sqlx::Result<MoveRecord> {
+pub async fn insert_move(
+    pool: &AnyPool,
+    source: &str,
+    target: &str,
+    buckets: &str,
+    kind: &str,
+) -> sqlx::Result<MoveRecord> {
     let step = "planned";
     loop {
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM shard_moves").fetch_one(pool).await?;

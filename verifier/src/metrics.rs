@@ -56,7 +56,11 @@ impl Metrics {
         let logins_ok = logins.get_or_create_owned(&[("result", "ok")]);
         passwords.register_metrics(&mut registry);
         let map_version = Gauge::default();
-        registry.register("shop_shard_map_version", "The shard map version this verifier has seen", map_version.clone());
+        registry.register(
+            "shop_shard_map_version",
+            "The shard map version this verifier has seen",
+            map_version.clone(),
+        );
         Self {
             registry,
             http,

@@ -147,11 +147,7 @@ fn sum(table: &BucketTable, rows: &Rows) -> TableSum {
         hash.update("\n");
     }
     let digest = hash.finalize();
-    TableSum {
-        table: table.name,
-        rows: rows.len() as u64,
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-    }
+    TableSum { table: table.name, rows: rows.len() as u64, sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }
 }
 
 /// Per table, the rows of `buckets` and their checksum.
@@ -182,8 +178,7 @@ pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets:
         done.deleted += stale.len() as u64;
     }
     for (table, have, want) in &wanted {
-        let changed: Vec<(&Vec<Value>, &Vec<Value>)> =
-            want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
+        let changed: Vec<(&Vec<Value>, &Vec<Value>)> = want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
         for chunk in changed.chunks(200) {
             upsert(target, dialect, table, chunk).await?;
         }
@@ -205,7 +200,12 @@ fn bind_all<'q>(
     q
 }
 
-async fn upsert(db: &AnyPool, dialect: Dialect, table: &BucketTable, rows: &[(&Vec<Value>, &Vec<Value>)]) -> sqlx::Result<()> {
+async fn upsert(
+    db: &AnyPool,
+    dialect: Dialect,
+    table: &BucketTable,
+    rows: &[(&Vec<Value>, &Vec<Value>)],
+) -> sqlx::Result<()> {
     let names: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let tuple = format!("({})", vec!["?"; names.len()].join(", "));
     let rest = &names[table.key_len..];

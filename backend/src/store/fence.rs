@@ -66,7 +66,8 @@ pub async fn set(db: &AnyPool, buckets: &[u16], open: bool) -> sqlx::Result<()> 
 
 /// The buckets whose writes are open here, ascending.
 pub async fn open_buckets(db: &AnyPool) -> sqlx::Result<Vec<u16>> {
-    let rows: Vec<i64> =
-        sqlx::query_scalar("SELECT bucket FROM bucket_fence WHERE writes_open = 1 ORDER BY bucket").fetch_all(db).await?;
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT bucket FROM bucket_fence WHERE writes_open = 1 ORDER BY bucket")
+        .fetch_all(db)
+        .await?;
     Ok(rows.into_iter().filter_map(|b| u16::try_from(b).ok()).collect())
 }

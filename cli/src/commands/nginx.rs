@@ -121,9 +121,8 @@ pub(crate) fn allow_map() -> String {
                 pattern.push_str(&segment.replace('.', "\\."));
             }
         }
-        let pattern = pattern
-            .replacen("^/auth/", "^(/authentication)?/auth/", 1)
-            .replacen("^/api/", "^(/backend)?/api/", 1);
+        let pattern =
+            pattern.replacen("^/auth/", "^(/authentication)?/auth/", 1).replacen("^/api/", "^(/backend)?/api/", 1);
         let _ = writeln!(out, "    \"~{pattern}$\" \"{}\";", methods.join(", "));
     }
     out.push_str("}\n");

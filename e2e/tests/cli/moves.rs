@@ -3,6 +3,8 @@
 //! it was. On the two-shard SQLite stack, moving two of shard a's buckets to shard b, with real
 //! processes: the move is killed (SIGABRT, no cleanup of its own) right after recording a step.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed run
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shopgate_backend::store::{buckets, fence};
@@ -75,7 +77,8 @@ async fn order_ids(stack: &Stack, s: &Shopper) -> (StatusCode, Vec<i64>) {
     };
     let status = r.status();
     let body: Value = r.json().await.unwrap_or_default();
-    let mut ids: Vec<i64> = body["orders"].as_array().map_or(Vec::new(), |o| o.iter().filter_map(|o| o["id"].as_i64()).collect());
+    let mut ids: Vec<i64> =
+        body["orders"].as_array().map_or(Vec::new(), |o| o.iter().filter_map(|o| o["id"].as_i64()).collect());
     ids.sort_unstable();
     (status, ids)
 }
@@ -229,7 +232,11 @@ async fn abort_at(step: &str) {
     assert_eq!(after.owners, vec!["a".to_owned(); moved.len()], "abort at {step} left the map changed");
     assert_eq!(after.rows_a, expected, "a's rows after an abort at {step}");
     assert!(after.rows_b.iter().all(|t| t.rows == 0), "copies left on b after an abort at {step}: {:?}", after.rows_b);
-    assert_eq!((after.open_a.clone(), after.open_b.clone()), (moved.clone(), vec![]), "fences after an abort at {step}");
+    assert_eq!(
+        (after.open_a.clone(), after.open_b.clone()),
+        (moved.clone(), vec![]),
+        "fences after an abort at {step}"
+    );
     every_order_is_served_once(&stack, &shoppers, &[]).await;
     assert_eq!(place(&stack, &shoppers[0]).await.status(), 201, "a moved user cannot order after an abort at {step}");
     let check = stack.ctl(&["shards", "check"]);

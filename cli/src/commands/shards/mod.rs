@@ -104,10 +104,18 @@ impl Lag {
 
 async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let tasks: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
+    // The map in force, and the version each part routes with (asked at their /healthz).
+    let map = stack::current_map(config).await;
+    let versions = moves::routing_versions(config).await;
     let mut all = Vec::new();
     for t in tasks {
         all.push(t.await?);
     }
+    let buckets_of = |s: &ShardConfig| match &map {
+        Ok(m) => shopgate_core::shardmap::bucket_ranges(&m.buckets_of(&s.name)),
+        Err(_) => s.buckets.clone(),
+    };
+    let backend_version = |s: &ShardConfig| versions.backends.get(s.name.as_str()).copied().flatten();
     if ctx.json {
         let shards: Vec<Value> = all
             .iter()
@@ -115,7 +123,8 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 json!({
                     "shard": s.shard.name.as_str(),
                     "number": s.shard.number,
-                    "buckets": s.shard.buckets,
+                    "buckets": buckets_of(&s.shard),
+                    "backend_map_version": backend_version(&s.shard),
                     "primary": {"url": s.shard.primary.to_string(), "reachable": s.primary.is_ok(), "error": s.primary.as_ref().err()},
                     "replica": s.shard.replica.as_ref().map(|url| {
                         let r = s.replica.as_ref();
@@ -132,7 +141,11 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        print_json(&json!({ "shards": shards }));
+        print_json(&json!({
+            "map_version": map.as_ref().ok().map(|m| m.version()),
+            "nginx_map_version": versions.nginx,
+            "shards": shards,
+        }));
     } else {
         let up = |r: &Result<(), String>| match r {
             Ok(()) => ("up".to_owned(), Mark::Good),
@@ -149,7 +162,12 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 let count = |n: Option<i64>| (n.map_or_else(|| "?".into(), |n| n.to_string()), Mark::Plain);
                 vec![
                     (s.shard.name.to_string(), Mark::Plain),
-                    (s.shard.buckets.clone(), Mark::Plain),
+                    (buckets_of(&s.shard), Mark::Plain),
+                    match (backend_version(&s.shard), map.as_ref().ok().map(|m| m.version())) {
+                        (Some(v), Some(cur)) if v == cur => (v.to_string(), Mark::Plain),
+                        (Some(v), _) => (v.to_string(), Mark::Bad),
+                        (None, _) => ("down".to_owned(), Mark::Bad),
+                    },
                     up(&s.primary),
                     s.replica.as_ref().map_or(("none".to_owned(), Mark::Plain), up),
                     (s.lag.text(), lag_mark),
@@ -163,7 +181,20 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        out(status_table(&["shard", "buckets", "primary", "replica", "lag", "users", "orders", "last write"], rows));
+        match &map {
+            Ok(m) => out(format_args!(
+                "shard map version {} (nginx routes with {})",
+                m.version(),
+                versions.nginx.map_or_else(|| "? (no answer)".to_owned(), |v| v.to_string())
+            )),
+            Err(e) => {
+                crate::output::warn(format_args!("the current shard map is unknown ({e}); buckets are the config's"))
+            }
+        }
+        out(status_table(
+            &["shard", "buckets", "map", "primary", "replica", "lag", "users", "orders", "last write"],
+            rows,
+        ));
         for s in &all {
             // A primary that is down is the error line below; a replica that is down is a warning.
             if let Some(Err(e)) = &s.replica {
@@ -277,10 +308,10 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
             match bounded(shard::foreign_rows(&db.pool, per_user, &owned, limit)).await {
                 Ok((n, rows)) => {
                     let found = rows.into_iter().map(|ForeignRow { id, user_id }| {
-                        let owner = u64::try_from(user_id).ok().and_then(|u| UserId::new(u).ok()).map_or_else(
-                            || "none (invalid user id)".to_owned(),
-                            |u| map.shard_for(u).to_string(),
-                        );
+                        let owner = u64::try_from(user_id)
+                            .ok()
+                            .and_then(|u| UserId::new(u).ok())
+                            .map_or_else(|| "none (invalid user id)".to_owned(), |u| map.shard_for(u).to_string());
                         Misplaced { shard: shard.name.to_string(), table, id, user_id, owner }
                     });
                     counts.push(json!({"shard": shard.name.as_str(), "table": table, "misplaced": n}));

@@ -90,12 +90,20 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
         bail!("shard {} already owns buckets {}", shard.name, bucket_ranges(&owned));
     }
     let primary = Db::connect(&shard.primary, &format!("shard {}'s primary", shard.name)).await?;
-    let open = crate::db::bounded(fence::open_buckets(&primary.pool))
-        .await
-        .map_err(|e| anyhow::anyhow!("shard {}'s primary is not set up (has its backend started?): {}", shard.name, primary.explain(&e)))?;
+    let open = crate::db::bounded(fence::open_buckets(&primary.pool)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "shard {}'s primary is not set up (has its backend started?): {}",
+            shard.name,
+            primary.explain(&e)
+        )
+    })?;
     primary.close().await;
     if !open.is_empty() {
-        bail!("shard {}'s database takes writes for buckets {}; it is not a new shard", shard.name, bucket_ranges(&open));
+        bail!(
+            "shard {}'s database takes writes for buckets {}; it is not a new shard",
+            shard.name,
+            bucket_ranges(&open)
+        );
     }
     let waits = Waits::new(Duration::from_secs(30))?;
     waits.backends(config, std::slice::from_ref(&shard.name), map.version(), true).await?;
@@ -104,7 +112,7 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     if ctx.json {
         print_json(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
     } else {
-        out(&format!(
+        out(format!(
             "shard {} is in nginx's upstreams and owns no bucket yet; move some with `shopctl shards move --to {} BUCKETS`",
             shard.name, shard.name
         ));
@@ -134,7 +142,9 @@ pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyho
         let plan = plan(config, &map, target, args.buckets.as_deref(), args.half_of.as_deref(), args.batch)?;
         let mut records = Vec::new();
         for (source, spec) in plan {
-            records.push(crate::db::bounded(control::insert_move(&mover.control.pool, &source, target, &spec, "move")).await?);
+            records.push(
+                crate::db::bounded(control::insert_move(&mover.control.pool, &source, target, &spec, "move")).await?,
+            );
         }
         records
     } else {
@@ -408,7 +418,8 @@ impl<'a> Mover<'a> {
                 self.waits.nginx(self.config, map.version()).await?;
             }
             let undo =
-                crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo")).await?;
+                crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo"))
+                    .await?;
             m.step = "aborted".into();
             self.save(&m).await?;
             self.report.step(&m, Duration::ZERO);
@@ -416,7 +427,8 @@ impl<'a> Mover<'a> {
         }
         let map = self.map().await?;
         let source_name = known_shard(self.config, &source)?;
-        let moved = list.iter().any(|&b| map.owner_of_bucket(b) != Some(&source_name) || map.state(b) != BucketState::Serving);
+        let moved =
+            list.iter().any(|&b| map.owner_of_bucket(b) != Some(&source_name) || map.state(b) != BucketState::Serving);
         let mut version = map.version();
         if moved {
             let mut next = map.next_version();
@@ -438,6 +450,34 @@ impl<'a> Mover<'a> {
         self.report.step(&m, Duration::ZERO);
         Ok(())
     }
+}
+
+/// The shard map version each part routes with, by its `/healthz` (`None`: no answer).
+pub(crate) struct RoutingVersions {
+    pub(crate) nginx: Option<u64>,
+    /// Per shard: the lowest version among its backend processes.
+    pub(crate) backends: BTreeMap<String, Option<u64>>,
+}
+
+pub(crate) async fn routing_versions(config: &Config) -> RoutingVersions {
+    let Ok(waits) = Waits::new(Duration::from_secs(1)) else {
+        return RoutingVersions { nginx: None, backends: BTreeMap::new() };
+    };
+    let mut backends = BTreeMap::new();
+    for shard in &config.shards {
+        let mut lowest: Option<Option<u64>> = None;
+        for addr in backend_addrs(shard) {
+            let v = waits.version_at(&format!("http://{}/healthz", reachable(addr))).await;
+            lowest = Some(match (lowest, v) {
+                (None, v) => v,
+                (Some(Some(a)), Some(b)) => Some(a.min(b)),
+                _ => None,
+            });
+        }
+        backends.insert(shard.name.to_string(), lowest.flatten());
+    }
+    let nginx = waits.version_at(&format!("http://{}/healthz", reachable(config.nginx.listen))).await;
+    RoutingVersions { nginx, backends }
 }
 
 /// The test hook: exit abruptly, as a killed process would, right after recording `step`.
@@ -462,7 +502,13 @@ impl Waits {
     /// Until every backend process of `shards` routes with `version` or later. A process that
     /// refuses the connection is not running, and one that starts loads the current map before it
     /// serves, so it counts as done when `refused_is_done`.
-    async fn backends(&self, config: &Config, shards: &[ShardName], version: u64, refused_is_done: bool) -> anyhow::Result<()> {
+    async fn backends(
+        &self,
+        config: &Config,
+        shards: &[ShardName],
+        version: u64,
+        refused_is_done: bool,
+    ) -> anyhow::Result<()> {
         for name in shards {
             let Some(shard) = config.shard(name.as_str()) else { continue };
             for addr in backend_addrs(shard) {
@@ -479,6 +525,11 @@ impl Waits {
         self.until("nginx", &url, version, false).await
     }
 
+    async fn version_at(&self, url: &str) -> Option<u64> {
+        let resp = self.http.get(url).send().await.ok()?;
+        resp.json::<Value>().await.ok()?["map_version"].as_u64()
+    }
+
     async fn until(&self, what: &str, url: &str, version: u64, refused_is_done: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.wait;
         loop {
@@ -488,7 +539,9 @@ impl Waits {
                     let body: Value = resp.json().await.unwrap_or_default();
                     match body["map_version"].as_u64() {
                         Some(v) if v >= version => return Ok(()),
-                        other => last = format!("it routes with version {}", other.map_or("none".into(), |v| v.to_string())),
+                        other => {
+                            last = format!("it routes with version {}", other.map_or("none".into(), |v| v.to_string()))
+                        }
                     }
                 }
                 Err(e) if e.is_connect() && refused_is_done && is_refused(&e) => return Ok(()),
@@ -593,7 +646,7 @@ impl Report {
             out(&summary);
         } else {
             let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
-            out(&format!(
+            out(format!(
                 "moved {buckets} buckets ({rows} rows) in {} batches; write pause per bucket: p50 {}, p99 {}, max {}",
                 done.len(),
                 ms(pct(0.5)),
