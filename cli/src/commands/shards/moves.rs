@@ -106,7 +106,7 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
         );
     }
     let waits = Waits::new(Duration::from_secs(30))?;
-    waits.backends(config, std::slice::from_ref(&shard.name), map.version(), true).await?;
+    waits.backends(config, std::slice::from_ref(&shard.name), map.version(), false).await?;
     super::super::nginx::reload(config, &map)?;
     waits.nginx(config, map.version()).await?;
     if ctx.json {
