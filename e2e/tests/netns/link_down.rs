@@ -7,9 +7,10 @@
 //! - shard a's users saw no error at all;
 //! - every request of shard b's users was answered, 2xx or 503 with `Retry-After`, none later
 //!   than nginx's bound for a shard ([`ANSWER_BOUND`]); while b was cut off, only 503s;
-//! - within [`RECOVERY_BOUND`] of the link's return each of b's users had a 201 again, and from
+//! - within [`RECOVERY_BOUND`] of the link's return each of b's users had an order placed again
+//!   (201, or 200 for a retried key whose order b had placed before its answer was lost), and from
 //!   then on only 2xx, with no process restarted;
-//! - every order answered 201 is stored exactly once, on its user's shard's primary, under the
+//! - every order acknowledged is stored exactly once, on its user's shard's primary, under the
 //!   key it was created with.
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +35,7 @@ const ANSWER_BOUND: Duration = Duration::from_secs(5);
 /// What the test allows on top of [`ANSWER_BOUND`], end to end: the check path, the client's own
 /// scheduling on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(500);
-/// After the link returns, each of b's users has a 201 again within this, and only 2xx after it:
+/// After the link returns, each of b's users has an order placed within this, and only 2xx after it:
 /// nothing to wait out but requests already waiting on nginx's timeouts (5 s, see above).
 const RECOVERY_BOUND: Duration = Duration::from_secs(6);
 /// Load after the recovery bound, all of it 2xx.
@@ -57,7 +58,8 @@ struct Record {
     /// 0: no answer at all (the client's own timeout or a broken connection).
     status: u16,
     retry_after: bool,
-    /// For a create: its `Idempotency-Key`, and the order id if it was 201.
+    /// For a create: its `Idempotency-Key`, and the order id if it was 201 (placed) or 200 (a
+    /// retried key's order, placed before).
     key: String,
     order: Option<i64>,
 }
@@ -90,9 +92,9 @@ async fn user_load(stack: Arc<NetnsStack>, user: u64, t0: Instant, stop: Arc<Ato
             .header("Idempotency-Key", &key)
             .json(&json!({"items": [{"product_id": 1 + user % 12, "quantity": 1}]}));
         let r = send(create, user, Kind::Create, key.clone(), t0).await;
-        if r.status != 201 {
+        if r.order.is_none() {
             // A 503 may come after the order was committed (the answer lost on the way): the
-            // same key gets the same order back, never a second one.
+            // same key gets the same order back (200), never a second one.
             retry = Some(key);
         }
         rec.records.lock().unwrap().push(r);
@@ -113,7 +115,7 @@ async fn send(req: reqwest::RequestBuilder, user: u64, kind: Kind, key: String, 
         }
         Err(_) => (0, false, Value::Null),
     };
-    let order = if kind == Kind::Create && status == 201 { body["id"].as_i64() } else { None };
+    let order = if kind == Kind::Create && matches!(status, 200 | 201) { body["id"].as_i64() } else { None };
     Record { user, kind, sent, answered: t0.elapsed(), status, retry_after, key, order }
 }
 
@@ -169,10 +171,14 @@ async fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no
     check_shard_a(&a, &mut problems);
     check_shard_b(&b, &users["b"], cut, restored, &mut problems);
     let slowest_b = b.iter().map(|r| r.took()).max().unwrap_or_default();
+    let a_failed = a.iter().filter(|r| r.status >= 300 || r.status == 0).count();
     let b_503 = b.iter().filter(|r| r.status == 503).count();
+    let back = b.iter().filter(|r| r.order.is_some() && r.sent >= restored).map(|r| r.answered - restored).min();
+    let replayed = b.iter().filter(|r| r.kind == Kind::Create && r.status == 200).count();
     eprintln!(
-        "link down {cut:?}..{restored:?}: shard a {} requests, all 2xx; shard b {} requests, {b_503} of them 503, \
-         the slowest answered in {slowest_b:?}",
+        "link down {cut:?}..{restored:?}: shard a {} requests, {a_failed} failed; shard b {} requests, {b_503} of \
+         them 503, the slowest answered in {slowest_b:?}; {replayed} retried keys found their order placed \
+         already; b's first order {back:?} after the link returned",
         a.len(),
         b.len()
     );
@@ -183,7 +189,24 @@ async fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no
         problems.push(format!("a process of the stack exited: {e:#}"));
     }
     check_stored(&stack, &records, &mut problems).await;
+    if !problems.is_empty() {
+        for r in b.iter().filter(|r| r.answered + ANSWER_BOUND >= restored) {
+            eprintln!("b: user {} {:?} sent {:?} took {:?}: {}", r.user, r.kind, r.sent, r.took(), r.status);
+        }
+    }
     assert!(problems.is_empty(), "{} problems:\n{}\nlogs:\n{}", problems.len(), problems.join("\n"), stack.logs());
+
+    // The harness grows with the stack: one more shard host joins the running network (as a test
+    // adding shard c will need), its databases up, cabled to the gateway.
+    let c = stack.add_shard_host("c").await.unwrap();
+    let nginx = format!("http://{}/healthz", stack.config.nginx.listen);
+    let (h, url) = (c.host.clone(), nginx.clone());
+    let (status, _) = tokio::task::spawn_blocking(move || h.curl(&url, Duration::from_secs(5))).await.unwrap();
+    assert_eq!(status, 200, "host c ({}) cannot reach nginx at {nginx}", c.host.addr);
+    let db = c.db.root_over_socket("c-primary").await;
+    let bound: String = sqlx::query_scalar("SELECT @@bind_address").fetch_one(&db).await.unwrap();
+    assert_eq!(bound, c.host.addr.to_string(), "shard c's primary listens on its host's address");
+    db.close().await;
 }
 
 /// Shard a's users: every request answered 2xx, whatever happened to shard b.
@@ -225,24 +248,26 @@ fn check_shard_b(b: &[&Record], users: &[u64], cut: Duration, restored: Duration
         if !mine.clone().any(|r| r.status == 503 && r.sent >= cut && r.answered < restored) {
             problems.push(format!("shard b: user {user} got no 503 while b's host was cut off"));
         }
-        let back =
-            mine.filter(|r| r.kind == Kind::Create && r.status == 201 && r.sent >= restored).map(|r| r.answered).min();
+        let back = mine.filter(|r| r.order.is_some() && r.sent >= restored).map(|r| r.answered).min();
         match back {
             Some(at) if at <= restored + RECOVERY_BOUND => {}
             Some(at) => problems
-                .push(format!("shard b: user {user}'s first 201 came {:?} after the link returned", at - restored)),
-            None => problems.push(format!("shard b: user {user} got no 201 after the link returned")),
+                .push(format!("shard b: user {user}'s first order came {:?} after the link returned", at - restored)),
+            None => problems.push(format!("shard b: user {user} had no order placed after the link returned")),
         }
     }
 }
 
-/// Every 201 is one stored order on its user's shard's primary, under its key; every stored order
-/// has exactly one key, and each key one order.
+/// A shard primary's order ids, and its idempotency keys: (user, key) to order id.
+type Stored = (HashSet<i64>, HashMap<(u64, String), i64>);
+
+/// Every order acknowledged (201, or 200 for a retried key) is one stored order on its user's
+/// shard's primary, under its key; every stored order has exactly one key, and each key one order.
 async fn check_stored(stack: &NetnsStack, records: &[Record], problems: &mut Vec<String>) {
     let mut acked: HashMap<(u64, String), i64> = HashMap::new();
-    for r in records.iter().filter(|r| r.status == 201) {
+    for r in records.iter().filter(|r| r.kind == Kind::Create && matches!(r.status, 200 | 201)) {
         let Some(id) = r.order else {
-            problems.push(format!("user {}: a 201 without an order id (key {})", r.user, r.key));
+            problems.push(format!("user {}: a {} without an order id (key {})", r.user, r.status, r.key));
             continue;
         };
         if let Some(other) = acked.insert((r.user, r.key.clone()), id) {
@@ -251,7 +276,7 @@ async fn check_stored(stack: &NetnsStack, records: &[Record], problems: &mut Vec
             }
         }
     }
-    let mut stored: HashMap<String, (HashSet<i64>, HashMap<(u64, String), i64>)> = HashMap::new();
+    let mut stored: HashMap<String, Stored> = HashMap::new();
     for shard in ["a", "b"] {
         let db = stack.shard(shard).db.root_over_socket(&format!("{shard}-primary")).await;
         let orders: Vec<(i64,)> = sqlx::query_as("SELECT id FROM orders").fetch_all(&db).await.unwrap();
