@@ -18,7 +18,7 @@
 //! The root namespace's networking is never touched. The test process reaches the stack through
 //! files only: nginx also listens on a unix socket in the stack's folder (added to the rendered
 //! config here, the one thing the harness adds to it), the instances through their sockets, and
-//! anything else with `ip netns exec HOST curl`.
+//! anything else with `ip netns exec HOST curl` (or `shopctl`, run on the gateway host).
 //!
 //! Namespaces are named `sgnet-PID-RANDOM-ROLE` (PID is the test process's), so parallel runs
 //! never clash: every run has its own switch, and two runs' identical addresses live on separate
@@ -490,11 +490,11 @@ impl NetnsStack {
         out
     }
 
-    /// The real `shopctl` with this stack's config (it runs in the root namespace: it only reads
-    /// the config and writes files).
+    /// The real `shopctl` with this stack's config, run on the gateway host, as an operator's
+    /// would be: it reads the shard map from the auth database there.
     pub fn shopctl(&self) -> Command {
         let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut c = Command::new(bin("shopctl"));
+        let mut c = self.gateway.command(bin("shopctl"));
         c.env("SHOP_CONFIG", &self.config_path)
             .envs(env)
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
