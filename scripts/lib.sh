@@ -31,9 +31,9 @@ ensure_nginx() {
     || die "$NGINX_BIN lacks the auth_request module; install nginx-light or nginx-core"
 }
 
-# A free TCP port on 127.0.0.1 (asks the kernel for one, then releases it).
+# A free TCP port on HOST (default 127.0.0.1; asks the kernel for one, then releases it).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c 'import socket,sys; h=sys.argv[1]; s=socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET); s.bind((h,0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
 }
 
 # Whether ADDRESS (host:port) can be listened on now.

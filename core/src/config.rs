@@ -227,8 +227,9 @@ pub struct VerifierConfig {
     #[serde(default = "default_register_window")]
     pub register_window_seconds: u64,
     /// Peers whose `X-Real-IP` header is believed (like nginx's `set_real_ip_from`): the address
-    /// nginx connects from. Default: nginx's listen address, or loopback when nginx listens on
-    /// every address. Any other peer is itself the client address.
+    /// nginx connects from. Default: nginx's listen address; if nginx listens on every address,
+    /// loopback and each verifier's own listen address (`default_trusted_proxies`). Any other
+    /// peer is itself the client address.
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -533,12 +534,7 @@ impl Config {
         let mut verifier = raw.verifier;
         verifier.database_url = resolve_sqlite(verifier.database_url, base);
         if verifier.trusted_proxies.is_empty() {
-            let ip = raw.nginx.listen.ip();
-            verifier.trusted_proxies = if ip.is_unspecified() {
-                vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
-            } else {
-                vec![ip]
-            };
+            verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen, &verifier.listen);
         }
         let mut nginx = raw.nginx;
         nginx.prefix = Some(base.join(nginx.prefix.unwrap_or_else(|| PathBuf::from("nginx"))));
@@ -565,6 +561,25 @@ impl Config {
     pub fn shard(&self, name: &str) -> Option<&ShardConfig> {
         self.shards.iter().find(|s| s.name.as_str() == name)
     }
+}
+
+/// Where nginx's connections to the verifiers come from, when the config does not say: nginx's
+/// listen address if it names one (nginx on a host of its own address, as in the network-namespace
+/// topology). If nginx listens on every address, it shares a host with the verifiers it reaches at
+/// a named address and connects from that address (the kernel's source for a local destination is
+/// the destination), so loopback and each verifier's own address. A verifier on another host than
+/// an nginx listening everywhere needs `trusted_proxies` set.
+fn default_trusted_proxies(nginx: SocketAddr, verifiers: &[SocketAddr]) -> Vec<IpAddr> {
+    if !nginx.ip().is_unspecified() {
+        return vec![nginx.ip()];
+    }
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+    for ip in verifiers.iter().map(SocketAddr::ip) {
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
 }
 
 /// `sqlite:relative.db` becomes relative to the config's folder, so a stack folder can move.
@@ -721,6 +736,25 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert_eq!((c.backend.max_in_flight, c.backend.max_queued, c.backend.queue_wait()), (32, 64, Duration::from_secs(1)));
         assert_eq!(c.backend.idempotency_retention(), Duration::from_secs(86_400));
         assert_eq!(c.backend.idempotency_purge_batch, 500);
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_where_nginx_connects_from() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let verifiers = [addr("10.213.0.1:9000"), addr("127.0.0.1:9001"), addr("0.0.0.0:9002")];
+        assert_eq!(default_trusted_proxies(addr("10.213.0.1:8080"), &verifiers), [ip("10.213.0.1")]);
+        // nginx on every address connects to a verifier at 10.213.0.1 from 10.213.0.1, not loopback.
+        assert_eq!(
+            default_trusted_proxies(addr("0.0.0.0:8080"), &verifiers),
+            [ip("127.0.0.1"), ip("::1"), ip("10.213.0.1")]
+        );
+        let d = tmp();
+        let text = SAMPLE.replace("[jwt]", "[nginx]\nlisten = \"0.0.0.0:8080\"\n[jwt]");
+        let text = text.replace("listen = [\"127.0.0.1:8090\"]", "listen = [\"10.213.0.1:8090\"]");
+        let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+        let c = Config::load_with_env(&p, []).unwrap();
+        assert!(c.verifier.trusted_proxies.contains(&ip("10.213.0.1")), "{:?}", c.verifier.trusted_proxies);
     }
 
     #[test]

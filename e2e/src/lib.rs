@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod mariadb;
+pub mod netns;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
@@ -476,7 +477,7 @@ impl Drop for Stack {
     }
 }
 
-fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }
@@ -497,7 +498,7 @@ fn getrandom(buf: &mut [u8]) {
 pub use shopgate_core::time::unix_now as now;
 
 /// Sends a signal with kill(1): the workspace forbids unsafe code.
-fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 

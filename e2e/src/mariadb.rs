@@ -6,12 +6,16 @@
 //! script stays in the foreground as the instances' parent; its stdin is a pipe held here, so when
 //! the topology is dropped (or the test process dies) the pipe closes and the script stops every
 //! instance. [`Topology::stack_options`] points a [`crate::Stack`] at it. At most
-//! [`MAX_TOPOLOGIES`] run at once: each is five `mariadbd`s.
+//! [`MAX_INSTANCES`] `mariadbd`s run at once (two whole topologies of five).
+//!
+//! [`Topology::start_with`] starts a part of one elsewhere: some shards without the auth instance,
+//! inside a network namespace, bound to that namespace's address (`crate::netns`).
 //!
 //! No MariaDB on the machine is a failure with a clear message, not a skip: CI must run these.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -23,16 +27,63 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::Options;
 
-/// Topologies running at once in one test process (two cores; ~5 s of start-up each).
-pub(crate) const MAX_TOPOLOGIES: usize = 2;
+/// `mariadbd`s running at once in one test process: two whole topologies (two cores; ~5 s of
+/// start-up each). A topology holds as many slots as it has instances.
+pub(crate) const MAX_INSTANCES: usize = 10;
 /// How long `scripts/mariadb run` may take to report ready.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
-static SLOTS: Semaphore = Semaphore::const_new(MAX_TOPOLOGIES);
+static SLOTS: Semaphore = Semaphore::const_new(MAX_INSTANCES);
 
 /// The workspace's `scripts/mariadb`.
 pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mariadb")
+}
+
+/// What [`Topology::start_with`] starts, and where.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The shards, each a primary and a replica (`--shards`).
+    pub shards: Vec<String>,
+    /// The auth instance too (without it: `--no-auth`).
+    pub auth: bool,
+    /// The network namespace the instances run in (`ip netns exec NETNS scripts/mariadb run`).
+    pub netns: Option<String>,
+    /// The address they listen on and their URLs name (`MARIADB_BIND_ADDRESS`; else 127.0.0.1).
+    pub bind: Option<IpAddr>,
+}
+
+impl Default for Spec {
+    /// The whole topology on 127.0.0.1: auth, shards `a` and `b`.
+    fn default() -> Self {
+        Self { shards: vec!["a".into(), "b".into()], auth: true, netns: None, bind: None }
+    }
+}
+
+impl Spec {
+    fn instances(&self) -> usize {
+        usize::from(self.auth) + 2 * self.shards.len()
+    }
+
+    /// `scripts/mariadb run DIR …`, inside the namespace if there is one.
+    fn command(&self, root: &Path) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(script());
+                c
+            }
+            None => Command::new(script()),
+        };
+        c.arg("run").arg(root).arg("--shards").arg(self.shards.join(" "));
+        if !self.auth {
+            c.arg("--no-auth");
+        }
+        if let Some(bind) = self.bind {
+            c.env("MARIADB_BIND_ADDRESS", bind.to_string());
+        }
+        c
+    }
 }
 
 pub struct Topology {
@@ -49,22 +100,23 @@ pub struct Topology {
 impl Topology {
     /// An auth instance and shards `a` and `b`, each a primary and a replica.
     pub async fn start() -> Topology {
-        match Self::try_start().await {
+        match Self::start_with(&Spec::default()).await {
             Ok(t) => t,
             Err(e) => panic!("could not start the MariaDB topology with scripts/mariadb: {e:#}"),
         }
     }
 
-    async fn try_start() -> anyhow::Result<Topology> {
-        let slot = SLOTS.acquire().await.context("topology slots closed")?;
+    /// The instances `spec` names; an error if `scripts/mariadb` could not start them.
+    pub async fn start_with(spec: &Spec) -> anyhow::Result<Topology> {
+        let slots = u32::try_from(spec.instances().clamp(1, MAX_INSTANCES))?;
+        let slot = SLOTS.acquire_many(slots).await.context("topology slots closed")?;
         // Under /tmp, short: each instance's socket path must stay under 108 bytes.
         let dir = tempfile::Builder::new().prefix("shopgate-mdb.").tempdir_in("/tmp")?;
         let root = dir.path().join("db");
         let log_path = dir.path().join("mariadb.log");
         let log = File::create(&log_path)?;
-        let mut child = Command::new(script())
-            .arg("run")
-            .arg(&root)
+        let mut child = spec
+            .command(&root)
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -120,10 +172,14 @@ impl Topology {
         self.instance_var(instance, "ADMIN_URL")
     }
 
-    /// `SHOP__…` overrides that put the verifier's auth database and every shard's primary and
-    /// replica on this topology; `max_lag` is each shard's `replica_max_lag_seconds`.
+    /// `SHOP__…` overrides that put the verifier's auth database (if this topology has it) and
+    /// every shard's primary and replica on this topology; `max_lag` is each shard's
+    /// `replica_max_lag_seconds`.
     pub(crate) fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
-        let mut v = vec![("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned())];
+        let mut v = Vec::new();
+        if self.var("MARIADB_INSTANCES").split_whitespace().any(|i| i == "auth") {
+            v.push(("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned()));
+        }
         for shard in self.var("MARIADB_SHARDS").split_whitespace() {
             let up = shard.to_ascii_uppercase();
             v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&format!("{shard}-primary")).to_owned()));
@@ -143,6 +199,16 @@ impl Topology {
         let options: MySqlConnectOptions =
             self.admin_url(instance).parse().unwrap_or_else(|e| panic!("admin URL of {instance}: {e}"));
         crate::cli::test_pool(options, 4, &format!("{instance} as admin")).await
+    }
+
+    /// A small pool on `instance` as root over its unix socket: it reaches an instance in another
+    /// network namespace (a socket is a file), where its TCP address may be out of reach.
+    pub async fn root_over_socket(&self, instance: &str) -> MySqlPool {
+        let options = MySqlConnectOptions::new()
+            .socket(self.instance_var(instance, "SOCKET"))
+            .username("root")
+            .database(self.instance_var(instance, "DATABASE"));
+        crate::cli::test_pool(options, 4, &format!("{instance} as root over its socket")).await
     }
 
     /// SIGKILLs one instance through `scripts/mariadb kill` and returns once it is gone.

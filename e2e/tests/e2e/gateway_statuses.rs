@@ -8,7 +8,7 @@
 //! Malformed requests go over raw TCP: reqwest cannot send a bad request line or an unknown
 //! transfer coding. Upstream failures use the harness: a process killed, or frozen with SIGSTOP
 //! (its socket still accepts connections, so nginx waits out its read timeouts: 5 s for the
-//! check, 10 s for a proxied request).
+//! check and for a shard, 10 s for the auth API).
 
 use std::time::{Duration, Instant};
 
@@ -321,7 +321,7 @@ async fn verifier_failures_are_json_503s() {
 async fn backend_failures_are_json_503s() {
     let stack = Stack::start().await;
     let (odd, even) = (stack.mint(3), stack.mint(4));
-    // Shard b frozen: its proxied read times out after 10 s (504). Shard a killed: refused (502).
+    // Shard b frozen: its proxied read times out after 5 s (504). Shard a killed: refused (502).
     stack.stop("backend-b");
     stack.kill("backend-a");
     let started = Instant::now();
