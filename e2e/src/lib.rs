@@ -6,6 +6,8 @@
 //! answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
 
 pub mod cli;
+pub mod grow;
+pub mod load;
 pub mod mariadb;
 
 use std::collections::{BTreeMap, HashSet};
@@ -476,7 +478,7 @@ impl Drop for Stack {
     }
 }
 
-fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }

@@ -49,13 +49,20 @@ pub struct Topology {
 impl Topology {
     /// An auth instance and shards `a` and `b`, each a primary and a replica.
     pub async fn start() -> Topology {
-        match Self::try_start().await {
+        Self::start_shards("a b").await
+    }
+
+    /// An auth instance and the space-separated `shards`, each a primary and a replica: e.g.
+    /// `"c"` for a shard to add to a stack on another topology (see [`Topology::shard_overrides`]).
+    /// A test holding two topologies takes both of [`MAX_TOPOLOGIES`] slots.
+    pub async fn start_shards(shards: &str) -> Topology {
+        match Self::try_start(shards).await {
             Ok(t) => t,
             Err(e) => panic!("could not start the MariaDB topology with scripts/mariadb: {e:#}"),
         }
     }
 
-    async fn try_start() -> anyhow::Result<Topology> {
+    async fn try_start(shards: &str) -> anyhow::Result<Topology> {
         let slot = SLOTS.acquire().await.context("topology slots closed")?;
         // Under /tmp, short: each instance's socket path must stay under 108 bytes.
         let dir = tempfile::Builder::new().prefix("shopgate-mdb.").tempdir_in("/tmp")?;
@@ -65,6 +72,7 @@ impl Topology {
         let mut child = Command::new(script())
             .arg("run")
             .arg(&root)
+            .args(["--shards", shards])
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -124,6 +132,13 @@ impl Topology {
     /// replica on this topology; `max_lag` is each shard's `replica_max_lag_seconds`.
     pub(crate) fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
         let mut v = vec![("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned())];
+        v.extend(self.shard_overrides(max_lag));
+        v
+    }
+
+    /// `SHOP__…` overrides that put every shard of this topology on it (not the auth database).
+    pub fn shard_overrides(&self, max_lag: u64) -> Vec<(String, String)> {
+        let mut v = Vec::new();
         for shard in self.var("MARIADB_SHARDS").split_whitespace() {
             let up = shard.to_ascii_uppercase();
             v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&format!("{shard}-primary")).to_owned()));
@@ -161,7 +176,8 @@ impl Topology {
     pub async fn wait_replica_caught_up(&self, shard: &str, within: Duration) {
         let primary = self.admin(&format!("{shard}-primary")).await;
         let replica = self.admin(&format!("{shard}-replica")).await;
-        let pos: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary).await.expect("gtid_binlog_pos");
+        let pos: String =
+            sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary).await.expect("gtid_binlog_pos");
         let waited: i64 = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
             .bind(&pos)
             .bind(within.as_secs_f64())

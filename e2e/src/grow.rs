@@ -1,0 +1,210 @@
+//! Growing a running [`Stack`]: adding a shard as an operator would (its `[shards.NAME]` in the
+//! stack's `shop.toml` owning no bucket, its backend started, `shopctl shards add`), running
+//! `shopctl shards move --json` and reading its events, and reading the current shard map back.
+//! Nothing else of the stack is restarted.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+use shopgate_core::config::Config;
+use shopgate_core::shardmap::ShardMap;
+use shopgate_core::ShardName;
+
+use crate::cli::Run;
+use crate::{free_port, ProcessSpec, Stack};
+
+/// A finished `shopctl shards move --json`: its events, one JSON object per line of stdout.
+#[derive(Debug)]
+pub struct MoveRun {
+    pub run: Run,
+    /// `{"event":"step",…}` lines, in order.
+    pub steps: Vec<Value>,
+    /// The final `{"event":"summary",…}`.
+    pub summary: Value,
+    /// When the command started and ended, on the clock of the [`Instant`] given to
+    /// [`Stack::move_buckets`] (a load's start, so its answers and the move line up).
+    pub started: Duration,
+    pub ended: Duration,
+}
+
+impl MoveRun {
+    /// The longest write pause of a bucket the move reports (`pause_ms_max`).
+    pub fn pause_max(&self) -> Duration {
+        let ms = self.summary["pause_ms_max"].as_f64().unwrap_or_else(|| panic!("no pause_ms_max in {}", self.summary));
+        Duration::from_secs_f64(ms / 1000.0)
+    }
+
+    pub fn buckets_moved(&self) -> u64 {
+        self.summary["buckets_moved"].as_u64().unwrap_or_else(|| panic!("no buckets_moved in {}", self.summary))
+    }
+}
+
+impl Stack {
+    /// Adds shard `name` (order-id `number`) to the running stack: writes its `[shards.NAME]`
+    /// (no bucket; its database `sqlite:shard-NAME.db` unless `overrides` say otherwise, e.g.
+    /// [`crate::mariadb::Topology::shard_overrides`]) into the stack's config, starts its backend
+    /// (`backend-NAME`) and waits for its health check, then runs `shopctl shards add NAME`,
+    /// which renders nginx's config with the new upstream and reloads nginx. The stack must run
+    /// nginx with its master (`nginx_master: true`). `self.config` is the new config afterwards.
+    pub async fn add_shard(&mut self, name: &str, number: u8, overrides: Vec<(String, String)>) -> anyhow::Result<()> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        add_shard_to_file(&self.config_path, name, number, listen)?;
+        self.env.extend(overrides);
+        self.config = Config::load_with_env(&self.config_path, self.env.clone())
+            .with_context(|| format!("the config with shard {name} added"))?;
+        let process = format!("backend-{name}");
+        let spec = ProcessSpec {
+            program: crate::bin("backend"),
+            args: vec!["--shard".into(), name.into()],
+            health: format!("http://{listen}/healthz"),
+        };
+        self.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(process.clone(), spec);
+        self.start_process(&process)?;
+        self.wait_ready(&format!("http://{listen}/healthz")).await?;
+        let add = self.ctl(&["shards", "add", name]);
+        if add.code == 0 {
+            return Ok(());
+        }
+        if !add.stderr.contains("unrecognized subcommand") {
+            bail!("shopctl shards add {name} failed:\n{add}");
+        }
+        // `shards add` is not there yet: what it does, by hand.
+        self.render_and_reload_nginx().await
+    }
+
+    /// `shopctl nginx render` into the stack's nginx folder, then a graceful reload; returns once
+    /// nginx answers on the new config's workers (a reload that nginx refused fails here).
+    pub async fn render_and_reload_nginx(&self) -> anyhow::Result<()> {
+        let out = self
+            .shopctl()
+            .args(["nginx", "render", "--output"])
+            .arg(self.dir.path().join("nginx/nginx.conf"))
+            .output()?;
+        if !out.status.success() {
+            bail!("shopctl nginx render failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.reload_nginx();
+        self.wait_ready(&format!("{}/healthz", self.url)).await
+    }
+
+    /// Runs `shopctl --json shards move ARGS` to its end (off the async workers, so a load keeps
+    /// running) and parses its events; panics, showing the run, unless it exits 0 with a summary.
+    /// `clock` is the instant the returned times count from.
+    pub async fn move_buckets(&self, args: &[&str], clock: Instant) -> MoveRun {
+        let mut cmd = self.shopctl();
+        cmd.args(["--json", "shards", "move"]).args(args);
+        let started = clock.elapsed();
+        let run = tokio::task::spawn_blocking(move || crate::cli::run(cmd, None))
+            .await
+            .unwrap_or_else(|e| panic!("shopctl shards move: {e}"));
+        let ended = clock.elapsed();
+        let run = run.ok();
+        let events: Vec<Value> = run
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("shards move: a line is not JSON ({e}): {l}\n{run}"))
+            })
+            .collect();
+        let steps = events.iter().filter(|e| e["event"] == "step").cloned().collect();
+        let summary = events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "summary")
+            .cloned()
+            .unwrap_or_else(|| panic!("shards move printed no summary:\n{run}"));
+        MoveRun { run, steps, summary, started, ended }
+    }
+
+    /// The shard map in force, as `shopctl shards status --json` reports it (each shard's
+    /// `buckets`).
+    pub fn current_map(&self) -> ShardMap {
+        let status = self.ctl(&["--json", "shards", "status"]).ok().json();
+        let shards = status["shards"].as_array().unwrap_or_else(|| panic!("no shards in {status}"));
+        let specs: Vec<(ShardName, String)> = shards
+            .iter()
+            .map(|s| {
+                let name = s["shard"].as_str().unwrap_or_else(|| panic!("no shard name in {s}"));
+                let buckets = s["buckets"].as_str().unwrap_or_else(|| panic!("no buckets in {s}"));
+                (ShardName::parse(name).unwrap_or_else(|e| panic!("{e}")), buckets.to_owned())
+            })
+            .filter(|(_, buckets)| !buckets.is_empty())
+            .collect();
+        ShardMap::from_specs(specs.iter().map(|(n, b)| (n, b.as_str())))
+            .unwrap_or_else(|e| panic!("shards status gives no whole map ({e}): {status}"))
+    }
+}
+
+/// Adds `[shards.NAME]` owning no bucket to the config file at `path` (kept readable by its
+/// owner only: it may hold database passwords), replacing the file in one rename.
+fn add_shard_to_file(path: &std::path::Path, name: &str, number: u8, listen: SocketAddr) -> anyhow::Result<()> {
+    let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(path)?)?;
+    let shards = doc.entry("shards").or_insert_with(|| toml::Table::new().into());
+    let shards = shards.as_table_mut().context("[shards] is not a table")?;
+    if shards.contains_key(name) {
+        bail!("shard {name} is in the config already");
+    }
+    let mut shard = toml::Table::new();
+    shard.insert("number".into(), i64::from(number).into());
+    shard.insert("buckets".into(), "".into());
+    shard.insert("listen".into(), listen.to_string().into());
+    shard.insert("primary".into(), format!("sqlite:shard-{name}.db").into());
+    shards.insert(name.to_owned(), shard.into());
+    let draft = path.with_extension("toml.new");
+    std::fs::write(&draft, toml::to_string(&doc)?)?;
+    crate::set_mode(&draft, 0o600)?;
+    std::fs::rename(&draft, path)?;
+    Ok(())
+}
+
+/// How long after a bucket's write pause its users may still get 503s. The move ends a pause by
+/// switching the map; until nginx's reload has taken effect and the old shard's backend has the
+/// new version, requests for the bucket reach the old shard and are refused with 503 +
+/// `Retry-After` (never served). The load retries every 50 ms, so a window can also look up to
+/// one retry longer; the rest is room for a 2-core machine under load.
+pub const SWITCH_MARGIN: Duration = Duration::from_millis(1000);
+
+/// Issue 11, point 1, on a running stack (nginx with its master; registrations not limited
+/// below 40 per address): 40 users load shards `a` and `b`; shard `c` is added (on the database
+/// `c_overrides` give, else SQLite) and half of `a`'s and half of `b`'s buckets move to it with
+/// `--batch 100`; the load runs a few seconds more. Then every acknowledged order is once, on its
+/// user's shard by the final map; users whose bucket stayed saw no error; those whose bucket moved
+/// saw only 503 + `Retry-After`, within the longest pause the move reports plus
+/// [`SWITCH_MARGIN`]; and `shopctl shards check` is clean.
+pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String)>) {
+    let users = crate::load::register_spread(stack, 40).await;
+    let before = stack.current_map();
+    let load = crate::load::Load::start(stack, &users, crate::load::LoadOptions::default());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Err(e) = stack.add_shard("c", 2, c_overrides).await {
+        panic!("adding shard c: {e:#}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let moved_by = stack.move_buckets(&["--to", "c", "--half-of", "a,b", "--batch", "100"], load.clock()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let record = load.stop().await;
+    eprintln!("load: {} answers in {:?}: {}", record.answers.len(), record.elapsed, record.tally());
+    eprintln!("move: {}", moved_by.summary);
+
+    let after = stack.current_map();
+    let moved = crate::load::moved_buckets(&before, &after);
+    assert_eq!(moved.len() as u64, moved_by.buckets_moved(), "the summary's count against the maps");
+    assert!(moved.iter().all(|b| after.owner_of_bucket(*b).is_some_and(|s| s.as_str() == "c")), "moved, but not to c");
+    assert!((400..=600).contains(&moved.len()), "half of a's and b's 1000 buckets, not {}", moved.len());
+
+    let orders = record.check_orders(stack, &after).await.unwrap_or_else(|p| panic!("acknowledged orders: {p:#?}"));
+    eprintln!("orders: {orders:?}");
+    assert!(orders.acknowledged >= 2 * users.len(), "too little load to tell: {orders:?}");
+    assert!(orders.per_shard.get("c").is_some_and(|n| *n > 0), "no acknowledged order ended on c: {orders:?}");
+
+    let window = moved_by.pause_max() + SWITCH_MARGIN;
+    let during = moved_by.started..moved_by.ended + SWITCH_MARGIN;
+    let errors = record.check_errors(&moved, window, during).unwrap_or_else(|p| panic!("errors seen: {p:#?}"));
+    eprintln!("errors: {errors:?} (allowed window {} ms)", window.as_millis());
+    assert!(errors.moved_users >= 5 && errors.unmoved_users >= 5, "users must both move and stay: {errors:?}");
+
+    stack.ctl(&["shards", "check"]).ok();
+}
