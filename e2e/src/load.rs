@@ -276,7 +276,7 @@ impl Client {
             if let Some(id) = made {
                 acknowledged.push(id);
             }
-            if n % 2 == 0 || acknowledged.is_empty() {
+            if n.is_multiple_of(2) || acknowledged.is_empty() {
                 self.list(&user, made).await;
             } else {
                 // An earlier order, picked by n so that old and new ones are read.
