@@ -151,12 +151,15 @@ fn add_shard_to_file(path: &std::path::Path, name: &str, number: u8, listen: Soc
     Ok(())
 }
 
-/// How long after a bucket's write pause its users may still get 503s. The move ends a pause by
-/// switching the map; until nginx's reload has taken effect and the old shard's backend has the
-/// new version, requests for the bucket reach the old shard and are refused with 503 +
-/// `Retry-After` (never served). The load retries every 50 ms, so a window can also look up to
-/// one retry longer; the rest is room for a 2-core machine under load.
-pub const SWITCH_MARGIN: Duration = Duration::from_millis(1000);
+/// How much longer than the longest pause the move reports a bucket's errors may last (and
+/// after the move's end they may still come). The pause runs from just before the source's write
+/// fence closes until nginx reports the map version in which the target serves the bucket.
+/// Errors are timed from below ([`crate::load::Record::check_errors`]), so request latency
+/// never counts. What is left: the target's backend may still hold the version before, in which
+/// the bucket is `moving` (503), until its next map refresh (every 100 ms, the backend's
+/// `MAP_REFRESH_EVERY`); 500 ms is five such periods, room for a refresh query on a loaded
+/// 2-core machine.
+pub const SWITCH_MARGIN: Duration = Duration::from_millis(500);
 
 /// Issue 11, point 1, on a running stack (nginx with its master; registrations not limited
 /// below 40 per address): 40 users load shards `a` and `b`; shard `c` is added (on the database
