@@ -201,5 +201,34 @@ pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String
     eprintln!("errors: {errors:?} (allowed window {} ms)", window.as_millis());
     assert!(errors.moved_users >= 5 && errors.unmoved_users >= 5, "users must both move and stay: {errors:?}");
 
+    stack.assert_parts_route_with(after.version()).await;
     stack.ctl(&["shards", "check"]).ok();
+}
+
+impl Stack {
+    /// Every backend and nginx report (`/healthz`'s `map_version`) that they route with `version`,
+    /// within 2 s: a backend the move's last step did not wait for takes it at its next refresh.
+    pub async fn assert_parts_route_with(&self, version: u64) {
+        let mut parts: Vec<(String, String)> = self
+            .config
+            .shards
+            .iter()
+            .map(|s| (format!("backend {}", s.name), format!("http://{}/healthz", s.listen)))
+            .collect();
+        parts.push(("nginx".into(), format!("{}/healthz", self.url)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (part, url) in parts {
+            loop {
+                let got = match self.http.get(&url).send().await {
+                    Ok(r) => r.json::<Value>().await.map(|b| b["map_version"].clone()).unwrap_or_default(),
+                    Err(e) => Value::String(e.to_string()),
+                };
+                if got.as_u64() == Some(version) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{part} routes with map version {got}, not {version}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
