@@ -452,6 +452,16 @@ pub struct OrdersChecked {
     pub per_shard: BTreeMap<String, usize>,
 }
 
+/// A bucket's write pause during a move, on the load's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// From the event that the bucket's batch was copied (the pause begins right after) to the
+    /// event that nginx routes with the new map (the pause is over).
+    pub during: std::ops::Range<Duration>,
+    /// The pause the move measured for the batch (`pause_ms`).
+    pub length: Duration,
+}
+
 /// What [`Record::check_errors`] found, when it passes.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorsChecked {
@@ -590,25 +600,20 @@ impl Record {
         }
     }
 
-    /// Point (b): users in buckets that did not move saw no error at all; users in `moved`
-    /// buckets saw only 503 with `Retry-After`, inside `during` (the move's run, from the load's
-    /// start), and per bucket within a window no longer than `window`.
+    /// Point (b): users in buckets that did not move saw no error at all; users in the `moved`
+    /// buckets saw only 503 with `Retry-After`, during their bucket's pause (up to `margin`
+    /// after it), and for no longer than that pause's length plus `margin`.
     ///
-    /// A bucket's window is measured from below, so a slow answer never widens it: each error was
-    /// produced somewhere between its request's start and its answer, so the server answered
-    /// errors for at least `latest start - earliest answer`. That is what must fit in `window`.
-    pub fn check_errors(
-        &self,
-        moved: &BTreeSet<u16>,
-        window: Duration,
-        during: std::ops::Range<Duration>,
-    ) -> Result<ErrorsChecked, Vec<String>> {
+    /// How long a bucket's errors lasted is measured from below, so a slow answer never widens
+    /// it: each error was produced somewhere between its request's start and its answer, so the
+    /// server answered errors for at least `latest start - earliest answer`.
+    pub fn check_errors(&self, moved: &BTreeMap<u16, Pause>, margin: Duration) -> Result<ErrorsChecked, Vec<String>> {
         let mut problems = Vec::new();
         let mut checked =
             ErrorsChecked { resent: self.answers.iter().filter(|a| a.resent).count(), ..Default::default() };
         let bucket_of = |user: u64| bucket(user_id(user));
         for user in &self.users {
-            if moved.contains(&bucket_of(*user)) {
+            if moved.contains_key(&bucket_of(*user)) {
                 checked.moved_users += 1;
             } else {
                 checked.unmoved_users += 1;
@@ -617,14 +622,14 @@ impl Record {
         let mut per_bucket: BTreeMap<u16, Vec<&Answer>> = BTreeMap::new();
         for (user, errors) in self.errors_by_user() {
             let b = bucket_of(user);
-            if !moved.contains(&b) {
+            let Some(pause) = moved.get(&b) else {
                 problems.push(format!(
                     "user {user} (bucket {b}, not moved) saw {} error(s): {}",
                     errors.len(),
                     list(&errors)
                 ));
                 continue;
-            }
+            };
             checked.users_with_errors += 1;
             checked.errors += errors.len();
             let wrong: Vec<&Answer> =
@@ -635,13 +640,13 @@ impl Record {
                     list(&wrong)
                 ));
             }
-            let outside: Vec<&Answer> =
-                errors.iter().copied().filter(|a| a.end() < during.start || a.start > during.end).collect();
+            let (from, to) = (pause.during.start, pause.during.end + margin);
+            let outside: Vec<&Answer> = errors.iter().copied().filter(|a| a.end() < from || a.start > to).collect();
             if !outside.is_empty() {
                 problems.push(format!(
-                    "user {user} (bucket {b}, moved) saw errors outside the move ({:.3}s to {:.3}s): {}",
-                    during.start.as_secs_f64(),
-                    during.end.as_secs_f64(),
+                    "user {user} (bucket {b}, moved) saw errors outside its pause ({:.3}s to {:.3}s with the margin): {}",
+                    from.as_secs_f64(),
+                    to.as_secs_f64(),
                     list(&outside)
                 ));
             }
@@ -652,11 +657,12 @@ impl Record {
             let earliest_end = errors.iter().map(|a| a.end()).min().unwrap_or_default();
             let span = latest_start.saturating_sub(earliest_end);
             checked.longest_window = checked.longest_window.max(span);
-            if span > window {
+            let allowed = moved.get(&b).map(|p| p.length).unwrap_or_default() + margin;
+            if span > allowed {
                 problems.push(format!(
-                    "bucket {b}: errors for at least {} ms, more than the {} ms allowed: {}",
+                    "bucket {b}: errors for at least {} ms, more than its pause and margin, {} ms: {}",
                     span.as_millis(),
-                    window.as_millis(),
+                    allowed.as_millis(),
                     list(&errors)
                 ));
             }
@@ -708,36 +714,45 @@ mod tests {
         Record { answers, users, elapsed: Duration::from_secs(10) }
     }
 
-    const ALL: std::ops::Range<Duration> = Duration::ZERO..Duration::from_secs(10);
+    /// Bucket 1 paused from 100 ms to 700 ms (the move measured 500 ms of it).
+    fn bucket_1_moved() -> BTreeMap<u16, Pause> {
+        let during = Duration::from_millis(100)..Duration::from_millis(700);
+        BTreeMap::from([(1, Pause { during, length: Duration::from_millis(500) })])
+    }
 
     #[test]
     fn an_unmoved_user_may_see_no_error() {
-        let r = record(vec![answer(1001, 201, false, 0, 5), answer(1002, 503, true, 10, 5)]);
-        let moved = BTreeSet::from([1]);
-        let problems = r.check_errors(&moved, Duration::from_secs(1), ALL).unwrap_err();
+        let r = record(vec![answer(1001, 201, false, 0, 5), answer(1002, 503, true, 110, 5)]);
+        let problems = r.check_errors(&bucket_1_moved(), Duration::from_secs(1)).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("user 1002 (bucket 2, not moved)"), "{problems:?}");
     }
 
     #[test]
-    fn a_moved_user_may_see_only_503_with_retry_after_within_the_window() {
-        let moved = BTreeSet::from([1]);
+    fn a_moved_user_may_see_only_503_with_retry_after_within_its_pause() {
+        let moved = bucket_1_moved();
         let ok = record(vec![
             answer(1001, 503, true, 100, 50),
             answer(1001, 503, true, 600, 50),
             answer(1001, 201, false, 700, 5),
         ]);
-        let checked = ok.check_errors(&moved, Duration::from_millis(500), ALL).unwrap();
+        let checked = ok.check_errors(&moved, Duration::ZERO).unwrap();
         // Produced between 150 ms (the first answer) and 600 ms (the last start) at least.
         assert_eq!(checked.longest_window, Duration::from_millis(450));
         assert_eq!((checked.errors, checked.users_with_errors, checked.moved_users), (2, 1, 1));
-        assert!(ok.check_errors(&moved, Duration::from_millis(400), ALL).is_err(), "a window too long must fail");
+        let longer = record(vec![answer(1001, 503, true, 100, 20), answer(1001, 503, true, 690, 5)]);
+        let problems = longer.check_errors(&moved, Duration::from_millis(50)).unwrap_err();
+        assert!(
+            problems[0].starts_with("bucket 1: errors for at least 570 ms, more than its pause and margin, 550 ms"),
+            "{problems:?}"
+        );
         let no_header = record(vec![answer(1001, 503, false, 100, 5)]);
-        assert!(no_header.check_errors(&moved, Duration::from_secs(1), ALL).is_err());
+        assert!(no_header.check_errors(&moved, Duration::ZERO).is_err());
         let not_503 = record(vec![answer(1001, 421, false, 100, 5)]);
-        assert!(not_503.check_errors(&moved, Duration::from_secs(1), ALL).is_err());
-        let outside = Duration::from_millis(200)..Duration::from_millis(300);
-        assert!(ok.check_errors(&moved, Duration::from_secs(1), outside).is_err(), "errors outside the move must fail");
+        assert!(not_503.check_errors(&moved, Duration::ZERO).is_err());
+        let late = record(vec![answer(1001, 503, true, 760, 5)]);
+        assert!(late.check_errors(&moved, Duration::from_millis(50)).unwrap_err()[0].contains("outside its pause"));
+        assert!(late.check_errors(&moved, Duration::from_millis(60)).is_ok(), "within the margin after the pause");
     }
 
     #[test]
