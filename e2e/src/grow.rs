@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 use shopgate_core::config::Config;
 use shopgate_core::shardmap::{parse_buckets, ShardMap};
+use shopgate_core::ShardName;
 
 use crate::cli::Run;
 use crate::load::Pause;
@@ -94,6 +95,26 @@ impl Stack {
         self.wait_ready(&format!("http://{listen}/healthz")).await?;
         self.ctl(&["shards", "add", name]).ok();
         Ok(())
+    }
+
+    /// The map as `shopctl --json shards status` shows it: its version, and the map its
+    /// shards' `buckets` make.
+    pub fn status_map(&self) -> (u64, ShardMap) {
+        let status = self.ctl(&["--json", "shards", "status"]).ok().json();
+        let version = status["map_version"].as_u64().unwrap_or_else(|| panic!("no map_version in {status}"));
+        let shards = status["shards"].as_array().unwrap_or_else(|| panic!("no shards in {status}"));
+        let specs: Vec<(ShardName, String)> = shards
+            .iter()
+            .map(|s| {
+                let name = s["shard"].as_str().unwrap_or_else(|| panic!("no shard name in {s}"));
+                let buckets = s["buckets"].as_str().unwrap_or_else(|| panic!("no buckets in {s}"));
+                (ShardName::parse(name).unwrap_or_else(|e| panic!("{e}")), buckets.to_owned())
+            })
+            .filter(|(_, buckets)| !buckets.is_empty())
+            .collect();
+        let map = ShardMap::from_specs(specs.iter().map(|(n, b)| (n, b.as_str())))
+            .unwrap_or_else(|e| panic!("shards status shows no whole map ({e}): {status}"));
+        (version, map)
     }
 
     /// Runs `shopctl --json shards move ARGS` to its end (off the async workers, so a load keeps
@@ -222,6 +243,10 @@ pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String
 
     let after = stack.current_map().await;
     assert!(after.unsettled().is_empty(), "buckets left paused or moving: {:?}", after.unsettled());
+    let (shown_version, shown) = stack.status_map();
+    assert_eq!(shown_version, after.version(), "shards status shows another version");
+    let differ = crate::load::moved_buckets(&shown, &after);
+    assert!(differ.is_empty(), "shards status shows other owners for buckets {differ:?}");
     let moved = crate::load::moved_buckets(&before, &after);
     assert_eq!(moved.len() as u64, moved_by.buckets_moved(), "the summary's count against the maps");
     assert!(moved.iter().all(|b| after.owner_of_bucket(*b).is_some_and(|s| s.as_str() == "c")), "moved, but not to c");
