@@ -148,8 +148,9 @@ impl std::fmt::Display for Answer {
 
 /// Registers and logs in `n` users through the stack. Before each registration the auth
 /// database's next user id is raised (test-only SQL on the verifier's table) so that user `i`
-/// falls in bucket `i * 1000 / n`: the users cover the buckets evenly, and with an even `n / 2`
-/// step they alternate between even and odd buckets (shards `a` and `b` of the default map).
+/// falls in bucket `i * 1000 / n`: the users cover the buckets evenly, and when the step
+/// `1000 / n` is odd (40 users: 25) they alternate between even and odd buckets (shards `a` and
+/// `b` of the default map).
 pub async fn register_spread(stack: &Stack, n: usize) -> Vec<Shopper> {
     let auth = stack.auth_db().await;
     let sqlite = stack.config.verifier.database_url.is_sqlite();
@@ -239,11 +240,6 @@ impl Load {
     /// When the load started: the clock every [`Answer`] is on.
     pub fn clock(&self) -> Instant {
         self.started
-    }
-
-    /// Answers so far.
-    pub fn answered(&self) -> usize {
-        self.answers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Stops every user after its current create has a final answer (so no order is left
