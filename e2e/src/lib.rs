@@ -6,6 +6,8 @@
 //! answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
 
 pub mod cli;
+pub mod grow;
+pub mod load;
 pub mod mariadb;
 pub mod netns;
 

@@ -106,6 +106,16 @@ impl Topology {
         }
     }
 
+    /// An auth instance and the space-separated `shards`, each a primary and a replica: e.g.
+    /// `"c"` for a shard to add to a stack on another topology (see [`Topology::shard_overrides`]).
+    pub async fn start_shards(shards: &str) -> Topology {
+        let spec = Spec { shards: shards.split_whitespace().map(String::from).collect(), ..Spec::default() };
+        match Self::start_with(&spec).await {
+            Ok(t) => t,
+            Err(e) => panic!("could not start the MariaDB topology with scripts/mariadb: {e:#}"),
+        }
+    }
+
     /// The instances `spec` names; an error if `scripts/mariadb` could not start them.
     pub async fn start_with(spec: &Spec) -> anyhow::Result<Topology> {
         let slots = u32::try_from(spec.instances().clamp(1, MAX_INSTANCES))?;
@@ -180,6 +190,13 @@ impl Topology {
         if self.var("MARIADB_INSTANCES").split_whitespace().any(|i| i == "auth") {
             v.push(("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned()));
         }
+        v.extend(self.shard_overrides(max_lag));
+        v
+    }
+
+    /// `SHOP__…` overrides that put every shard of this topology on it (not the auth database).
+    pub fn shard_overrides(&self, max_lag: u64) -> Vec<(String, String)> {
+        let mut v = Vec::new();
         for shard in self.var("MARIADB_SHARDS").split_whitespace() {
             let up = shard.to_ascii_uppercase();
             v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&format!("{shard}-primary")).to_owned()));
@@ -227,7 +244,8 @@ impl Topology {
     pub async fn wait_replica_caught_up(&self, shard: &str, within: Duration) {
         let primary = self.admin(&format!("{shard}-primary")).await;
         let replica = self.admin(&format!("{shard}-replica")).await;
-        let pos: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary).await.expect("gtid_binlog_pos");
+        let pos: String =
+            sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(&primary).await.expect("gtid_binlog_pos");
         let waited: i64 = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
             .bind(&pos)
             .bind(within.as_secs_f64())

@@ -164,12 +164,18 @@ pub async fn checksums(db: &AnyPool, buckets: &[u16]) -> sqlx::Result<Vec<TableS
 pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Copied> {
     let mut done = Copied::default();
     // Stale rows go first, items before their orders; new rows after, orders before their items.
+    // The source is read children first, each table in its own statement while writes go on: an
+    // item read then belongs to an order committed before it, which the later read of `orders`
+    // holds too (read parents first, an order placed in between has its items copied without it,
+    // and MariaDB's foreign key refuses them). What is written meanwhile, the copy after the
+    // write pause takes.
     let mut wanted = Vec::new();
-    for table in BUCKET_TABLES {
+    for table in BUCKET_TABLES.iter().rev() {
         let (have, want) = (read(target, table, buckets).await?, read(source, table, buckets).await?);
         done.rows += want.len() as u64;
         wanted.push((table, have, want));
     }
+    wanted.reverse();
     for (table, have, want) in wanted.iter().rev() {
         let stale: Vec<&Vec<Value>> = have.keys().filter(|k| !want.contains_key(*k)).collect();
         for chunk in stale.chunks(200) {

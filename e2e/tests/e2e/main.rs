@@ -8,6 +8,7 @@ mod bad_input;
 mod direct_backend;
 mod faults;
 mod gateway_statuses;
+mod grow;
 mod hostile;
 mod identity;
 mod lifecycle;

@@ -7,6 +7,7 @@
 
 mod chaos;
 mod faults;
+mod grow;
 mod orders;
 mod ownership;
 mod replication;
