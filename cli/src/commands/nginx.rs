@@ -72,7 +72,9 @@ fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 /// Renders the config for `map` where the running nginx reads it (`PREFIX/nginx.conf`, as
 /// `scripts/up` starts it) and has nginx reload it gracefully (SIGHUP to the master in
 /// `PREFIX/nginx.pid`): new workers route by `map`, old ones finish the requests they hold.
-pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<()> {
+/// Returns the worker processes that ran before the reload: they route by the old map until they
+/// exit ([`old_workers_left`]).
+pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<Vec<u32>> {
     let prefix = prefix_dir(config)?;
     let conf = prefix.join("nginx.conf");
     let openapi_file = prefix.join(crate::openapi::FILE_NAME);
@@ -80,12 +82,36 @@ pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<()> {
     let pid_file = prefix.join("nginx.pid");
     let pid = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("nginx is not running from {} (no {})", prefix.display(), pid_file.display()))?;
+    let master: u32 = pid.trim().parse().with_context(|| format!("{} does not hold a pid", pid_file.display()))?;
+    let before = children(master);
     let status = std::process::Command::new("kill")
-        .args(["-HUP", pid.trim()])
+        .args(["-HUP", &master.to_string()])
         .status()
         .context("cannot run kill to signal nginx")?;
-    anyhow::ensure!(status.success(), "nginx (pid {}) could not be signalled to reload", pid.trim());
-    Ok(())
+    anyhow::ensure!(status.success(), "nginx (pid {master}) could not be signalled to reload");
+    Ok(before)
+}
+
+/// Which of `workers` still run: an old worker takes requests on the connections it holds, by the
+/// old map, until it exits (at once for idle connections, after the answer for busy ones).
+pub(crate) fn old_workers_left(workers: &[u32]) -> Vec<u32> {
+    // An exited worker not yet reaped by the master is a zombie (state Z): gone too.
+    workers.iter().copied().filter(|w| stat_field(*w, 0).is_some_and(|state| state != "Z")).collect()
+}
+
+/// Field `n` after the command name in `/proc/PID/stat` (0: state, 1: parent pid).
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces, so read after the last ')'.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(n).map(str::to_owned)
+}
+
+/// The processes whose parent is `parent` (from `/proc`; none where there is no `/proc`).
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat_field(*pid, 1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))
+        .collect()
 }
 
 pub fn shard_map(map: &ShardMap) -> String {

@@ -107,8 +107,8 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     }
     let waits = Waits::new(Duration::from_secs(30))?;
     waits.backends(config, std::slice::from_ref(&shard.name), map.version(), false).await?;
-    super::super::nginx::reload(config, &map)?;
-    waits.nginx(config, map.version()).await?;
+    let old = super::super::nginx::reload(config, &map)?;
+    waits.nginx(config, map.version(), &old).await?;
     if ctx.json {
         print_json(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
     } else {
@@ -359,8 +359,8 @@ impl<'a> Mover<'a> {
                 // The target serves them before nginx sends it their users.
                 let names = [known_shard(self.config, &target)?];
                 self.waits.backends(self.config, &names, map.version(), true).await?;
-                super::super::nginx::reload(self.config, &map)?;
-                self.waits.nginx(self.config, map.version()).await?;
+                let old = super::super::nginx::reload(self.config, &map)?;
+                self.waits.nginx(self.config, map.version(), &old).await?;
                 m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
             }
             "done" => {
@@ -414,8 +414,8 @@ impl<'a> Mover<'a> {
             if m.step == "opened" {
                 // nginx first learns the target serves them, as a finished move would leave it.
                 let map = self.map().await?;
-                super::super::nginx::reload(self.config, &map)?;
-                self.waits.nginx(self.config, map.version()).await?;
+                let old = super::super::nginx::reload(self.config, &map)?;
+                self.waits.nginx(self.config, map.version(), &old).await?;
             }
             let undo =
                 crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo"))
@@ -519,10 +519,27 @@ impl Waits {
         Ok(())
     }
 
-    /// Until nginx's `/healthz` says it routes with `version` or later.
-    async fn nginx(&self, config: &Config, version: u64) -> anyhow::Result<()> {
+    /// Until nginx's `/healthz` says it routes with `version` or later, and the workers that ran
+    /// before the reload (`old`) have exited: until then they route requests on the connections
+    /// they hold by the old map. One still busy past the wait is reported, not waited for: the
+    /// requests it routes to the old shard get 503 with `Retry-After`.
+    async fn nginx(&self, config: &Config, version: u64, old: &[u32]) -> anyhow::Result<()> {
         let url = format!("http://{}/healthz", reachable(config.nginx.listen));
-        self.until("nginx", &url, version, false).await
+        self.until("nginx", &url, version, false).await?;
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let left = super::super::nginx::old_workers_left(old);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                crate::output::warn(format_args!(
+                    "nginx workers {left:?} of the old config are still finishing requests"
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn version_at(&self, url: &str) -> Option<u64> {
