@@ -10,6 +10,7 @@ pub mod grow;
 pub mod load;
 pub mod mariadb;
 pub mod netns;
+pub mod processes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};

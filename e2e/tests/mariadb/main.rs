@@ -10,6 +10,7 @@ mod faults;
 mod grow;
 mod orders;
 mod ownership;
+mod processes;
 mod replication;
 
 use std::time::{Duration, Instant};
