@@ -32,6 +32,7 @@ async fn a_shard_serves_through_nginx_while_either_of_its_processes_is_down() {
     let next_upstream: Vec<&str> =
         conf.lines().map(str::trim).filter(|l| l.starts_with("proxy_next_upstream ")).collect();
     assert!(next_upstream.contains(&"proxy_next_upstream error timeout;"), "{next_upstream:?}");
+    assert!(conf.contains("proxy_next_upstream_timeout 3s;\n            proxy_pass http://shard_$shop_shard;"));
     assert!(next_upstream.iter().all(|l| !l.contains("non_idempotent")), "{next_upstream:?}");
     let names = stack.processes();
     assert!(names.contains(&"backend-a".to_owned()) && names.contains(&"backend-a.1".to_owned()), "{names:?}");
