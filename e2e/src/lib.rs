@@ -3,7 +3,8 @@
 //! [`Stack::start`] writes a config and key into a fresh temp folder with free ports, starts the
 //! `verifier` and both `backend` shards (one process each, or [`Options::backends_per_shard`])
 //! from the workspace's target folder, renders nginx's config with the real `shopctl nginx
-//! render`, starts the system's nginx on it and waits until all of it answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
+//! render`, starts the system's nginx on it and waits until all of it answers. Dropping the stack
+//! stops every process. Tests run in parallel; nothing is shared.
 
 pub mod cli;
 pub mod grow;
