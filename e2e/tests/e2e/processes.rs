@@ -55,8 +55,9 @@ async fn a_shard_serves_through_nginx_while_either_of_its_processes_is_down() {
             assert_eq!(r.status(), 201, "POST for user {user} with {down} down");
         }
         stack.restart(down).await;
-        // nginx skips a process for fail_timeout (2 s) after it refused a connection; the next
-        // one stops only after that, as in any rolling restart (README).
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        // nginx skips a process for fail_timeout (2 s) after it refused a connection, counted in
+        // whole seconds (so up to 3 s); the next one stops only after that, as in any rolling
+        // restart (README).
+        tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     }
 }
