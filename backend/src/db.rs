@@ -8,7 +8,9 @@
 //! `shop_replica_fallback_total`; a read that fails on the replica is retried on the primary.
 //!
 //! Lag is measured the pt-heartbeat way: the backend stamps `replication_heartbeat` on the primary
-//! every second and compares the replica's copy with the last stamp it wrote. That works the same on
+//! every second and compares the replica's copy with the last stamp it wrote. Each backend process
+//! of the shard stamps a row of its own (`id` = its instance + 1), so each row has one writer and
+//! its stamps only grow, which read-your-writes relies on ([`replica`]). That works the same on
 //! SQLite and MySQL/MariaDB, through the Any driver, without replication-admin privileges; the
 //! result is `shop_replica_lag_seconds` in `/metrics` and `replica` in `/readyz`.
 //!
@@ -67,6 +69,11 @@ const MAX_TRACKED_WRITERS: usize = 100_000;
 const WRITES_DRAIN: Duration = Duration::from_secs(3);
 /// Permits of [`Db::writes`]: one per running write; shutdown takes them all.
 const WRITE_PERMITS: u32 = u32::MAX >> 4;
+/// Runs of the SQLite migrations before a failing one is an error ([`migrate_sqlite`]).
+const MIGRATE_TRIES: u32 = 5;
+/// How long a starting process waits for another process of the shard to finish setting up the
+/// database (MySQL/MariaDB, [`Db::init`]).
+const INIT_LOCK_WAIT: Duration = Duration::from_secs(20);
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
@@ -109,6 +116,8 @@ pub struct Db {
     marks: WriteMarks,
     /// The last heartbeat stamp this process wrote to the primary; 0 before the first.
     last_beat_ms: AtomicI64,
+    /// This process's row of `replication_heartbeat`: its instance + 1.
+    heartbeat_row: i64,
     /// Each running [`Db::write`] holds a permit; [`Db::close`] waits until it can take them all.
     writes: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -137,9 +146,10 @@ enum Target<'a> {
 }
 
 impl Db {
-    /// Makes the pools without connecting: a database that is down at start is a 503 until it
-    /// comes up, not a refusal to start. A URL of an unknown kind is refused here.
-    pub fn connect(shard: &ShardConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// Makes the pools of process `instance` of the shard without connecting: a database that is
+    /// down at start is a 503 until it comes up, not a refusal to start. A URL of an unknown kind
+    /// is refused here.
+    pub fn connect(shard: &ShardConfig, instance: u8, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (dialect, options) = db::connect_options(&shard.primary, Open::Create)
             .with_context(|| format!("shard primary {}", shard.primary))?;
         let primary = checked_pool(options, dialect, ACQUIRE_TIMEOUT, Some(metrics.clone()));
@@ -168,6 +178,7 @@ impl Db {
             stamps: Stamps::default(),
             marks: WriteMarks::new(MAX_TRACKED_WRITERS),
             last_beat_ms: AtomicI64::new(0),
+            heartbeat_row: i64::from(instance) + 1,
             writes: Arc::new(Semaphore::new(WRITE_PERMITS as usize)),
             metrics,
         })
@@ -283,8 +294,35 @@ impl Db {
     }
 
     /// Creates or updates the schema, seeds the demo catalog if it is empty and returns the
-    /// largest order id stored (0 if none), for the order id generator.
+    /// largest order id stored (0 if none), for the order id generator. The processes of a shard
+    /// start together and each does this; on MySQL/MariaDB they take turns under a named lock
+    /// (sqlx's own migration lock is `GET_LOCK(name, -1)`, which MariaDB 10.11 answers with NULL
+    /// without locking, and the demo catalog's "is it empty?" is a read that locks nothing there).
+    /// SQLite's write lock serialises the seeding; its migrations are retried ([`migrate_sqlite`]).
     pub(crate) async fn init(&self) -> Result<i64, InitError> {
+        if self.dialect == Dialect::Sqlite {
+            return self.init_unlocked().await;
+        }
+        let mut conn = self.primary.acquire().await?;
+        let got: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT CAST(GET_LOCK(CONCAT('shopgate_init.', DATABASE()), {}) AS SIGNED)",
+            INIT_LOCK_WAIT.as_secs()
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
+        if got != Some(1) {
+            let waited = format!("another process held the set-up lock for {INIT_LOCK_WAIT:?}");
+            return Err(InitError::Unavailable(sqlx::Error::Protocol(waited)));
+        }
+        let done = self.init_unlocked().await;
+        if conn.execute("DO RELEASE_LOCK(CONCAT('shopgate_init.', DATABASE()))").await.is_err() {
+            // Closing the session releases it too; a pooled connection must not keep it.
+            let _ = conn.detach().close().await;
+        }
+        done
+    }
+
+    async fn init_unlocked(&self) -> Result<i64, InitError> {
         match self.dialect {
             Dialect::Sqlite => {
                 // WAL lets readers run beside the writer. It is stored in the file, so setting it
@@ -296,13 +334,17 @@ impl Db {
                         return Err(e.into());
                     }
                 }
-                SQLITE_MIGRATIONS.run(&self.primary).await?;
+                migrate_sqlite(&self.primary).await?;
             }
             Dialect::MySql => MYSQL_MIGRATIONS.run(&self.primary).await?,
         }
         seed::demo_catalog_if_empty(self).await?;
         let max_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders").fetch_one(&self.primary).await?;
         if self.replica.is_some() {
+            // The migration makes instance 0's row; another instance makes its own.
+            let row =
+                sqlx::query("INSERT INTO replication_heartbeat (id, beat_ms) VALUES (?, 0)").bind(self.heartbeat_row);
+            db::insert_unless_present(&self.primary, row).await?;
             // An earlier process's stamps stay older than ours, whatever the clock did since.
             let stored = heartbeat(&self.primary).await?;
             self.stamps.observe(stored);
@@ -318,8 +360,9 @@ impl Db {
     /// once and never leaves a transaction open (which would fake a growing lag).
     pub(crate) async fn beat(&self) -> sqlx::Result<()> {
         let stamp = self.stamps.next();
-        sqlx::query("UPDATE replication_heartbeat SET beat_ms = ? WHERE id = 1")
+        sqlx::query("UPDATE replication_heartbeat SET beat_ms = ? WHERE id = ?")
             .bind(stamp)
+            .bind(self.heartbeat_row)
             .execute(&self.primary)
             .await?;
         self.last_beat_ms.fetch_max(stamp, Ordering::SeqCst);
@@ -390,7 +433,7 @@ impl Db {
 
     /// Asks the replica for its copy of the heartbeat; the caller holds `replica.probing`.
     async fn probe(&self, replica: &Replica) -> ReplicaState {
-        let beat = heartbeat(&replica.pool);
+        let beat = heartbeat_row(&replica.pool, self.heartbeat_row);
         let state = match tokio::time::timeout(PROBE_TIMEOUT, beat).await {
             Ok(Ok(beat)) => {
                 // Measured against the last stamp we wrote, not the wall clock, so a primary that
@@ -451,9 +494,37 @@ impl Db {
     }
 }
 
-/// The last stamp of the heartbeat row in `db` (a primary or its replica), in unix milliseconds.
+/// Runs the SQLite migrations, again if one fails: the processes of a shard start together and
+/// each migrates, and sqlx takes no lock on SQLite (it does on MySQL), so the later of two can
+/// fail on a table the other has just made. Each migration is one transaction, rolled back on
+/// failure; the next run sees the other's as applied and goes on. A failure that persists
+/// [`MIGRATE_TRIES`] times is the error.
+async fn migrate_sqlite(primary: &AnyPool) -> Result<(), MigrateError> {
+    let mut tries = 1;
+    loop {
+        match SQLITE_MIGRATIONS.run(primary).await {
+            Err(MigrateError::ExecuteMigration(e, version)) if tries < MIGRATE_TRIES => {
+                tracing::info!(version, error = %e, "a migration failed; another process may be running it, trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The newest stamp of any process's heartbeat row in `db` (a primary or its replica), in unix
+/// milliseconds: how far the shard's writes have come, or the replica's copy of them.
 pub async fn heartbeat(db: &AnyPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = 1").fetch_one(db).await
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(beat_ms) FROM replication_heartbeat").fetch_one(db).await?;
+    Ok(newest.unwrap_or(0))
+}
+
+/// The stamp of heartbeat row `row` (one process's) in `db`. A replica that has not copied the
+/// row yet is an error, like one that does not answer: reads go to the primary meanwhile.
+async fn heartbeat_row(db: &AnyPool, row: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = ?").bind(row).fetch_one(db).await
 }
 
 /// The auth database (the verifier's), read here for revocations and the shard map (whose tables

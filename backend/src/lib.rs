@@ -92,17 +92,32 @@ impl App {
     }
 }
 
-/// Binds the listener and sets up the shard named `shard`: pools, migrations, demo catalog, order
-/// id seed. A primary that is down does not stop the start (requests get 503 until it answers);
-/// an unknown shard, a bad database URL, a listener that cannot bind or a schema that disagrees
-/// with this build's migrations does.
+/// Binds the listener and sets up the shard named `shard` as its process 0: see
+/// [`build_instance`].
 pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow::Result<App> {
+    build_instance(config, shard, 0, bind).await
+}
+
+/// Binds the listener and sets up process `instance` of the shard named `shard`: pools,
+/// migrations, demo catalog, order id seed. The instance is part of every order id it mints, so
+/// the processes of one shard never mint the same id. A primary that is down does not stop the
+/// start (requests get 503 until it answers); an unknown shard or instance, a bad database URL, a
+/// listener that cannot bind or a schema that disagrees with this build's migrations does.
+pub async fn build_instance(
+    config: Config,
+    shard: &str,
+    instance: usize,
+    bind: impl Into<Bind>,
+) -> anyhow::Result<App> {
     let shard_config = config.shard(shard).cloned().ok_or_else(|| anyhow::Error::msg(unknown_shard(&config, shard)))?;
+    shard_config.instance_addr(instance).map_err(anyhow::Error::msg)?;
+    // instance_addr bounds it by the listen list, which config caps at 64.
+    let instance = u8::try_from(instance).context("instance out of range")?;
     let listener = match bind.into() {
         Bind::Listener(listener) => listener,
         Bind::Addr(addr) => TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
     };
-    let state = AppState::new(&config, shard_config).with_context(|| format!("shard {shard}"))?;
+    let state = AppState::new(&config, shard_config, instance).with_context(|| format!("shard {shard}"))?;
     watch_keys(&config);
     state.spawn_map_refresh(FIRST_REVOCATION_LOAD).await;
     match state.init().await {
@@ -135,9 +150,10 @@ fn watch_keys(config: &Config) {
     }
 }
 
-/// The address shard `shard` listens on, or the one-line error naming the shards that exist.
-pub fn shard_listen(config: &Config, shard: &str) -> Result<SocketAddr, String> {
-    config.shard(shard).map(|s| s.listen).ok_or_else(|| unknown_shard(config, shard))
+/// The address process `instance` of shard `shard` listens on, or the one-line error naming the
+/// shards that exist or the instances the shard has.
+pub fn shard_listen(config: &Config, shard: &str, instance: usize) -> Result<SocketAddr, String> {
+    config.shard(shard).ok_or_else(|| unknown_shard(config, shard))?.instance_addr(instance)
 }
 
 fn unknown_shard(config: &Config, shard: &str) -> String {
@@ -190,4 +206,3 @@ pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static
     tracing::info!("stopped");
     Ok(())
 }
-

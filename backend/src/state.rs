@@ -55,11 +55,12 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, shard: ShardConfig) -> anyhow::Result<Self> {
+    /// The state of process `instance` (its place in the shard's `listen` list) of `shard`.
+    pub fn new(config: &Config, shard: ShardConfig, instance: u8) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new(shard.name.as_str()));
-        let db = Db::connect(&shard, metrics.clone())?;
+        let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
-            order_ids: OrderIdGen::new(shard.number),
+            order_ids: OrderIdGen::new(shard.number, instance),
             shard,
             backend: config.backend.clone(),
             seed_map: config.shard_map.clone(),

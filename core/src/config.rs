@@ -155,13 +155,34 @@ struct RawJwt {
 struct RawShard {
     number: u8,
     buckets: String,
-    listen: SocketAddr,
+    listen: Listen,
     primary: DbUrl,
     #[serde(default)]
     replica: Option<DbUrl>,
     #[serde(default = "default_max_lag")]
     replica_max_lag_seconds: u64,
 }
+
+/// `[shards.NAME] listen`: one address (one backend process, as before) or a list of them, one
+/// per backend process of the shard. Parsed in [`check_listen`], which names the shard in errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "an address (\"IP:port\") or a list of addresses, one per backend process")]
+enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Listen {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Listen::One(addr) => vec![addr],
+            Listen::Many(addrs) => addrs,
+        }
+    }
+}
+
+/// The most backend processes one shard may have: each gets its own six-bit slot in order ids.
+pub const MAX_PROCESSES_PER_SHARD: usize = 64;
 
 /// nginx: where it listens and what the rendered config switches on.
 #[derive(Debug, Clone, Deserialize)]
@@ -351,10 +372,32 @@ pub struct ShardConfig {
     /// 0-63, part of every order id minted on this shard, so ids never collide across shards.
     pub number: u8,
     pub buckets: String,
-    pub listen: SocketAddr,
+    /// One address per backend process of the shard (never empty): process `--instance N`
+    /// listens on `listen[N]`, and nginx balances over all of them.
+    pub listen: Vec<SocketAddr>,
     pub primary: DbUrl,
     pub replica: Option<DbUrl>,
     pub replica_max_lag_seconds: u64,
+}
+
+impl ShardConfig {
+    /// The first process's address (instance 0): the only one of a shard with one process.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen[0]
+    }
+
+    /// Where process `instance` of this shard listens, or the one-line error naming the range.
+    pub fn instance_addr(&self, instance: usize) -> Result<SocketAddr, String> {
+        self.listen.get(instance).copied().ok_or_else(|| {
+            format!(
+                "shard {} has {} backend process(es) (shards.{}.listen), so --instance must be 0-{}, not {instance}",
+                self.name,
+                self.listen.len(),
+                self.name,
+                self.listen.len() - 1
+            )
+        })
+    }
 }
 
 /// Where the keys come from, so they can be read again on SIGHUP or when the file changes.
@@ -520,11 +563,12 @@ impl Config {
             if shards.iter().any(|o: &ShardConfig| o.number == s.number) {
                 return Err(ConfigError::Invalid(format!("shards.{name}.number {} is used twice", s.number)));
             }
+            let listen = check_listen(&name, s.listen)?;
             shards.push(ShardConfig {
                 name,
                 number: s.number,
                 buckets: s.buckets,
-                listen: s.listen,
+                listen,
                 primary: resolve_sqlite(s.primary, base),
                 replica: s.replica.map(|r| resolve_sqlite(r, base)),
                 replica_max_lag_seconds: s.replica_max_lag_seconds,
@@ -580,6 +624,29 @@ fn default_trusted_proxies(nginx: SocketAddr, verifiers: &[SocketAddr]) -> Vec<I
         }
     }
     ips
+}
+
+/// A shard's process addresses: 1 to [`MAX_PROCESSES_PER_SHARD`], each `IP:port`, none twice
+/// (port 0, "any free port", may repeat: tests bind their own listeners).
+fn check_listen(name: &ShardName, listen: Listen) -> Result<Vec<SocketAddr>, ConfigError> {
+    let listen = listen.into_vec();
+    if listen.is_empty() || listen.len() > MAX_PROCESSES_PER_SHARD {
+        return Err(ConfigError::Invalid(format!(
+            "shards.{name}.listen needs 1 to {MAX_PROCESSES_PER_SHARD} addresses (one per backend process), not {}",
+            listen.len()
+        )));
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(listen.len());
+    for text in listen {
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("shards.{name}.listen: {text:?} is not an IP:port address")))?;
+        if addr.port() != 0 && addrs.contains(&addr) {
+            return Err(ConfigError::Invalid(format!("shards.{name}.listen lists {addr} twice")));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
 }
 
 /// `sqlite:relative.db` becomes relative to the config's folder, so a stack folder can move.
@@ -787,6 +854,13 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
             (SAMPLE.replace("number = 1", "number = 0"), "used twice"),
             (SAMPLE.replace("[jwt]", "[jwt]\nalgorithm = \"none\""), "not supported"),
             (SAMPLE.replace("[jwt]", "[jwt]\nsurprise = 1"), "unknown field"),
+            (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = []"), "shards.a.listen needs 1 to 64"),
+            (
+                SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = [\"127.0.0.1:8091\", \"127.0.0.1:8091\"]"),
+                "shards.a.listen lists 127.0.0.1:8091 twice",
+            ),
+            (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = \"localhost\""), "\"localhost\" is not an IP:port"),
+            (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = 8091"), "or a list of addresses"),
         ];
         for (text, want) in cases {
             let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
@@ -799,5 +873,28 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(err.contains("backend.max_in_flight"), "{err}");
         let p = write(&d, SAMPLE, "changeme");
         assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("placeholder"));
+    }
+
+    #[test]
+    fn a_shard_listens_on_one_address_or_one_per_process() {
+        let d = tmp();
+        let two = SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = [\"127.0.0.1:8091\", \"127.0.0.1:8093\"]");
+        let p = write(&d, &two, "k3y-0123456789abcdef0123456789abcdef");
+        let c = Config::load_with_env(&p, []).unwrap();
+        let (a, b) = (c.shard("a").unwrap(), c.shard("b").unwrap());
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!((a.listen.clone(), a.addr()), (vec![addr(8091), addr(8093)], addr(8091)));
+        assert_eq!(a.instance_addr(1), Ok(addr(8093)));
+        assert_eq!(b.listen, vec![addr(8092)], "the single-address form is one process");
+        let err = b.instance_addr(1).unwrap_err();
+        assert_eq!(err, "shard b has 1 backend process(es) (shards.b.listen), so --instance must be 0-0, not 1");
+        // A list from the environment, as `SHOP__…` values are read: TOML.
+        let env = [("SHOP__SHARDS__B__LISTEN".to_string(), "[\"127.0.0.1:7001\", \"127.0.0.1:7002\"]".to_string())];
+        let c = Config::load_with_env(&p, env).unwrap();
+        assert_eq!(c.shard("b").unwrap().listen, vec![addr(7001), addr(7002)]);
+        let many: Vec<String> = (0..65).map(|i| format!("\"127.0.0.1:{}\"", 10_000 + i)).collect();
+        let too_many = SAMPLE.replace("listen = \"127.0.0.1:8091\"", &format!("listen = [{}]", many.join(", ")));
+        let p = write(&d, &too_many, "k3y-0123456789abcdef0123456789abcdef");
+        assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("not 65"));
     }
 }

@@ -279,7 +279,13 @@ impl Stack {
             .config
             .shards
             .iter()
-            .map(|s| (format!("backend {}", s.name), format!("http://{}/healthz", s.listen)))
+            .flat_map(|s| {
+                let name = s.name.as_str();
+                s.listen
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, addr)| (crate::backend_process(name, i), format!("http://{addr}/healthz")))
+            })
             .collect();
         parts.push(("nginx".into(), format!("{}/healthz", self.url)));
         let deadline = Instant::now() + Duration::from_secs(2);

@@ -1,15 +1,17 @@
 //! The end-to-end harness: a whole stack per test, from the real binaries.
 //!
 //! [`Stack::start`] writes a config and key into a fresh temp folder with free ports, starts the
-//! `verifier` and both `backend` shards from the workspace's target folder, renders nginx's config
-//! with the real `shopctl nginx render`, starts the system's nginx on it and waits until all of it
-//! answers. Dropping the stack stops every process. Tests run in parallel; nothing is shared.
+//! `verifier` and both `backend` shards (one process each, or [`Options::backends_per_shard`])
+//! from the workspace's target folder, renders nginx's config with the real `shopctl nginx
+//! render`, starts the system's nginx on it and waits until all of it answers. Dropping the stack
+//! stops every process. Tests run in parallel; nothing is shared.
 
 pub mod cli;
 pub mod grow;
 pub mod load;
 pub mod mariadb;
 pub mod netns;
+pub mod processes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
@@ -78,11 +80,35 @@ pub struct Options {
     /// nginx with its master process (as `scripts/up` runs it), so [`Stack::reload_nginx`] works;
     /// otherwise one nginx process without a master.
     pub nginx_master: bool,
+    /// Backend processes per shard (at least 1), each on its own port and in nginx's upstream of
+    /// the shard. Instance 0 of shard `a` is the process `backend-a`, instance N `backend-a.N`
+    /// ([`backend_process`]).
+    pub backends_per_shard: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { debug_headers: true, verifiers: 1, auth_cache_seconds: 0, eddsa: false, hs256_key: None, settings: Vec::new(), config_overrides: Vec::new(), nginx_master: false }
+        Self {
+            debug_headers: true,
+            verifiers: 1,
+            auth_cache_seconds: 0,
+            eddsa: false,
+            hs256_key: None,
+            settings: Vec::new(),
+            config_overrides: Vec::new(),
+            nginx_master: false,
+            backends_per_shard: 1,
+        }
+    }
+}
+
+/// The stack's name of backend process `instance` of `shard`: `backend-a` for instance 0 (a shard's
+/// only process, as ever), `backend-a.1` for the next, the name [`Stack::kill`] and its kin take
+/// and the log file's (`backend-a.1.log`).
+pub fn backend_process(shard: &str, instance: usize) -> String {
+    match instance {
+        0 => format!("backend-{shard}"),
+        n => format!("backend-{shard}.{n}"),
     }
 }
 
@@ -132,9 +158,12 @@ impl Stack {
         let nginx = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let verifiers: Vec<SocketAddr> =
             (0..opts.verifiers.max(1)).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let ports = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let shard_a: Vec<SocketAddr> = (0..opts.backends_per_shard.max(1)).map(ports).collect();
+        let shard_b: Vec<SocketAddr> = (0..opts.backends_per_shard.max(1)).map(ports).collect();
         let mut file = ConfigBuilder::new(nginx, &verifiers)
-            .shard("a", 0, "even", SocketAddr::from(([127, 0, 0, 1], free_port())))
-            .shard("b", 1, "odd", SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .shard_processes("a", 0, "even", &shard_a)
+            .shard_processes("b", 1, "odd", &shard_b)
             .set("nginx.debug_headers", &opts.debug_headers.to_string())
             .set("nginx.auth_cache_seconds", &opts.auth_cache_seconds.to_string())
             .set("nginx.worker_processes", "\"1\"")
@@ -168,21 +197,30 @@ impl Stack {
         };
         for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
             let name = format!("verifier-{i}");
-            let spec = ProcessSpec { program: bin("verifier"), args: vec!["--listen".into(), addr.to_string()], health: format!("http://{addr}/healthz") };
+            let spec = ProcessSpec {
+                program: bin("verifier"),
+                args: vec!["--listen".into(), addr.to_string()],
+                health: format!("http://{addr}/healthz"),
+            };
             stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
             stack.start_process(&name)?;
         }
         for s in stack.config.shards.clone() {
-            let name = format!("backend-{}", s.name);
-            let spec = ProcessSpec { program: bin("backend"), args: vec!["--shard".into(), s.name.as_str().into()], health: format!("http://{}/healthz", s.listen) };
-            stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
-            stack.start_process(&name)?;
+            for (instance, addr) in s.listen.iter().enumerate() {
+                let name = backend_process(s.name.as_str(), instance);
+                let args = vec!["--shard".into(), s.name.as_str().into(), "--instance".into(), instance.to_string()];
+                let spec = ProcessSpec { program: bin("backend"), args, health: format!("http://{addr}/healthz") };
+                stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
+                stack.start_process(&name)?;
+            }
         }
         for addr in stack.config.verifier.listen.clone() {
             stack.wait_ready(&format!("http://{addr}/healthz")).await?;
         }
         for s in stack.config.shards.clone() {
-            stack.wait_ready(&format!("http://{}/healthz", s.listen)).await?;
+            for addr in &s.listen {
+                stack.wait_ready(&format!("http://{addr}/healthz")).await?;
+            }
         }
         let out = stack.shopctl().args(["nginx", "render", "--output"]).arg(root.join("nginx/nginx.conf")).output()?;
         if !out.status.success() {
@@ -245,7 +283,10 @@ impl Stack {
             .arg(&conf)
             .arg("-e")
             .arg(&err)
-            .args(["-g", if self.nginx_master { "daemon off; master_process on;" } else { "daemon off; master_process off;" }])
+            .args([
+                "-g",
+                if self.nginx_master { "daemon off; master_process on;" } else { "daemon off; master_process off;" },
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -339,7 +380,7 @@ impl Stack {
         self.procs.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
-    /// Kills a process of the stack (`verifier-0`, `backend-a`, `nginx`) at once.
+    /// Kills a process of the stack (`verifier-0`, `backend-a`, `backend-a.1`, `nginx`) at once.
     pub fn kill(&self, name: &str) {
         let child = self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         if let Some(child) = child {
@@ -387,7 +428,13 @@ impl Stack {
         if let Err(e) = self.start_process(name) {
             panic!("restarting {name}: {e:#}");
         }
-        let url = self.specs.lock().unwrap_or_else(|e| e.into_inner()).get(name).map(|s| s.health.clone()).unwrap_or_default();
+        let url = self
+            .specs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|s| s.health.clone())
+            .unwrap_or_default();
         if let Err(e) = self.wait_ready(&url).await {
             panic!("{name} did not come back: {e:#}");
         }

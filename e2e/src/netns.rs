@@ -337,7 +337,7 @@ impl NetnsStack {
         for s in specs {
             let host = stack.shard(s.name).host.clone();
             let listen =
-                stack.config.shard(s.name).with_context(|| format!("no shard {} in the config", s.name))?.listen;
+                stack.config.shard(s.name).with_context(|| format!("no shard {} in the config", s.name))?.addr();
             stack.wait_ready(&host, &format!("http://{listen}/healthz")).await?;
         }
         stack.start_nginx().await?;

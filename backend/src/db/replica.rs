@@ -7,6 +7,12 @@
 //! copy of the heartbeat is larger than the user's mark, the replica holds that user's write and
 //! their reads may go there again. However far behind the replica falls, no read of that user can
 //! miss their own write.
+//!
+//! That argument needs one writer per heartbeat row (a row another process stamps could carry a
+//! larger stamp committed *before* our user's write), so each backend process of a shard stamps
+//! its own row; and the marks are this process's memory, so nginx sends each user to one process
+//! of the shard (`hash $shop_user_id consistent`, nginx/shopgate.conf.in). A user moved to another
+//! process (theirs went down) may read from the replica what it has: up to the lag bound behind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -153,7 +159,6 @@ impl WriteMarks {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
-    /// Unique across all shards, increasing with time.
+    /// Unique across all shards and all backend processes of each, increasing with time (its high
+    /// bits are the milliseconds it was minted at).
     #[schema(minimum = 1)]
     pub id: i64,
     #[schema(minimum = 1)]

@@ -34,12 +34,13 @@ pub(crate) struct InitArgs {
     /// Where a verifier listens (repeat for several).
     #[arg(long = "verifier", value_name = "ADDR", required = true)]
     pub verifiers: Vec<SocketAddr>,
-    /// Where shard `a` listens.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) shard_a: SocketAddr,
-    /// Where shard `b` listens.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) shard_b: SocketAddr,
+    /// Where shard `a` listens (repeat for several backend processes of the shard, one address
+    /// each: `backend --shard a --instance N` listens on the Nth).
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub(crate) shard_a: Vec<SocketAddr>,
+    /// Where shard `b` listens (repeat for several backend processes, as for `--shard-a`).
+    #[arg(long, value_name = "ADDR", required = true)]
+    pub(crate) shard_b: Vec<SocketAddr>,
     /// The folder, relative to the file, for the SQLite databases.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
@@ -51,8 +52,9 @@ pub(crate) struct InitArgs {
 
 pub async fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Init(a) = cmd;
-    let mut builder =
-        ConfigBuilder::new(a.nginx, &a.verifiers).shard("a", 0, "even", a.shard_a).shard("b", 1, "odd", a.shard_b);
+    let mut builder = ConfigBuilder::new(a.nginx, &a.verifiers)
+        .shard_processes("a", 0, "even", &a.shard_a)
+        .shard_processes("b", 1, "odd", &a.shard_b);
     if let Some(dir) = a.data_dir {
         builder = builder.data_dir(dir);
     }

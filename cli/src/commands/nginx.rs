@@ -186,11 +186,18 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     }
     let mut shards = String::new();
     for s in &config.shards {
-        let _ = writeln!(
-            shards,
-            "    upstream shard_{} {{\n        server {};\n        keepalive 32;\n        keepalive_timeout 3s;\n    }}",
-            s.name, s.listen
-        );
+        let _ = writeln!(shards, "    upstream shard_{} {{", s.name);
+        if s.listen.len() > 1 {
+            // Each user to one process of the shard (see the template).
+            let _ = writeln!(shards, "        hash $shop_user_id consistent;");
+        }
+        for addr in &s.listen {
+            // One line per backend process of the shard; a process that refuses a connection is
+            // skipped for 2 s (see the template). A lone server is never skipped (nginx ignores
+            // max_fails when a group has one).
+            let _ = writeln!(shards, "        server {addr} max_fails=1 fail_timeout=2s;");
+        }
+        let _ = writeln!(shards, "        keepalive 32;\n        keepalive_timeout 3s;\n    }}");
     }
     let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
     let (cache_path, cache) = match config.nginx.auth_cache_seconds {

@@ -75,11 +75,21 @@ impl ConfigBuilder {
 
     /// Shard `name` (its `number` in order ids, the `buckets` it owns, where it listens), on the
     /// SQLite file `shard-NAME.db` until [`set`](Self::set) says `shards.NAME.primary` otherwise.
-    pub fn shard(mut self, name: &str, number: u8, buckets: &str, listen: SocketAddr) -> Self {
+    pub fn shard(self, name: &str, number: u8, buckets: &str, listen: SocketAddr) -> Self {
+        self.shard_processes(name, number, buckets, &[listen])
+    }
+
+    /// [`shard`](Self::shard) served by one backend process per address of `listen` (instance
+    /// `N` on `listen[N]`). One address is written as the single-address form.
+    pub fn shard_processes(mut self, name: &str, number: u8, buckets: &str, listen: &[SocketAddr]) -> Self {
         let mut shard = toml::Table::new();
         shard.insert("number".into(), i64::from(number).into());
         shard.insert("buckets".into(), buckets.into());
-        shard.insert("listen".into(), listen.to_string().into());
+        let listen: toml::Value = match listen {
+            [one] => one.to_string().into(),
+            many => many.iter().map(|a| toml::Value::from(a.to_string())).collect::<Vec<_>>().into(),
+        };
+        shard.insert("listen".into(), listen);
         if let Some(shards) = self.section("shards") {
             shards.insert(name.to_owned(), shard.into());
         }
@@ -241,7 +251,7 @@ mod tests {
         assert!(data.is_dir(), "the data folder is made");
         assert_eq!(config.verifier.database_url.expose(), format!("sqlite://{}", data.join("auth.db").display()));
         let b = config.shard("b").unwrap();
-        assert_eq!((b.number, b.buckets.as_str(), b.listen), (1, "odd", addr(9002)));
+        assert_eq!((b.number, b.buckets.as_str(), b.listen.clone()), (1, "odd", vec![addr(9002)]));
         assert_eq!(b.primary.expose(), format!("sqlite://{}", data.join("shard-b.db").display()));
         assert_eq!(b.replica.as_ref().unwrap().expose(), format!("sqlite://{}", data.join("replica-b.db").display()));
         assert!(config.shard("a").unwrap().replica.is_none());
@@ -251,6 +261,21 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             assert_eq!(std::fs::metadata(dir.join(DEV_KEY_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_shard_with_several_processes_lists_their_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+        let config = ConfigBuilder::new(addr(8080), &[addr(9000)])
+            .shard_processes("a", 0, "even", &[addr(9001), addr(9011)])
+            .shard_processes("b", 1, "odd", &[addr(9002)])
+            .write(&dir.path().join("shop.toml"))
+            .unwrap();
+        assert_eq!(config.shard("a").unwrap().listen, vec![addr(9001), addr(9011)]);
+        assert_eq!(config.shard("b").unwrap().listen, vec![addr(9002)]);
+        let text = std::fs::read_to_string(dir.path().join("shop.toml")).unwrap();
+        assert!(text.contains("listen = \"127.0.0.1:9002\""), "one process keeps the one-address form:\n{text}");
     }
 
     #[test]

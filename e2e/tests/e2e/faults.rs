@@ -32,7 +32,13 @@ async fn verifier_killed_gives_503_never_a_pass() {
             .unwrap();
         assert_eq!(r.status(), 503);
     }
-    let r = stack.http.post(stack.api("/auth/token")).form(&[("username", "a@b.io"), ("password", "x")]).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/auth/token"))
+        .form(&[("username", "a@b.io"), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(crate::error_code(r).await, "unavailable");
 }
@@ -74,7 +80,7 @@ async fn a_database_outage_is_the_same_503_from_the_verifier_and_a_backend() {
         .json(&json!({"email": "outage@example.com", "password": PASSWORD}));
     let order = stack
         .http
-        .post(format!("http://{}/api/orders", shard_a.listen))
+        .post(format!("http://{}/api/orders", shard_a.addr()))
         .bearer_auth(stack.mint(2))
         .header("X-User-Id", "2")
         .header("Idempotency-Key", "outage")

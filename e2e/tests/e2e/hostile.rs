@@ -22,7 +22,8 @@ async fn login(stack: &Stack, email: &str, password: &str) -> reqwest::Response 
 }
 
 fn assert_retry_after(r: &reqwest::Response) {
-    let secs: u64 = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let secs: u64 =
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(secs >= 1, "429 without a usable Retry-After: {:?}", r.headers());
 }
 
@@ -32,7 +33,10 @@ fn assert_retry_after(r: &reqwest::Response) {
 #[tokio::test]
 async fn a_burst_of_a_hundred_guesses_at_one_account_checks_at_most_the_limit() {
     let stack = Stack::start_with(Options {
-        settings: vec![("verifier.login_max_failures_per_account", "5"), ("verifier.login_max_failures_per_address", "1000")],
+        settings: vec![
+            ("verifier.login_max_failures_per_account", "5"),
+            ("verifier.login_max_failures_per_address", "1000"),
+        ],
         ..Default::default()
     })
     .await;
@@ -117,7 +121,8 @@ async fn change_password_guesses_count_against_the_login_limits() {
 /// A token for `user_id` that expired `ago` seconds ago, signed with the stack's key.
 fn expired_token(stack: &Stack, user_id: u64, ago: i64) -> String {
     let ttl = 600;
-    let claims = new_claims(UserId::new(user_id).unwrap(), "late@example.com", &stack.config.jwt.policy, now() - ttl - ago, ttl);
+    let claims =
+        new_claims(UserId::new(user_id).unwrap(), "late@example.com", &stack.config.jwt.policy, now() - ttl - ago, ttl);
     stack.config.jwt.sign(&claims).unwrap()
 }
 
@@ -140,7 +145,7 @@ async fn a_logged_out_token_stays_refused_for_its_whole_leeway() {
     // Past two reloads of the revocation list, the token must still be refused.
     tokio::time::sleep(stack.config.verifier.revocation_bound() * 2).await;
     assert_eq!(verify().await.unwrap().status(), 401, "a reload forgot the logout");
-    let shard = stack.config.shard("a").unwrap().listen;
+    let shard = stack.config.shard("a").unwrap().addr();
     let direct = stack.http.get(format!("http://{shard}/api/orders")).bearer_auth(&token).header("X-User-Id", "8");
     assert_eq!(direct.send().await.unwrap().status(), 401, "the backend forgot it too");
 }
@@ -148,7 +153,8 @@ async fn a_logged_out_token_stays_refused_for_its_whole_leeway() {
 /// Polls a backend port directly with `token` for `user` until it answers `want`, within the
 /// revocation bound (and a second of slack for a loaded machine).
 async fn direct_until(stack: &Stack, user: u64, token: &str, want: u16) {
-    let shard = stack.config.shard(stack.config.shard_map.shard_for(UserId::new(user).unwrap()).as_str()).unwrap().listen;
+    let shard =
+        stack.config.shard(stack.config.shard_map.shard_for(UserId::new(user).unwrap()).as_str()).unwrap().addr();
     let deadline = Instant::now() + stack.config.verifier.revocation_bound() + Duration::from_secs(1);
     loop {
         let r = stack
@@ -280,7 +286,9 @@ async fn a_signed_token_with_an_oversized_email_is_401_not_503() {
 async fn split_order_lines_are_capped_as_one() {
     let stack = Stack::start().await;
     let (_, token) = stack.shopper().await;
-    let order = |items: Value| stack.http.post(stack.api("/api/orders")).bearer_auth(&token).json(&json!({"items": items})).send();
+    let order = |items: Value| {
+        stack.http.post(stack.api("/api/orders")).bearer_auth(&token).json(&json!({"items": items})).send()
+    };
     let split: Vec<Value> = (0..100).map(|_| json!({"product_id": 1, "quantity": 1000})).collect();
     let r = order(json!(split)).await.unwrap();
     assert_eq!(r.status(), 422);

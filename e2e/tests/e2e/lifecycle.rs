@@ -43,11 +43,13 @@ impl Load {
     /// With `resend`, a request whose keep-alive connection was closed with no answer is sent
     /// once more, as HTTP clients do (RFC 9112 section 9.3.1; curl and browsers do it).
     fn start_with(tasks: usize, resend: bool, request: Request) -> Load {
-        let (stop, outcomes, request) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(request));
+        let (stop, outcomes, request) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(request));
         let resent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let handles = (0..tasks as u64)
             .map(|task| {
-                let (stop, outcomes, request, resent) = (stop.clone(), outcomes.clone(), request.clone(), resent.clone());
+                let (stop, outcomes, request, resent) =
+                    (stop.clone(), outcomes.clone(), request.clone(), resent.clone());
                 tokio::spawn(async move {
                     let mut n = task;
                     while !stop.load(Ordering::Relaxed) {
@@ -66,7 +68,11 @@ impl Load {
                                 let status = r.status().as_u16();
                                 let debug = r.headers().contains_key("x-shop-upstream");
                                 let body: Option<Value> = r.json().await.ok();
-                                Outcome::Status(status, body.and_then(|b| b["error"].as_str().map(str::to_owned)), debug)
+                                Outcome::Status(
+                                    status,
+                                    body.and_then(|b| b["error"].as_str().map(str::to_owned)),
+                                    debug,
+                                )
                             }
                             Err(e) if e.is_connect() => Outcome::Refused,
                             Err(e) => Outcome::Failed(format!("{e:?}")),
@@ -98,7 +104,8 @@ fn closed_unanswered(e: &reqwest::Error) -> bool {
 
 /// Outcomes other than those `allowed`, summarised for a failure message; and how many in all.
 fn unexpected(outcomes: &[(String, Outcome)], allowed: impl Fn(&str, &Outcome) -> bool) -> (Vec<String>, usize) {
-    let bad: Vec<String> = outcomes.iter().filter(|(what, o)| !allowed(what, o)).map(|(what, o)| format!("{what}: {o:?}")).collect();
+    let bad: Vec<String> =
+        outcomes.iter().filter(|(what, o)| !allowed(what, o)).map(|(what, o)| format!("{what}: {o:?}")).collect();
     (bad, outcomes.len())
 }
 
@@ -133,7 +140,7 @@ fn order(stack: &Stack, user: u64, key: &str) -> reqwest::RequestBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_a_backend_fails_no_request_in_flight() {
     let stack = Arc::new(Stack::start().await);
-    let shard_a = stack.config.shard("a").unwrap().listen;
+    let shard_a = stack.config.shard("a").unwrap().addr();
 
     // An order certainly in flight when the signal comes: shard a's database is write-locked, so
     // the backend waits on it (busy_timeout 5 s) until the lock is let go, after the signal.
@@ -158,7 +165,10 @@ async fn sigterm_to_a_backend_fails_no_request_in_flight() {
     let direct = Load::start(4, {
         let (stack, client) = (stack.clone(), reqwest::Client::new());
         Box::new(move |_| {
-            let rb = client.get(format!("http://{shard_a}/api/products")).bearer_auth(stack.mint(2)).header("X-User-Id", "2");
+            let rb = client
+                .get(format!("http://{shard_a}/api/products"))
+                .bearer_auth(stack.mint(2))
+                .header("X-User-Id", "2");
             ("GET backend a directly".into(), rb)
         })
     });
@@ -207,7 +217,9 @@ async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
 
     let load = Load::start(3, {
         let stack = stack.clone();
-        Box::new(move |n| ("GET /api/orders".into(), stack.http.get(stack.api("/api/orders")).bearer_auth(stack.mint(2 + n % 2))))
+        Box::new(move |n| {
+            ("GET /api/orders".into(), stack.http.get(stack.api("/api/orders")).bearer_auth(stack.mint(2 + n % 2)))
+        })
     });
     // And the check path straight from a client of its own, on keep-alive connections, as nginx
     // calls it.
@@ -224,7 +236,10 @@ async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
     let logins: Vec<_> = (0..LOGINS)
         .map(|i| {
             let email = emails[i % emails.len()].as_str();
-            let rb = stack.http.post(stack.api("/auth/token")).form(&[("username", email), ("password", shopgate_e2e::PASSWORD)]);
+            let rb = stack
+                .http
+                .post(stack.api("/auth/token"))
+                .form(&[("username", email), ("password", shopgate_e2e::PASSWORD)]);
             tokio::spawn(async move { rb.send().await.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}")) })
         })
         .collect();
@@ -245,7 +260,12 @@ async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
     assert!(status.success(), "verifier-0 exited with {status}; logs:\n{}", stack.logs());
     assert!(in_flight > 0.0, "every login had finished before the signal; nothing was in flight");
     for login in logins {
-        assert_eq!(login.await.unwrap(), Ok(200), "a login in flight at SIGTERM ({in_flight} were); logs:\n{}", stack.logs());
+        assert_eq!(
+            login.await.unwrap(),
+            Ok(200),
+            "a login in flight at SIGTERM ({in_flight} were); logs:\n{}",
+            stack.logs()
+        );
     }
     let (bad, n) = unexpected(&load, |_, o| ok(o) || unavailable(o));
     assert!(bad.is_empty(), "{} of {n} requests failed other than with the documented 503: {bad:?}", bad.len());
@@ -260,12 +280,27 @@ async fn sigterm_to_the_verifier_fails_no_request_in_flight() {
 /// once sent), the odd login, and orders to both shards, all through nginx.
 fn mixed_load(stack: &Arc<Stack>, email: String, resend: bool) -> Load {
     let stack = stack.clone();
-    Load::start_with(4, resend, Box::new(move |n| match n % 10 {
-        0 => ("POST /auth/token".into(), stack.http.post(stack.api("/auth/token")).form(&[("username", email.as_str()), ("password", shopgate_e2e::PASSWORD)])),
-        1..=3 => ("POST /auth/logout".into(), stack.http.post(stack.api("/auth/logout")).bearer_auth(stack.mint(1000 + n))),
-        4 => ("POST /api/orders".into(), order(&stack, 2 + n % 2, &format!("order-{n}"))),
-        _ => ("GET /api/orders".into(), stack.http.get(stack.api("/api/orders")).bearer_auth(stack.mint(2 + n % 2))),
-    }))
+    Load::start_with(
+        4,
+        resend,
+        Box::new(move |n| match n % 10 {
+            0 => (
+                "POST /auth/token".into(),
+                stack
+                    .http
+                    .post(stack.api("/auth/token"))
+                    .form(&[("username", email.as_str()), ("password", shopgate_e2e::PASSWORD)]),
+            ),
+            1..=3 => (
+                "POST /auth/logout".into(),
+                stack.http.post(stack.api("/auth/logout")).bearer_auth(stack.mint(1000 + n)),
+            ),
+            4 => ("POST /api/orders".into(), order(&stack, 2 + n % 2, &format!("order-{n}"))),
+            _ => {
+                ("GET /api/orders".into(), stack.http.get(stack.api("/api/orders")).bearer_auth(stack.mint(2 + n % 2)))
+            }
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +320,12 @@ async fn a_rolling_restart_of_two_verifiers_fails_no_request() {
     }
     let outcomes = load.stop().await;
     let (bad, n) = unexpected(&outcomes, |_, o| ok(o));
-    assert!(bad.is_empty(), "{} of {n} requests failed during the rolling restart: {bad:?}\n{}", bad.len(), stack.logs());
+    assert!(
+        bad.is_empty(),
+        "{} of {n} requests failed during the rolling restart: {bad:?}\n{}",
+        bad.len(),
+        stack.logs()
+    );
     assert!(n > 100, "only {n} requests during the restart");
     for what in ["POST /auth/logout", "POST /auth/token", "POST /api/orders", "GET /api/orders"] {
         assert!(outcomes.iter().any(|(w, _)| w == what), "no {what} sent");
@@ -294,7 +334,8 @@ async fn a_rolling_restart_of_two_verifiers_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nginx_reloads_under_load_fail_no_request() {
-    let stack = Arc::new(Stack::start_with(Options { nginx_master: true, debug_headers: false, ..Default::default() }).await);
+    let stack =
+        Arc::new(Stack::start_with(Options { nginx_master: true, debug_headers: false, ..Default::default() }).await);
     let email = format!("reload-{}@example.com", rand_hex(4));
     stack.register(&email).await;
     let load = mixed_load(&stack, email, true);
@@ -304,8 +345,17 @@ async fn ten_nginx_reloads_under_load_fail_no_request() {
         // A real change each time: debug headers on, off, on, ... (X-Shop-Upstream on answers
         // shows which config served them).
         let debug = i % 2 == 0;
-        std::fs::write(&stack.config_path, config.replace("debug_headers = false", &format!("debug_headers = {debug}"))).unwrap();
-        let out = stack.shopctl().args(["nginx", "render", "--output"]).arg(stack.dir.path().join("nginx/nginx.conf")).output().unwrap();
+        std::fs::write(
+            &stack.config_path,
+            config.replace("debug_headers = false", &format!("debug_headers = {debug}")),
+        )
+        .unwrap();
+        let out = stack
+            .shopctl()
+            .args(["nginx", "render", "--output"])
+            .arg(stack.dir.path().join("nginx/nginx.conf"))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
         stack.reload_nginx();
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -315,9 +365,14 @@ async fn ten_nginx_reloads_under_load_fail_no_request() {
     let (bad, n) = unexpected(&outcomes, |_, o| ok(o));
     assert!(bad.is_empty(), "{} of {n} requests failed across 10 reloads: {bad:?}\n{}", bad.len(), stack.logs());
     assert!(n > 100, "only {n} requests during the reloads");
-    let with_debug = outcomes.iter().filter(|(w, o)| w.contains("/api/") && matches!(o, Outcome::Status(_, _, true))).count();
-    let without = outcomes.iter().filter(|(w, o)| w.contains("/api/") && matches!(o, Outcome::Status(_, _, false))).count();
-    assert!(with_debug > 0 && without > 0, "the reloads did not take effect: {with_debug} answers with debug headers, {without} without");
+    let with_debug =
+        outcomes.iter().filter(|(w, o)| w.contains("/api/") && matches!(o, Outcome::Status(_, _, true))).count();
+    let without =
+        outcomes.iter().filter(|(w, o)| w.contains("/api/") && matches!(o, Outcome::Status(_, _, false))).count();
+    assert!(
+        with_debug > 0 && without > 0,
+        "the reloads did not take effect: {with_debug} answers with debug headers, {without} without"
+    );
     let cut = cut_requests(&stack);
     assert!(cut.is_empty(), "nginx saw requests cut off: {cut:#?}");
     eprintln!("{n} requests, {} resent after nginx closed their idle connection", resent.load(Ordering::Relaxed));

@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod lifecycle;
 mod openapi;
+mod processes;
 mod request_path;
 mod routing;
 mod tokens;

@@ -328,7 +328,7 @@ async fn open_transactions(db: &MySqlPool) -> Vec<String> {
 /// Sum of the series in `shard`'s `/metrics` whose line starts with `prefix` and contains
 /// `with` (0 if there is none).
 async fn series_sum_with(stack: &Stack, shard: &str, prefix: &str, with: &str) -> f64 {
-    let url = format!("http://{}/metrics", stack.config.shard(shard).unwrap().listen);
+    let url = format!("http://{}/metrics", stack.config.shard(shard).unwrap().addr());
     let text = stack.http.get(url).send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|l| l.starts_with(prefix) && l.contains(with))
@@ -412,7 +412,7 @@ async fn clients_vanishing_mid_request_lose_nothing_and_leave_no_transaction_ope
     }
     let took = started.elapsed();
     let access_log = std::fs::read_to_string(stack.dir.path().join("nginx/access.log")).unwrap_or_default();
-    let backends: Vec<String> = stack.config.shards.iter().map(|s| s.listen.to_string()).collect();
+    let backends: Vec<String> = stack.config.shards.iter().map(|s| s.addr().to_string()).collect();
     let abandoned_at_backend = access_log
         .lines()
         .filter(|l| l.contains("\"status\":499") && backends.iter().any(|b| l.contains(b.as_str())))

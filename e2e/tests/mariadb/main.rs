@@ -10,6 +10,7 @@ mod faults;
 mod grow;
 mod orders;
 mod ownership;
+mod processes;
 mod replication;
 
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ pub async fn get(stack: &Stack, token: &str, path: &str) -> (u16, Value) {
 
 /// The backend of `shard`, straight (not through nginx).
 pub fn backend(stack: &Stack, shard: &str) -> String {
-    format!("http://{}", stack.config.shard(shard).unwrap().listen)
+    format!("http://{}", stack.config.shard(shard).unwrap().addr())
 }
 
 /// The value of the series `name{shard="…"}` in `shard`'s `/metrics` (NaN parses as NaN).

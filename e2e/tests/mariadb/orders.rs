@@ -46,8 +46,7 @@ async fn concurrent_retried_creates_make_exactly_one_order_per_key_with_exact_to
     let (topology, stack) = stack_on_mariadb(5).await;
     let stack = Arc::new(stack);
     let mut next = 40_000;
-    let users: Vec<u64> =
-        (0..8).map(|i| user_on(&stack, if i % 2 == 0 { "a" } else { "b" }, &mut next)).collect();
+    let users: Vec<u64> = (0..8).map(|i| user_on(&stack, if i % 2 == 0 { "a" } else { "b" }, &mut next)).collect();
     let tokens: HashMap<u64, String> = users.iter().map(|&u| (u, stack.mint(u))).collect();
 
     // The catalog as the shop states it; prices must come from it, never from the client.
@@ -107,11 +106,8 @@ async fn concurrent_retried_creates_make_exactly_one_order_per_key_with_exact_to
     let mut acknowledged: HashMap<i64, (u64, i64)> = HashMap::new(); // order id -> (user, total)
     let mut created = 0;
     for (i, job) in jobs.iter().enumerate() {
-        let acks: Vec<&(u16, Value)> = answers[i * COPIES..(i + 1) * COPIES]
-            .iter()
-            .flatten()
-            .filter(|(s, _)| (200..300).contains(s))
-            .collect();
+        let acks: Vec<&(u16, Value)> =
+            answers[i * COPIES..(i + 1) * COPIES].iter().flatten().filter(|(s, _)| (200..300).contains(s)).collect();
         assert_eq!(acks.len(), COPIES, "key {}", job.key);
         let first = &acks[0].1;
         for (status, body) in &acks {
@@ -156,8 +152,15 @@ async fn concurrent_retried_creates_make_exactly_one_order_per_key_with_exact_to
             assert_eq!(orders.len(), expected.len(), "{instance}: orders stored vs acknowledged");
             assert_eq!(stored, expected, "{instance}: stored orders differ from the acknowledged ones");
             let (keys, distinct): (i64, i64) =
-                sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM idempotency_keys").fetch_one(&db).await.unwrap();
-            assert_eq!((keys as usize, distinct as usize), (expected.len(), expected.len()), "{instance}: one key row per order");
+                sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT order_id) FROM idempotency_keys")
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (keys as usize, distinct as usize),
+                (expected.len(), expected.len()),
+                "{instance}: one key row per order"
+            );
             // Totals: each order's total is the sum of its lines, each line quantity x catalog price.
             let bad: Vec<(i64, i64, i64)> = sqlx::query_as(
                 "SELECT o.id, o.total_cents, CAST(COALESCE(SUM(i.quantity * p.price_cents), -1) AS SIGNED) \
@@ -178,9 +181,13 @@ async fn concurrent_retried_creates_make_exactly_one_order_per_key_with_exact_to
                 for (id, _, _, created_at) in &orders {
                     assert_eq!(id % 64, number, "order {id} on shard {shard} lacks the shard's number");
                     assert!(seen_ids.insert(*id), "order id {id} on both shards");
-                    // Time-sortable: the id's time part is its creation time (ms since 2025).
-                    let minted_ms = 1_735_689_600_000 + (id >> 6);
-                    assert!((minted_ms - created_at * 1000).abs() < 5_000, "order {id}: id time vs created_at {created_at}");
+                    // Time-sortable: the id's time part (above the instance's and the shard's six
+                    // bits each) is its creation time (ms since 2025).
+                    let minted_ms = 1_735_689_600_000 + (id >> 12);
+                    assert!(
+                        (minted_ms - created_at * 1000).abs() < 5_000,
+                        "order {id}: id time vs created_at {created_at}"
+                    );
                 }
             }
             db.close().await;

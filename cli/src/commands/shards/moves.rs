@@ -585,7 +585,7 @@ fn is_refused(e: &reqwest::Error) -> bool {
 
 /// The backend processes of `shard`.
 fn backend_addrs(shard: &ShardConfig) -> Vec<SocketAddr> {
-    vec![shard.listen]
+    shard.listen.clone()
 }
 
 /// An address to connect to: a listener on every address is reached on loopback.
