@@ -181,7 +181,10 @@ async fn every_order_is_served_once(stack: &Stack, shoppers: &[Shopper], extra: 
     }
 }
 
-async fn kill_then_rerun(step: &str) {
+/// A stack whose move of two of a's buckets to b was killed right after `step`, what the users
+/// saw checked; the shoppers (with every order they were told about), the moved buckets and the
+/// buckets' rows as they are complete right now (on a until the routing, then on b).
+async fn interrupted_at(step: &str) -> (Stack, Vec<Shopper>, Vec<u16>, Vec<buckets::TableSum>) {
     let (stack, mut shoppers, moved) = setup().await;
     let killed = run_move(&stack, &moved, Some(step));
     assert!(!killed.status.success(), "the move was to die after {step}");
@@ -194,9 +197,13 @@ async fn kill_then_rerun(step: &str) {
         let (_, ids) = order_ids(&stack, s).await;
         s.orders = ids;
     }
-    // Where the buckets' rows are complete right now: on a until the routing, then on b.
     let mid = world(&stack, &moved).await;
-    let expected = if step == "routed" { mid.rows_b.clone() } else { mid.rows_a.clone() };
+    let rows = if step == "routed" { mid.rows_b } else { mid.rows_a };
+    (stack, shoppers, moved, rows)
+}
+
+async fn kill_then_rerun(step: &str) {
+    let (stack, shoppers, moved, expected) = interrupted_at(step).await;
     let rerun = run_move(&stack, &moved, None);
     assert!(rerun.status.success(), "rerun after {step}: {}", String::from_utf8_lossy(&rerun.stderr));
     let after = world(&stack, &moved).await;
@@ -214,18 +221,7 @@ async fn kill_then_rerun(step: &str) {
 }
 
 async fn abort_at(step: &str) {
-    let (stack, mut shoppers, moved) = setup().await;
-    let killed = run_move(&stack, &moved, Some(step));
-    assert!(!killed.status.success());
-    if let Some(id) = users_see(&stack, &shoppers, step).await {
-        shoppers[0].orders.push(id);
-    }
-    for s in &mut shoppers[2..] {
-        let (_, ids) = order_ids(&stack, s).await;
-        s.orders = ids;
-    }
-    let mid = world(&stack, &moved).await;
-    let expected = if step == "routed" { mid.rows_b.clone() } else { mid.rows_a.clone() };
+    let (stack, shoppers, moved, expected) = interrupted_at(step).await;
     let abort = stack.ctl(&["--json", "shards", "move", "--abort", "--wait-seconds", "20"]);
     assert_eq!(abort.code, 0, "abort at {step}: {abort}");
     let after = world(&stack, &moved).await;
