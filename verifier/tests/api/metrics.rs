@@ -47,3 +47,21 @@ async fn counts_and_a_latency_histogram_per_route() {
     assert!(!text.contains("/no/such/path"), "raw paths never become labels");
     assert!(!text.contains(&token), "tokens never reach metrics");
 }
+
+/// The verifier does not route, but shows the shard map version it has seen (from the auth
+/// database, where it seeds version 1 from the config), so an operator sees every part agree.
+#[tokio::test]
+async fn the_shard_map_version_shows_in_readyz_and_metrics() {
+    let app = spawn_app().await;
+    let (mut ready, mut text) = (serde_json::Value::Null, String::new());
+    // Seen at the verifier's first refresh, right after it starts.
+    for _ in 0..100 {
+        ready = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+        text = app.metrics().await;
+        if ready["map_version"] == 1 && value(&text, "shop_shard_map_version") == Some(1.0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no map version 1 in /readyz ({ready}) and /metrics:\n{text}");
+}
