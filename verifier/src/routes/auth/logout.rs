@@ -32,8 +32,8 @@ use shopgate_core::revocation;
 pub async fn logout(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
-    revocation::revoke_token(&state.db, &verified.claims, crate::now()).await?;
-    state.revocations.revoke_local(&verified.claims.jti);
+    revocation::revoke_token(&state.db, &verified.claims).await?;
+    state.revocations.revoke_local(&verified.claims);
     Metrics::inc(&state.metrics.logouts);
     tracing::info!(user_id = %verified.user, "logged out");
     Ok(no_store(json(StatusCode::OK, &json!({"status": "logged_out"}))))
