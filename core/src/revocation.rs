@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use futures::TryStreamExt as _;
 use sqlx::{AnyPool, Row as _};
 
 use crate::config::JwtConfig;
@@ -129,19 +130,27 @@ impl Revocations {
     pub async fn refresh(&self, db: &AnyPool, now: i64) -> Result<(), sqlx::Error> {
         let full = self.last_full.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= FULL_RELOAD_EVERY);
         let live_after = now - self.leeway - MARGIN_SECONDS;
-        let rows = if full {
-            sqlx::query("SELECT jti, expires_at, revoked_at FROM revoked_tokens WHERE expires_at > ?")
-                .bind(live_after)
-                .fetch_all(db)
-                .await?
-        } else {
-            let from = self.newest_seen.load(Ordering::Acquire).saturating_sub(COMMIT_WINDOW);
-            sqlx::query("SELECT jti, expires_at, revoked_at FROM revoked_tokens WHERE revoked_at >= ? AND expires_at > ?")
-                .bind(from)
-                .bind(live_after)
-                .fetch_all(db)
-                .await?
-        };
+        if full {
+            let live_after = expiry(live_after);
+            self.jtis.retain(|_, exp| *exp > live_after);
+        }
+        // Streamed, a row at a time into the map: a full read of a million rows never sits in
+        // memory as rows.
+        let from = if full { i64::MIN } else { self.newest_seen.load(Ordering::Acquire).saturating_sub(COMMIT_WINDOW) };
+        let mut rows = sqlx::query(
+            "SELECT jti, expires_at, revoked_at FROM revoked_tokens WHERE revoked_at >= ? AND expires_at > ?",
+        )
+        .bind(from)
+        .bind(live_after)
+        .fetch(db);
+        let mut newest = self.newest_seen.load(Ordering::Acquire);
+        while let Some(r) = rows.try_next().await? {
+            let jti: String = r.try_get("jti")?;
+            self.jtis.insert(jti_key(&jti), expiry(r.try_get("expires_at")?));
+            newest = newest.max(r.try_get("revoked_at")?);
+        }
+        drop(rows);
+        self.newest_seen.store(newest, Ordering::Release);
         let cutoffs = sqlx::query("SELECT id, tokens_valid_after FROM users WHERE tokens_valid_after > ?")
             .bind(now - self.max_token_life - MARGIN_SECONDS)
             .fetch_all(db)
@@ -149,17 +158,6 @@ impl Revocations {
             .iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, r.try_get::<i64, _>("tokens_valid_after")?)))
             .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
-        if full {
-            let live_after = expiry(live_after);
-            self.jtis.retain(|_, exp| *exp > live_after);
-        }
-        let mut newest = self.newest_seen.load(Ordering::Acquire);
-        for r in &rows {
-            let jti: String = r.try_get("jti")?;
-            self.jtis.insert(jti_key(&jti), expiry(r.try_get("expires_at")?));
-            newest = newest.max(r.try_get("revoked_at")?);
-        }
-        self.newest_seen.store(newest, Ordering::Release);
         self.cutoffs.store(Arc::new(cutoffs));
         if full {
             *self.last_full.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
