@@ -128,7 +128,8 @@ impl Revocations {
     /// [`FULL_RELOAD_EVERY`] and the first time, every revoked token that could still pass, after
     /// dropping those that cannot), and the cut-offs younger than the longest token life.
     pub async fn refresh(&self, db: &AnyPool, now: i64) -> Result<(), sqlx::Error> {
-        let full = self.last_full.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= FULL_RELOAD_EVERY);
+        let full =
+            self.last_full.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= FULL_RELOAD_EVERY);
         let live_after = now - self.leeway - MARGIN_SECONDS;
         if full {
             let live_after = expiry(live_after);
@@ -193,7 +194,8 @@ impl Revocations {
 /// copy's incremental refresh follows). A second logout of the same token is not an error.
 pub async fn revoke_token(db: &AnyPool, claims: &Claims) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
-    let now_sql = if conn.backend_name() == "SQLite" { "CAST(strftime('%s', 'now') AS INTEGER)" } else { "UNIX_TIMESTAMP()" };
+    let now_sql =
+        if conn.backend_name() == "SQLite" { "CAST(strftime('%s', 'now') AS INTEGER)" } else { "UNIX_TIMESTAMP()" };
     let r = sqlx::query(&format!(
         "INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at) VALUES (?, ?, ?, {now_sql})"
     ))
