@@ -97,9 +97,12 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) ->
     deserializer.deserialize_any(Whole)
 }
 
-/// An optional integer query parameter in `lo..=hi`; empty (`?limit=`) counts as absent.
+/// An optional integer query parameter in `lo..=hi`: absent is `None`; present, empty (`?limit=`)
+/// or not a whole number in range, 400.
 pub(crate) fn int_param(name: &str, raw: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
-    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+    // Absent is the default; present must be the integer the API description says, so an empty
+    // `limit=` is a 400 like `limit=abc` (schemathesis found it taken as the default).
+    let Some(raw) = raw else {
         return Ok(None);
     };
     match raw.parse::<i64>() {
