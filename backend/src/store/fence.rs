@@ -11,14 +11,25 @@
 
 use shopgate_core::shardmap::{bucket, BUCKETS};
 use shopgate_core::UserId;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 
+use crate::auth::AuthUser;
 use crate::db::Dialect;
 use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A write transaction for `user`'s rows, started behind their bucket's fence: 503 `moving`, with
+/// nothing written, if the map pauses their writes or this shard's fence is closed for them.
+pub(crate) async fn begin(state: &AppState, user: &AuthUser) -> Result<Transaction<'static, Any>, ApiError> {
+    user.may_write()?;
+    let mut tx = state.db.begin_write().await?;
+    check(&mut tx, state.db.dialect(), user.id).await?;
+    Ok(tx)
+}
 
 /// Inside a write transaction, before anything is written: Ok if `user`'s bucket is open here.
 /// On MariaDB the row stays share-locked until the transaction ends (see the module doc).
-pub(crate) async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result<(), ApiError> {
+async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result<(), ApiError> {
     let sql = match dialect {
         // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
         Dialect::Sqlite => "SELECT writes_open FROM bucket_fence WHERE bucket = ?",
@@ -55,8 +66,7 @@ pub async fn set(db: &AnyPool, buckets: &[u16], open: bool) -> sqlx::Result<()> 
     if buckets.is_empty() {
         return Ok(());
     }
-    // Bucket numbers are ours, not input.
-    let list = buckets.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let list = super::bucket_list(buckets);
     sqlx::query(&format!("UPDATE bucket_fence SET writes_open = ? WHERE bucket IN ({list})"))
         .bind(i64::from(open))
         .execute(db)

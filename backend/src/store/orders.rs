@@ -123,9 +123,7 @@ pub(crate) async fn place(
         items,
     };
     let now = now_secs();
-    user.may_write()?;
-    let mut tx = state.db.begin_write().await?;
-    fence::check(&mut tx, state.db.dialect(), user.id).await?;
+    let mut tx = fence::begin(state, user).await?;
     if let Some(key) = &key {
         // First write of the transaction: on a duplicate key nothing else has been written.
         let claimed = sqlx::query(
@@ -254,10 +252,8 @@ pub(crate) async fn page(
 
 /// Cancels `user`'s order `id` if it is still placed; `None` if there is no such order of theirs.
 pub(crate) async fn cancel(state: &AppState, user: &AuthUser, id: i64) -> Result<Option<Order>, ApiError> {
-    user.may_write()?;
+    let mut tx = fence::begin(state, user).await?;
     let user = user.id;
-    let mut tx = state.db.begin_write().await?;
-    fence::check(&mut tx, state.db.dialect(), user).await?;
     let done = sqlx::query(
         "UPDATE orders SET status = 'cancelled', updated_at = ? WHERE id = ? AND user_id = ? AND status = 'placed'",
     )

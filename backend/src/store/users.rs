@@ -58,9 +58,7 @@ pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64
 
 /// [`create_if_missing`] for a request: in a write transaction behind the user's write fence.
 pub(crate) async fn create_for(state: &AppState, user: &AuthUser, now: i64) -> Result<bool, ApiError> {
-    user.may_write()?;
-    let mut tx = state.db.begin_write().await?;
-    super::fence::check(&mut tx, state.db.dialect(), user.id).await?;
+    let mut tx = super::fence::begin(state, user).await?;
     let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
         .bind(user.id.as_i64())
         .bind(&user.email)
