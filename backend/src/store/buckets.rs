@@ -101,24 +101,22 @@ pub struct TableSum {
 }
 
 /// What one copy did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Copied {
     /// Rows the source has (all tables).
     pub rows: u64,
+    /// The source's rows per table, as [`checksums`] gives them, from the copy's own read: what
+    /// the target must now hold (compare with `checksums` of the target).
+    pub source: Vec<TableSum>,
     /// Rows written to the target (new or changed).
     pub written: u64,
     /// Rows deleted from the target (gone from the source).
     pub deleted: u64,
 }
 
-fn list(buckets: &[u16]) -> String {
-    // Bucket numbers are ours, not input, so they go into the SQL as they are.
-    buckets.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-}
-
 async fn read(db: &AnyPool, table: &BucketTable, buckets: &[u16]) -> sqlx::Result<Rows> {
     let columns = table.columns.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
-    let filter = table.filter.replace("{buckets}", &list(buckets));
+    let filter = table.filter.replace("{buckets}", &super::bucket_list(buckets));
     let sql = format!("SELECT {columns} FROM {} WHERE {filter}", table.name);
     let mut rows = Rows::new();
     for row in sqlx::query(&sql).fetch_all(db).await? {
@@ -183,6 +181,7 @@ pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets:
         }
         done.deleted += stale.len() as u64;
     }
+    done.source = wanted.iter().map(|(table, _, want)| sum(table, want)).collect();
     for (table, have, want) in &wanted {
         let changed: Vec<(&Vec<Value>, &Vec<Value>)> = want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
         for chunk in changed.chunks(200) {

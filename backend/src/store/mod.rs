@@ -9,6 +9,12 @@ pub mod orders;
 pub mod shard;
 pub mod users;
 
+/// Buckets as an SQL list (`3,17,250`) for `IN (...)`. Bucket numbers are ours (below 1000), not
+/// input, so they go into the SQL as they are.
+fn bucket_list(buckets: &[u16]) -> String {
+    buckets.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// `?, ?, ?` for an `IN (...)` list of `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

@@ -51,11 +51,10 @@ pub async fn foreign_rows(
     limit: u32,
 ) -> sqlx::Result<(i64, Vec<ForeignRow>)> {
     let PerUserTable { table, id_column, id_is_text, user_column } = *table;
-    // Bucket numbers are ours, not input, so they are written into the SQL as they are.
     let cond = if owned.is_empty() {
         "1 = 1".to_owned()
     } else {
-        let owned = owned.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let owned = super::bucket_list(owned);
         format!("{user_column} <= 0 OR ({user_column} % {BUCKETS}) NOT IN ({owned})")
     };
     let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE {cond}")).fetch_one(db).await?;
