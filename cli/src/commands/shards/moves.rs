@@ -107,8 +107,7 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     }
     let waits = Waits::new(Duration::from_secs(30))?;
     waits.backends(config, std::slice::from_ref(&shard.name), map.version(), false).await?;
-    let old = super::super::nginx::reload(config, &map)?;
-    waits.nginx(config, map.version(), &old).await?;
+    waits.reload_nginx(config, &map).await?;
     if ctx.json {
         print_json(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
     } else {
@@ -323,11 +322,11 @@ impl<'a> Mover<'a> {
                 }
             }
             "verified" => {
+                // Writes are paused: the source's rows, read once by the copy, hold still.
                 let copied = self.copy(&source, &target, list).await?;
                 m.rows_copied = copied.rows as i64;
-                let s = self.primary(&source).await?.pool.clone();
                 let t = self.primary(&target).await?.pool.clone();
-                let (a, b) = (buckets::checksums(&s, list).await?, buckets::checksums(&t, list).await?);
+                let (a, b) = (copied.source, buckets::checksums(&t, list).await?);
                 if a != b {
                     bail!("after the copy, the two shards differ: {a:?} against {b:?}");
                 }
@@ -359,8 +358,7 @@ impl<'a> Mover<'a> {
                 // The target serves them before nginx sends it their users.
                 let names = [known_shard(self.config, &target)?];
                 self.waits.backends(self.config, &names, map.version(), true).await?;
-                let old = super::super::nginx::reload(self.config, &map)?;
-                self.waits.nginx(self.config, map.version(), &old).await?;
+                self.waits.reload_nginx(self.config, &map).await?;
                 m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
             }
             "done" => {
@@ -414,8 +412,7 @@ impl<'a> Mover<'a> {
             if m.step == "opened" {
                 // nginx first learns the target serves them, as a finished move would leave it.
                 let map = self.map().await?;
-                let old = super::super::nginx::reload(self.config, &map)?;
-                self.waits.nginx(self.config, map.version(), &old).await?;
+                self.waits.reload_nginx(self.config, &map).await?;
             }
             let undo =
                 crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo"))
@@ -519,16 +516,17 @@ impl Waits {
         Ok(())
     }
 
-    /// Until nginx's `/healthz` says it routes with `version` or later, and the workers that ran
-    /// before the reload (`old`) have exited: until then they route requests on the connections
-    /// they hold by the old map. One still busy past the wait is reported, not waited for: the
-    /// requests it routes to the old shard get 503 with `Retry-After`.
-    async fn nginx(&self, config: &Config, version: u64, old: &[u32]) -> anyhow::Result<()> {
+    /// Reloads nginx with `map`, then waits until its `/healthz` says it routes with that version
+    /// and the workers that ran before the reload have exited: until then they route requests on
+    /// the connections they hold by the old map. One still busy past the wait is reported, not
+    /// waited for: the requests it routes to the old shard get 503 with `Retry-After`.
+    async fn reload_nginx(&self, config: &Config, map: &ShardMap) -> anyhow::Result<()> {
+        let old = super::super::nginx::reload(config, map)?;
         let url = format!("http://{}/healthz", reachable(config.nginx.listen));
-        self.until("nginx", &url, version, false).await?;
+        self.until("nginx", &url, map.version(), false).await?;
         let deadline = Instant::now() + self.wait;
         loop {
-            let left = super::super::nginx::old_workers_left(old);
+            let left = super::super::nginx::old_workers_left(&old);
             if left.is_empty() {
                 return Ok(());
             }
