@@ -104,19 +104,9 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
 /// Follows the shard map's version once a second, for display.
 fn spawn_map_refresh(state: &Arc<AppState>) {
     let (watch, pool, seed) = (state.map.clone(), state.db.clone(), state.config.shard_map.clone());
-    let metrics = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(MAP_REFRESH_EVERY);
-        loop {
-            tick.tick().await;
-            match watch.refresh(&pool, &seed).await {
-                Ok(()) => {
-                    metrics.metrics.map_version.set(watch.version().map_or(0, |v| v as i64));
-                }
-                Err(e) => tracing::debug!(error = %e, "shard map refresh failed"),
-            }
-        }
-    });
+    tokio::spawn(watch.keep_fresh(pool, seed, MAP_REFRESH_EVERY, |e| {
+        tracing::debug!(error = %e, "shard map refresh failed");
+    }));
 }
 
 /// Reloads revocations every `revocation_refresh_ms` (a failed refresh keeps the last snapshot:

@@ -25,6 +25,7 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {
+    state.metrics.map_version.set(state.map.version().map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
     let mut resp = Response::new(Body::from(state.metrics.render()));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(shopgate_core::metrics::CONTENT_TYPE));
     resp
