@@ -327,13 +327,7 @@ impl Stack {
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             for e in entries.flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                    out.push_str(&format!("--- {}\n", e.path().display()));
-                    for l in tail.into_iter().rev() {
-                        out.push_str(l);
-                        out.push('\n');
-                    }
+                    out.push_str(&log_tail(&e.path(), 30));
                 }
             }
         }
@@ -524,6 +518,19 @@ impl Drop for Stack {
             std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))));
         }
     }
+}
+
+/// The last `lines` lines of the log at `path` under a `--- PATH` heading, for a failed test's
+/// message (the heading alone if there is no such file).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    let mut out = format!("--- {}\n", path.display());
+    for l in tail.into_iter().rev() {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 pub(crate) fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {

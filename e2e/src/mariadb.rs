@@ -262,13 +262,7 @@ impl Topology {
         let mut out = String::new();
         for instance in self.var("MARIADB_INSTANCES").split_whitespace() {
             let path = self.root.join(instance).join("error.log");
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("--- {}\n", path.display()));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
+            out.push_str(&crate::log_tail(&path, 15));
         }
         out
     }

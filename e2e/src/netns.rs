@@ -479,13 +479,7 @@ impl NetnsStack {
             .unwrap_or_default();
         files.push(self.dir.path().join("nginx/error.log"));
         for path in files {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("--- {}\n", path.display()));
-            for l in tail.into_iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
+            out.push_str(&crate::log_tail(&path, 30));
         }
         out
     }
