@@ -270,6 +270,28 @@ pub fn parse_buckets(spec: &str) -> Result<Vec<u16>, String> {
     Ok(out)
 }
 
+/// Buckets for people, e.g. in a table: `even`, `odd`, `all`, `none`, or the ranges
+/// ([`bucket_ranges`]); ranges longer than a column holds are cut after 40 characters, with the
+/// count (`"250 buckets: 1,3,5,7,…"`). Scripts get [`bucket_ranges`], which is never cut.
+pub fn describe_buckets(sorted: &[u16]) -> String {
+    let n = sorted.len();
+    let all_step = |start: u16, step: usize| sorted.iter().copied().eq((start..BUCKETS).step_by(step));
+    match () {
+        _ if n == 0 => "none".to_owned(),
+        _ if all_step(0, 1) => "all".to_owned(),
+        _ if all_step(0, 2) => "even".to_owned(),
+        _ if all_step(1, 2) => "odd".to_owned(),
+        _ => {
+            let ranges = compress_ranges(sorted);
+            if ranges.len() <= 40 {
+                return ranges;
+            }
+            let cut = ranges[..40].rfind(',').unwrap_or(40);
+            format!("{n} buckets: {},…", &ranges[..cut])
+        }
+    }
+}
+
 /// Buckets as a compact range string (`"0-2,5"`), the form specs take.
 pub fn bucket_ranges(sorted: &[u16]) -> String {
     compress_ranges(sorted)
@@ -380,6 +402,19 @@ mod tests {
         for junk in ["", "1000", "5-2", "x", "-1", "1,,2", "+5"] {
             assert!(ShardMap::from_specs([(&a, junk)]).is_err(), "{junk:?} accepted");
         }
+    }
+
+    #[test]
+    fn buckets_are_described_briefly_for_people() {
+        let parse = |spec: &str| parse_buckets(spec).unwrap();
+        assert_eq!(describe_buckets(&parse("even")), "even");
+        assert_eq!(describe_buckets(&parse("odd")), "odd");
+        assert_eq!(describe_buckets(&parse("all")), "all");
+        assert_eq!(describe_buckets(&[]), "none");
+        assert_eq!(describe_buckets(&parse("0-249,500-749")), "0-249,500-749");
+        let odd_half = describe_buckets(&parse("odd")[250..]);
+        assert!(odd_half.starts_with("250 buckets: 501,503,") && odd_half.ends_with(",…"), "{odd_half}");
+        assert!(odd_half.len() < 60, "{odd_half}");
     }
 
     #[test]

@@ -51,6 +51,9 @@ async fn shards_status_reports_every_shard_and_fails_when_a_primary_is_down() {
     for word in ["shard", "primary", "replica", "lag", "users", "orders", "last write", "none", "n/a", "up"] {
         assert!(table.stdout.contains(word), "no {word:?} in\n{table}");
     }
+    // Buckets for people: the map's even and odd halves by name, not 500 numbers per row.
+    assert!(table.stdout.contains(" even ") && table.stdout.contains(" odd "), "{table}");
+    assert!(table.stdout.lines().all(|l| l.chars().count() < 160), "a row too wide to read:\n{table}");
 
     // The same stack with shard b's primary pointing at a file that is not there.
     let text = std::fs::read_to_string(&stack.config_path).expect("config");

@@ -111,8 +111,13 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     for t in tasks {
         all.push(t.await?);
     }
+    // Full ranges for scripts; for people, `even`, `odd` or ranges cut to fit a column.
     let buckets_of = |s: &ShardConfig| match &map {
         Ok(m) => shopgate_core::shardmap::bucket_ranges(&m.buckets_of(&s.name)),
+        Err(_) => s.buckets.clone(),
+    };
+    let buckets_shown = |s: &ShardConfig| match &map {
+        Ok(m) => shopgate_core::shardmap::describe_buckets(&m.buckets_of(&s.name)),
         Err(_) => s.buckets.clone(),
     };
     let backend_version = |s: &ShardConfig| versions.backends.get(s.name.as_str()).copied().flatten();
@@ -162,7 +167,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 let count = |n: Option<i64>| (n.map_or_else(|| "?".into(), |n| n.to_string()), Mark::Plain);
                 vec![
                     (s.shard.name.to_string(), Mark::Plain),
-                    (buckets_of(&s.shard), Mark::Plain),
+                    (buckets_shown(&s.shard), Mark::Plain),
                     match (backend_version(&s.shard), map.as_ref().ok().map(|m| m.version())) {
                         (Some(v), Some(cur)) if v == cur => (v.to_string(), Mark::Plain),
                         (Some(v), _) => (v.to_string(), Mark::Bad),

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use shopgate_backend::store::{buckets, fence};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::control::{self, MoveRecord};
-use shopgate_core::shardmap::{bucket_ranges, parse_buckets, BucketState};
+use shopgate_core::shardmap::{bucket_ranges, describe_buckets, parse_buckets, BucketState};
 use shopgate_core::time::unix_now_ms;
 use shopgate_core::{ShardMap, ShardName};
 
@@ -87,7 +87,11 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     let map = stack::current_map(config).await?;
     let owned = map.buckets_of(&shard.name);
     if !owned.is_empty() {
-        bail!("shard {} already owns buckets {}", shard.name, bucket_ranges(&owned));
+        bail!(
+            "shard {} already owns buckets ({}); `shards add` is for a new shard",
+            shard.name,
+            describe_buckets(&owned)
+        );
     }
     let primary = Db::connect(&shard.primary, &format!("shard {}'s primary", shard.name)).await?;
     let open = crate::db::bounded(fence::open_buckets(&primary.pool)).await.map_err(|e| {
@@ -100,9 +104,9 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     primary.close().await;
     if !open.is_empty() {
         bail!(
-            "shard {}'s database takes writes for buckets {}; it is not a new shard",
+            "shard {}'s database takes writes for buckets ({}); it is not a new shard",
             shard.name,
-            bucket_ranges(&open)
+            describe_buckets(&open)
         );
     }
     let waits = Waits::new(Duration::from_secs(30))?;
