@@ -23,9 +23,10 @@
 //! connection is ever handed out or taken back while inside a transaction (sqlx's `begin` is not
 //! cancel-safe on MySQL: a `BEGIN` whose answer is never read leaves the connection in a
 //! transaction sqlx knows nothing of, and every later autocommit statement on it, the heartbeat
-//! included, would stay uncommitted). Each connection is checked where the pool hands it over and
-//! takes it back ([`outside_transaction`]); one found inside a transaction is closed, which rolls
-//! the transaction back, and counted in `shop_db_leaked_transactions_total`.
+//! included, would stay uncommitted). Each connection is checked as the pool takes it back, and
+//! again as it hands it out if it sat idle for a second or more ([`outside_transaction`]); one
+//! found inside a transaction is closed, which rolls the transaction back, and counted in
+//! `shop_db_leaked_transactions_total`.
 
 pub(crate) mod replica;
 
@@ -611,6 +612,10 @@ async fn check_handover(
     Ok(outside)
 }
 
+/// A pooled connection idle at least this long is checked again as it is handed out (it may have
+/// died meanwhile: a restarted server, a cut link); one used more recently is handed out as is.
+const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// A pool that connects on first use, with the transaction check at both handovers, counting the
 /// connections it finds inside a transaction in `metrics` if given.
 fn checked_pool(
@@ -625,11 +630,18 @@ fn checked_pool(
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
-        // The check below answers on a live connection only, so it also does the ping's job.
+        // The check below answers on a live connection only, so it also does the ping's job. A
+        // connection back from its last use a moment ago passed the same check then (and sqlx's
+        // ping after it): a busy pool pays no round trip per request for a second check.
         .test_before_acquire(false)
-        .before_acquire(move |conn, _meta| {
+        .before_acquire(move |conn, meta| {
             let metrics = on_acquire.clone();
-            Box::pin(async move { check_handover(conn, dialect, Handover::Acquire, metrics.as_deref()).await })
+            Box::pin(async move {
+                if meta.idle_for < RECHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                check_handover(conn, dialect, Handover::Acquire, metrics.as_deref()).await
+            })
         })
         .after_release(move |conn, _meta| {
             let metrics = on_release.clone();

@@ -76,6 +76,10 @@ const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, created_at";
 /// Places an order for `user`. Prices come from the catalog; the total is checked integer cents.
 /// With a key, a request repeating an earlier one (same merged items) gets that order back, one
 /// with different items gets 422, and of concurrent duplicates exactly one creates the order.
+///
+/// Everything happens on one connection, in one transaction, in as few round trips as the rules
+/// allow: `BEGIN`, the fence, the key's claim, the prices, the order, its items (one statement),
+/// the profile, `COMMIT`. A repeated key is found by its claim failing, not by a read before it.
 pub(crate) async fn place(
     state: &AppState,
     user: &AuthUser,
@@ -83,46 +87,7 @@ pub(crate) async fn place(
     lines: OrderLines,
 ) -> Result<Placed, ApiError> {
     let fingerprint = lines.fingerprint();
-    if let Some(key) = &key {
-        if let Some(earlier) = replay(state, user.id, key, &fingerprint).await? {
-            return Ok(Placed::Replayed(earlier));
-        }
-    }
-
-    let prices = catalog::prices(state.db_write(), &lines.product_ids()).await?;
-    let too_large = || {
-        ApiError::unprocessable(
-            "total_too_large",
-            format!("the order total may be at most {} cents", OrderLines::MAX_TOTAL_CENTS),
-        )
-    };
-    let mut items = Vec::with_capacity(lines.lines().len());
-    let mut total_cents: i64 = 0;
-    for &(product_id, quantity) in lines.lines() {
-        let (name, unit_price_cents) = prices.get(&product_id).ok_or_else(|| unknown_product(product_id))?;
-        let line_total_cents = unit_price_cents.checked_mul(quantity).ok_or_else(too_large)?;
-        total_cents = total_cents
-            .checked_add(line_total_cents)
-            .filter(|t| *t <= OrderLines::MAX_TOTAL_CENTS)
-            .ok_or_else(too_large)?;
-        items.push(OrderItem {
-            product_id,
-            name: name.clone(),
-            quantity,
-            unit_price_cents: *unit_price_cents,
-            line_total_cents,
-        });
-    }
-
-    let order = Order {
-        id: state.order_ids.next(),
-        user_id: user.id.as_i64(),
-        status: "placed".into(),
-        total_cents,
-        created_at: String::new(),
-        items,
-    };
-    let now = now_secs();
+    let (id, now) = (state.order_ids.next(), now_secs());
     let mut tx = fence::begin(state, user).await?;
     if let Some(key) = &key {
         // First write of the transaction: on a duplicate key nothing else has been written.
@@ -130,10 +95,10 @@ pub(crate) async fn place(
             "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) \
              VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(order.user_id)
+        .bind(user.id.as_i64())
         .bind(key.as_str())
         .bind(&fingerprint)
-        .bind(order.id)
+        .bind(id)
         .bind(now)
         .execute(&mut *tx)
         .await;
@@ -141,7 +106,7 @@ pub(crate) async fn place(
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
-                // A concurrent request with this key committed first: answer with its order.
+                // An earlier request with this key committed (or a concurrent one just did).
                 return match replay(state, user.id, key, &fingerprint).await? {
                     Some(earlier) => Ok(Placed::Replayed(earlier)),
                     None => Err(anyhow::anyhow!("idempotency row vanished after a duplicate-key error").into()),
@@ -150,6 +115,10 @@ pub(crate) async fn place(
             Err(e) => return Err(e.into()),
         }
     }
+    // Read in the transaction: on MariaDB the same snapshot as the rest; on SQLite under the
+    // write lock. An unknown product or a total too large drops the transaction, nothing written.
+    let prices = catalog::prices(&mut *tx, &lines.product_ids()).await?;
+    let order = priced(id, user.id, &lines, &prices)?;
     sqlx::query(
         "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES (?, ?, 'placed', ?, ?, ?)",
     )
@@ -179,8 +148,44 @@ pub(crate) async fn place(
 
     state.db.note_write(user.id);
     state.metrics.order_created();
-    tracing::info!(order_id = order.id, total_cents, items = order.items.len(), "order placed");
+    tracing::info!(order_id = order.id, total_cents = order.total_cents, items = order.items.len(), "order placed");
     Ok(Placed::Created(Order { created_at: rfc3339(now), ..order }))
+}
+
+/// The order `lines` make at `prices` (by product id: name and unit price in cents): 422 for an
+/// unknown product or a total above [`OrderLines::MAX_TOTAL_CENTS`] (checked, never wrapped).
+fn priced(id: i64, user: UserId, lines: &OrderLines, prices: &HashMap<i64, (String, i64)>) -> Result<Order, ApiError> {
+    let too_large = || {
+        ApiError::unprocessable(
+            "total_too_large",
+            format!("the order total may be at most {} cents", OrderLines::MAX_TOTAL_CENTS),
+        )
+    };
+    let mut items = Vec::with_capacity(lines.lines().len());
+    let mut total_cents: i64 = 0;
+    for &(product_id, quantity) in lines.lines() {
+        let (name, unit_price_cents) = prices.get(&product_id).ok_or_else(|| unknown_product(product_id))?;
+        let line_total_cents = unit_price_cents.checked_mul(quantity).ok_or_else(too_large)?;
+        total_cents = total_cents
+            .checked_add(line_total_cents)
+            .filter(|t| *t <= OrderLines::MAX_TOTAL_CENTS)
+            .ok_or_else(too_large)?;
+        items.push(OrderItem {
+            product_id,
+            name: name.clone(),
+            quantity,
+            unit_price_cents: *unit_price_cents,
+            line_total_cents,
+        });
+    }
+    Ok(Order {
+        id,
+        user_id: user.as_i64(),
+        status: "placed".into(),
+        total_cents,
+        created_at: String::new(),
+        items,
+    })
 }
 
 /// The order an earlier request under `key` made, if any; 422 if that request had other items.

@@ -12,6 +12,7 @@ mod orders;
 mod ownership;
 mod processes;
 mod replication;
+mod round_trips;
 
 use std::time::{Duration, Instant};
 
