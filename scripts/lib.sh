@@ -73,7 +73,9 @@ wait_service() {
 
 profile_dir() { if [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"; else echo "$ROOT/target/release"; fi; }
 
+# SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running).
 build_binaries() {
+  [ "${SHOP_BUILD:-1}" = 0 ] && return 0
   local flag=--release
   [ "${SHOP_PROFILE:-release}" = debug ] && flag=
   say "building ($([ -n "$flag" ] && echo release || echo debug)) ..."
