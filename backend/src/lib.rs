@@ -8,6 +8,7 @@
 //! completes; [`router`] is the whole HTTP surface, usable without a socket in tests.
 
 pub(crate) mod auth;
+pub(crate) mod catalog_cache;
 pub mod db;
 pub(crate) mod domain;
 pub(crate) mod error;

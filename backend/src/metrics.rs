@@ -15,6 +15,7 @@ use shopgate_core::metrics::prometheus_client::metrics::gauge::{ConstGauge, Gaug
 use shopgate_core::metrics::prometheus_client::registry::Registry;
 use shopgate_core::metrics::{self, HttpMetrics};
 
+use crate::catalog_cache::Outcome;
 use crate::db::replica::ReplicaState;
 use crate::db::Handover;
 
@@ -42,6 +43,10 @@ pub struct Metrics {
     map_version: Gauge,
     idempotency_keys_purged: Counter,
     idempotency_purge_batches: Counter,
+    /// Catalog answers by where they came from: memory, a load, or the database past a full cache.
+    catalog_hits: Counter,
+    catalog_misses: Counter,
+    catalog_bypasses: Counter,
     replica: Arc<ReplicaGauges>,
 }
 
@@ -115,6 +120,13 @@ impl Metrics {
              each was closed (rolling the transaction back), never reused",
             leaked.clone(),
         );
+        let catalog = Family::<Labels, Counter>::default();
+        registry.register(
+            "shop_catalog_answers",
+            "Catalog answers (categories, products) by source: hit (kept in memory), miss (loaded and \
+             kept), bypass (read past a full cache)",
+            catalog.clone(),
+        );
         let requests_in_flight = Gauge::default();
         registry.register("shop_requests_in_flight", "API requests being worked on now", requests_in_flight.clone());
         let map_version = Gauge::default();
@@ -141,6 +153,9 @@ impl Metrics {
             map_version,
             idempotency_keys_purged,
             idempotency_purge_batches,
+            catalog_hits: catalog.get_or_create_owned(&[("result", "hit")]),
+            catalog_misses: catalog.get_or_create_owned(&[("result", "miss")]),
+            catalog_bypasses: catalog.get_or_create_owned(&[("result", "bypass")]),
             replica,
             registry,
         }
@@ -231,6 +246,15 @@ impl Metrics {
 
     pub fn replica_fallbacks(&self) -> u64 {
         self.replica_fallback.get()
+    }
+
+    pub(crate) fn catalog_answer(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Hit => &self.catalog_hits,
+            Outcome::Miss => &self.catalog_misses,
+            Outcome::Bypass => &self.catalog_bypasses,
+        }
+        .inc();
     }
 
     pub(crate) fn set_map_version(&self, version: Option<u64>) {

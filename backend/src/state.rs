@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use serde::Serialize;
 use shopgate_core::config::{BackendConfig, Config, ShardConfig};
 use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
@@ -15,6 +17,7 @@ use shopgate_core::token::Verifier;
 use shopgate_core::{ShardMap, ShardName, UserId};
 use sqlx::AnyPool;
 
+use crate::catalog_cache::{Answer, CatalogCache, Key};
 use crate::db::{self, Db, InitError};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -34,6 +37,8 @@ pub struct Inner {
     pub verifier: Verifier,
     pub db: Db,
     pub(crate) order_ids: OrderIdGen,
+    /// The catalog's answers, each at most `[backend] catalog_cache_ms` old.
+    catalog: CatalogCache,
     pub metrics: Arc<Metrics>,
     /// Revoked tokens and users' cut-offs, from the auth database: a token nginx would refuse
     /// is refused here too when a backend port is reached directly.
@@ -61,6 +66,7 @@ impl AppState {
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             order_ids: OrderIdGen::new(shard.number, instance),
+            catalog: CatalogCache::new(config.backend.catalog_cache()),
             shard,
             backend: config.backend.clone(),
             seed_map: config.shard_map.clone(),
@@ -106,6 +112,32 @@ impl AppState {
         Fut: Future<Output = sqlx::Result<T>>,
     {
         Ok(self.db.read(user, query).await?)
+    }
+
+    /// The catalog's answer for `key`, serialized: kept in memory if it is at most
+    /// `[backend] catalog_cache_ms` old, else read by `query` under `user`'s read policy (as
+    /// [`AppState::read`]) and kept ([`crate::catalog_cache`]). `None`: there is no such thing.
+    pub(crate) async fn catalog_read<T, F, Fut>(
+        &self,
+        user: UserId,
+        key: Key,
+        query: F,
+    ) -> Result<Option<Arc<Answer>>, ApiError>
+    where
+        T: Serialize,
+        F: Fn(AnyPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<Option<T>>>,
+    {
+        let (answer, outcome) = self
+            .catalog
+            .get(key, || async {
+                let found = self.read(user, query).await?;
+                let body = found.map(|v| serde_json::to_vec(&v)).transpose().map_err(anyhow::Error::from)?;
+                Ok::<_, ApiError>(body.map(Bytes::from))
+            })
+            .await?;
+        self.metrics.catalog_answer(outcome);
+        Ok(answer)
     }
 
     pub(crate) fn is_ready(&self) -> bool {

@@ -297,6 +297,10 @@ pub struct BackendConfig {
     /// requests and `/readyz`, at most this often; between tries they get 503 at once.
     #[serde(default = "default_init_retry_ms")]
     pub(crate) init_retry_ms: u64,
+    /// A catalog answer is served from memory until it is this old (0: never kept). This is the
+    /// bound on how stale a price may be in `GET /api/products` beyond the database read.
+    #[serde(default = "default_catalog_cache_ms")]
+    pub(crate) catalog_cache_ms: u64,
 }
 
 impl Default for BackendConfig {
@@ -310,6 +314,7 @@ impl Default for BackendConfig {
             idempotency_purge_batch: default_purge_batch(),
             idempotency_purge_pause_ms: default_purge_pause_ms(),
             init_retry_ms: default_init_retry_ms(),
+            catalog_cache_ms: default_catalog_cache_ms(),
         }
     }
 }
@@ -333,6 +338,10 @@ impl BackendConfig {
 
     pub fn init_retry(&self) -> Duration {
         Duration::from_millis(self.init_retry_ms)
+    }
+
+    pub fn catalog_cache(&self) -> Duration {
+        Duration::from_millis(self.catalog_cache_ms)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -360,6 +369,9 @@ impl BackendConfig {
         }
         if self.init_retry_ms > 600_000 {
             return bad("init_retry_ms must be 0-600000");
+        }
+        if self.catalog_cache_ms > 60_000 {
+            return bad("catalog_cache_ms must be 0-60000");
         }
         Ok(())
     }
@@ -743,6 +755,9 @@ fn default_purge_pause_ms() -> u64 {
     100
 }
 fn default_init_retry_ms() -> u64 {
+    1000
+}
+fn default_catalog_cache_ms() -> u64 {
     1000
 }
 fn default_workers() -> String {

@@ -1,18 +1,45 @@
 //! `GET /api/categories`, `GET /api/products`, `GET /api/products/{id}`: the catalog, the same on
 //! every shard. Authenticated like every `/api` route; read from the replica when it is usable.
+//!
+//! Answers come from [`crate::catalog_cache`] (at most `[backend] catalog_cache_ms` old) with a
+//! strong `ETag` derived from the body and `Cache-Control: private, no-cache`: a client may keep
+//! an answer but asks again each time, and an `If-None-Match` naming the current answer gets 304
+//! without a body. So no client sees a price older than the server's own bound, and revalidating
+//! costs a few bytes. `private`: the answers are behind a token, and no shared cache (nginx
+//! included) stores them.
 
 use axum::extract::State;
-use axum::Json;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::auth::AuthUser;
+use crate::catalog_cache::{Answer, Key};
 use crate::error::ApiError;
 use crate::extract::{int_param, ApiPath, ApiQuery};
 use crate::openapi::{CategoryList, ProductList};
 use crate::state::AppState;
-use shopgate_core::openapi::{BadRequest, Misdirected, NotFound, Unauthorized, Unavailable};
 use crate::store::catalog::{self, Product, ProductPage};
+use shopgate_core::openapi::{BadRequest, Misdirected, NotFound, Unauthorized, Unavailable};
+
+/// What every catalog answer says about caching it.
+const CACHE_CONTROL_VALUE: &str = "private, no-cache";
+
+/// 200 with the answer, or 304 if the request's `If-None-Match` names it; both with its `ETag`.
+fn respond(answer: &Answer, headers: &HeaderMap) -> Response {
+    let not_modified = headers.get_all(IF_NONE_MATCH).iter().any(|v| answer.matches(v.as_bytes()));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer.body.clone()).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(ETAG, answer.etag.clone());
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL_VALUE));
+    response
+}
 
 /// Every category.
 #[utoipa::path(
@@ -22,15 +49,26 @@ use crate::store::catalog::{self, Product, ProductPage};
     tag = "catalog",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The categories, by id.", body = CategoryList),
+        (status = 200, description = "The categories, by id.", body = CategoryList, headers(
+            ("ETag" = String, description = "Strong validator of this answer"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
         (status = 401, response = Unauthorized),
         (status = 421, response = Misdirected),
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn list_categories(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
-    let categories = state.read(user.id, |db| async move { catalog::categories(&db).await }).await?;
-    Ok(Json(json!({ "categories": categories })))
+pub(crate) async fn list_categories(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .catalog_read(user.id, Key::Categories, |db| async move {
+            Ok(Some(json!({ "categories": catalog::categories(&db).await? })))
+        })
+        .await?;
+    answer.map(|a| respond(&a, &headers)).ok_or(ApiError::NotFound("no categories"))
 }
 
 /// Query of `GET /api/products`; empty values count as absent.
@@ -67,7 +105,10 @@ impl ProductsQuery {
     security(("bearer" = [])),
     params(ProductsQuery),
     responses(
-        (status = 200, description = "The products.", body = ProductList),
+        (status = 200, description = "The products.", body = ProductList, headers(
+            ("ETag" = String, description = "Strong validator of this answer"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 421, response = Misdirected),
@@ -78,10 +119,15 @@ pub(crate) async fn list_products(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(query): ApiQuery<ProductsQuery>,
-) -> Result<Json<Value>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let page = query.parse()?;
-    let products = state.read(user.id, |db| async move { catalog::products(&db, page).await }).await?;
-    Ok(Json(json!({ "products": products })))
+    let answer = state
+        .catalog_read(user.id, Key::Products(page), |db| async move {
+            Ok(Some(json!({ "products": catalog::products(&db, page).await? })))
+        })
+        .await?;
+    answer.map(|a| respond(&a, &headers)).ok_or(ApiError::NotFound("no products"))
 }
 
 /// One product.
@@ -93,7 +139,10 @@ pub(crate) async fn list_products(
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The product's id")),
     responses(
-        (status = 200, description = "The product.", body = Product),
+        (status = 200, description = "The product.", body = Product, headers(
+            ("ETag" = String, description = "Strong validator of this answer"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
         (status = 404, response = NotFound),
         (status = 401, response = Unauthorized),
         (status = 421, response = Misdirected),
@@ -104,10 +153,9 @@ pub(crate) async fn show_product(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Product>, ApiError> {
-    state
-        .read(user.id, |db| async move { catalog::product(&db, id).await })
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("no such product"))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let answer =
+        state.catalog_read(user.id, Key::Product(id), |db| async move { catalog::product(&db, id).await }).await?;
+    answer.map(|a| respond(&a, &headers)).ok_or(ApiError::NotFound("no such product"))
 }

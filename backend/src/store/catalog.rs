@@ -28,7 +28,7 @@ pub(crate) struct Product {
 }
 
 /// Which page of products: optionally one category, `limit` rows from `offset`, by id.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ProductPage {
     pub category_id: Option<i64>,
     pub(crate) limit: i64,

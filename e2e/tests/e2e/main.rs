@@ -5,6 +5,7 @@
 
 mod accounts;
 mod bad_input;
+mod catalog;
 mod direct_backend;
 mod faults;
 mod gateway_statuses;
