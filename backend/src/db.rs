@@ -52,6 +52,8 @@ use crate::seed;
 
 /// How long a request waits for a primary connection, connecting included, before it gets 503.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections per pool (each process of a shard has its own pools).
+const POOL_SIZE: u32 = 10;
 /// The same for the replica: shorter, since a read that cannot get one goes to the primary.
 const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A read on the replica taking longer than this is retried on the primary.
@@ -119,6 +121,11 @@ pub struct Db {
     last_beat_ms: AtomicI64,
     /// This process's row of `replication_heartbeat`: its instance + 1.
     heartbeat_row: i64,
+    /// SQLite only: write transactions take turns on this pool's one connection, queued in order,
+    /// instead of each waiting in SQLite's busy handler (which sleeps and retries, so under load
+    /// some writers waited a second or more while others went ahead). Other processes on the
+    /// same file still meet the busy timeout, as before.
+    writer: Option<AnyPool>,
     /// Each running [`Db::write`] holds a permit; [`Db::close`] waits until it can take them all.
     writes: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -153,14 +160,16 @@ impl Db {
     pub fn connect(shard: &ShardConfig, instance: u8, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (dialect, options) = db::connect_options(&shard.primary, Open::Create)
             .with_context(|| format!("shard primary {}", shard.primary))?;
-        let primary = checked_pool(options, dialect, ACQUIRE_TIMEOUT, Some(metrics.clone()));
+        let primary = checked_pool(options.clone(), dialect, ACQUIRE_TIMEOUT, POOL_SIZE, Some(metrics.clone()));
+        let writer = (dialect == Dialect::Sqlite)
+            .then(|| checked_pool(options, dialect, db::SQLITE_BUSY_TIMEOUT, 1, Some(metrics.clone())));
         let replica = match &shard.replica {
             None => None,
             Some(url) => {
                 // A replica is never created: a missing one is down, and reads use the primary.
                 let (dialect, options) =
                     db::connect_options(url, Open::Existing).with_context(|| format!("shard replica {url}"))?;
-                let pool = checked_pool(options, dialect, REPLICA_ACQUIRE_TIMEOUT, Some(metrics.clone()));
+                let pool = checked_pool(options, dialect, REPLICA_ACQUIRE_TIMEOUT, POOL_SIZE, Some(metrics.clone()));
                 metrics.replica_configured();
                 Some(Replica {
                     pool,
@@ -174,6 +183,7 @@ impl Db {
         Ok(Self {
             dialect,
             primary,
+            writer,
             replica,
             max_lag,
             stamps: Stamps::default(),
@@ -289,7 +299,7 @@ impl Db {
     /// transaction that is dropped (rolled back) whole, never a connection whose `BEGIN` went out
     /// and whose answer nobody read.
     pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
-        let (pool, dialect) = (self.primary.clone(), self.dialect);
+        let (pool, dialect) = (self.writer.as_ref().unwrap_or(&self.primary).clone(), self.dialect);
         let begun = tokio::spawn(async move { db::begin_write(&pool, dialect).await });
         begun.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}")))))
     }
@@ -404,6 +414,9 @@ impl Db {
         }
         self.writes.close();
         self.primary.close().await;
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         if let Some(r) = &self.replica {
             r.pool.close().await;
         }
@@ -534,7 +547,7 @@ async fn heartbeat_row(db: &AnyPool, row: i64) -> sqlx::Result<i64> {
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
     let (dialect, options) =
         db::connect_options(url, Open::Existing).with_context(|| format!("auth database {url}"))?;
-    Ok(checked_pool(options, dialect, ACQUIRE_TIMEOUT, None))
+    Ok(checked_pool(options, dialect, ACQUIRE_TIMEOUT, POOL_SIZE, None))
 }
 
 /// Sets `flag` when dropped, unless disarmed first: tells a spawned write its caller is gone.
@@ -622,11 +635,12 @@ fn checked_pool(
     options: AnyConnectOptions,
     dialect: Dialect,
     acquire_timeout: Duration,
+    max_connections: u32,
     metrics: Option<Arc<Metrics>>,
 ) -> AnyPool {
     let (on_acquire, on_release) = (metrics.clone(), metrics);
     AnyPoolOptions::new()
-        .max_connections(10)
+        .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))

@@ -16,7 +16,7 @@ use crate::config::DbUrl;
 
 /// SQLite: how long a statement waits for another writer's lock before it fails (sqlx's default
 /// too; said here because concurrent writers depend on it).
-pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// MySQL/MariaDB: a statement waiting this long for a row lock fails (a 503) instead of waiting
 /// InnoDB's default 50 s.
 pub const MYSQL_LOCK_WAIT: Duration = Duration::from_secs(3);
