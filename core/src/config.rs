@@ -230,6 +230,16 @@ pub struct VerifierConfig {
     /// Password checks that may wait for a hashing thread before new ones get 503.
     #[serde(default = "default_hash_queue")]
     pub hash_queue: usize,
+    /// The nice value (0-19) the hashing threads run at: 19, the lowest priority, so a login
+    /// flood hashes on what the check path and the API leave over rather than taking a core from
+    /// them; 0 hashes at the same priority as everything else.
+    #[serde(default = "default_hash_nice")]
+    pub hash_nice: u8,
+    /// The most of the machine's CPU time (all cores together), in percent, that hashing may
+    /// take, whatever else wants it: after each hash a hashing thread rests in proportion to how
+    /// long the hash took. Default 25 (half a core of two). Past it logins queue, then get 503.
+    #[serde(default = "default_hash_cpu_percent")]
+    pub hash_cpu_percent: u8,
     /// How often each verifier reloads revocations from the auth database. A revocation is in
     /// force on every verifier within this plus one query ([`VerifierConfig::revocation_bound`]).
     #[serde(default = "default_refresh_ms")]
@@ -562,6 +572,12 @@ impl Config {
         if raw.verifier.listen.is_empty() {
             return Err(ConfigError::Invalid("verifier.listen needs at least one address".into()));
         }
+        if raw.verifier.hash_nice > 19 {
+            return Err(ConfigError::Invalid("verifier.hash_nice must be between 0 and 19".into()));
+        }
+        if !(1..=100).contains(&raw.verifier.hash_cpu_percent) {
+            return Err(ConfigError::Invalid("verifier.hash_cpu_percent must be between 1 and 100".into()));
+        }
         raw.backend.check()?;
         if raw.shards.is_empty() {
             return Err(ConfigError::Invalid("no [shards.NAME] defined".into()));
@@ -714,6 +730,12 @@ fn default_max_lag() -> u64 {
 }
 fn default_hash_queue() -> usize {
     64
+}
+fn default_hash_nice() -> u8 {
+    19
+}
+fn default_hash_cpu_percent() -> u8 {
+    25
 }
 fn default_refresh_ms() -> u64 {
     500

@@ -70,7 +70,7 @@ pub struct App {
 /// Connects the auth database (running migrations), prepares the password pool and binds `addr`.
 pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let db = db::connect(&config.verifier.database_url).await?;
-    let passwords = password::PasswordPool::new(config.verifier.hash_workers, config.verifier.hash_queue)?;
+    let passwords = password::PasswordPool::new(password::PoolSettings::from(&config.verifier))?;
     if !config.jwt.keys().can_sign() {
         anyhow::bail!("the JWT key set has no signing key (set signing_kid to a key with its private part)");
     }

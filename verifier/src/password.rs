@@ -6,10 +6,21 @@
 //! rather than queueing without end. Logins and password changes go ahead of registrations, which
 //! may take only half the queue: a registration flood slows registrations, not logins. Own threads rather than tokio's blocking pool: that pool
 //! grows to hundreds of threads, and each keeps its own malloc arena with a 19 MiB block in it.
+//!
+//! A login flood must not take the CPU the check path and the API need, so hashing is bounded
+//! twice. Its threads rest after each hash in proportion to how long it took, so that all of them
+//! together use at most `hash_cpu_percent` of the machine (`rest_after`); a hash that other
+//! work slowed down counts that slowness, so the busier the machine, the less hashing. And they
+//! run at nice `hash_nice` (19), so the verifier's own threads (the check) go first. A nice value
+//! ranks a thread only within its scheduling group, though (an autogroup per session, or a
+//! cgroup per service), and nginx and the backends are in other groups: the bound is what
+//! protects them. Not SCHED_IDLE: that could starve logins without end on a busy machine; with
+//! the bound, logins always go on at a known pace, and past the queue get 503 at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version, ARGON2ID_IDENT};
@@ -208,8 +219,46 @@ impl Queue {
     }
 }
 
+/// The pool's threads, their queue, and what they may take from the machine
+/// (`[verifier] hash_*` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Hashing threads; default one less than the cores.
+    pub workers: Option<usize>,
+    /// Jobs that may wait for a thread.
+    pub queue: usize,
+    /// The threads' nice value, 0-19.
+    pub nice: u8,
+    /// The most of the machine's CPU time, in percent of all its cores, the threads may use.
+    pub cpu_percent: u8,
+}
+
+impl From<&shopgate_core::config::VerifierConfig> for PoolSettings {
+    fn from(v: &shopgate_core::config::VerifierConfig) -> Self {
+        Self { workers: v.hash_workers, queue: v.hash_queue, nice: v.hash_nice, cpu_percent: v.hash_cpu_percent }
+    }
+}
+
+/// The share of its time (0 to 1) each of `workers` hashing threads may hash, so that together
+/// they use at most `cpu_percent` of `cores`.
+fn duty(cpu_percent: u8, cores: usize, workers: usize) -> f64 {
+    (f64::from(cpu_percent) / 100.0 * cores as f64 / workers.max(1) as f64).min(1.0)
+}
+
+/// How long a hashing thread rests after a hash that took `busy`, so that it hashes for at most
+/// `duty` (0 to 1) of its time.
+fn rest_after(busy: Duration, duty: f64) -> Duration {
+    if duty >= 1.0 || duty <= 0.0 {
+        return Duration::ZERO;
+    }
+    busy.mul_f64(1.0 / duty - 1.0)
+}
+
 pub struct PasswordPool {
     queue: Arc<Queue>,
+    /// The hashing threads' kernel thread ids.
+    #[cfg_attr(not(test), allow(dead_code))]
+    threads: Vec<rustix::process::Pid>,
     in_flight: Arc<AtomicUsize>,
     /// Password checks made (verifications run, whatever their result).
     checks: Arc<AtomicU64>,
@@ -237,22 +286,44 @@ impl Collector for PoolMetrics {
 }
 
 impl PasswordPool {
-    pub fn new(workers: Option<usize>, queue: usize) -> anyhow::Result<Self> {
+    /// Starts the hashing threads; returns once every one runs at its priority.
+    pub fn new(settings: PoolSettings) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let workers = workers.unwrap_or(cores.saturating_sub(1)).max(1);
-        let queue = Arc::new(Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: queue.max(1) });
+        let workers = settings.workers.unwrap_or(cores.saturating_sub(1)).max(1);
+        let duty = duty(settings.cpu_percent, cores, workers);
+        let nice = settings.nice;
+        let queue = Arc::new(Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: settings.queue.max(1) });
+        let (started, threads) = std::sync::mpsc::channel();
         for i in 0..workers {
             let queue = queue.clone();
+            let started = started.clone();
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+                let _ = started.send(lower_priority(nice));
+                drop(started);
                 let mut memory = Memory::new();
                 while let Some(job) = queue.pop() {
+                    let start = Instant::now();
+                    // The waiter has its answer when the job returns; the rest delays the next.
                     job(&mut memory);
+                    std::thread::sleep(rest_after(start.elapsed(), duty));
                 }
             })?;
         }
+        drop(started);
+        // Ends when every thread has sent its word and dropped its sender.
+        let threads = threads
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("setting the hashing threads' nice value to {nice}: {e}"))?;
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_now(&format!("{random:?}"))?;
-        Ok(Self { queue, in_flight: Arc::new(AtomicUsize::new(0)), checks: Arc::new(AtomicU64::new(0)), dummy_hash })
+        Ok(Self {
+            queue,
+            threads,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            checks: Arc::new(AtomicU64::new(0)),
+            dummy_hash,
+        })
     }
 
     /// Hashes running or queued.
@@ -310,6 +381,17 @@ impl Drop for PasswordPool {
     }
 }
 
+/// Lowers the calling thread to nice value `nice`, unless it runs lower already (raising a
+/// priority needs privileges, and an operator's `nice` on the whole process is kept). On Linux
+/// a thread id names that one thread: only the caller changes. Returns its thread id.
+fn lower_priority(nice: u8) -> rustix::io::Result<rustix::process::Pid> {
+    let tid = rustix::thread::gettid();
+    if rustix::process::getpriority_process(Some(tid))? < i32::from(nice) {
+        rustix::process::setpriority_process(Some(tid), i32::from(nice))?;
+    }
+    Ok(tid)
+}
+
 fn hash_now(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     argon2()
@@ -322,6 +404,28 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `workers` threads at nice `nice`, unbounded in CPU.
+    fn settings(workers: usize, queue: usize, nice: u8) -> PoolSettings {
+        PoolSettings { workers: Some(workers), queue, nice, cpu_percent: 100 }
+    }
+
+    #[test]
+    fn a_thread_rests_so_that_it_hashes_at_most_its_share_of_the_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(rest_after(ms(30), 0.5), ms(30));
+        assert_eq!(rest_after(ms(30), 0.25), ms(90));
+        // A hash that other work slowed down to 60 ms rests twice as long.
+        assert_eq!(rest_after(ms(60), 0.25), ms(180));
+        assert_eq!(rest_after(ms(30), 1.0), Duration::ZERO, "a whole core: no rest");
+        // The default, 25% of the machine: half a core of two for the one thread,
+        assert_eq!(duty(25, 2, 1), 0.5);
+        // two cores of eight shared by seven threads,
+        assert!((duty(25, 8, 7) - 2.0 / 7.0).abs() < 1e-9);
+        // and 100%: as many cores as there are threads, never a rest.
+        assert_eq!(duty(100, 2, 1), 1.0);
+        assert_eq!(duty(100, 8, 7), 1.0);
+    }
 
     #[test]
     fn policy_names_the_rule() {
@@ -355,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let pool = PasswordPool::new(Some(1), 4).unwrap();
+        let pool = PasswordPool::new(settings(1, 4, 0)).unwrap();
         let h = pool.hash(Lane::Login, Password::parse("Correct-Horse-9".into(), &[]).unwrap()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(pool.verify("Correct-Horse-9".into(), Some(h.clone())).await.unwrap());
@@ -403,9 +507,35 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["l1", "l2", "l3", "l4", "s1", "s2"]);
     }
 
+    /// A thread's nice value, from its `/proc` stat line (field 19; the name before it is in
+    /// parentheses and may hold spaces).
+    fn nice_of(tid: rustix::process::Pid) -> (String, i32) {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        (name, rest.split_whitespace().nth(16).unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_lowered_priority_and_nothing_else_does() {
+        let (_, before) = nice_of(rustix::thread::gettid());
+        let pool = PasswordPool::new(settings(2, 4, 19)).unwrap();
+        assert_eq!(pool.threads.len(), 2);
+        for &tid in &pool.threads {
+            let (name, nice) = nice_of(tid);
+            assert!(name.starts_with("argon2-"), "{name}");
+            assert_eq!(nice, 19, "{name}");
+        }
+        // They still hash.
+        assert!(!pool.verify("Correct-Horse-9".into(), None).await.unwrap());
+        assert_eq!(nice_of(rustix::thread::gettid()).1, before, "the caller's own priority is untouched");
+        let normal = PasswordPool::new(settings(1, 4, 0)).unwrap();
+        assert_eq!(nice_of(normal.threads[0]).1, before, "nice 0: the process's own priority");
+    }
+
     #[tokio::test]
     async fn a_full_pool_answers_busy_at_once() {
-        let pool = Arc::new(PasswordPool::new(Some(1), 1).unwrap());
+        let pool = Arc::new(PasswordPool::new(settings(1, 1, 0)).unwrap());
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let p = pool.clone();
