@@ -142,6 +142,24 @@ impl Stack {
         out
     }
 
+    /// Sets `product`'s price (an answer of `GET /api/products/{id}`) to `price_cents` the
+    /// operator's way: `shopctl catalog import` of a one-line file with its SKU, name and category
+    /// (the category's name read through nginx as `token`'s user). Returns when the import ended.
+    pub async fn reprice(&self, token: &str, product: &Value, price_cents: i64) -> Instant {
+        let r = self.http.get(self.api("/api/categories")).bearer_auth(token).send().await;
+        let categories: Value = r.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_else(|e| panic!("{e}"));
+        let category = categories["categories"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["id"] == product["category_id"]))
+            .unwrap_or_else(|| panic!("no category of {product} in {categories}"));
+        let line = serde_json::json!([{
+            "sku": product["sku"], "name": product["name"], "category": category["name"], "price_cents": price_cents,
+        }]);
+        let file = write_file(self.dir.path(), "reprice.json", &line.to_string());
+        self.ctl(&["catalog", "import", &file]).ok();
+        Instant::now()
+    }
+
     /// Whether a request to `path` through nginx with `token` is answered with `status` within
     /// `within`; returns how long it took, or `None`.
     pub async fn answers_within(&self, path: &str, token: &str, status: u16, within: Duration) -> Option<Duration> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use shopgate_e2e::cli::{exec, write_file};
+use shopgate_e2e::cli::exec;
 use shopgate_e2e::Stack;
 
 /// The default `[backend] catalog_cache_ms`.
@@ -86,9 +86,6 @@ async fn a_price_change_imported_by_the_operator_is_served_within_the_bound_on_e
     let tokens = [stack.mint(ON_A), stack.mint(ON_B)];
     let (_, _, body) = get(&stack, &tokens[0], "/api/products/4", None).await;
     let product: Value = serde_json::from_str(&body).unwrap();
-    let (_, _, body) = get(&stack, &tokens[0], "/api/categories", None).await;
-    let categories: Value = serde_json::from_str(&body).unwrap();
-    let category = categories["categories"].as_array().unwrap().iter().find(|c| c["id"] == product["category_id"]);
     // Both shards have the old answers in memory before the change.
     let mut old_tags = Vec::new();
     for token in &tokens {
@@ -98,13 +95,7 @@ async fn a_price_change_imported_by_the_operator_is_served_within_the_bound_on_e
     }
 
     let new_price = product["price_cents"].as_i64().unwrap() + 250;
-    let file = serde_json::json!([{
-        "sku": product["sku"], "name": product["name"], "category": category.unwrap()["name"],
-        "price_cents": new_price,
-    }]);
-    let file = write_file(stack.dir.path(), "reprice.json", &file.to_string());
-    stack.ctl(&["catalog", "import", &file]).ok();
-    let committed = Instant::now();
+    let committed = stack.reprice(&tokens[0], &product, new_price).await;
 
     // Every read that starts once the bound has passed since the import finished shows the new
     // price, on both shards, on the product and in the list; earlier reads may show either.

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shopgate_e2e::cli::write_file;
 use shopgate_e2e::Stack;
 
 use crate::{get, stack_on_mariadb, user_on};
@@ -31,8 +30,6 @@ async fn a_price_change_imported_on_mariadb_is_served_within_the_bound_on_every_
     let tokens = [stack.mint(user_on(&stack, "a", &mut next)), stack.mint(user_on(&stack, "b", &mut next))];
     let (status, product) = get(&stack, &tokens[0], "/api/products/6").await;
     assert_eq!(status, 200, "{product}");
-    let (_, categories) = get(&stack, &tokens[0], "/api/categories").await;
-    let category = categories["categories"].as_array().unwrap().iter().find(|c| c["id"] == product["category_id"]);
     let mut old_tags = Vec::new();
     for token in &tokens {
         let (cents, etag) = price(&stack, token, 6).await;
@@ -41,13 +38,7 @@ async fn a_price_change_imported_on_mariadb_is_served_within_the_bound_on_every_
     }
 
     let new_price = product["price_cents"].as_i64().unwrap() + 300;
-    let file = serde_json::json!([{
-        "sku": product["sku"], "name": product["name"], "category": category.unwrap()["name"],
-        "price_cents": new_price,
-    }]);
-    let file = write_file(stack.dir.path(), "reprice.json", &file.to_string());
-    stack.ctl(&["catalog", "import", &file]).ok();
-    let committed = Instant::now();
+    let committed = stack.reprice(&tokens[0], &product, new_price).await;
 
     // Every read that starts once the bound has passed shows the new price; earlier, either.
     loop {
