@@ -71,6 +71,18 @@ wait_service() {
   die "$name did not pass its health check ($url) in ${secs}s: $(last_words "$log") (log: $log)"
 }
 
+# The value under KEY... in the stack's config ($SHOP_CONFIG), list items by index:
+# `config_get verifier listen 0`.
+config_get() {
+  python3 - "$SHOP_CONFIG" "$@" <<'PY'
+import sys, tomllib
+value = tomllib.load(open(sys.argv[1], "rb"))
+for key in sys.argv[2:]:
+    value = value[int(key)] if isinstance(value, list) else value[key]
+print(value)
+PY
+}
+
 profile_dir() { if [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"; else echo "$ROOT/target/release"; fi; }
 
 # SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running).
