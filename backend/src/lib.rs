@@ -13,6 +13,7 @@ pub mod db;
 pub(crate) mod domain;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub(crate) mod group_commit;
 pub mod metrics;
 pub(crate) mod middleware;
 pub mod openapi;

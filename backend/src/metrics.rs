@@ -30,6 +30,8 @@ pub struct Metrics {
     replica_reads: Counter,
     own_write_reads: Counter,
     orders_created: Counter,
+    /// Transactions that committed orders: with `orders_created`, how many orders shared each.
+    order_transactions: Counter,
     idempotent_replays: Counter,
     /// Pooled connections found inside a transaction and closed: as handed out, as taken back.
     leaked_on_acquire: Counter,
@@ -97,6 +99,10 @@ impl Metrics {
             "Reads sent to the primary because the replica had not yet applied the reader's own write",
         );
         let orders_created = counter("shop_orders_created", "Orders created (idempotent replays not counted)");
+        let order_transactions = counter(
+            "shop_order_transactions",
+            "Committed transactions that created orders; orders that arrive together share one",
+        );
         let idempotent_replays = counter(
             "shop_idempotent_replays",
             "Order requests answered with an order made earlier under the same Idempotency-Key",
@@ -144,6 +150,7 @@ impl Metrics {
             replica_reads,
             own_write_reads,
             orders_created,
+            order_transactions,
             idempotent_replays,
             leaked_on_acquire: leaked.get_or_create_owned(&[("at", "acquire")]),
             leaked_on_release: leaked.get_or_create_owned(&[("at", "release")]),
@@ -199,6 +206,11 @@ impl Metrics {
 
     pub(crate) fn order_created(&self) {
         self.orders_created.inc();
+    }
+
+    /// A transaction that created orders committed.
+    pub(crate) fn order_transaction(&self) {
+        self.order_transactions.inc();
     }
 
     pub(crate) fn idempotent_replay(&self) {

@@ -37,6 +37,8 @@ pub struct Inner {
     pub verifier: Verifier,
     pub db: Db,
     pub(crate) order_ids: OrderIdGen,
+    /// Orders waiting to share a transaction with others ([`crate::group_commit`]).
+    pub(crate) order_batches: crate::store::orders::Batches,
     /// The catalog's answers, each at most `[backend] catalog_cache_ms` old.
     catalog: CatalogCache,
     pub metrics: Arc<Metrics>,
@@ -66,6 +68,7 @@ impl AppState {
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             order_ids: OrderIdGen::new(shard.number, instance),
+            order_batches: crate::store::orders::batches(db.dialect()),
             catalog: CatalogCache::new(config.backend.catalog_cache()),
             shard,
             backend: config.backend.clone(),

@@ -13,6 +13,7 @@ use shopgate_core::shardmap::{bucket, BUCKETS};
 use shopgate_core::UserId;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 
+use super::placeholders;
 use crate::auth::AuthUser;
 use crate::db::Dialect;
 use crate::error::ApiError;
@@ -30,17 +31,31 @@ pub(crate) async fn begin(state: &AppState, user: &AuthUser) -> Result<Transacti
 /// Inside a write transaction, before anything is written: Ok if `user`'s bucket is open here.
 /// On MariaDB the row stays share-locked until the transaction ends (see the module doc).
 async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result<(), ApiError> {
-    let sql = match dialect {
-        // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
-        Dialect::Sqlite => "SELECT writes_open FROM bucket_fence WHERE bucket = ?",
-        Dialect::MySql => "SELECT writes_open FROM bucket_fence WHERE bucket = ? LOCK IN SHARE MODE",
-    };
-    let open: Option<i64> = sqlx::query_scalar(sql).bind(i64::from(bucket(user))).fetch_optional(tx).await?;
-    if open == Some(1) {
+    let b = bucket(user);
+    if open_among(tx, dialect, &[b]).await?.contains(&b) {
         Ok(())
     } else {
         Err(ApiError::Moving)
     }
+}
+
+/// [`check`] for the users of a batch of writes, whose `buckets` (ascending, no repeats) are read
+/// in one statement: those of them open here.
+pub(crate) async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
+    // Placeholders, not the numbers: one prepared statement per list length, not per bucket.
+    let select =
+        format!("SELECT bucket, writes_open FROM bucket_fence WHERE bucket IN ({})", placeholders(buckets.len()));
+    let sql = match dialect {
+        // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
+        Dialect::Sqlite => select,
+        Dialect::MySql => format!("{select} LOCK IN SHARE MODE"),
+    };
+    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+    for b in buckets {
+        query = query.bind(i64::from(*b));
+    }
+    let rows = query.fetch_all(tx).await?;
+    Ok(rows.into_iter().filter(|(_, open)| *open == 1).filter_map(|(b, _)| u16::try_from(b).ok()).collect())
 }
 
 /// Fills the table on its first use: open for `owned`, closed for every other bucket. A table that

@@ -1,18 +1,21 @@
 //! Orders: placing one (with its items, its idempotency row and the user's profile, in one
 //! transaction on the primary), reading them back, cancelling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
+use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::{catalog, fence, placeholders, users};
 use crate::auth::AuthUser;
 use crate::db::{is_unique_violation, now_secs, Dialect};
 use crate::domain::{unknown_product, IdempotencyKey, OrderLines};
 use crate::error::ApiError;
+use crate::group_commit::{GroupCommit, Member};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -73,41 +76,86 @@ pub(crate) enum Placed {
 
 const ORDER_COLUMNS: &str = "id, user_id, status, total_cents, created_at";
 
+/// An order asked for: by whom, under which key, what. Its id and time are minted on arrival.
+pub(crate) struct Request {
+    user: AuthUser,
+    key: Option<IdempotencyKey>,
+    lines: OrderLines,
+    fingerprint: String,
+    id: i64,
+    now: i64,
+}
+
+/// What a batch says to one of its orders: its answer, or to be placed alone (the batch could not
+/// take it, or failed before its commit and so wrote nothing), which gives it the exact answer it
+/// would have had on its own.
+pub(crate) enum Outcome {
+    Done(Result<Placed, ApiError>),
+    Alone,
+}
+
+/// The orders waiting to share a transaction ([`crate::group_commit`]).
+pub(crate) type Batches = GroupCommit<Arc<Request>, Outcome>;
+
+/// A batch takes orders until they hold this many lines: well inside the bound parameters one
+/// statement may carry (5 a line; SQLite allows 32,766).
+const MAX_BATCH_LINES: usize = 2_000;
+
+/// The batches of a shard whose primary is `dialect`. On SQLite writes take turns on one connection
+/// anyway, so one batch at a time; on MariaDB two, so that one is being flushed to disk while the
+/// next is sent.
+pub(crate) fn batches(dialect: Dialect) -> Batches {
+    let leaders = match dialect {
+        Dialect::Sqlite => 1,
+        Dialect::MySql => 2,
+    };
+    GroupCommit::new(leaders, MAX_BATCH_LINES)
+}
+
 /// Places an order for `user`. Prices come from the catalog; the total is checked integer cents.
 /// With a key, a request repeating an earlier one (same merged items) gets that order back, one
 /// with different items gets 422, and of concurrent duplicates exactly one creates the order.
 ///
-/// Everything happens on one connection, in one transaction, in as few round trips as the rules
-/// allow: `BEGIN`, the fence, the key's claim, the prices, the order, its items (one statement),
-/// the profile, `COMMIT`. A repeated key is found by its claim failing, not by a read before it.
+/// Orders that arrive while others are being committed share their transaction (group commit,
+/// [`place_batch`]); one that arrives alone is placed alone ([`place_alone`]).
 pub(crate) async fn place(
     state: &AppState,
     user: &AuthUser,
     key: Option<IdempotencyKey>,
     lines: OrderLines,
 ) -> Result<Placed, ApiError> {
-    let fingerprint = lines.fingerprint();
-    let (id, now) = (state.order_ids.next(), now_secs());
+    user.may_write()?;
+    let request = Arc::new(Request {
+        user: user.clone(),
+        key,
+        fingerprint: lines.fingerprint(),
+        lines,
+        id: state.order_ids.next(),
+        now: now_secs(),
+    });
+    let outcome =
+        state.order_batches.submit(request.clone(), |r| r.lines.lines().len(), |batch| place_batch(state, batch)).await;
+    match outcome {
+        Some(Outcome::Done(result)) => result,
+        Some(Outcome::Alone) => place_alone(state, &request).await,
+        None => Err(anyhow::anyhow!("an order batch ended without answering").into()),
+    }
+}
+
+/// One order in a transaction of its own, in as few round trips as the rules allow: `BEGIN`, the
+/// fence, the key's claim, the prices, the order, its items (one statement), the profile, `COMMIT`.
+/// A repeated key is found by its claim failing, not by a read before it.
+async fn place_alone(state: &AppState, request: &Request) -> Result<Placed, ApiError> {
+    let Request { user, key, lines, fingerprint, id, now } = request;
     let mut tx = fence::begin(state, user).await?;
-    if let Some(key) = &key {
+    if let Some(key) = key {
         // First write of the transaction: on a duplicate key nothing else has been written.
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(user.id.as_i64())
-        .bind(key.as_str())
-        .bind(&fingerprint)
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match claimed {
-            Ok(_) => {}
+        match claim_keys(&mut tx, &[request]).await {
+            Ok(()) => {}
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
                 // An earlier request with this key committed (or a concurrent one just did).
-                return match replay(state, user.id, key, &fingerprint).await? {
+                return match replay(state, user.id, key, fingerprint).await? {
                     Some(earlier) => Ok(Placed::Replayed(earlier)),
                     None => Err(anyhow::anyhow!("idempotency row vanished after a duplicate-key error").into()),
                 };
@@ -118,38 +166,184 @@ pub(crate) async fn place(
     // Read in the transaction: on MariaDB the same snapshot as the rest; on SQLite under the
     // write lock. An unknown product or a total too large drops the transaction, nothing written.
     let prices = catalog::prices(&mut *tx, &lines.product_ids()).await?;
-    let order = priced(id, user.id, &lines, &prices)?;
-    sqlx::query(
-        "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES (?, ?, 'placed', ?, ?, ?)",
-    )
-    .bind(order.id)
-    .bind(order.user_id)
-    .bind(order.total_cents)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let order = priced(*id, user.id, lines, &prices)?;
+    insert_orders(&mut tx, &[(&order, *now)]).await?;
+    users::upsert(&mut tx, state.db.dialect(), &[(user.id, &user.email, *now)]).await?;
+    tx.commit().await?;
+    state.metrics.order_transaction();
+    Ok(placed(state, user.id, order, *now))
+}
+
+/// Places a batch of orders in one transaction and answers each ([`write_batch`]); a batch of one
+/// is an order alone.
+async fn place_batch(state: &AppState, mut batch: Vec<Member<Arc<Request>, Outcome>>) {
+    if batch.len() == 1 {
+        let member = batch.remove(0);
+        let result = place_alone(state, &member.job).await;
+        return member.answer(Outcome::Done(result));
+    }
+    let requests: Vec<Arc<Request>> = batch.iter().map(|m| m.job.clone()).collect();
+    let outcomes = write_batch(state, &requests).await;
+    for (member, outcome) in batch.into_iter().zip(outcomes) {
+        member.answer(outcome);
+    }
+}
+
+/// The outcome of each of `requests`, placed together: `BEGIN`, the fences of all their buckets,
+/// the prices of all their products, then one statement each for the keys' claims, the orders,
+/// their items and the profiles, `COMMIT`. What one order alone would not have met is left to
+/// [`place_alone`]: a bucket closed here is 503 at once, and an order the prices refuse is placed
+/// alone. If any statement fails before the commit (a key already claimed, a deadlock, a lost
+/// connection), nothing was written and every order is placed alone. A batch that cannot start, or
+/// whose `COMMIT` fails (its outcome unknown), is every order's error, as it would be for one.
+async fn write_batch(state: &AppState, requests: &[Arc<Request>]) -> Vec<Outcome> {
+    let mut tx = match state.db.begin_write().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = ApiError::from(e);
+            tracing::warn!(error = %e, orders = requests.len(), "could not start a batch of orders");
+            return requests.iter().map(|_| Outcome::Done(Err(copy_of(&e)))).collect();
+        }
+    };
+    // `None`: in the transaction; what is still `None` at the end is placed alone.
+    let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
+    match stage_batch(state, &mut tx, requests, &mut outcomes).await {
+        // Dropping the transaction rolls it back: nothing of the batch was written.
+        Err(e) => tracing::debug!(error = %e, "a batch of orders failed before its commit; placing them alone"),
+        Ok(orders) if orders.is_empty() => {}
+        Ok(orders) => match tx.commit().await {
+            Ok(()) => {
+                state.metrics.order_transaction();
+                for (i, order) in orders {
+                    outcomes[i] = Some(Outcome::Done(Ok(placed(state, requests[i].user.id, order, requests[i].now))));
+                }
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                tracing::warn!(error = %e, orders = orders.len(), "the commit of a batch of orders failed");
+                for (i, _) in orders {
+                    outcomes[i] = Some(Outcome::Done(Err(copy_of(&e))));
+                }
+            }
+        },
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Alone)).collect()
+}
+
+/// Everything of [`write_batch`] up to its commit: the orders written, by their place in
+/// `requests`. Those left out get their outcome in `outcomes`.
+async fn stage_batch(
+    state: &AppState,
+    tx: &mut AnyConnection,
+    requests: &[Arc<Request>],
+    outcomes: &mut [Option<Outcome>],
+) -> sqlx::Result<Vec<(usize, Order)>> {
+    let mut buckets: Vec<u16> = requests.iter().map(|r| bucket(r.user.id)).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let open = fence::open_among(tx, state.db.dialect(), &buckets).await?;
+    let mut products: Vec<i64> = requests.iter().flat_map(|r| r.lines.product_ids()).collect();
+    products.sort_unstable();
+    products.dedup();
+    let prices = catalog::prices(&mut *tx, &products).await?;
+
+    let mut orders = Vec::with_capacity(requests.len());
+    let mut keys = HashSet::new();
+    for (i, r) in requests.iter().enumerate() {
+        let key = r.key.as_ref().map(|k| (r.user.id, k.as_str()));
+        if !open.contains(&bucket(r.user.id)) {
+            outcomes[i] = Some(Outcome::Done(Err(ApiError::Moving)));
+        } else if key.is_some_and(|k| !keys.insert(k)) {
+            // A retry of an order in this batch: alone, after it, it finds that order.
+            outcomes[i] = Some(Outcome::Alone);
+        } else if let Ok(order) = priced(r.id, r.user.id, &r.lines, &prices) {
+            orders.push((i, order));
+        } else {
+            outcomes[i] = Some(Outcome::Alone);
+        }
+    }
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let keyed: Vec<&Request> = orders.iter().map(|(i, _)| &*requests[*i]).filter(|r| r.key.is_some()).collect();
+    if !keyed.is_empty() {
+        claim_keys(tx, &keyed).await?;
+    }
+    let rows: Vec<(&Order, i64)> = orders.iter().map(|(i, order)| (order, requests[*i].now)).collect();
+    insert_orders(tx, &rows).await?;
+    let mut profiles: Vec<(UserId, &str, i64)> = orders
+        .iter()
+        .map(|(i, _)| (requests[*i].user.id, requests[*i].user.email.as_str(), requests[*i].now))
+        .collect();
+    // One row per user, in ascending order (see `users::upsert`).
+    profiles.sort_by_key(|(user, _, _)| *user);
+    profiles.dedup_by_key(|(user, _, _)| *user);
+    users::upsert(tx, state.db.dialect(), &profiles).await?;
+    Ok(orders)
+}
+
+/// Claims each request's Idempotency-Key for its order, in one statement. A key already claimed
+/// fails it whole: a unique violation, with nothing claimed.
+async fn claim_keys(tx: &mut AnyConnection, requests: &[&Request]) -> sqlx::Result<()> {
+    let sql = format!(
+        "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; requests.len()].join(", ")
+    );
+    let mut claim = sqlx::query(&sql);
+    for r in requests {
+        let key = r.key.as_ref().map(IdempotencyKey::as_str);
+        claim = claim.bind(r.user.id.as_i64()).bind(key).bind(&r.fingerprint).bind(r.id).bind(r.now);
+    }
+    claim.execute(tx).await?;
+    Ok(())
+}
+
+/// Inserts `orders` (each with the time it was asked for) and all their items: two statements.
+async fn insert_orders(tx: &mut AnyConnection, orders: &[(&Order, i64)]) -> sqlx::Result<()> {
+    let sql = format!(
+        "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES {}",
+        vec!["(?, ?, 'placed', ?, ?, ?)"; orders.len()].join(", ")
+    );
+    let mut insert = sqlx::query(&sql);
+    for (order, now) in orders {
+        insert = insert.bind(order.id).bind(order.user_id).bind(order.total_cents).bind(*now).bind(*now);
+    }
+    insert.execute(&mut *tx).await?;
+    let lines = orders.iter().map(|(o, _)| o.items.len()).sum();
     let sql = format!(
         "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; order.items.len()].join(", ")
+        vec!["(?, ?, ?, ?, ?)"; lines].join(", ")
     );
-    let mut insert_items = sqlx::query(&sql);
-    for item in &order.items {
-        insert_items = insert_items
-            .bind(order.id)
-            .bind(item.product_id)
-            .bind(item.quantity)
-            .bind(item.unit_price_cents)
-            .bind(item.line_total_cents);
+    let mut insert = sqlx::query(&sql);
+    for (order, _) in orders {
+        for item in &order.items {
+            insert = insert
+                .bind(order.id)
+                .bind(item.product_id)
+                .bind(item.quantity)
+                .bind(item.unit_price_cents)
+                .bind(item.line_total_cents);
+        }
     }
-    insert_items.execute(&mut *tx).await?;
-    users::upsert(&mut tx, state.db.dialect(), user.id, &user.email, now).await?;
-    tx.commit().await?;
+    insert.execute(tx).await?;
+    Ok(())
+}
 
-    state.db.note_write(user.id);
+/// After `order`'s commit: the read-your-writes mark, the counter, the log line, the answer.
+fn placed(state: &AppState, user: UserId, order: Order, now: i64) -> Placed {
+    state.db.note_write(user);
     state.metrics.order_created();
     tracing::info!(order_id = order.id, total_cents = order.total_cents, items = order.items.len(), "order placed");
-    Ok(Placed::Created(Order { created_at: rfc3339(now), ..order }))
+    Placed::Created(Order { created_at: rfc3339(now), ..order })
+}
+
+/// `e` once more, for the next order of a batch that shares it (errors are not `Clone`): the same
+/// status for the client, the same text for the log.
+fn copy_of(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Unavailable(source) => ApiError::Unavailable(sqlx::Error::Protocol(source.to_string())),
+        other => ApiError::Unexpected(anyhow::anyhow!("{other:#}")),
+    }
 }
 
 /// The order `lines` make at `prices` (by product id: name and unit price in cents): 422 for an
@@ -178,14 +372,7 @@ fn priced(id: i64, user: UserId, lines: &OrderLines, prices: &HashMap<i64, (Stri
             line_total_cents,
         });
     }
-    Ok(Order {
-        id,
-        user_id: user.as_i64(),
-        status: "placed".into(),
-        total_cents,
-        created_at: String::new(),
-        items,
-    })
+    Ok(Order { id, user_id: user.as_i64(), status: "placed".into(), total_cents, created_at: String::new(), items })
 }
 
 /// The order an earlier request under `key` made, if any; 422 if that request had other items.

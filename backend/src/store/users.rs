@@ -86,24 +86,29 @@ pub async fn set_active(db: &AnyPool, user: UserId, active: bool) -> sqlx::Resul
     Ok(())
 }
 
-/// Creates the profile or refreshes its email, inside an order's transaction.
+/// Creates each profile or refreshes its email, inside an order's transaction (or a batch's):
+/// `(user, email, now)`, one row per user, ascending by user so that batches running at once
+/// lock their users' rows in the same order.
 pub(crate) async fn upsert(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    user: UserId,
-    email: &str,
-    now: i64,
+    profiles: &[(UserId, &str, i64)],
 ) -> sqlx::Result<()> {
+    let rows = vec!["(?, ?, 1, ?)"; profiles.len()].join(", ");
     let sql = match dialect {
-        Dialect::Sqlite => {
-            "INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?) \
+        Dialect::Sqlite => format!(
+            "INSERT INTO users (id, email, is_active, created_at) VALUES {rows} \
              ON CONFLICT (id) DO UPDATE SET email = excluded.email"
-        }
-        Dialect::MySql => {
-            "INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?) \
+        ),
+        Dialect::MySql => format!(
+            "INSERT INTO users (id, email, is_active, created_at) VALUES {rows} \
              ON DUPLICATE KEY UPDATE email = VALUES(email)"
-        }
+        ),
     };
-    sqlx::query(sql).bind(user.as_i64()).bind(email).bind(now).execute(conn).await?;
+    let mut query = sqlx::query(&sql);
+    for (user, email, now) in profiles {
+        query = query.bind(user.as_i64()).bind(*email).bind(*now);
+    }
+    query.execute(conn).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod catalog;
 mod errors;
+mod group_commit;
 mod health;
 mod helpers;
 mod idempotency;
