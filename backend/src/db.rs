@@ -54,6 +54,9 @@ use crate::seed;
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections per pool (each process of a shard has its own pools).
 const POOL_SIZE: u32 = 10;
+/// The same on SQLite: its statements run on the process's own CPU (a thread per connection), so
+/// more connections than cores only add threads and page caches.
+const SQLITE_POOL_SIZE: u32 = 4;
 /// The same for the replica: shorter, since a read that cannot get one goes to the primary.
 const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A read on the replica taking longer than this is retried on the primary.
@@ -160,7 +163,8 @@ impl Db {
     pub fn connect(shard: &ShardConfig, instance: u8, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (dialect, options) = db::connect_options(&shard.primary, Open::Create)
             .with_context(|| format!("shard primary {}", shard.primary))?;
-        let primary = checked_pool(options.clone(), dialect, ACQUIRE_TIMEOUT, POOL_SIZE, Some(metrics.clone()));
+        let primary =
+            checked_pool(options.clone(), dialect, ACQUIRE_TIMEOUT, pool_size(dialect), Some(metrics.clone()));
         let writer = (dialect == Dialect::Sqlite)
             .then(|| checked_pool(options, dialect, db::SQLITE_BUSY_TIMEOUT, 1, Some(metrics.clone())));
         let replica = match &shard.replica {
@@ -169,7 +173,8 @@ impl Db {
                 // A replica is never created: a missing one is down, and reads use the primary.
                 let (dialect, options) =
                     db::connect_options(url, Open::Existing).with_context(|| format!("shard replica {url}"))?;
-                let pool = checked_pool(options, dialect, REPLICA_ACQUIRE_TIMEOUT, POOL_SIZE, Some(metrics.clone()));
+                let size = pool_size(dialect);
+                let pool = checked_pool(options, dialect, REPLICA_ACQUIRE_TIMEOUT, size, Some(metrics.clone()));
                 metrics.replica_configured();
                 Some(Replica {
                     pool,
@@ -217,6 +222,24 @@ impl Db {
         F: Fn(AnyPool) -> Fut,
         Fut: Future<Output = sqlx::Result<T>>,
     {
+        self.read_as(Some(user), query).await
+    }
+
+    /// [`Db::read`] for what no user's own writes change (the catalog): the replica whenever it
+    /// is usable.
+    pub(crate) async fn read_public<T, F, Fut>(&self, query: F) -> sqlx::Result<T>
+    where
+        F: Fn(AnyPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        self.read_as(None, query).await
+    }
+
+    async fn read_as<T, F, Fut>(&self, user: Option<UserId>, query: F) -> sqlx::Result<T>
+    where
+        F: Fn(AnyPool) -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
         if let Target::Replica(replica) = self.read_target(user).await {
             match tokio::time::timeout(REPLICA_READ_TIMEOUT, query(replica.pool.clone())).await {
                 Ok(Ok(rows)) => return Ok(rows),
@@ -228,13 +251,13 @@ impl Db {
         query(self.primary.clone()).await
     }
 
-    async fn read_target(&self, user: UserId) -> Target<'_> {
+    async fn read_target(&self, user: Option<UserId>) -> Target<'_> {
         let Some(replica) = &self.replica else {
             return Target::Primary;
         };
         match self.replica_state(replica).await {
             ReplicaState::Usable { beat, .. } => {
-                if self.marks.replica_has(user, beat) {
+                if user.is_none_or(|user| self.marks.replica_has(user, beat)) {
                     self.metrics.replica_read();
                     Target::Replica(replica)
                 } else {
@@ -547,7 +570,7 @@ async fn heartbeat_row(db: &AnyPool, row: i64) -> sqlx::Result<i64> {
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
     let (dialect, options) =
         db::connect_options(url, Open::Existing).with_context(|| format!("auth database {url}"))?;
-    Ok(checked_pool(options, dialect, ACQUIRE_TIMEOUT, POOL_SIZE, None))
+    Ok(checked_pool(options, dialect, ACQUIRE_TIMEOUT, pool_size(dialect), None))
 }
 
 /// Sets `flag` when dropped, unless disarmed first: tells a spawned write its caller is gone.
@@ -631,6 +654,14 @@ const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A pool that connects on first use, with the transaction check at both handovers, counting the
 /// connections it finds inside a transaction in `metrics` if given.
+/// Connections in each of a process's pools on `dialect`.
+fn pool_size(dialect: Dialect) -> u32 {
+    match dialect {
+        Dialect::Sqlite => SQLITE_POOL_SIZE,
+        Dialect::MySql => POOL_SIZE,
+    }
+}
+
 fn checked_pool(
     options: AnyConnectOptions,
     dialect: Dialect,

@@ -17,6 +17,10 @@ use crate::config::DbUrl;
 /// SQLite: how long a statement waits for another writer's lock before it fails (sqlx's default
 /// too; said here because concurrent writers depend on it).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite: the page cache of each connection, in KiB (SQLite's default is 2,000). The operating
+/// system caches the file as well; a pool of connections each keeping 2 MB of the same pages made
+/// a backend's resident set grow by 15 MiB under load.
+pub const SQLITE_CACHE_KIB: u32 = 512;
 /// MySQL/MariaDB: a statement waiting this long for a row lock fails (a 503) instead of waiting
 /// InnoDB's default 50 s.
 pub const MYSQL_LOCK_WAIT: Duration = Duration::from_secs(3);
@@ -88,10 +92,14 @@ fn driver_url(url: &str, dialect: Dialect, open: Open) -> String {
 }
 
 /// The settings every new connection gets (a pool's `after_connect`): SQLite waits
-/// [`SQLITE_BUSY_TIMEOUT`] for locks; MySQL/MariaDB gives up a row lock after [`MYSQL_LOCK_WAIT`].
+/// [`SQLITE_BUSY_TIMEOUT`] for locks and keeps at most [`SQLITE_CACHE_KIB`] of pages in memory;
+/// MySQL/MariaDB gives up a row lock after [`MYSQL_LOCK_WAIT`].
 pub async fn prepare_connection(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<()> {
     let sql = match dialect {
-        Dialect::Sqlite => format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis()),
+        Dialect::Sqlite => format!(
+            "PRAGMA busy_timeout = {}; PRAGMA cache_size = -{SQLITE_CACHE_KIB}",
+            SQLITE_BUSY_TIMEOUT.as_millis()
+        ),
         Dialect::MySql => format!("SET SESSION innodb_lock_wait_timeout = {}", MYSQL_LOCK_WAIT.as_secs()),
     };
     conn.execute(sql.as_str()).await.map(|_| ())
@@ -220,5 +228,18 @@ mod tests {
         holder.execute("INSERT INTO t (id) VALUES (1)").await.unwrap();
         let duplicate = other.execute("INSERT INTO t (id) VALUES (1)").await.unwrap_err();
         assert!(is_unique_violation(&duplicate) && !is_unavailable(&duplicate), "{duplicate}");
+    }
+
+    /// Every pooled SQLite connection waits for locks and keeps a small page cache.
+    #[tokio::test]
+    async fn a_prepared_sqlite_connection_has_our_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DbUrl::new(format!("sqlite://{}", dir.path().join("t.db").display()));
+        let (dialect, options) = connect_options(&url, Open::Create).unwrap();
+        let mut conn = AnyConnection::connect_with(&options).await.unwrap();
+        prepare_connection(&mut conn, dialect).await.unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut conn).await.unwrap();
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut conn).await.unwrap();
+        assert_eq!((busy, cache), (SQLITE_BUSY_TIMEOUT.as_millis() as i64, -i64::from(SQLITE_CACHE_KIB)));
     }
 }

@@ -23,9 +23,6 @@ use tower::ServiceExt as _;
 use crate::helpers::{json, spawn_app, TestApp, ANN, BOB};
 use crate::mysql::spawn_on_mysql_with;
 
-/// The pools' size (`max_connections`).
-const POOL_SIZE: usize = 10;
-
 /// Whether the server holds `conn` inside a transaction.
 async fn in_transaction(conn: &mut PoolConnection<Any>, dialect: Dialect) -> bool {
     match dialect {
@@ -42,7 +39,7 @@ async fn assert_no_pooled_connection_in_transaction(app: &TestApp, when: &str) {
     let pool = app.state.db_write();
     let dialect = app.state.db.dialect();
     let mut held = Vec::new();
-    for _ in 0..POOL_SIZE {
+    for _ in 0..pool.options().get_max_connections() {
         let conn = tokio::time::timeout(Duration::from_secs(10), pool.acquire()).await;
         let conn = conn.unwrap_or_else(|_| panic!("{when}: the pool did not hand out all its connections within 10 s"));
         held.push(conn.unwrap());
