@@ -74,10 +74,13 @@ mod tests {
     #[test]
     fn every_shop_operation_is_described() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        // The catalog is public (CONTRACT §4): no token, so no 401.
+        for (path, method) in [("/api/products", "get"), ("/api/products/{id}", "get"), ("/api/categories", "get")] {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            assert!(op["security"].is_null() && op["responses"]["401"].is_null(), "{method} {path}: public");
+        }
         for (path, method) in [
-            ("/api/products", "get"),
-            ("/api/products/{id}", "get"),
-            ("/api/categories", "get"),
             ("/api/orders", "post"),
             ("/api/orders", "get"),
             ("/api/orders/{id}", "get"),
@@ -88,7 +91,11 @@ mod tests {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} missing");
             assert!(op["responses"]["401"].is_object(), "{method} {path}: no 401");
-            assert_eq!(op["security"][0][shopgate_core::openapi::BEARER], serde_json::json!([]), "{method} {path}: no bearer");
+            assert_eq!(
+                op["security"][0][shopgate_core::openapi::BEARER],
+                serde_json::json!([]),
+                "{method} {path}: no bearer"
+            );
         }
     }
 }

@@ -200,6 +200,11 @@ pub struct NginxConfig {
     /// in force within the verifier's refresh bound alone).
     #[serde(default)]
     pub auth_cache_seconds: u32,
+    /// Seconds nginx keeps each catalog answer (the catalog is public: one answer serves every
+    /// client); 0 = off. A price change reaches clients within this plus `[backend]
+    /// catalog_cache_ms`.
+    #[serde(default = "default_catalog_cache_seconds")]
+    pub catalog_cache_seconds: u32,
     #[serde(default = "default_workers")]
     pub worker_processes: String,
 }
@@ -211,6 +216,7 @@ impl Default for NginxConfig {
             prefix: None,
             debug_headers: false,
             auth_cache_seconds: 0,
+            catalog_cache_seconds: default_catalog_cache_seconds(),
             worker_processes: default_workers(),
         }
     }
@@ -439,7 +445,8 @@ impl KeySource {
     }
 
     pub(crate) fn load(&self) -> Result<Keys, ConfigError> {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::KeyFile { path: p.to_owned(), source });
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::KeyFile { path: p.to_owned(), source });
         match self {
             KeySource::Hs256Env(secret) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(secret.expose())?)?)),
             KeySource::Hs256File(p) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(&read(p)?)?)?)),
@@ -547,9 +554,10 @@ impl Config {
                     .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
             }
         }
-        let raw: RawConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+        let raw: RawConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::check(raw, base, env_key, path)
     }
@@ -628,6 +636,11 @@ impl Config {
             shards,
             shard_map,
         })
+    }
+
+    /// How old a catalog answer through nginx may be: the backends' copy, then nginx's.
+    pub fn catalog_bound(&self) -> Duration {
+        self.backend.catalog_cache() + Duration::from_secs(self.nginx.catalog_cache_seconds.into())
     }
 
     pub fn shard(&self, name: &str) -> Option<&ShardConfig> {
@@ -785,6 +798,9 @@ fn default_catalog_cache_ms() -> u64 {
 fn default_workers() -> String {
     "auto".into()
 }
+fn default_catalog_cache_seconds() -> u32 {
+    1
+}
 fn default_nginx_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -837,7 +853,10 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(!format!("{c:?}").contains("k3y-0123"), "key leaked into Debug");
         assert_eq!(c.nginx.listen.port(), 8080);
         // No [backend] section: the defaults, among them a day's idempotency retention.
-        assert_eq!((c.backend.max_in_flight, c.backend.max_queued, c.backend.queue_wait()), (32, 64, Duration::from_secs(1)));
+        assert_eq!(
+            (c.backend.max_in_flight, c.backend.max_queued, c.backend.queue_wait()),
+            (32, 64, Duration::from_secs(1))
+        );
         assert_eq!(c.backend.idempotency_retention(), Duration::from_secs(86_400));
         assert_eq!(c.backend.idempotency_purge_batch, 500);
     }
@@ -896,7 +915,10 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
                 SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = [\"127.0.0.1:8091\", \"127.0.0.1:8091\"]"),
                 "shards.a.listen lists 127.0.0.1:8091 twice",
             ),
-            (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = \"localhost\""), "\"localhost\" is not an IP:port"),
+            (
+                SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = \"localhost\""),
+                "\"localhost\" is not an IP:port",
+            ),
             (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = 8091"), "or a list of addresses"),
         ];
         for (text, want) in cases {

@@ -1,12 +1,13 @@
 //! `GET /api/categories`, `GET /api/products`, `GET /api/products/{id}`: the catalog, the same on
-//! every shard. Authenticated like every `/api` route; read from the replica when it is usable.
+//! every shard and public (CONTRACT §4): no token is needed or looked at, any shard answers for
+//! anyone, so nginx sends these paths to whichever shard is healthy. Read from the replica when
+//! it is usable.
 //!
 //! Answers come from [`crate::catalog_cache`] (at most `[backend] catalog_cache_ms` old) with a
-//! strong `ETag` derived from the body and `Cache-Control: private, no-cache`: a client may keep
+//! strong `ETag` derived from the body and `Cache-Control: public, no-cache`: a client may keep
 //! an answer but asks again each time, and an `If-None-Match` naming the current answer gets 304
-//! without a body. So no client sees a price older than the server's own bound, and revalidating
-//! costs a few bytes. `private`: the answers are behind a token, and no shared cache (nginx
-//! included) stores them.
+//! without a body. nginx keeps each answer `[nginx] catalog_cache_seconds` more (README, "The
+//! catalog"), so no client sees a price older than the two bounds together.
 
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -15,17 +16,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::AuthUser;
 use crate::catalog_cache::{Answer, Key};
 use crate::error::ApiError;
 use crate::extract::{int_param, ApiPath, ApiQuery};
 use crate::openapi::{CategoryList, ProductList};
 use crate::state::AppState;
 use crate::store::catalog::{self, Product, ProductPage};
-use shopgate_core::openapi::{BadRequest, Misdirected, NotFound, Unauthorized, Unavailable};
+use shopgate_core::openapi::{BadRequest, NotFound, Unavailable};
 
 /// What every catalog answer says about caching it.
-const CACHE_CONTROL_VALUE: &str = "private, no-cache";
+const CACHE_CONTROL_VALUE: &str = "public, no-cache";
 
 /// 200 with the answer, or 304 if the request's `If-None-Match` names it; both with its `ETag`.
 fn respond(answer: &Answer, headers: &HeaderMap) -> Response {
@@ -47,24 +47,17 @@ fn respond(answer: &Answer, headers: &HeaderMap) -> Response {
     path = "/api/categories",
     operation_id = "list_categories",
     tag = "catalog",
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "The categories, by id.", body = CategoryList, headers(
             ("ETag" = String, description = "Strong validator of this answer"),
-            ("Cache-Control" = String, description = "`private, no-cache`"))),
+            ("Cache-Control" = String, description = "`public, no-cache`"))),
         (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
-        (status = 401, response = Unauthorized),
-        (status = 421, response = Misdirected),
         (status = 503, response = Unavailable),
     )
 )]
-pub(crate) async fn list_categories(
-    State(state): State<AppState>,
-    user: AuthUser,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub(crate) async fn list_categories(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let answer = state
-        .catalog_read(user.id, Key::Categories, |db| async move {
+        .catalog_read(Key::Categories, |db| async move {
             Ok(Some(json!({ "categories": catalog::categories(&db).await? })))
         })
         .await?;
@@ -102,28 +95,24 @@ impl ProductsQuery {
     path = "/api/products",
     operation_id = "list_products",
     tag = "catalog",
-    security(("bearer" = [])),
     params(ProductsQuery),
     responses(
         (status = 200, description = "The products.", body = ProductList, headers(
             ("ETag" = String, description = "Strong validator of this answer"),
-            ("Cache-Control" = String, description = "`private, no-cache`"))),
+            ("Cache-Control" = String, description = "`public, no-cache`"))),
         (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 421, response = Misdirected),
         (status = 503, response = Unavailable),
     )
 )]
 pub(crate) async fn list_products(
     State(state): State<AppState>,
-    user: AuthUser,
     ApiQuery(query): ApiQuery<ProductsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = query.parse()?;
     let answer = state
-        .catalog_read(user.id, Key::Products(page), |db| async move {
+        .catalog_read(Key::Products(page), |db| async move {
             Ok(Some(json!({ "products": catalog::products(&db, page).await? })))
         })
         .await?;
@@ -136,26 +125,21 @@ pub(crate) async fn list_products(
     path = "/api/products/{id}",
     operation_id = "show_product",
     tag = "catalog",
-    security(("bearer" = [])),
     params(("id" = i64, Path, description = "The product's id")),
     responses(
         (status = 200, description = "The product.", body = Product, headers(
             ("ETag" = String, description = "Strong validator of this answer"),
-            ("Cache-Control" = String, description = "`private, no-cache`"))),
+            ("Cache-Control" = String, description = "`public, no-cache`"))),
         (status = 304, description = "Not modified: `If-None-Match` names the current answer."),
         (status = 404, response = NotFound),
-        (status = 401, response = Unauthorized),
-        (status = 421, response = Misdirected),
         (status = 503, response = Unavailable),
     )
 )]
 pub(crate) async fn show_product(
     State(state): State<AppState>,
-    user: AuthUser,
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let answer =
-        state.catalog_read(user.id, Key::Product(id), |db| async move { catalog::product(&db, id).await }).await?;
+    let answer = state.catalog_read(Key::Product(id), |db| async move { catalog::product(&db, id).await }).await?;
     answer.map(|a| respond(&a, &headers)).ok_or(ApiError::NotFound("no such product"))
 }

@@ -185,7 +185,11 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         let _ = writeln!(verifiers, "        server {addr} max_fails=1 fail_timeout=2s;");
     }
     let mut shards = String::new();
+    let mut catalog_servers = String::new();
     for s in &config.shards {
+        for addr in &s.listen {
+            let _ = writeln!(catalog_servers, "        server {addr} max_fails=1 fail_timeout=2s;");
+        }
         let _ = writeln!(shards, "    upstream shard_{} {{", s.name);
         if s.listen.len() > 1 {
             // Each user to one process of the shard (see the template).
@@ -209,6 +213,15 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
             ),
         ),
     };
+    let (catalog_path, catalog_cache) = match config.nginx.catalog_cache_seconds {
+        0 => (String::new(), "            proxy_no_cache 1;".to_owned()),
+        secs => (
+            format!("    proxy_cache_path {prefix}/catalog_cache levels=1 keys_zone=shop_catalog:1m max_size=32m inactive=60s;\n"),
+            format!(
+                "            proxy_cache shop_catalog;\n            proxy_cache_key $uri$is_args$args;\n            proxy_cache_valid 200 404 {secs}s;\n            proxy_cache_lock on;\n            proxy_cache_lock_timeout 2s;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
+            ),
+        ),
+    };
     let debug = if config.nginx.debug_headers {
         "            # Debug headers are on: the backend's X-Shop-Shard passes, plus the upstream address.\n            add_header X-Shop-Upstream $upstream_addr always;"
     } else {
@@ -226,5 +239,9 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@ALLOW_MAP@\n", &indent(&allow_map()))
         .replace("@AUTH_CACHE_PATH@\n", &cache_path)
         .replace("@AUTH_CACHE@\n", &if cache.is_empty() { cache } else { cache + "\n" })
+        .replace("@CATALOG_SERVERS@\n", &catalog_servers)
+        .replace("@CATALOG_CACHE_PATH@\n", &catalog_path)
+        .replace("@CATALOG_CACHE_SECONDS@", &config.nginx.catalog_cache_seconds.to_string())
+        .replace("@CATALOG_CACHE@\n", &format!("{catalog_cache}\n"))
         .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n")))
 }

@@ -1,4 +1,4 @@
-//! `shopctl products`: the catalog, a page at a time.
+//! `shopctl products`: the catalog, a page at a time; public, so no login is needed.
 
 use crate::client::Client;
 use crate::output::{cell, money, out, print_json, table};
@@ -22,7 +22,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if let Some(c) = args.category {
         path.push_str(&format!("&category_id={c}"));
     }
-    let answer = Client::logged_in(ctx)?.get(&path).await?;
+    // The catalog is public: no login needed, and a kept one is not sent.
+    let answer = Client::new(ctx)?.get(&path).await?;
     if ctx.json {
         print_json(&answer["products"]);
         return Ok(());

@@ -43,7 +43,7 @@ async fn bad_tokens_get_one_bearer_challenge_and_json() {
         ("4 KiB of dots", Some(format!("Bearer {}", ".".repeat(4096)))),
     ];
     for (what, value) in headers {
-        for path in ["/api/orders", "/backend/api/products", "/auth/me"] {
+        for path in ["/api/orders", "/backend/api/orders", "/auth/me"] {
             let mut rb = stack.http.get(stack.api(path));
             if let Some(v) = &value {
                 rb = rb.header("Authorization", v.as_str());

@@ -365,7 +365,7 @@ async fn x_request_id_is_sent_once_and_is_the_logged_one() {
         // (what, request, status, the service log that must carry the same id)
         let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
             ("API 200", req("GET", "/api/orders", &bearer), 200, Some(shard_log)),
-            ("API 200, original prefix", req("GET", "/backend/api/products", &bearer), 200, Some(shard_log)),
+            ("API 200, original prefix", req("GET", "/backend/api/orders?limit=1", &bearer), 200, Some(shard_log)),
             ("API 404 from the backend", req("GET", "/api/orders/12345", &bearer), 404, Some(shard_log)),
             ("API 401 from nginx", req("GET", "/api/orders", ""), 401, None),
             ("auth API 200", req("GET", "/auth/me", &bearer), 200, Some("verifier-0.log")),
