@@ -68,7 +68,7 @@ impl AppState {
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             order_ids: OrderIdGen::new(shard.number, instance),
-            order_batches: crate::store::orders::batches(db.dialect()),
+            order_batches: crate::store::orders::batches(),
             catalog: CatalogCache::new(config.backend.catalog_cache()),
             shard,
             backend: config.backend.clone(),

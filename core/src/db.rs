@@ -20,7 +20,7 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite: the page cache of each connection, in KiB (SQLite's default is 2,000). The operating
 /// system caches the file as well; a pool of connections each keeping 2 MB of the same pages made
 /// a backend's resident set grow by 15 MiB under load.
-pub const SQLITE_CACHE_KIB: u32 = 512;
+pub const SQLITE_CACHE_KIB: u32 = 256;
 /// MySQL/MariaDB: a statement waiting this long for a row lock fails (a 503) instead of waiting
 /// InnoDB's default 50 s.
 pub const MYSQL_LOCK_WAIT: Duration = Duration::from_secs(3);

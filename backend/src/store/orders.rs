@@ -101,15 +101,14 @@ pub(crate) type Batches = GroupCommit<Arc<Request>, Outcome>;
 /// statement may carry (5 a line; SQLite allows 32,766).
 const MAX_BATCH_LINES: usize = 2_000;
 
-/// The batches of a shard whose primary is `dialect`. On SQLite writes take turns on one connection
-/// anyway, so one batch at a time; on MariaDB two, so that one is being flushed to disk while the
-/// next is sent.
-pub(crate) fn batches(dialect: Dialect) -> Batches {
-    let leaders = match dialect {
-        Dialect::Sqlite => 1,
-        Dialect::MySql => 2,
-    };
-    GroupCommit::new(leaders, MAX_BATCH_LINES)
+/// One batch at a time, per process. On SQLite writes take turns on one connection anyway. On
+/// MariaDB two at once (one flushed to disk while the next is sent) measured no faster straight to
+/// a backend and 14% slower through the full stack, where the CPU is the limit and bigger batches
+/// cost less per order (`scripts/bench-orders`, 2026-11-30).
+const BATCHES_AT_ONCE: usize = 1;
+
+pub(crate) fn batches() -> Batches {
+    GroupCommit::new(BATCHES_AT_ONCE, MAX_BATCH_LINES)
 }
 
 /// Places an order for `user`. Prices come from the catalog; the total is checked integer cents.

@@ -218,7 +218,7 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         secs => (
             format!("    proxy_cache_path {prefix}/catalog_cache levels=1 keys_zone=shop_catalog:1m max_size=32m inactive=60s;\n"),
             format!(
-                "            proxy_cache shop_catalog;\n            proxy_cache_key $uri$is_args$args;\n            proxy_cache_valid 200 404 {secs}s;\n            proxy_cache_lock on;\n            proxy_cache_lock_timeout 2s;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
+                "            proxy_cache shop_catalog;\n            proxy_cache_key $uri$is_args$args;\n            proxy_cache_valid 200 404 {secs}s;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
             ),
         ),
     };

@@ -10,6 +10,10 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     let email = super::email("cli-shopper");
     let pw = format!("{PASSWORD}\n");
 
+    // Browsing comes first: the catalog is public, no account or login needed.
+    let browsed = stack.ctl(&["products", "--limit", "2"]).ok();
+    assert!(browsed.stdout.contains("BK-0001"), "{browsed}");
+
     let user = stack.ctl_stdin(&["--json", "register", &email, "--password-stdin"], &pw).ok().json();
     assert_eq!(user["email"], email.as_str());
     let user_id = user["id"].as_u64().expect("an id");
