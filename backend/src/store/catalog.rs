@@ -1,7 +1,5 @@
 //! Categories and products: the same rows on every shard.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
@@ -152,19 +150,9 @@ pub(crate) async fn product(db: &AnyPool, id: i64) -> sqlx::Result<Option<Produc
     sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?")).bind(id).fetch_optional(db).await
 }
 
-/// Current name and unit price of each listed product that exists, by id.
-pub(crate) async fn prices<'e, E>(db: E, ids: &[i64]) -> sqlx::Result<HashMap<i64, (String, i64)>>
-where
-    E: Executor<'e, Database = Any>,
-{
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = format!("SELECT id, name, price_cents FROM products WHERE id IN ({})", placeholders(ids.len()));
-    let mut query = sqlx::query_as::<_, (i64, String, i64)>(&sql);
-    for id in ids {
-        query = query.bind(*id);
-    }
-    let rows = query.fetch_all(db).await?;
-    Ok(rows.into_iter().map(|(id, name, price)| (id, (name, price))).collect())
+/// Current name and unit price of each of `n` products (bound in order) that exists: rows `(1, id,
+/// price_cents, name)`, the shape of `fence::select_sql`'s, so that an order's transaction reads
+/// both in one statement (`store::orders`).
+pub(crate) fn prices_sql(n: usize) -> String {
+    format!("SELECT 1 AS part, id, price_cents AS value, name FROM products WHERE id IN ({})", placeholders(n))
 }

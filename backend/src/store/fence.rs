@@ -42,20 +42,33 @@ async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result
 /// [`check`] for the users of a batch of writes, whose `buckets` (ascending, no repeats) are read
 /// in one statement: those of them open here.
 pub(crate) async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
-    // Placeholders, not the numbers: one prepared statement per list length, not per bucket.
-    let select =
-        format!("SELECT bucket, writes_open FROM bucket_fence WHERE bucket IN ({})", placeholders(buckets.len()));
-    let sql = match dialect {
-        // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
-        Dialect::Sqlite => select,
-        Dialect::MySql => format!("{select} LOCK IN SHARE MODE"),
-    };
-    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+    let sql = select_sql(dialect, buckets.len());
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
     for b in buckets {
         query = query.bind(i64::from(*b));
     }
-    let rows = query.fetch_all(tx).await?;
-    Ok(rows.into_iter().filter(|(_, open)| *open == 1).filter_map(|(b, _)| u16::try_from(b).ok()).collect())
+    Ok(open_of(query.fetch_all(tx).await?.into_iter().map(|(_, b, open, _)| (b, open))))
+}
+
+/// The read of [`open_among`] for `n` buckets (bound in order): rows `(0, bucket, writes_open,
+/// '')`, share-locked on MariaDB. Its shape lets an order's transaction send it with the prices
+/// (`catalog::prices_sql`) as one `UNION ALL`.
+pub(crate) fn select_sql(dialect: Dialect, n: usize) -> String {
+    // Placeholders, not the numbers: one prepared statement per list length, not per bucket.
+    let select = format!(
+        "SELECT 0 AS part, bucket AS id, writes_open AS value, '' AS name FROM bucket_fence WHERE bucket IN ({})",
+        placeholders(n)
+    );
+    match dialect {
+        // SQLite's write transactions (BEGIN IMMEDIATE) already run one at a time.
+        Dialect::Sqlite => select,
+        Dialect::MySql => format!("{select} LOCK IN SHARE MODE"),
+    }
+}
+
+/// The open buckets among `(bucket, writes_open)` rows.
+pub(crate) fn open_of(rows: impl Iterator<Item = (i64, i64)>) -> Vec<u16> {
+    rows.filter(|(_, open)| *open == 1).filter_map(|(b, _)| u16::try_from(b).ok()).collect()
 }
 
 /// Fills the table on its first use: open for `owned`, closed for every other bucket. A table that

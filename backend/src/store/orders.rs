@@ -142,11 +142,20 @@ pub(crate) async fn place(
 }
 
 /// One order in a transaction of its own, in as few round trips as the rules allow: `BEGIN`, the
-/// fence, the key's claim, the prices, the order, its items (one statement), the profile, `COMMIT`.
-/// A repeated key is found by its claim failing, not by a read before it.
+/// fence and the prices (one statement, [`fences_and_prices`]), the key's claim, the order, its
+/// items (one statement), the profile, `COMMIT`. A repeated key is found by its claim failing, not
+/// by a read before it.
 async fn place_alone(state: &AppState, request: &Request) -> Result<Placed, ApiError> {
     let Request { user, key, lines, fingerprint, id, now } = request;
-    let mut tx = fence::begin(state, user).await?;
+    user.may_write()?;
+    let mut tx = state.db.begin_write().await?;
+    // Read in the transaction: on MariaDB the same snapshot as the rest, the fence row
+    // share-locked; on SQLite under the write lock.
+    let (open, prices) =
+        fences_and_prices(&mut tx, state.db.dialect(), &[bucket(user.id)], &lines.product_ids()).await?;
+    if open.is_empty() {
+        return Err(ApiError::Moving);
+    }
     if let Some(key) = key {
         // First write of the transaction: on a duplicate key nothing else has been written.
         match claim_keys(&mut tx, &[request]).await {
@@ -162,9 +171,7 @@ async fn place_alone(state: &AppState, request: &Request) -> Result<Placed, ApiE
             Err(e) => return Err(e.into()),
         }
     }
-    // Read in the transaction: on MariaDB the same snapshot as the rest; on SQLite under the
-    // write lock. An unknown product or a total too large drops the transaction, nothing written.
-    let prices = catalog::prices(&mut *tx, &lines.product_ids()).await?;
+    // An unknown product or a total too large drops the transaction: nothing is written.
     let order = priced(*id, user.id, lines, &prices)?;
     insert_orders(&mut tx, &[(&order, *now)]).await?;
     users::upsert(&mut tx, state.db.dialect(), &[(user.id, &user.email, *now)]).await?;
@@ -240,11 +247,10 @@ async fn stage_batch(
     let mut buckets: Vec<u16> = requests.iter().map(|r| bucket(r.user.id)).collect();
     buckets.sort_unstable();
     buckets.dedup();
-    let open = fence::open_among(tx, state.db.dialect(), &buckets).await?;
     let mut products: Vec<i64> = requests.iter().flat_map(|r| r.lines.product_ids()).collect();
     products.sort_unstable();
     products.dedup();
-    let prices = catalog::prices(&mut *tx, &products).await?;
+    let (open, prices) = fences_and_prices(tx, state.db.dialect(), &buckets, &products).await?;
 
     let mut orders = Vec::with_capacity(requests.len());
     let mut keys = HashSet::new();
@@ -279,6 +285,34 @@ async fn stage_batch(
     profiles.dedup_by_key(|(user, _, _)| *user);
     users::upsert(tx, state.db.dialect(), &profiles).await?;
     Ok(orders)
+}
+
+/// The open ones among `buckets` and the prices of `products` (both non-empty), in one round trip:
+/// [`fence::select_sql`] and [`catalog::prices_sql`] as one `UNION ALL`. On MariaDB a locking
+/// clause in a union applies to its own parenthesised `SELECT`: the fence rows are share-locked,
+/// the products are not (an operator's price change never waits for orders).
+async fn fences_and_prices(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    buckets: &[u16],
+    products: &[i64],
+) -> sqlx::Result<(Vec<u16>, HashMap<i64, (String, i64)>)> {
+    let (fences, prices) = (fence::select_sql(dialect, buckets.len()), catalog::prices_sql(products.len()));
+    let sql = match dialect {
+        Dialect::MySql => format!("({fences}) UNION ALL ({prices})"),
+        // SQLite takes no parentheses around a compound's SELECTs (and has no locking clause).
+        Dialect::Sqlite => format!("{fences} UNION ALL {prices}"),
+    };
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
+    for b in buckets {
+        query = query.bind(i64::from(*b));
+    }
+    for p in products {
+        query = query.bind(*p);
+    }
+    let (fence_rows, price_rows): (Vec<_>, Vec<_>) = query.fetch_all(tx).await?.into_iter().partition(|r| r.0 == 0);
+    let open = fence::open_of(fence_rows.into_iter().map(|(_, b, open, _)| (b, open)));
+    Ok((open, price_rows.into_iter().map(|(_, id, price, name)| (id, (name, price))).collect()))
 }
 
 /// Claims each request's Idempotency-Key for its order, in one statement. A key already claimed
