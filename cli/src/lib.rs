@@ -52,8 +52,10 @@ pub(crate) enum Command {
     Logout(commands::logout::Args),
     /// Show who the kept token belongs to.
     Whoami(commands::whoami::Args),
-    /// List the catalog.
+    /// List the catalog (no login needed).
     Products(commands::products::Args),
+    /// List the catalog's categories (no login needed).
+    Categories(commands::categories::Args),
     /// Place, list, show and cancel your orders.
     #[command(subcommand)]
     Orders(commands::orders::OrdersCommand),
@@ -94,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(a) => commands::logout::run(&ctx, a).await,
         Command::Whoami(a) => commands::whoami::run(&ctx, a).await,
         Command::Products(a) => commands::products::run(&ctx, a).await,
+        Command::Categories(a) => commands::categories::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,

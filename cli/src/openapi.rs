@@ -25,11 +25,8 @@ a retry under the same key returns the same order, never a second one.";
 pub fn document() -> Document {
     let mut doc = shopgate_verifier::openapi::ApiDoc::openapi();
     doc.merge(shopgate_backend::openapi::ApiDoc::openapi());
-    doc.info = InfoBuilder::new()
-        .title("shopgate")
-        .version(env!("CARGO_PKG_VERSION"))
-        .description(Some(DESCRIPTION))
-        .build();
+    doc.info =
+        InfoBuilder::new().title("shopgate").version(env!("CARGO_PKG_VERSION")).description(Some(DESCRIPTION)).build();
     doc
 }
 

@@ -21,7 +21,8 @@ pub fn stderr_colour() -> bool {
 }
 
 fn colour_allowed() -> bool {
-    std::env::var_os("NO_COLOR").filter(|v| !v.is_empty()).is_none() && std::env::var("TERM").map_or(true, |t| t != "dumb")
+    std::env::var_os("NO_COLOR").filter(|v| !v.is_empty()).is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 /// Prints a line to standard output. A closed pipe ends the program with success: the reader

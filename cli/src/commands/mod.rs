@@ -1,6 +1,7 @@
 //! One file per subcommand: its `Args` and its `run`.
 
 pub mod catalog;
+pub(crate) mod categories;
 pub(crate) mod completions;
 pub mod config;
 pub mod login;

@@ -13,6 +13,13 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     // Browsing comes first: the catalog is public, no account or login needed.
     let browsed = stack.ctl(&["products", "--limit", "2"]).ok();
     assert!(browsed.stdout.contains("BK-0001"), "{browsed}");
+    let categories = stack.ctl(&["--json", "categories"]).ok().json();
+    let first = &categories.as_array().expect("an array of categories")[0];
+    let in_first = stack.ctl(&["--json", "products", "--category", &first["id"].to_string()]).ok().json();
+    let in_first = in_first.as_array().expect("products");
+    assert!(!in_first.is_empty() && in_first.iter().all(|p| p["category_id"] == first["id"]), "{in_first:?}");
+    let table = stack.ctl(&["categories"]).ok();
+    assert!(table.stdout.contains(first["name"].as_str().expect("a name")), "{table}");
 
     let user = stack.ctl_stdin(&["--json", "register", &email, "--password-stdin"], &pw).ok().json();
     assert_eq!(user["email"], email.as_str());

@@ -1,0 +1,21 @@
+//! `shopctl categories`: the catalog's categories, whose ids `shopctl products --category` takes.
+//! Public, so no login is needed.
+
+use crate::client::Client;
+use crate::output::{cell, out, print_json, table};
+use crate::Context;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {}
+
+pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    let answer = Client::new(ctx)?.get("/api/categories").await?;
+    if ctx.json {
+        print_json(&answer["categories"]);
+        return Ok(());
+    }
+    let categories = answer["categories"].as_array().cloned().unwrap_or_default();
+    let rows = categories.iter().map(|c| vec![cell(&c["id"]), cell(&c["name"])]).collect();
+    out(table(&["id", "name"], rows));
+    Ok(())
+}
