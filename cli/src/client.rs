@@ -24,13 +24,17 @@ pub struct ApiError {
     pub(crate) message: String,
 }
 
-/// The kept token was refused: it expired or was revoked (logout elsewhere, password change,
-/// account disabled).
+/// No login that works: none is kept, the kept one is past its expiry, or the shop refused it
+/// (expired or revoked: logout elsewhere, password change, account disabled). Exit code 4, as
+/// `gh` gives, so scripts can tell "log in first" from other failures.
 #[derive(Debug, thiserror::Error)]
-#[error("your login to {url} is no longer valid (expired or revoked): run `shopctl login {email}`")]
-pub(crate) struct LoginInvalid {
-    pub url: String,
-    pub email: String,
+pub(crate) enum LoginNeeded {
+    #[error("not logged in to {url}: run `shopctl login EMAIL`")]
+    None { url: String },
+    #[error("your login to {url} has expired: run `shopctl login {email}`")]
+    Expired { url: String, email: String },
+    #[error("your login to {url} is no longer valid (expired or revoked): run `shopctl login {email}`")]
+    Refused { url: String, email: String },
 }
 
 /// The gateway did not answer at all.
@@ -54,10 +58,9 @@ impl Client {
     /// A client that sends the kept login's token.
     pub(crate) fn logged_in(ctx: &Context) -> anyhow::Result<Self> {
         let mut c = Self::new(ctx)?;
-        let cred = credentials::get(&c.base)?
-            .ok_or_else(|| anyhow::anyhow!("not logged in to {}: run `shopctl login EMAIL`", c.base))?;
+        let cred = credentials::get(&c.base)?.ok_or_else(|| LoginNeeded::None { url: c.base.clone() })?;
         if cred.expires_at <= now() {
-            anyhow::bail!("your login to {} has expired: run `shopctl login {}`", c.base, cred.email);
+            return Err(LoginNeeded::Expired { url: c.base, email: cred.email }.into());
         }
         c.token = Some(cred.access_token);
         c.email = cred.email;
@@ -106,7 +109,7 @@ impl Client {
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("request failed").to_lowercase());
         if status == StatusCode::UNAUTHORIZED && self.token.is_some() {
             let email = if self.email.is_empty() { "EMAIL".to_owned() } else { self.email.clone() };
-            return Err(LoginInvalid { url: self.base.clone(), email }.into());
+            return Err(LoginNeeded::Refused { url: self.base.clone(), email }.into());
         }
         Err(ApiError { status: status.as_u16(), code, message }.into())
     }

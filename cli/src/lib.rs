@@ -148,9 +148,12 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// 2 for a usage mistake, 4 when a login is needed (none, expired or refused), 1 for the rest.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         2
+    } else if e.downcast_ref::<client::LoginNeeded>().is_some() {
+        4
     } else {
         1
     }

@@ -7,7 +7,7 @@
 use serde_json::json;
 use shopgate_core::time::rfc3339;
 
-use crate::client::{now, Client, LoginInvalid};
+use crate::client::{now, Client, LoginNeeded};
 use crate::credentials;
 use crate::output::{out, print_json, warn};
 use crate::Context;
@@ -38,7 +38,9 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
         let client = Client::with_token(ctx, cred.access_token.clone(), cred.email.clone())?;
         match client.post_json("/auth/logout", &json!({}), &[]).await {
             Ok(_) => Revoked::Yes,
-            Err(e) if e.downcast_ref::<LoginInvalid>().is_some() => Revoked::AlreadyInvalid,
+            Err(e) if matches!(e.downcast_ref::<LoginNeeded>(), Some(LoginNeeded::Refused { .. })) => {
+                Revoked::AlreadyInvalid
+            }
             Err(e) => Revoked::No(crate::error_line(&e)),
         }
     };

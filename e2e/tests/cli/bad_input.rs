@@ -48,8 +48,9 @@ async fn usage_mistakes_exit_2_with_one_line() {
 async fn shop_mistakes_exit_1_with_one_line() {
     let stack = Stack::start().await;
     let email = super::email("cli-bad");
+    // No login: exit 4 (as gh), so scripts can tell it from other failures.
     let r = stack.ctl(&["whoami"]);
-    assert!(r.one_line_error(1).contains("not logged in to"), "{r}");
+    assert!(r.one_line_error(4).contains("not logged in to"), "{r}");
     let r = stack.ctl_stdin(&["register", "not-an-email", "--password-stdin"], PASSWORD);
     assert!(r.one_line_error(1).contains("HTTP 400"), "{r}");
     let r = stack.ctl_stdin(&["register", &email, "--password-stdin"], "short");
@@ -81,7 +82,7 @@ async fn shop_mistakes_exit_1_with_one_line() {
     for args in [&["orders", "list"][..], &["whoami"]] {
         let r = stack.ctl(args);
         assert!(
-            r.one_line_error(1)
+            r.one_line_error(4)
                 .contains(&format!("is no longer valid (expired or revoked): run `shopctl login {email}`")),
             "{r}"
         );
@@ -89,7 +90,7 @@ async fn shop_mistakes_exit_1_with_one_line() {
     let minted = stack.ctl(&["--json", "tokens", "mint", "--user-id", "77", "--ttl", "1"]).ok().json();
     stack.keep_login("old@example.com", minted["access_token"].as_str().expect("token"), now() - 5);
     let r = stack.ctl(&["orders", "list"]);
-    assert!(r.one_line_error(1).contains("has expired: run `shopctl login old@example.com`"), "{r}");
+    assert!(r.one_line_error(4).contains("has expired: run `shopctl login old@example.com`"), "{r}");
     let out = stack.ctl(&["--json", "logout"]).ok().json();
     assert_eq!(out["revoked"], "already_invalid", "{out}");
 

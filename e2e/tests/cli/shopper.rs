@@ -84,7 +84,7 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
         "the logged-out token still works through nginx after {bound:?}"
     );
     let after = stack.ctl(&["whoami"]);
-    assert!(after.one_line_error(1).contains("not logged in"), "{after}");
+    assert!(after.one_line_error(4).contains("not logged in"), "{after}");
     let again = stack.ctl(&["logout"]).ok();
     assert!(again.stdout.contains("Not logged in"), "{again}");
 }
