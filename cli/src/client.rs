@@ -13,7 +13,12 @@ pub(crate) struct Client {
     http: reqwest::Client,
     token: Option<String>,
     email: String,
+    /// The token came from `SHOPCTL_TOKEN`, not from a kept login.
+    token_from_env: bool,
 }
+
+/// A token for scripts and CI, used instead of the kept login when set and not empty.
+pub(crate) const TOKEN_VAR: &str = "SHOPCTL_TOKEN";
 
 /// An answer the shop gave that was not a success.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,8 @@ pub(crate) enum LoginNeeded {
     Expired { url: String, email: String },
     #[error("your login to {url} is no longer valid (expired or revoked): run `shopctl login {email}`")]
     Refused { url: String, email: String },
+    #[error("{TOKEN_VAR} was refused by {url} (expired, revoked, or not a token of this shop)")]
+    EnvTokenRefused { url: String },
 }
 
 /// The gateway did not answer at all.
@@ -52,12 +59,17 @@ impl Client {
             .user_agent(concat!("shopctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot set up HTTP")?;
-        Ok(Self { base: stack::base_url(ctx), http, token: None, email: String::new() })
+        Ok(Self { base: stack::base_url(ctx), http, token: None, email: String::new(), token_from_env: false })
     }
 
-    /// A client that sends the kept login's token.
+    /// A client that sends `SHOPCTL_TOKEN` if it is set, else the kept login's token.
     pub(crate) fn logged_in(ctx: &Context) -> anyhow::Result<Self> {
         let mut c = Self::new(ctx)?;
+        if let Some(token) = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty()) {
+            c.token = Some(token);
+            c.token_from_env = true;
+            return Ok(c);
+        }
         let cred = credentials::get(&c.base)?.ok_or_else(|| LoginNeeded::None { url: c.base.clone() })?;
         if cred.expires_at <= now() {
             return Err(LoginNeeded::Expired { url: c.base, email: cred.email }.into());
@@ -107,6 +119,9 @@ impl Client {
         let message = field("message")
             .or_else(|| field("error_description"))
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("request failed").to_lowercase());
+        if status == StatusCode::UNAUTHORIZED && self.token_from_env {
+            return Err(LoginNeeded::EnvTokenRefused { url: self.base.clone() }.into());
+        }
         if status == StatusCode::UNAUTHORIZED && self.token.is_some() {
             let email = if self.email.is_empty() { "EMAIL".to_owned() } else { self.email.clone() };
             return Err(LoginNeeded::Refused { url: self.base.clone(), email }.into());

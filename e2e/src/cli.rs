@@ -85,6 +85,13 @@ impl Stack {
         run(cmd, None)
     }
 
+    /// `shopctl ARGS` with these environment variables set.
+    pub fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.shopctl();
+        cmd.args(args).envs(env.iter().copied());
+        run(cmd, None)
+    }
+
     /// `shopctl ARGS` with `input` on standard input (`--password-stdin`).
     pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Run {
         let mut cmd = self.shopctl();

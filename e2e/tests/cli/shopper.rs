@@ -104,3 +104,21 @@ async fn logout_forgets_the_login_even_when_the_shop_is_down_and_says_so() {
     );
     assert_eq!(stack.kept_token(), None);
 }
+
+#[tokio::test]
+async fn scripts_can_pass_a_token_in_shopctl_token_instead_of_logging_in() {
+    let stack = Stack::start().await;
+    let user = 4242;
+    let token = stack.mint(user);
+    let order =
+        stack.ctl_env(&["--json", "orders", "create", "--item", "1:1"], &[("SHOPCTL_TOKEN", &token)]).ok().json();
+    assert_eq!(order["user_id"].as_u64(), Some(user), "{order}");
+    let listed = stack.ctl_env(&["--json", "orders", "list"], &[("SHOPCTL_TOKEN", &token)]).ok().json();
+    assert_eq!(listed["orders"][0]["id"], order["id"], "{listed}");
+    assert_eq!(stack.kept_token(), None, "nothing was kept");
+    // A refused one says which token it was, and exits 4 like a missing login.
+    let r = stack.ctl_env(&["orders", "list"], &[("SHOPCTL_TOKEN", "not-a-token")]);
+    assert!(r.one_line_error(4).contains("SHOPCTL_TOKEN was refused"), "{r}");
+    // Without it, there is no login.
+    assert!(stack.ctl(&["orders", "list"]).one_line_error(4).contains("not logged in"));
+}
