@@ -1,7 +1,8 @@
 //! shopctl: one tool for shoppers (over HTTP to nginx) and operators (from the stack's config).
 //!
 //! A clap enum of subcommands, one file per subcommand under `commands/`, each with its `Args`
-//! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]).
+//! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]), 4 a
+//! login is needed.
 
 pub(crate) mod catalog_file;
 pub(crate) mod client;
@@ -26,14 +27,14 @@ use clap::{Parser, Subcommand};
     version,
     propagate_version = true,
     arg_required_else_help = true,
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage. The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 4 a login is needed. The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// The gateway's URL [default: the running stack's, else http://127.0.0.1:8080].
-    #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL", value_parser = gateway_url)]
     pub url: Option<String>,
     /// The stack's config file [default: var/shop.toml in this checkout or a parent folder].
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
@@ -81,6 +82,16 @@ pub(crate) enum Command {
     Openapi(commands::openapi::Args),
     /// Print shell completions.
     Completions(commands::completions::Args),
+}
+
+/// `--url`: an http:// or https:// URL with a host, without its trailing slashes.
+fn gateway_url(text: &str) -> Result<String, String> {
+    let bad = || format!("{text:?} is not an http:// or https:// URL (like http://127.0.0.1:8080)");
+    let url = reqwest::Url::parse(text).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// A mistake in how the command was called, found after parsing: exit code 2.

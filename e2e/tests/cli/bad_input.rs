@@ -29,6 +29,8 @@ async fn usage_mistakes_exit_2_with_one_line() {
         (&["ordres"], "similar subcommand exists: 'orders'"),
         (&["--jsn", "whoami"], "unexpected argument '--jsn'"),
         (&["login", "a@example.com"], "use --password-stdin"),
+        (&["--url", "ftp://x", "products"], "is not an http:// or https:// URL"),
+        (&["--url", "localhost:8080", "products"], "is not an http:// or https:// URL"),
     ];
     for (args, want) in cases {
         let r = stack.ctl(args);
