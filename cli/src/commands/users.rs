@@ -88,12 +88,19 @@ pub async fn run(ctx: &Context, cmd: UsersCommand) -> anyhow::Result<()> {
 }
 
 async fn locate(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> {
-    // An id can be located without the auth database (it may be down); an email cannot.
+    // An id can be located without the auth database (it may be down); an email cannot. An
+    // unknown id is the same failure (exit 1) as an unknown email, naming where it would live.
     let (id, acct) = match &who {
         Who::Id(id) => match auth_db(config).await {
             Ok(auth) => {
                 let a = account(&auth, &who).await?;
                 auth.close().await;
+                if a.is_none() {
+                    let map = stack::current_map(config).await?;
+                    let (bucket, shard) = (bucket(*id), map.shard_for(*id));
+                    let why = format!("{} (its bucket {bucket:03} is on shard {shard})", no_such_user(&who));
+                    return Err(anyhow::anyhow!(why));
+                }
                 (*id, a)
             }
             Err(e) => {
