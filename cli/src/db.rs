@@ -13,7 +13,7 @@ use shopgate_core::config::DbUrl;
 pub use shopgate_core::db::Dialect;
 use shopgate_core::db::{self as core_db, Open};
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Transaction};
 
 /// The bound on connecting and on each query.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(3);
@@ -46,6 +46,15 @@ impl Db {
             }
         }
         let (dialect, options) = core_db::connect_options(url, Open::Existing).map_err(|e| fail(e.to_string()))?;
+        // One connection first, by hand: a pool that cannot connect only says it timed out, and a
+        // person needs the cause ("Connection refused", "Access denied", an unknown database).
+        match tokio::time::timeout(TIMEOUT, AnyConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail(format!("no answer within {} s", TIMEOUT.as_secs()))),
+        }
         // The services write beside us: each connection waits for their locks rather than fail.
         let pool = AnyPoolOptions::new()
             .max_connections(2)

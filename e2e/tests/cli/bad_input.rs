@@ -149,6 +149,8 @@ async fn an_unreachable_shop_or_database_is_one_line_and_exit_1() {
     let r = stack.ctl(&["--config", &cfg, "shards", "status"]);
     assert!(r.one_line_error(1).contains("shard a"), "{r}");
     assert!(r.stdout.contains("DOWN"), "{r}");
+    // The cause, not the pool's "timed out".
+    assert!(r.stderr.contains("Connection refused") && !r.stderr.contains("timed out"), "{r}");
     assert!(!r.stdout.contains("s3cret") && !r.stderr.contains("s3cret"), "the password leaked:\n{r}");
     assert!(r.stderr.contains("mysql://shop:***@"), "{r}");
 }
