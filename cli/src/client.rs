@@ -108,6 +108,12 @@ impl Client {
             }
         })?;
         let status = resp.status();
+        // How long the shop asks to wait (429 after too many failed logins, 503 while busy).
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = resp.bytes().await.context("reading the answer")?;
         let body: Value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
@@ -116,9 +122,12 @@ impl Client {
         }
         let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
         let code = field("error").unwrap_or_else(|| "error".into());
-        let message = field("message")
+        let mut message = field("message")
             .or_else(|| field("error_description"))
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("request failed").to_lowercase());
+        if let Some(secs) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+            message.push_str(&format!("; try again in {secs} s"));
+        }
         if status == StatusCode::UNAUTHORIZED && self.token_from_env {
             return Err(LoginNeeded::EnvTokenRefused { url: self.base.clone() }.into());
         }

@@ -122,3 +122,24 @@ async fn scripts_can_pass_a_token_in_shopctl_token_instead_of_logging_in() {
     // Without it, there is no login.
     assert!(stack.ctl(&["orders", "list"]).one_line_error(4).contains("not logged in"));
 }
+
+#[tokio::test]
+async fn too_many_failed_logins_say_how_long_to_wait() {
+    let settings = vec![("verifier.login_max_failures_per_account", "2")];
+    let stack = Stack::start_with(shopgate_e2e::Options { settings, ..Default::default() }).await;
+    let email = super::email("cli-throttled");
+    stack.register(&email).await;
+    for _ in 0..2 {
+        let r = stack.ctl_stdin(&["login", &email, "--password-stdin"], "not-the-password\n");
+        assert!(r.one_line_error(1).contains("wrong email or password"), "{r}");
+    }
+    let r = stack.ctl_stdin(&["login", &email, "--password-stdin"], "not-the-password\n");
+    let line = r.one_line_error(1);
+    let secs: u64 = line
+        .split("try again in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {line:?}"));
+    assert!((1..=stack.config.verifier.login_window_seconds).contains(&secs), "{line}");
+}
