@@ -1,8 +1,8 @@
 //! `shopctl logout`: revoke the kept token on the server (`POST /auth/logout`), then forget it.
 //!
-//! The token is forgotten whatever the server says, so a dead gateway never keeps anyone logged
-//! in on this machine; when the server could not revoke it, that is said, with how long the
-//! token stays valid elsewhere.
+//! If the server cannot be asked (the gateway is down), the token stays kept and the command fails
+//! (exit 1) saying so: forgetting a token that is still valid would leave no way to revoke it from
+//! here. `--forget` forgets it anyway, with a warning of how long it stays valid elsewhere.
 
 use serde_json::json;
 use shopgate_core::time::rfc3339;
@@ -13,7 +13,11 @@ use crate::output::{out, print_json, warn};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Forget the login here even if the server cannot revoke the token now.
+    #[arg(long)]
+    forget: bool,
+}
 
 /// What became of the token on the server.
 enum Revoked {
@@ -22,7 +26,7 @@ enum Revoked {
     No(String),
 }
 
-pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let base = Client::new(ctx)?.base().to_owned();
     let Some(cred) = credentials::get(&base)? else {
         if ctx.json {
@@ -44,6 +48,13 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
             Err(e) => Revoked::No(crate::error_line(&e)),
         }
     };
+    if let (Revoked::No(why), false) = (&revoked, args.forget) {
+        anyhow::bail!(
+            "the token could not be revoked ({why}); it is still kept here and valid until {}: run `shopctl \
+             logout` again when the shop answers, or `shopctl logout --forget`",
+            rfc3339(cred.expires_at)
+        );
+    }
     credentials::remove(&base)?;
     if ctx.json {
         let (revoked, warning) = match &revoked {

@@ -90,13 +90,20 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
 }
 
 #[tokio::test]
-async fn logout_forgets_the_login_even_when_the_shop_is_down_and_says_so() {
+async fn logout_with_the_shop_down_keeps_the_token_unless_told_to_forget_it() {
     let stack = Stack::start().await;
     let email = super::email("cli-down");
     stack.register(&email).await;
     stack.ctl_stdin(&["login", &email, "--password-stdin"], PASSWORD).ok();
+    let token = stack.kept_token();
     stack.kill("nginx");
-    let out = stack.ctl(&["logout"]).ok();
+    // The token is still valid on the server: keeping it is the only way to revoke it later.
+    let kept = stack.ctl(&["logout"]);
+    let line = kept.one_line_error(1);
+    assert!(line.contains("could not be revoked") && line.contains("still kept here"), "{kept}");
+    assert!(line.contains("shopctl logout --forget"), "{kept}");
+    assert_eq!(stack.kept_token(), token);
+    let out = stack.ctl(&["logout", "--forget"]).ok();
     assert!(out.stdout.contains("Forgot the login"), "{out}");
     assert!(
         out.stderr.contains("warning: the server did not revoke the token") && out.stderr.contains("cannot reach"),
