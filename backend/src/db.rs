@@ -652,8 +652,6 @@ async fn check_handover(
 /// died meanwhile: a restarted server, a cut link); one used more recently is handed out as is.
 const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// A pool that connects on first use, with the transaction check at both handovers, counting the
-/// connections it finds inside a transaction in `metrics` if given.
 /// Connections in each of a process's pools on `dialect`.
 fn pool_size(dialect: Dialect) -> u32 {
     match dialect {
@@ -662,6 +660,8 @@ fn pool_size(dialect: Dialect) -> u32 {
     }
 }
 
+/// A pool that connects on first use, with the transaction check at both handovers, counting the
+/// connections it finds inside a transaction in `metrics` if given.
 fn checked_pool(
     options: AnyConnectOptions,
     dialect: Dialect,

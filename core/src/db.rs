@@ -208,12 +208,18 @@ mod tests {
         }
     }
 
+    /// A new SQLite file in a folder of its own (kept while the folder lives), and how to open it.
+    fn temp_sqlite() -> (tempfile::TempDir, Dialect, AnyConnectOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DbUrl::new(format!("sqlite://{}", dir.path().join("t.db").display()));
+        let (dialect, options) = connect_options(&url, Open::Create).unwrap();
+        (dir, dialect, options)
+    }
+
     /// A database another writer holds: SQLITE_BUSY is "unavailable"; a missing table is our bug.
     #[tokio::test]
     async fn a_locked_sqlite_database_is_unavailable() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = DbUrl::new(format!("sqlite://{}", dir.path().join("t.db").display()));
-        let (_, options) = connect_options(&url, Open::Create).unwrap();
+        let (_dir, _, options) = temp_sqlite();
         let mut holder = AnyConnection::connect_with(&options).await.unwrap();
         holder.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)").await.unwrap();
         holder.execute("BEGIN IMMEDIATE").await.unwrap();
@@ -233,9 +239,7 @@ mod tests {
     /// Every pooled SQLite connection waits for locks and keeps a small page cache.
     #[tokio::test]
     async fn a_prepared_sqlite_connection_has_our_settings() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = DbUrl::new(format!("sqlite://{}", dir.path().join("t.db").display()));
-        let (dialect, options) = connect_options(&url, Open::Create).unwrap();
+        let (_dir, dialect, options) = temp_sqlite();
         let mut conn = AnyConnection::connect_with(&options).await.unwrap();
         prepare_connection(&mut conn, dialect).await.unwrap();
         let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut conn).await.unwrap();

@@ -39,9 +39,9 @@ async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result
     }
 }
 
-/// [`check`] for the users of a batch of writes, whose `buckets` (ascending, no repeats) are read
-/// in one statement: those of them open here.
-pub(crate) async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
+/// Those of `buckets` whose writes are open here, read with [`select_sql`] (share-locked on
+/// MariaDB). Orders read theirs together with the prices (`store::orders`).
+async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
     let sql = select_sql(dialect, buckets.len());
     let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
     for b in buckets {

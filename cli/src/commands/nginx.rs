@@ -155,6 +155,12 @@ pub(crate) fn allow_map() -> String {
     out
 }
 
+/// An upstream's `server` line: a server that refuses a connection is skipped for 2 s, then tried
+/// again (the template says why; the verifiers', each shard's and the catalog's upstreams alike).
+fn server_line(addr: &std::net::SocketAddr) -> String {
+    format!("        server {addr} max_fails=1 fail_timeout=2s;")
+}
+
 /// nginx's prefix folder, absolute.
 fn prefix_dir(config: &Config) -> anyhow::Result<PathBuf> {
     let prefix = config.nginx.prefix.clone().unwrap_or_else(|| PathBuf::from("nginx"));
@@ -182,14 +188,11 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     let mut verifiers = String::new();
     for addr in &config.verifier.listen {
         // Skipped for 2 s after a refused connection, then tried again (see the template).
-        let _ = writeln!(verifiers, "        server {addr} max_fails=1 fail_timeout=2s;");
+        let _ = writeln!(verifiers, "{}", server_line(addr));
     }
     let mut shards = String::new();
     let mut catalog_servers = String::new();
     for s in &config.shards {
-        for addr in &s.listen {
-            let _ = writeln!(catalog_servers, "        server {addr} max_fails=1 fail_timeout=2s;");
-        }
         let _ = writeln!(shards, "    upstream shard_{} {{", s.name);
         if s.listen.len() > 1 {
             // Each user to one process of the shard (see the template).
@@ -199,7 +202,9 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
             // One line per backend process of the shard; a process that refuses a connection is
             // skipped for 2 s (see the template). A lone server is never skipped (nginx ignores
             // max_fails when a group has one).
-            let _ = writeln!(shards, "        server {addr} max_fails=1 fail_timeout=2s;");
+            let _ = writeln!(shards, "{}", server_line(addr));
+            // The catalog's upstream has every process of every shard.
+            let _ = writeln!(catalog_servers, "{}", server_line(addr));
         }
         let _ = writeln!(shards, "        keepalive 32;\n        keepalive_timeout 3s;\n    }}");
     }
