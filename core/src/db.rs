@@ -142,6 +142,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// MySQL/MariaDB chose this statement's transaction as a deadlock's victim and rolled it back
+/// whole: running it again is the server's own advice ("try restarting transaction").
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    mysql_code(e) == Some(1213)
+}
+
 /// Runs an `INSERT`: true if it stored the row, false if a unique or primary key already holds
 /// one (so concurrent inserts of the same key cannot both succeed, on either engine).
 pub async fn insert_unless_present<'q>(

@@ -43,6 +43,9 @@ use crate::{stack, Context, UsageError};
 const STEPS: [&str; 8] = ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"];
 /// Test hook: a move exits abruptly (as if killed) right after recording this step.
 const DIE_AFTER_ENV: &str = "SHOPCTL_MOVE_DIE_AFTER";
+/// A step that a deadlock rolled back is run again this many times (each step can be run again:
+/// that is what resuming a move does) before the move stops.
+const DEADLOCK_RETRIES: u32 = 3;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct MoveArgs {
@@ -284,12 +287,29 @@ impl<'a> Mover<'a> {
             let next = STEPS.iter().position(|s| *s == m.step).and_then(|i| STEPS.get(i + 1)).copied();
             let Some(next) = next else { bail!("move {} is at an unknown step {:?}", m.id, m.step) };
             let started = Instant::now();
-            self.step(&mut m, next, &list).await.with_context(|| {
-                format!(
-                    "move {} ({} -> {}, buckets {}) stopped before step {next}; run the command again to resume, or with --abort",
-                    m.id, m.source, m.target, m.buckets
-                )
-            })?;
+            let mut deadlocks = 0;
+            loop {
+                // On a copy: a step that fails leaves nothing of its own behind in `m`.
+                let mut attempt = m.clone();
+                match self.step(&mut attempt, next, &list).await {
+                    Ok(()) => {
+                        m = attempt;
+                        break;
+                    }
+                    // Orders running beside the move take locks too; the server rolled the
+                    // step's statement back whole, so it is run again.
+                    Err(e) if deadlocks < DEADLOCK_RETRIES && is_deadlock(&e) => {
+                        deadlocks += 1;
+                        tokio::time::sleep(Duration::from_millis(50 * u64::from(deadlocks))).await;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!(
+                            "move {} ({} -> {}, buckets {}) stopped before step {next}; run the command again to resume, or with --abort",
+                            m.id, m.source, m.target, m.buckets
+                        )))
+                    }
+                }
+            }
             m.step = next.to_owned();
             self.save(&m).await?;
             self.report.step(&m, started.elapsed());
@@ -479,6 +499,11 @@ pub(crate) async fn routing_versions(config: &Config) -> RoutingVersions {
     }
     let nginx = waits.version_at(&format!("http://{}/healthz", reachable(config.nginx.listen))).await;
     RoutingVersions { nginx, backends }
+}
+
+/// Whether `e` is, or was caused by, a deadlock the server broke by rolling back our statement.
+fn is_deadlock(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(shopgate_core::db::is_deadlock))
 }
 
 /// The test hook: exit abruptly, as a killed process would, right after recording `step`.
