@@ -3,7 +3,7 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Everything a running stack writes: config, key, databases, logs, pids, nginx prefix.
-VAR=${SHOP_VAR:-$ROOT/var}
+VAR=$(realpath -m -- "${SHOP_VAR:-$ROOT/var}")
 
 say() { printf '%s\n' "$*" >&2; }
 # One `error:` line on stderr, then exit 1. DIED tells an EXIT trap the reason is said already.
@@ -90,8 +90,17 @@ build_binaries() {
   [ "${SHOP_BUILD:-1}" = 0 ] && return 0
   local flag=--release
   [ "${SHOP_PROFILE:-release}" = debug ] && flag=
-  say "building ($([ -n "$flag" ] && echo release || echo debug)) ..."
-  (cd "$ROOT" && cargo build $flag -q -p shopgate-verifier -p shopgate-backend -p shopctl)
+  local profile=debug
+  [ -n "$flag" ] && profile=release
+  if [ -x "$ROOT/target/$profile/verifier" ]; then
+    say "building ($profile) ..."
+  else
+    say "building ($profile) for the first time: about 5 minutes on 2 cores; cargo shows its progress"
+  fi
+  # cargo's own progress (a bar on a terminal, one line per crate otherwise), so a cold build
+  # does not look hung; nothing at all when everything is up to date.
+  (cd "$ROOT" && cargo build $flag --color never -p shopgate-verifier -p shopgate-backend -p shopctl 2>&1 \
+    | { grep -v '^ *Finished ' >&2 || true; })
 }
 
 # Starts "$@" in the background with its output in $VAR/logs/NAME.log and its pid in $VAR/run/NAME.pid.
@@ -115,7 +124,10 @@ stop_pidfiles() {
   for f in "$@"; do
     [ -f "$f" ] || continue
     pid=$(cat "$f" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # Only a process of this stack: its command line names this folder (--config $VAR/shop.toml,
+    # nginx's -p $VAR/nginx). A pid file copied from elsewhere, or a pid the system has given to
+    # another process since, is left alone.
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ours "$pid"; then
       kill -"$sig" "$pid" 2>/dev/null || true
       pids+=("$pid")
     fi
@@ -132,6 +144,11 @@ stop_pidfiles() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   rm -f "$@"
+}
+
+# Whether PID's command line names this stack's folder.
+ours() {
+  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$VAR/"
 }
 
 # Whether PID runs (a zombie, exited but not yet reaped by its parent, does not).

@@ -33,10 +33,25 @@ pub(crate) const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 
 const COLUMNS: &str = "sku,name,category,price_cents[,description]";
 
-/// Reads and checks the whole file. `format` overrides the guess from the extension / content.
+/// Bad rows named in one error at most; the rest are counted.
+pub(crate) const MAX_ROW_ERRORS: usize = 20;
+
+/// The file name that means standard input.
+pub(crate) const STDIN: &str = "-";
+
+/// Reads and checks the whole file (`-`: standard input). `format` overrides the guess from the
+/// extension / content. Every bad row is named (up to [`MAX_ROW_ERRORS`]), not only the first.
 pub(crate) fn load(path: &Path, format: Option<Format>) -> anyhow::Result<Vec<Product>> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
+    let (shown, bytes) = if path.as_os_str() == STDIN {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;
+        ("standard input".to_owned(), bytes)
+    } else {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
+        (shown, bytes)
+    };
     let format = format.unwrap_or_else(|| guess(path, &bytes));
     let products = match format {
         Format::Csv => parse_csv(&bytes),
@@ -97,21 +112,58 @@ pub(crate) fn parse_csv(bytes: &[u8]) -> Result<Vec<Product>, String> {
         }
     }
     let mut rows = Vec::new();
+    let mut bad = BadRows::default();
     let mut seen = HashMap::new();
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| csv_error(&e))?;
-        let at = At { row: i + 1, line: record.position().map(csv::Position::line) };
-        let field = |name: &str| col.get(name).and_then(|&c| record.get(c)).unwrap_or("");
-        let price = field("price_cents").trim();
-        let price_cents = price.parse::<i64>().ok().filter(|_| !price.starts_with('+')).ok_or_else(|| {
-            format!("{at}: price_cents must be a whole number of cents (e.g. 1250 for 12.50), not {price:?}")
-        })?;
-        let description = col.get("description").map(|_| field("description").trim().to_owned());
-        let p = check(at, field("sku"), field("name"), field("category"), price_cents, description)?;
-        no_duplicate(&mut seen, &p, at)?;
-        rows.push(p);
+        let row = (|| {
+            let record = record.map_err(|e| format!("row {}: {}", i + 1, csv_error(&e)))?;
+            let at = At { row: i + 1, line: record.position().map(csv::Position::line) };
+            let field = |name: &str| col.get(name).and_then(|&c| record.get(c)).unwrap_or("");
+            let price = field("price_cents").trim();
+            let price_cents = price.parse::<i64>().ok().filter(|_| !price.starts_with('+')).ok_or_else(|| {
+                format!("{at}: price_cents must be a whole number of cents (e.g. 1250 for 12.50), not {price:?}")
+            })?;
+            let description = col.get("description").map(|_| field("description").trim().to_owned());
+            let p = check(at, field("sku"), field("name"), field("category"), price_cents, description)?;
+            no_duplicate(&mut seen, &p, at)?;
+            Ok(p)
+        })();
+        bad.keep(row, &mut rows);
     }
-    Ok(rows)
+    bad.into_result(rows)
+}
+
+/// The rows that failed their checks: every one counted, the first [`MAX_ROW_ERRORS`] named.
+#[derive(Default)]
+struct BadRows {
+    named: Vec<String>,
+    count: usize,
+}
+
+impl BadRows {
+    fn keep(&mut self, row: Result<Product, String>, rows: &mut Vec<Product>) {
+        match row {
+            Ok(p) => rows.push(p),
+            Err(e) => {
+                self.count += 1;
+                if self.named.len() < MAX_ROW_ERRORS {
+                    self.named.push(e);
+                }
+            }
+        }
+    }
+
+    fn into_result(self, rows: Vec<Product>) -> Result<Vec<Product>, String> {
+        match self.count {
+            0 => Ok(rows),
+            1 => Err(self.named.join("")),
+            n => {
+                let more = n - self.named.len();
+                let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+                Err(format!("{n} bad rows: {}{more}", self.named.join("; ")))
+            }
+        }
+    }
 }
 
 fn csv_error(e: &csv::Error) -> String {
@@ -132,41 +184,46 @@ pub(crate) fn parse_json(bytes: &[u8]) -> Result<Vec<Product>, String> {
         return Err(format!("expected a JSON array of objects with the keys {COLUMNS}"));
     };
     let mut rows = Vec::new();
+    let mut bad = BadRows::default();
     let mut seen = HashMap::new();
     for (i, item) in items.iter().enumerate() {
-        let at = At { row: i + 1, line: None };
-        let Value::Object(obj) = item else { return Err(format!("{at}: expected an object, found {}", kind(item))) };
-        if let Some(k) =
-            obj.keys().find(|k| !["sku", "name", "category", "price_cents", "description"].contains(&k.as_str()))
-        {
-            return Err(format!("{at}: unknown key {k:?} (expected {COLUMNS})"));
-        }
-        let text = |k: &str| -> Result<Option<&str>, String> {
-            match obj.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err(format!("{at}: {k} must be a string, not {}", kind(other))),
-            }
-        };
-        let required = |k: &str| text(k)?.ok_or_else(|| format!("{at}: {k} is missing"));
-        let price_cents = match obj.get("price_cents") {
-            None | Some(Value::Null) => return Err(format!("{at}: price_cents is missing")),
-            Some(v) => v.as_i64().ok_or_else(|| {
-                format!("{at}: price_cents must be a whole number of cents (e.g. 1250 for 12.50), not {v}")
-            })?,
-        };
-        let p = check(
-            at,
-            required("sku")?,
-            required("name")?,
-            required("category")?,
-            price_cents,
-            text("description")?.map(|d| d.trim().to_owned()),
-        )?;
-        no_duplicate(&mut seen, &p, at)?;
-        rows.push(p);
+        let row = json_row(At { row: i + 1, line: None }, item, &mut seen);
+        bad.keep(row, &mut rows);
     }
-    Ok(rows)
+    bad.into_result(rows)
+}
+
+fn json_row(at: At, item: &Value, seen: &mut HashMap<String, usize>) -> Result<Product, String> {
+    let Value::Object(obj) = item else { return Err(format!("{at}: expected an object, found {}", kind(item))) };
+    if let Some(k) =
+        obj.keys().find(|k| !["sku", "name", "category", "price_cents", "description"].contains(&k.as_str()))
+    {
+        return Err(format!("{at}: unknown key {k:?} (expected {COLUMNS})"));
+    }
+    let text = |k: &str| -> Result<Option<&str>, String> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(format!("{at}: {k} must be a string, not {}", kind(other))),
+        }
+    };
+    let required = |k: &str| text(k)?.ok_or_else(|| format!("{at}: {k} is missing"));
+    let price_cents = match obj.get("price_cents") {
+        None | Some(Value::Null) => return Err(format!("{at}: price_cents is missing")),
+        Some(v) => v.as_i64().ok_or_else(|| {
+            format!("{at}: price_cents must be a whole number of cents (e.g. 1250 for 12.50), not {v}")
+        })?,
+    };
+    let p = check(
+        at,
+        required("sku")?,
+        required("name")?,
+        required("category")?,
+        price_cents,
+        text("description")?.map(|d| d.trim().to_owned()),
+    )?;
+    no_duplicate(seen, &p, at)?;
+    Ok(p)
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -9,6 +9,7 @@ pub(crate) mod client;
 pub(crate) mod commands;
 pub mod credentials;
 pub mod db;
+pub(crate) mod health;
 pub mod openapi;
 pub mod output;
 pub(crate) mod stack;
@@ -30,9 +31,13 @@ use clap::{Parser, Subcommand};
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 4 a login is needed. The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
 )]
 pub struct Cli {
-    /// Print machine-readable JSON instead of tables.
-    #[arg(long, global = true)]
+    /// Print JSON (the same as --format json): lists as {"items": [...], "next": ...}, errors as
+    /// {"error": {...}} on standard error.
+    #[arg(long, global = true, conflicts_with = "format")]
     pub(crate) json: bool,
+    /// table, tsv or json [default: table on a terminal, else tab-separated rows with a header].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub(crate) format: Option<output::Format>,
     /// The gateway's URL [default: the running stack's, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL", value_parser = gateway_url)]
     pub url: Option<String>,
@@ -60,6 +65,8 @@ pub(crate) enum Command {
     /// Place, list, show and cancel your orders.
     #[command(subcommand)]
     Orders(commands::orders::OrdersCommand),
+    /// Check every part of the stack and say what is wrong and what to do (exit 1 if anything is).
+    Doctor(commands::doctor::Args),
     /// Operators: shard health and misplaced rows, straight from the databases.
     #[command(subcommand)]
     Shards(commands::shards::ShardsCommand),
@@ -100,7 +107,7 @@ fn gateway_url(text: &str) -> Result<String, String> {
 pub struct UsageError(pub String);
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context { json: cli.json, url: cli.url, config: cli.config };
+    let ctx = Context { format: output::Format::choose(cli.format, cli.json), url: cli.url, config: cli.config };
     match cli.command {
         Command::Register(a) => commands::register::run(&ctx, a).await,
         Command::Login(a) => commands::login::run(&ctx, a).await,
@@ -109,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Products(a) => commands::products::run(&ctx, a).await,
         Command::Categories(a) => commands::categories::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,
+        Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
@@ -123,7 +131,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// What every command may need from the global flags.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
-    pub(crate) json: bool,
+    /// How answers are printed; commands with a table of their own print it under `Table`.
+    pub(crate) format: output::Format,
     pub url: Option<String>,
     pub config: Option<PathBuf>,
 }

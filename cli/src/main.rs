@@ -7,6 +7,7 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    shopctl::output::errors_as_json_from_args(&std::env::args_os().collect::<Vec<_>>());
     let cli = match shopctl::Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout with 0; help shown for a missing subcommand is usage (2).
@@ -21,7 +22,6 @@ async fn main() -> ExitCode {
 }
 
 fn fail(line: &str, code: u8) -> ExitCode {
-    let label = if shopctl::output::stderr_colour() { "\x1b[1;31mshopctl:\x1b[0m" } else { "shopctl:" };
-    shopctl::output::note(format_args!("{label} {line}"));
+    shopctl::output::fail(line, code);
     ExitCode::from(code)
 }

@@ -1,10 +1,17 @@
-//! Tables for people, JSON for scripts, colour only on a terminal.
+//! Tables for people; tab-separated rows or JSON for scripts; colour only on a terminal.
+//!
+//! Every command builds its answer as JSON: a list is `{"items": [...], "next": cursor-or-null}`,
+//! anything else one object. [`Format::print`] prints that value as JSON, or as tab-separated rows
+//! with a header (the objects' fields, nested ones as `a.b`), or as a table; commands that have a
+//! table of their own for people print it themselves when [`Format::Table`] is in force.
 //!
 //! Everything a command prints to standard output goes through [`out`], so a reader that goes away
-//! (`shopctl nginx render | head`) ends the program quietly instead of a panic on a broken pipe.
+//! (`shopctl nginx render | head`) ends the program quietly instead of a panic on a broken pipe,
+//! and a write that fails (`>/dev/full`) ends it with exit 1 and a message.
 
 use std::fmt::Display;
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table};
@@ -25,14 +32,122 @@ fn colour_allowed() -> bool {
         && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
+/// How a command's answer is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people (the default on a terminal).
+    Table,
+    /// Tab-separated rows with a header line (the default when standard output is not a terminal).
+    Tsv,
+    /// JSON; errors too, on standard error.
+    Json,
+}
+
+/// Whether errors are printed as JSON (`--json`, `--format json`).
+static ERRORS_AS_JSON: AtomicBool = AtomicBool::new(false);
+
+impl Format {
+    /// `--json`, else `--format`, else a table on a terminal and TSV otherwise (as `gh` does).
+    pub fn choose(format: Option<Format>, json: bool) -> Format {
+        let chosen = match (json, format) {
+            (true, _) => Format::Json,
+            (false, Some(f)) => f,
+            (false, None) if std::io::stdout().is_terminal() => Format::Table,
+            (false, None) => Format::Tsv,
+        };
+        ERRORS_AS_JSON.store(chosen == Format::Json, Ordering::Relaxed);
+        chosen
+    }
+
+    /// Prints a command's answer: a list (`{"items": [...], "next": ...}`) or one object.
+    pub(crate) fn print(self, answer: &Value) {
+        match self {
+            Format::Json => print_json(answer),
+            Format::Tsv => {
+                let (headers, rows) = flat_rows(answer);
+                if !headers.is_empty() {
+                    out_raw(&tsv(&headers, &rows));
+                }
+            }
+            Format::Table => {
+                let (headers, rows) = flat_rows(answer);
+                if !headers.is_empty() {
+                    out(table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), rows));
+                }
+            }
+        }
+    }
+}
+
+/// A list answer: `{"items": [...], "next": cursor-or-null}`.
+pub(crate) fn list(items: Vec<Value>, next: Value) -> Value {
+    serde_json::json!({ "items": items, "next": next })
+}
+
+/// The rows of an answer: the items of a list, or the one object, with their fields flattened.
+/// The header is every field seen, in the order first seen (fields sorted within an object).
+fn flat_rows(answer: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let items: Vec<&Value> = match answer.get("items") {
+        Some(Value::Array(items)) => items.iter().collect(),
+        _ => vec![answer],
+    };
+    let flat: Vec<Vec<(String, String)>> = items
+        .iter()
+        .map(|item| {
+            let mut fields = Vec::new();
+            flatten(String::new(), item, &mut fields);
+            fields
+        })
+        .collect();
+    let mut headers: Vec<String> = Vec::new();
+    for (name, _) in flat.iter().flatten() {
+        if !headers.contains(name) {
+            headers.push(name.clone());
+        }
+    }
+    let rows = flat
+        .iter()
+        .map(|fields| {
+            headers
+                .iter()
+                .map(|h| fields.iter().find(|(name, _)| name == h).map(|(_, v)| v.clone()).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn flatten(name: String, v: &Value, fields: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let inner_name = if name.is_empty() { key.clone() } else { format!("{name}.{key}") };
+                flatten(inner_name, inner, fields);
+            }
+        }
+        Value::Array(_) => fields.push((if name.is_empty() { "value".into() } else { name }, v.to_string())),
+        other => fields.push((if name.is_empty() { "value".into() } else { name }, cell(other))),
+    }
+}
+
+/// Rows as tab-separated text: a tab, newline, carriage return or backslash inside a cell is
+/// written `\t`, `\n`, `\r`, `\\` (PostgreSQL's text format), so every row is one line.
+fn tsv(headers: &[String], rows: &[Vec<String>]) -> String {
+    let escape = |c: &String| c.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r");
+    let mut text = String::new();
+    for row in std::iter::once(headers).chain(rows.iter().map(Vec::as_slice)) {
+        text.push_str(&row.iter().map(escape).collect::<Vec<_>>().join("\t"));
+        text.push('\n');
+    }
+    text
+}
+
 /// Prints a line to standard output. A closed pipe ends the program with success: the reader
 /// has what it wanted.
 pub(crate) fn out(text: impl Display) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+        stdout_failed(&e);
     }
 }
 
@@ -40,10 +155,37 @@ pub(crate) fn out(text: impl Display) {
 pub(crate) fn out_raw(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+        stdout_failed(&e);
     }
+}
+
+/// A closed pipe ends the program with 0; any other failed write (a full disk) with 1.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    fail(&format!("writing to standard output: {e}"), 1);
+    std::process::exit(1)
+}
+
+/// Prints the error that ends the program: `shopctl: LINE` on standard error, or under `--json`
+/// `{"error": {"message": LINE, "exit_code": CODE}}`.
+pub fn fail(line: &str, code: u8) {
+    if ERRORS_AS_JSON.load(Ordering::Relaxed) {
+        note(serde_json::json!({"error": {"message": line, "exit_code": code}}));
+    } else {
+        let label = if stderr_colour() { "\x1b[1;31mshopctl:\x1b[0m" } else { "shopctl:" };
+        note(format_args!("{label} {line}"));
+    }
+}
+
+/// For errors found before the flags are parsed (bad usage): whether `args` ask for JSON.
+pub fn errors_as_json_from_args(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let json = args.iter().any(|a| *a == "--json" || *a == "--format=json")
+        || args.windows(2).any(|w| w[0] == "--format" && w[1] == "json");
+    ERRORS_AS_JSON.store(json, Ordering::Relaxed);
+    json
 }
 
 /// A note for the person at the terminal, on standard error (never mixed into `--json` output).
@@ -58,8 +200,7 @@ pub(crate) fn warn(text: impl Display) {
 }
 
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    let mut t = new_table();
     if stdout_colour() {
         t.set_header(headers.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
     } else {
@@ -75,8 +216,7 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 /// A table whose cells may be marked good (green) or bad (red) on a terminal.
 pub(crate) fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> String {
     let colour = stdout_colour();
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    let mut t = new_table();
     if colour {
         t.set_header(headers.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
     } else {
@@ -96,6 +236,19 @@ pub(crate) fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> 
     t.to_string()
 }
 
+/// Columns fit the terminal's width when it is known and usable; a terminal that reports no width
+/// (or a silly one: 0 columns under some `script` or serial consoles) gets columns at full width
+/// instead of one character each.
+fn new_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let usable = t.width().is_some_and(|w| w >= MIN_TABLE_WIDTH);
+    t.set_content_arrangement(if usable { ContentArrangement::Dynamic } else { ContentArrangement::Disabled });
+    t
+}
+
+const MIN_TABLE_WIDTH: u16 = 40;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mark {
     Plain,
@@ -103,7 +256,7 @@ pub(crate) enum Mark {
     Bad,
 }
 
-pub(crate) fn print_json(v: &Value) {
+fn print_json(v: &Value) {
     out(serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
@@ -127,6 +280,16 @@ pub(crate) fn money(cents: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn lists_and_objects_become_rows_with_a_header() {
+        let answer = super::list(vec![json!({"id": 1, "p": {"a": "x\ty"}}), json!({"id": 2, "q": null})], json!(null));
+        let (headers, rows) = super::flat_rows(&answer);
+        assert_eq!(headers, ["id", "p.a", "q"]);
+        assert_eq!(super::tsv(&headers, &rows), "id\tp.a\tq\n1\tx\\ty\t\n2\t\t\n");
+        let (headers, rows) = super::flat_rows(&json!({"email": "a@b.c", "ok": true, "tags": [1, 2]}));
+        assert_eq!(super::tsv(&headers, &rows), "email\tok\ttags\na@b.c\ttrue\t[1,2]\n");
+    }
 
     #[test]
     fn money() {

@@ -102,7 +102,7 @@ impl Stack {
     pub fn status_map(&self) -> (u64, ShardMap) {
         let status = self.ctl(&["--json", "shards", "status"]).ok().json();
         let version = status["map_version"].as_u64().unwrap_or_else(|| panic!("no map_version in {status}"));
-        let shards = status["shards"].as_array().unwrap_or_else(|| panic!("no shards in {status}"));
+        let shards = status["items"].as_array().unwrap_or_else(|| panic!("no shards in {status}"));
         let specs: Vec<(ShardName, String)> = shards
             .iter()
             .map(|s| {

@@ -15,7 +15,7 @@ pub struct Category {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({"id": 1, "sku": "BK-001", "name": "The Rust Book", "category_id": 1, "price_cents": 3999, "description": ""}))]
-pub(crate) struct Product {
+pub struct Product {
     pub id: i64,
     pub sku: String,
     pub name: String,
@@ -52,9 +52,9 @@ pub async fn count_products(db: &AnyPool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(db).await
 }
 
-/// Every product's (id, sku).
-pub async fn skus(db: &AnyPool) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as("SELECT id, sku FROM products").fetch_all(db).await
+/// Every product (shopctl's import settles ids and counts unchanged rows from them).
+pub async fn all_products(db: &AnyPool) -> sqlx::Result<Vec<Product>> {
+    sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products")).fetch_all(db).await
 }
 
 /// A product as an import writes it; no description keeps the stored one on update.

@@ -19,7 +19,7 @@ use shopgate_core::config::Config;
 
 use crate::catalog_file::{self, Format, Product};
 use crate::db::{bounded, Db};
-use crate::output::{note, out, print_json, table};
+use crate::output::{self, note, out, table};
 use crate::{stack, Context};
 
 /// Rows written between two progress reports.
@@ -37,11 +37,11 @@ pub(crate) enum CatalogCommand {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ImportArgs {
-    /// The CSV or JSON file.
+    /// The CSV or JSON file; `-` reads standard input.
     pub(crate) file: PathBuf,
     /// The file's format [default: from the extension, else from the content].
-    #[arg(long, value_enum)]
-    pub(crate) format: Option<Format>,
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) file_format: Option<Format>,
     /// Check the file and show what would change, without writing.
     #[arg(long)]
     pub(crate) dry_run: bool,
@@ -49,7 +49,7 @@ pub(crate) struct ImportArgs {
 
 pub async fn run(ctx: &Context, cmd: CatalogCommand) -> anyhow::Result<()> {
     let CatalogCommand::Import(args) = cmd;
-    let products = catalog_file::load(&args.file, args.format)?;
+    let products = catalog_file::load(&args.file, args.file_format)?;
     let config = stack::load_config(ctx)?;
     import(ctx, &config, &products, args.dry_run).await
 }
@@ -58,6 +58,8 @@ pub async fn run(ctx: &Context, cmd: CatalogCommand) -> anyhow::Result<()> {
 struct Plan {
     product_ids: Vec<i64>,
     new_products: usize,
+    /// Products already stored, exactly as the file has them, on every shard.
+    unchanged_products: usize,
     categories: BTreeMap<String, i64>,
     new_categories: usize,
 }
@@ -75,17 +77,18 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
     if dry_run {
         let summary = json!({
             "dry_run": true, "products": products.len(), "new_products": plan.new_products,
-            "updated_products": products.len() - plan.new_products, "new_categories": plan.new_categories,
+            "updated_products": plan.updated(products.len()), "unchanged_products": plan.unchanged_products, "new_categories": plan.new_categories,
             "shards": shards.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         });
-        if ctx.json {
-            print_json(&summary);
+        if ctx.format != output::Format::Table {
+            ctx.format.print(&summary);
         } else {
             out(format_args!(
-                "{} products are valid: {} new, {} to update, {} new categories, on shards {}. Nothing written (--dry-run).",
+                "{} products are valid: {} new, {} to update, {} unchanged, {} new categories, on shards {}. Nothing written (--dry-run).",
                 products.len(),
                 plan.new_products,
-                products.len() - plan.new_products,
+                plan.updated(products.len()),
+                plan.unchanged_products,
                 plan.new_categories,
                 shards.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
             ));
@@ -123,11 +126,11 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
         db.close().await;
     }
     let elapsed = started.elapsed();
-    if ctx.json {
-        print_json(&json!({
+    if ctx.format != output::Format::Table {
+        ctx.format.print(&json!({
             "products": products.len(),
             "new_products": plan.new_products,
-            "updated_products": products.len() - plan.new_products,
+            "updated_products": plan.updated(products.len()), "unchanged_products": plan.unchanged_products,
             "new_categories": plan.new_categories,
             "seconds": elapsed.as_secs_f64(),
             "shards": per_shard.iter().map(|(n, c)| json!({"shard": n, "products_in_catalog": c})).collect::<Vec<_>>(),
@@ -136,16 +139,24 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
         let rows = per_shard.iter().map(|(n, c)| vec![n.clone(), products.len().to_string(), c.to_string()]).collect();
         out(table(&["shard", "imported", "products in catalog"], rows));
         out(format_args!(
-            "Imported {} products ({} new, {} updated, {} new categories) into {} shards in {:.1} s.",
+            "Imported {} products ({} new, {} updated, {} unchanged, {} new categories) into {} shards in {:.1} s.",
             products.len(),
             plan.new_products,
-            products.len() - plan.new_products,
+            plan.updated(products.len()),
+            plan.unchanged_products,
             plan.new_categories,
             per_shard.len(),
             elapsed.as_secs_f64()
         ));
     }
     Ok(())
+}
+
+impl Plan {
+    /// Products stored already that the import changes.
+    fn updated(&self, products: usize) -> usize {
+        products - self.new_products - self.unchanged_products
+    }
 }
 
 /// Settles ids from what every shard holds; refuses if the shards disagree about them.
@@ -155,16 +166,30 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
     let mut cat_id: HashMap<String, (i64, &str)> = HashMap::new();
     let mut id_cat: HashMap<i64, (String, &str)> = HashMap::new();
     let (mut max_product, mut max_category) = (0i64, 0i64);
+    // Per sku: on how many shards, and the stored product if it is the same on all of those.
+    let mut same_on_every_shard: HashMap<String, (usize, Option<catalog::Product>)> = HashMap::new();
     for (name, db) in shards {
         let read = async {
-            let p = bounded(catalog::skus(&db.pool)).await?;
+            let p = bounded(catalog::all_products(&db.pool)).await?;
             let c = bounded(catalog::categories(&db.pool)).await?;
             Ok::<_, sqlx::Error>((p, c.into_iter().map(|c| (c.id, c.name))))
         };
         let (p, c) = read.await.map_err(|e| {
             anyhow::anyhow!("shard {name}: reading the catalog: {}; nothing was written", db.explain(&e))
         })?;
-        for (id, sku) in p {
+        for stored in p {
+            let (id, sku) = (stored.id, stored.sku.clone());
+            match same_on_every_shard.get_mut(&sku) {
+                None => {
+                    same_on_every_shard.insert(sku.clone(), (1, Some(stored)));
+                }
+                Some((n, first)) => {
+                    *n += 1;
+                    if first.as_ref().is_some_and(|f| !same_product(f, &stored)) {
+                        *first = None;
+                    }
+                }
+            }
             max_product = max_product.max(id);
             if let Some((other, on)) = sku_id.get(&sku) {
                 if *other != id {
@@ -226,7 +251,26 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
             }
         })
         .collect();
-    Ok(Plan { product_ids, new_products, categories, new_categories })
+    let unchanged_products = products
+        .iter()
+        .filter(|p| match same_on_every_shard.get(&p.sku) {
+            Some((n, Some(stored))) if *n == shards.len() => {
+                stored.name == p.name
+                    && Some(&stored.category_id) == categories.get(&p.category)
+                    && stored.price_cents == p.price_cents
+                    // No description in the file keeps the stored one.
+                    && p.description.as_ref().is_none_or(|d| *d == stored.description)
+            }
+            _ => false,
+        })
+        .count();
+    Ok(Plan { product_ids, new_products, unchanged_products, categories, new_categories })
+}
+
+/// The same product content (the id and sku are compared by the caller).
+fn same_product(a: &catalog::Product, b: &catalog::Product) -> bool {
+    (a.id, &a.name, a.category_id, a.price_cents, &a.description)
+        == (b.id, &b.name, b.category_id, b.price_cents, &b.description)
 }
 
 /// One shard, one transaction: the categories it lacks, then the products in batches.

@@ -2,7 +2,7 @@
 //! Public, so no login is needed.
 
 use crate::client::Client;
-use crate::output::{cell, out, print_json, table};
+use crate::output::{self, cell, out, table, Format};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -10,11 +10,11 @@ pub(crate) struct Args {}
 
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     let answer = Client::new(ctx)?.get("/api/categories").await?;
-    if ctx.json {
-        print_json(&answer["categories"]);
+    let categories = answer["categories"].as_array().cloned().unwrap_or_default();
+    if ctx.format != Format::Table {
+        ctx.format.print(&output::list(categories, serde_json::Value::Null));
         return Ok(());
     }
-    let categories = answer["categories"].as_array().cloned().unwrap_or_default();
     let rows = categories.iter().map(|c| vec![cell(&c["id"]), cell(&c["name"])]).collect();
     out(table(&["id", "name"], rows));
     Ok(())

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::json;
 use shopgate_core::config::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
 
-use crate::output::print_json;
+use crate::output::Format;
 use crate::{Context, UsageError};
 
 #[derive(Subcommand, Debug)]
@@ -69,8 +69,8 @@ pub async fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
     let key = folder.join(DEV_KEY_FILE);
     ensure_dev_key(&key).with_context(|| format!("writing {}", key.display()))?;
     let config = builder.write(&a.file)?;
-    if ctx.json {
-        print_json(&json!({ "config": a.file, "shards": config.shards.len() }));
+    if ctx.format == Format::Json {
+        ctx.format.print(&json!({ "config": a.file, "shards": config.shards.len() }));
     } else {
         println!("{}", a.file.display());
     }

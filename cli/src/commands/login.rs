@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::client::{now, Client};
 use crate::credentials::{self, Credential};
-use crate::output::{out, print_json};
+use crate::output::{out, Format};
 use crate::Context;
 
 pub use super::AccountArgs as Args;
@@ -22,8 +22,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         client.base(),
         Credential { email: args.email.clone(), access_token: token.to_owned(), expires_at },
     )?;
-    if ctx.json {
-        print_json(&json!({"email": args.email, "url": client.base(), "expires_in": expires_in}));
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({"email": args.email, "url": client.base(), "expires_in": expires_in}));
     } else {
         out(format_args!("Logged in to {} as {} (for {} minutes).", client.base(), args.email, expires_in / 60));
     }

@@ -9,7 +9,7 @@ use shopgate_core::time::rfc3339;
 
 use crate::client::{now, Client, LoginNeeded};
 use crate::credentials;
-use crate::output::{out, print_json, warn};
+use crate::output::{out, warn, Format};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -29,8 +29,8 @@ enum Revoked {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let base = Client::new(ctx)?.base().to_owned();
     let Some(cred) = credentials::get(&base)? else {
-        if ctx.json {
-            print_json(&json!({"logged_out": false, "revoked": false, "url": base}));
+        if ctx.format != Format::Table {
+            ctx.format.print(&json!({"logged_out": false, "revoked": false, "url": base}));
         } else {
             out(format_args!("Not logged in to {base}."));
         }
@@ -56,13 +56,13 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         );
     }
     credentials::remove(&base)?;
-    if ctx.json {
+    if ctx.format != Format::Table {
         let (revoked, warning) = match &revoked {
             Revoked::Yes => (json!(true), json!(null)),
             Revoked::AlreadyInvalid => (json!("already_invalid"), json!(null)),
             Revoked::No(why) => (json!(false), json!(why)),
         };
-        print_json(&json!({
+        ctx.format.print(&json!({
             "logged_out": true, "email": cred.email, "url": base, "revoked": revoked, "warning": warning,
         }));
     } else {

@@ -4,6 +4,7 @@ pub mod catalog;
 pub(crate) mod categories;
 pub(crate) mod completions;
 pub mod config;
+pub(crate) mod doctor;
 pub mod login;
 pub(crate) mod logout;
 pub(crate) mod nginx;

@@ -12,7 +12,7 @@ use serde_json::json;
 use shopgate_core::config::Config;
 use shopgate_core::ShardMap;
 
-use crate::output::{out_raw, print_json};
+use crate::output::{out_raw, Format};
 use crate::{stack, Context};
 
 const TEMPLATE: &str = include_str!("../../../nginx/shopgate.conf.in");
@@ -52,11 +52,11 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
             if !a.map_only {
                 super::openapi::write_atomically(&openapi_file, &crate::openapi::to_json())?;
             }
-            if ctx.json {
-                print_json(&json!({"written": path}));
+            if ctx.format == Format::Json {
+                ctx.format.print(&json!({"written": path}));
             }
         }
-        None if ctx.json => print_json(&json!({"config": text})),
+        None if ctx.format == Format::Json => ctx.format.print(&json!({"config": text})),
         None => out_raw(&text),
     }
     Ok(())

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::client::{ApiError, Client};
-use crate::output::{cell, money, out, print_json, table};
+use crate::output::{self, cell, money, note, out, table, Format};
 use crate::Context;
 
 #[derive(Subcommand, Debug)]
@@ -32,12 +32,38 @@ pub(crate) struct CreateArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct ListArgs {
     /// How many orders.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) limit: u32,
-    /// Only orders older than this order id (the `next_before` of the previous page).
+    /// Only orders older than this order id (the `next` of the previous page).
     #[arg(long)]
     pub(crate) before: Option<u64>,
+    /// Only orders in this state.
+    #[arg(long, value_enum)]
+    pub(crate) status: Option<Status>,
+    /// Every order (following the pages to the end), not one page.
+    #[arg(long, conflicts_with = "limit")]
+    pub(crate) all: bool,
 }
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Placed,
+    Cancelled,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Placed => "placed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+const DEFAULT_LIMIT: u32 = 20;
+
+/// The biggest page the API gives; `--all` and `--status` read pages of this size.
+const MAX_PAGE: u32 = 100;
 
 fn parse_item(s: &str) -> Result<(u64, u32), String> {
     let (id, qty) = s.split_once(':').ok_or("expected PRODUCT_ID:QUANTITY, e.g. 3:2")?;
@@ -67,35 +93,30 @@ pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
             show_order(ctx, &order);
         }
         OrdersCommand::List(a) => {
-            let mut path = format!("/api/orders?limit={}", a.limit);
-            if let Some(b) = a.before {
-                path.push_str(&format!("&before={b}"));
-            }
-            let page = client.get(&path).await?;
-            if ctx.json {
-                print_json(&page);
-            } else {
-                let rows = page["orders"]
-                    .as_array()
-                    .map(|os| {
-                        os.iter()
-                            .map(|o| {
-                                let n = o["items"].as_array().map_or(0, Vec::len);
-                                vec![
-                                    cell(&o["id"]),
-                                    cell(&o["status"]),
-                                    n.to_string(),
-                                    money(&o["total_cents"]),
-                                    cell(&o["created_at"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out(table(&["id", "status", "items", "total", "created"], rows));
-                if let Some(next) = page["next_before"].as_u64() {
-                    out(format_args!("More: shopctl orders list --before {next}"));
+            let (orders, next) = list(&client, &a).await?;
+            if ctx.format != Format::Table {
+                ctx.format.print(&output::list(orders, next.map_or(Value::Null, Value::from)));
+                if let Some(next) = next {
+                    note(format_args!("More: {}", next_page(&a, next)));
                 }
+                return Ok(());
+            }
+            let rows = orders
+                .iter()
+                .map(|o| {
+                    let n = o["items"].as_array().map_or(0, Vec::len);
+                    vec![
+                        cell(&o["id"]),
+                        cell(&o["status"]),
+                        n.to_string(),
+                        money(&o["total_cents"]),
+                        cell(&o["created_at"]),
+                    ]
+                })
+                .collect();
+            out(table(&["id", "status", "items", "total", "created"], rows));
+            if let Some(next) = next {
+                out(format_args!("More: {}", next_page(&a, next)));
             }
         }
         OrdersCommand::Show { id } => {
@@ -112,6 +133,53 @@ pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The orders `args` ask for, newest first, and the cursor of the next page if there is more.
+/// With `--status`, pages are read until `--limit` orders in that state are found (the API lists
+/// every state); with `--all`, to the end.
+async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<(Vec<Value>, Option<u64>)> {
+    let want = if args.all { usize::MAX } else { args.limit as usize };
+    let page_size = if args.all || args.status.is_some() { MAX_PAGE } else { args.limit };
+    let mut before = args.before;
+    let mut found = Vec::new();
+    loop {
+        let mut path = format!("/api/orders?limit={page_size}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let page = client.get(&path).await?;
+        let orders = page["orders"].as_array().cloned().unwrap_or_default();
+        let page_next = page["next_before"].as_u64();
+        for order in orders {
+            if found.len() == want {
+                // A full answer: the next page starts after the last order shown.
+                return Ok((found, before));
+            }
+            before = order["id"].as_u64();
+            if args.status.is_none_or(|s| order["status"] == s.as_str()) {
+                found.push(order);
+            }
+        }
+        match page_next {
+            Some(next) if found.len() < want => before = Some(next),
+            Some(next) => return Ok((found, Some(next))),
+            None => return Ok((found, None)),
+        }
+    }
+}
+
+/// The command for the page after the one shown, with the same filter and page size.
+fn next_page(args: &ListArgs, next: u64) -> String {
+    let mut cmd = String::from("shopctl orders list");
+    if let Some(s) = args.status {
+        cmd.push_str(&format!(" --status {}", s.as_str()));
+    }
+    if args.limit != DEFAULT_LIMIT {
+        cmd.push_str(&format!(" --limit {}", args.limit));
+    }
+    cmd.push_str(&format!(" --before {next}"));
+    cmd
+}
+
 /// A 404 for an order id says what to do next.
 fn not_yours(e: anyhow::Error, id: u64) -> anyhow::Error {
     match e.downcast_ref::<ApiError>() {
@@ -121,8 +189,8 @@ fn not_yours(e: anyhow::Error, id: u64) -> anyhow::Error {
 }
 
 fn show_order(ctx: &Context, order: &Value) {
-    if ctx.json {
-        print_json(order);
+    if ctx.format != Format::Table {
+        ctx.format.print(order);
         return;
     }
     out(format_args!(

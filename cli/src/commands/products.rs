@@ -1,7 +1,9 @@
 //! `shopctl products`: the catalog, a page at a time; public, so no login is needed.
 
 use crate::client::Client;
-use crate::output::{cell, money, out, print_json, table};
+use serde_json::Value;
+
+use crate::output::{self, cell, money, note, out, table, Format};
 use crate::Context;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -26,17 +28,22 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     // The catalog is public: no login needed, and a kept one is not sent.
     let answer = Client::new(ctx)?.get(&path).await?;
-    if ctx.json {
-        print_json(&answer["products"]);
+    let products = answer["products"].as_array().cloned().unwrap_or_default();
+    let more = products.len() == args.limit as usize;
+    if ctx.format != Format::Table {
+        let next = if more { Value::from(args.offset + args.limit) } else { Value::Null };
+        ctx.format.print(&output::list(products, next));
+        if more {
+            note(format_args!("More: {}", next_page(&args)));
+        }
         return Ok(());
     }
-    let products = answer["products"].as_array().cloned().unwrap_or_default();
     let rows = products
         .iter()
         .map(|p| vec![cell(&p["id"]), cell(&p["sku"]), cell(&p["name"]), money(&p["price_cents"])])
         .collect();
     out(table(&["id", "sku", "name", "price"], rows));
-    if products.len() == args.limit as usize {
+    if more {
         out(format_args!("More: {}", next_page(&args)));
     }
     Ok(())

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::client::Client;
-use crate::output::{cell, out, print_json, table};
+use crate::output::{cell, out, table, Format};
 use crate::Context;
 
 pub use super::AccountArgs as Args;
@@ -12,8 +12,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let password = super::read_password(args.password_stdin, "New password: ")?;
     let user =
         Client::new(ctx)?.post_json("/auth/register", &json!({"email": args.email, "password": password}), &[]).await?;
-    if ctx.json {
-        print_json(&user);
+    if ctx.format != Format::Table {
+        ctx.format.print(&user);
     } else {
         out(table(
             &["id", "email", "created"],

@@ -7,7 +7,7 @@ use shopgate_core::token::{issued_at, new_claims};
 use shopgate_core::UserId;
 
 use crate::client::now;
-use crate::output::{out, print_json};
+use crate::output::{out, Format};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
@@ -45,8 +45,9 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
         .jwt
         .sign(&claims)
         .ok_or_else(|| anyhow::anyhow!("the key set in {} has no signing key", config.path.display()))?;
-    if ctx.json {
-        print_json(&json!({"access_token": token, "token_type": "bearer", "expires_in": ttl, "user_id": user.get()}));
+    if ctx.format == Format::Json {
+        ctx.format
+            .print(&json!({"access_token": token, "token_type": "bearer", "expires_in": ttl, "user_id": user.get()}));
     } else {
         out(token);
     }

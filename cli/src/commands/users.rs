@@ -18,7 +18,7 @@ use shopgate_verifier::users::{self, User};
 
 use crate::client::now;
 use crate::db::{bounded, Db};
-use crate::output::{out, print_json, table, warn};
+use crate::output::{out, table, warn, Format};
 use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
@@ -129,8 +129,8 @@ async fn locate(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> 
     .map_err(|e| anyhow::anyhow!("reading shard {shard_name} ({}): {}", db.url, db.explain(&e)))?;
     db.close().await;
     let (profile, orders) = rows;
-    if ctx.json {
-        print_json(&json!({
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({
             "id": id.get(),
             "email": acct.as_ref().map(|a| a.email.clone()),
             "in_auth_database": acct.is_some(),
@@ -189,14 +189,14 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
         }
     }
     let bound = config.verifier.revocation_bound();
-    if ctx.json {
+    if ctx.format != Format::Table {
         let mut v =
             json!({"id": acct.id.get(), "email": acct.email, "is_active": active, "was_active": acct.is_active});
         if !active {
             v["tokens_revoked_before"] = Value::from(rfc3339(cutoff));
             v["in_force_within_ms"] = Value::from(bound.as_millis() as u64);
         }
-        print_json(&v);
+        ctx.format.print(&v);
     } else if active {
         out(format_args!("Enabled user {} ({}): they can log in again.", acct.id, acct.email));
     } else {

@@ -1,7 +1,7 @@
 //! `shopctl whoami`: the account behind the kept token.
 
 use crate::client::Client;
-use crate::output::{cell, out, print_json, table};
+use crate::output::{cell, out, table, Format};
 use crate::Context;
 
 #[derive(clap::Args, Debug)]
@@ -9,8 +9,8 @@ pub(crate) struct Args {}
 
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     let me = Client::logged_in(ctx)?.get("/auth/me").await?;
-    if ctx.json {
-        print_json(&me);
+    if ctx.format != Format::Table {
+        ctx.format.print(&me);
     } else {
         let row = vec![
             cell(&me["id"]),

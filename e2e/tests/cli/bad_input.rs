@@ -21,7 +21,7 @@ async fn usage_mistakes_exit_2_with_one_line() {
         (&["users", "disable", "not-an-email"], "neither a user id nor an email"),
         (&["users", "enable", "0"], "user id must be between 1"),
         (&["catalog", "import"], "<FILE>"),
-        (&["catalog", "import", "x.csv", "--format", "xml"], "invalid value 'xml'"),
+        (&["catalog", "import", "x.csv", "--file-format", "xml"], "invalid value 'xml'"),
         (&["tokens", "mint"], "--user-id"),
         (&["tokens", "mint", "--user-id", "0"], "user id must be between 1"),
         (&["tokens", "mint", "--user-id", "5", "--ttl", "0"], "--ttl must be at least 1"),
@@ -146,7 +146,7 @@ async fn an_unreachable_shop_or_database_is_one_line_and_exit_1() {
     let port = free_port();
     let secret = text.replace("sqlite:shard-a.db", &format!("mysql://shop:s3cret-pw@127.0.0.1:{port}/shard_a"));
     let cfg = write_file(stack.dir.path(), "secret.toml", &secret);
-    let r = stack.ctl(&["--config", &cfg, "shards", "status"]);
+    let r = stack.ctl(&["--config", &cfg, "--format", "table", "shards", "status"]);
     assert!(r.one_line_error(1).contains("shard a"), "{r}");
     assert!(r.stdout.contains("DOWN"), "{r}");
     // The cause, not the pool's "timed out".

@@ -12,7 +12,7 @@ async fn importing_ten_thousand_products_shows_progress_and_lands_on_every_shard
     let file = write_file(stack.dir.path(), "catalog.csv", &catalog_csv(10_000));
 
     let started = Instant::now();
-    let run = stack.ctl(&["catalog", "import", &file]).ok();
+    let run = stack.ctl(&["--format", "table", "catalog", "import", &file]).ok();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(60), "10,000 products took {took:?}");
     // Not a terminal here: plain progress lines on stderr, one table on stdout.
@@ -20,7 +20,10 @@ async fn importing_ten_thousand_products_shows_progress_and_lands_on_every_shard
         assert!(run.stderr.contains(&format!("shard {shard}: importing 10000 products")), "{run}");
         assert!(run.stderr.contains(&format!("shard {shard}: 10000/10000 products written")), "{run}");
     }
-    assert!(run.stdout.contains("Imported 10000 products (10000 new, 0 updated, 20 new categories)"), "{run}");
+    assert!(
+        run.stdout.contains("Imported 10000 products (10000 new, 0 updated, 0 unchanged, 20 new categories)"),
+        "{run}"
+    );
 
     let after = stack.count_per_shard("products").await;
     for ((shard, b), (_, a)) in before.iter().zip(&after) {
@@ -95,7 +98,9 @@ async fn a_file_with_one_bad_row_changes_nothing_and_names_the_row() {
             {"sku": "J-2", "category": "C", "price_cents": 2}]"#,
     );
     let run = stack.ctl(&["--json", "catalog", "import", &json]);
-    assert!(run.one_line_error(1).contains("row 2: name is missing"), "{run}");
+    assert_eq!(run.code, 1, "{run}");
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect("a JSON error");
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("row 2: name is missing")), "{run}");
     assert!(run.stdout.is_empty(), "{run}");
 
     assert_eq!(stack.count_per_shard("products").await, before);
@@ -129,4 +134,60 @@ async fn a_shard_that_fails_mid_import_is_rolled_back_whole() {
     let fixed = stack.count_per_shard("products").await;
     assert_eq!(fixed[0].1, after[0].1);
     assert_eq!(fixed[1].1, before[1].1 + 2_000);
+}
+
+/// Issue 13 point 5: every bad row is named (here four, of different kinds) and nothing is
+/// written; `-` reads the file from standard input; a second import counts unchanged rows apart
+/// from updated ones.
+#[tokio::test]
+async fn every_bad_row_is_named_stdin_is_read_and_unchanged_rows_are_counted() {
+    let stack = Stack::start().await;
+    let before = stack.count_per_shard("products").await;
+    let mut csv = catalog_csv(50);
+    for (good, bad) in [
+        ("SKU-00007,\"Product 7, imported\",Category 7,107,", "SKU-00007,\"Product 7, imported\",Category 7,1.07,"),
+        ("SKU-00012,\"Product 12, imported\"", "SKU-00012,\"\""),
+        ("SKU-00020,\"Product 20, imported\",Category 0,120,", "SKU-00020,\"Product 20, imported\",Category 0,-5,"),
+        ("SKU-00031,", "SKU-00030,"),
+    ] {
+        assert!(csv.contains(good), "{good}");
+        csv = csv.replace(good, bad);
+    }
+    let file = write_file(stack.dir.path(), "four-bad.csv", &csv);
+    let run = stack.ctl(&["catalog", "import", &file]);
+    let line = run.one_line_error(1);
+    assert!(line.contains("4 bad rows"), "{run}");
+    for named in [
+        "row 7 (line 8): price_cents",
+        "row 12 (line 13): name is empty",
+        "row 20 (line 21): price_cents -5",
+        "row 31 (line 32): sku \"SKU-00030\" already appears in row 30",
+    ] {
+        assert!(line.contains(named), "{named:?} not named:\n{run}");
+    }
+    assert!(line.contains("nothing was imported"), "{run}");
+    assert_eq!(stack.count_per_shard("products").await, before);
+
+    // The same bad file on standard input names the same rows.
+    let piped = stack.ctl_stdin(&["catalog", "import", "-"], &csv);
+    assert!(piped.one_line_error(1).contains("4 bad rows") && piped.stderr.contains("standard input"), "{piped}");
+
+    // A good file on standard input (CSV guessed from the content), then again with one change.
+    let good = catalog_csv(50);
+    let first = stack.ctl_stdin(&["--json", "catalog", "import", "-"], &good).ok().json();
+    assert_eq!((first["new_products"].as_u64(), first["unchanged_products"].as_u64()), (Some(50), Some(0)), "{first}");
+    let changed = good.replace(
+        "SKU-00009,\"Product 9, imported\",Category 9,109,",
+        "SKU-00009,\"Product 9, imported\",Category 9,999,",
+    );
+    let second = stack.ctl_stdin(&["--json", "catalog", "import", "-"], &changed).ok().json();
+    assert_eq!(
+        (second["new_products"].as_u64(), second["updated_products"].as_u64(), second["unchanged_products"].as_u64()),
+        (Some(0), Some(1), Some(49)),
+        "{second}"
+    );
+    let after = stack.count_per_shard("products").await;
+    for ((shard, b), (_, a)) in before.iter().zip(&after) {
+        assert_eq!(*a, b + 50, "shard {shard}");
+    }
 }

@@ -3,9 +3,11 @@
 
 mod bad_input;
 mod catalog;
+mod doctor;
 mod moves;
 mod operators;
 mod operators_mariadb;
+mod scripting;
 mod shopper;
 
 /// A fresh email for this test run.

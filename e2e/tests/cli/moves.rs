@@ -287,10 +287,10 @@ async fn an_uninterrupted_move_reports_its_pause_and_moves_every_row() {
     // shards status: the version in force, and every part routing with it; b's buckets include them.
     let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
     assert_eq!((&status["map_version"], &status["nginx_map_version"]), (&json!(version), &json!(version)), "{status}");
-    for shard in status["shards"].as_array().unwrap() {
+    for shard in status["items"].as_array().unwrap() {
         assert_eq!(shard["backend_map_version"], version, "{shard}");
     }
-    let b_buckets = shopgate_core::shardmap::parse_buckets(status["shards"][1]["buckets"].as_str().unwrap()).unwrap();
+    let b_buckets = shopgate_core::shardmap::parse_buckets(status["items"][1]["buckets"].as_str().unwrap()).unwrap();
     assert!(moved.iter().all(|m| b_buckets.contains(m)), "{status}");
     // Run again: nothing left to move.
     let again = run_move(&stack, &moved, None);

@@ -36,18 +36,19 @@ async fn shards_status_reports_every_shard_and_fails_when_a_primary_is_down() {
     let owner = shard_of(&stack, id);
 
     let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
-    let shards = status["shards"].as_array().expect("shards");
+    let shards = status["items"].as_array().expect("shards");
     assert_eq!(shards.len(), 2, "{status}");
     for s in shards {
         let name = s["shard"].as_str().unwrap_or_default();
         assert_eq!(s["primary"]["reachable"], true, "{s}");
         assert_eq!(s["replica"], Value::Null, "{s}");
-        assert_eq!(s["replication"], "n/a", "{s}");
+        assert_eq!(s["replication_state"], "none", "{s}");
+        assert_eq!(s["backends"][0]["state"], "ready", "{s}");
         let mine = u64::from(name == owner);
         assert_eq!(s["orders"].as_u64(), Some(mine), "{s}");
         assert_eq!(s["last_write"].is_string(), mine == 1, "{s}");
     }
-    let table = stack.ctl(&["shards", "status"]).ok();
+    let table = stack.ctl(&["--format", "table", "shards", "status"]).ok();
     for word in ["shard", "primary", "replica", "lag", "users", "orders", "last write", "none", "n/a", "up"] {
         assert!(table.stdout.contains(word), "no {word:?} in\n{table}");
     }
@@ -59,20 +60,20 @@ async fn shards_status_reports_every_shard_and_fails_when_a_primary_is_down() {
     let text = std::fs::read_to_string(&stack.config_path).expect("config");
     let broken =
         write_file(stack.dir.path(), "broken.toml", &text.replace("sqlite:shard-b.db", "sqlite:gone/shard-b.db"));
-    let down = stack.ctl(&["--config", &broken, "shards", "status"]);
+    let down = stack.ctl(&["--config", &broken, "--format", "table", "shards", "status"]);
     let line = down.one_line_error(1);
     assert!(line.contains("shard b's primary") && line.contains("does not exist") && line.contains("503"), "{down}");
     assert!(down.stdout.contains("DOWN"), "{down}");
     let down_json = stack.ctl(&["--config", &broken, "--json", "shards", "status"]);
     assert_eq!(down_json.code, 1);
-    assert_eq!(down_json.json()["shards"][1]["primary"]["reachable"], false, "{down_json}");
+    assert_eq!(down_json.json()["items"][1]["primary"]["reachable"], false, "{down_json}");
 }
 
 #[tokio::test]
 async fn shards_check_is_clean_then_names_a_planted_row_and_exits_1() {
     let stack = Stack::start().await;
     let (id, _, _) = customer(&stack, "cli-check").await;
-    let clean = stack.ctl(&["shards", "check"]).ok();
+    let clean = stack.ctl(&["--format", "table", "shards", "check"]).ok();
     assert!(clean.stdout.contains("clean"), "{clean}");
     assert_eq!(stack.ctl(&["--json", "shards", "check"]).ok().json()["clean"], true);
 
@@ -83,7 +84,7 @@ async fn shards_check_is_clean_then_names_a_planted_row_and_exits_1() {
     exec(&db, &format!("INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES (777000, {id}, 'placed', 100, 1, 1)")).await;
     db.close().await;
 
-    let found = stack.ctl(&["shards", "check"]);
+    let found = stack.ctl(&["--format", "table", "shards", "check"]);
     let line = found.one_line_error(1);
     assert!(line.contains("1 row is on a shard that does not own its user"), "{found}");
     let row = found
@@ -98,11 +99,11 @@ async fn shards_check_is_clean_then_names_a_planted_row_and_exits_1() {
     assert_eq!(json.code, 1);
     let v = json.json();
     assert_eq!(v["clean"], false);
-    assert_eq!(v["misplaced"][0]["shard"], wrong);
-    assert_eq!(v["misplaced"][0]["table"], "orders");
-    assert_eq!(v["misplaced"][0]["id"], "777000");
-    assert_eq!(v["misplaced"][0]["user_id"].as_u64(), Some(id));
-    assert_eq!(v["misplaced"][0]["owner"], owner.as_str());
+    assert_eq!(v["items"][0]["shard"], wrong);
+    assert_eq!(v["items"][0]["table"], "orders");
+    assert_eq!(v["items"][0]["id"], "777000");
+    assert_eq!(v["items"][0]["user_id"].as_u64(), Some(id));
+    assert_eq!(v["items"][0]["owner"], owner.as_str());
 }
 
 #[tokio::test]
@@ -121,7 +122,7 @@ async fn users_locate_by_id_and_by_email() {
         assert_eq!(v["orders_on_shard"].as_u64(), Some(1));
         assert_eq!(v["is_active"], true);
     }
-    let table = stack.ctl(&["users", "locate", &email]).ok();
+    let table = stack.ctl(&["--format", "table", "users", "locate", &email]).ok();
     assert!(table.stdout.contains(&format!("{:03}", bucket(user))) && table.stdout.contains("bucket"), "{table}");
 
     // An id nobody has fails like an email nobody has (exit 1), and says where it would live.
@@ -161,7 +162,7 @@ async fn users_disable_revokes_tokens_within_the_bound_and_enable_restores_login
     let auth = stack.auth_db().await;
     assert_eq!(scalar(&auth, &format!("SELECT is_active FROM users WHERE id = {id}")).await, 0);
 
-    let enabled = stack.ctl(&["users", "enable", &id.to_string()]).ok();
+    let enabled = stack.ctl(&["--format", "table", "users", "enable", &id.to_string()]).ok();
     assert!(enabled.stdout.contains("Enabled user"), "{enabled}");
     assert_eq!(scalar(&auth, &format!("SELECT is_active FROM users WHERE id = {id}")).await, 1);
     auth.close().await;

@@ -27,7 +27,7 @@ async fn every_operator_command_on_mariadb_with_replicas() {
 
     // shards status: every primary and replica up, a measured lag, the counts, no password shown.
     let status = stack.ctl(&["--json", "shards", "status"]).ok();
-    for s in status.json()["shards"].as_array().expect("shards") {
+    for s in status.json()["items"].as_array().expect("shards") {
         assert_eq!(s["primary"]["reachable"], true, "{s}");
         assert_eq!(s["replica"]["reachable"], true, "{s}");
         assert!(s["replica"]["url"].as_str().is_some_and(|u| u.starts_with("mysql://shop:***@")), "{s}");
@@ -36,7 +36,7 @@ async fn every_operator_command_on_mariadb_with_replicas() {
         let mine = s["shard"] == owner.as_str();
         assert_eq!((s["users"].as_i64(), s["orders"].as_i64()), (Some(i64::from(mine)), Some(i64::from(mine))), "{s}");
     }
-    let table = stack.ctl(&["shards", "status"]).ok();
+    let table = stack.ctl(&["--format", "table", "shards", "status"]).ok();
     assert!(table.stdout.contains(" up ") && table.stdout.contains(" s "), "{table}");
     for s in &stack.config.shards {
         assert!(
@@ -55,7 +55,7 @@ async fn every_operator_command_on_mariadb_with_replicas() {
     let found = stack.ctl(&["--json", "shards", "check"]);
     assert_eq!(found.code, 1, "{found}");
     let v = found.json();
-    let row = &v["misplaced"][0];
+    let row = &v["items"][0];
     assert_eq!(
         (row["shard"].as_str(), row["table"].as_str(), row["id"].as_str()),
         (Some(other), Some("idempotency_keys"), Some("planted-key")),

@@ -14,18 +14,18 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     let browsed = stack.ctl(&["products", "--limit", "2"]).ok();
     assert!(browsed.stdout.contains("BK-0001"), "{browsed}");
     let categories = stack.ctl(&["--json", "categories"]).ok().json();
-    let first = &categories.as_array().expect("an array of categories")[0];
+    let first = &categories["items"].as_array().expect("an array of categories")[0];
     let in_first = stack.ctl(&["--json", "products", "--category", &first["id"].to_string()]).ok().json();
-    let in_first = in_first.as_array().expect("products");
+    let in_first = in_first["items"].as_array().expect("products");
     assert!(!in_first.is_empty() && in_first.iter().all(|p| p["category_id"] == first["id"]), "{in_first:?}");
-    let table = stack.ctl(&["categories"]).ok();
+    let table = stack.ctl(&["--format", "table", "categories"]).ok();
     assert!(table.stdout.contains(first["name"].as_str().expect("a name")), "{table}");
 
     let user = stack.ctl_stdin(&["--json", "register", &email, "--password-stdin"], &pw).ok().json();
     assert_eq!(user["email"], email.as_str());
     let user_id = user["id"].as_u64().expect("an id");
 
-    let login = stack.ctl_stdin(&["login", &email, "--password-stdin"], &pw).ok();
+    let login = stack.ctl_stdin(&["--format", "table", "login", &email, "--password-stdin"], &pw).ok();
     assert!(login.stdout.contains(&format!("Logged in to {} as {email}", stack.url)), "{login}");
     let token = stack.kept_token().expect("login kept a token");
     assert!(!login.stdout.contains(&token) && !login.stderr.contains(&token), "the token was printed");
@@ -36,10 +36,10 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     assert_eq!(me["id"].as_u64(), Some(user_id));
 
     // People get a table, scripts get JSON.
-    let table = stack.ctl(&["products"]).ok();
+    let table = stack.ctl(&["--format", "table", "products"]).ok();
     assert!(table.stdout.contains("sku") && table.stdout.contains("BK-0001"), "{table}");
     let products = stack.ctl(&["--json", "products"]).ok().json();
-    let list = products.as_array().expect("an array of products");
+    let list = products["items"].as_array().expect("an array of products");
     assert!(list.len() >= 3, "{products}");
     let (p1, p3) = (&list[0], &list[2]);
 
@@ -61,14 +61,14 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     assert_eq!(order["status"], "placed");
 
     let listed = stack.ctl(&["--json", "orders", "list"]).ok().json();
-    let ids: Vec<u64> = listed["orders"].as_array().expect("orders").iter().filter_map(|o| o["id"].as_u64()).collect();
+    let ids: Vec<u64> = listed["items"].as_array().expect("orders").iter().filter_map(|o| o["id"].as_u64()).collect();
     assert_eq!(ids, vec![order_id]);
-    let list_table = stack.ctl(&["orders", "list"]).ok();
+    let list_table = stack.ctl(&["--format", "table", "orders", "list"]).ok();
     assert!(list_table.stdout.contains(&order_id.to_string()), "{list_table}");
 
     let shown = stack.ctl(&["--json", "orders", "show", &order_id.to_string()]).ok().json();
     assert_eq!(shown["items"].as_array().map(Vec::len), Some(2), "{shown}");
-    let show_table = stack.ctl(&["orders", "show", &order_id.to_string()]).ok();
+    let show_table = stack.ctl(&["--format", "table", "orders", "show", &order_id.to_string()]).ok();
     assert!(show_table.stdout.contains(&format!("Order {order_id}: placed")), "{show_table}");
 
     let cancelled = stack.ctl(&["--json", "orders", "cancel", &order_id.to_string()]).ok().json();
@@ -85,7 +85,7 @@ async fn a_shoppers_whole_session_from_register_to_logout() {
     );
     let after = stack.ctl(&["whoami"]);
     assert!(after.one_line_error(4).contains("not logged in"), "{after}");
-    let again = stack.ctl(&["logout"]).ok();
+    let again = stack.ctl(&["--format", "table", "logout"]).ok();
     assert!(again.stdout.contains("Not logged in"), "{again}");
 }
 
@@ -103,7 +103,7 @@ async fn logout_with_the_shop_down_keeps_the_token_unless_told_to_forget_it() {
     assert!(line.contains("could not be revoked") && line.contains("still kept here"), "{kept}");
     assert!(line.contains("shopctl logout --forget"), "{kept}");
     assert_eq!(stack.kept_token(), token);
-    let out = stack.ctl(&["logout", "--forget"]).ok();
+    let out = stack.ctl(&["--format", "table", "logout", "--forget"]).ok();
     assert!(out.stdout.contains("Forgot the login"), "{out}");
     assert!(
         out.stderr.contains("warning: the server did not revoke the token") && out.stderr.contains("cannot reach"),
@@ -121,7 +121,7 @@ async fn scripts_can_pass_a_token_in_shopctl_token_instead_of_logging_in() {
         stack.ctl_env(&["--json", "orders", "create", "--item", "1:1"], &[("SHOPCTL_TOKEN", &token)]).ok().json();
     assert_eq!(order["user_id"].as_u64(), Some(user), "{order}");
     let listed = stack.ctl_env(&["--json", "orders", "list"], &[("SHOPCTL_TOKEN", &token)]).ok().json();
-    assert_eq!(listed["orders"][0]["id"], order["id"], "{listed}");
+    assert_eq!(listed["items"][0]["id"], order["id"], "{listed}");
     assert_eq!(stack.kept_token(), None, "nothing was kept");
     // A refused one says which token it was, and exits 4 like a missing login.
     let r = stack.ctl_env(&["orders", "list"], &[("SHOPCTL_TOKEN", "not-a-token")]);

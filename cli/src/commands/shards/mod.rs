@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use shopgate_backend::store::shard::{self, ForeignRow, PER_USER_TABLES};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
-use shopgate_core::UserId;
+use shopgate_core::{ShardMap, UserId};
 use sqlx::Row as _;
 
 use crate::db::{bounded, Db, DbError, Dialect};
-use crate::output::{out, print_json, status_table, table, Mark};
+use crate::health::{Prober, Process};
+use crate::output::{out, status_table, table, Format, Mark};
 use crate::{stack, Context};
 
 mod moves;
@@ -54,11 +55,11 @@ pub async fn run(ctx: &Context, cmd: ShardsCommand) -> anyhow::Result<()> {
 // ---- status ----
 
 #[derive(Debug)]
-struct ShardStatus {
-    shard: ShardConfig,
-    primary: Result<(), String>,
-    replica: Option<Result<(), String>>,
-    lag: Lag,
+pub(crate) struct ShardStatus {
+    pub(crate) shard: ShardConfig,
+    pub(crate) primary: Result<(), String>,
+    pub(crate) replica: Option<Result<(), String>>,
+    pub(crate) lag: Lag,
     users: Option<i64>,
     orders: Option<i64>,
     last_write: Option<i64>,
@@ -67,7 +68,7 @@ struct ShardStatus {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Lag {
+pub(crate) enum Lag {
     /// No replica, or SQLite (no replication).
     NotApplicable,
     /// Seconds behind, and where that was read: `SHOW SLAVE STATUS` or the heartbeat row.
@@ -94,6 +95,16 @@ impl Lag {
         }
     }
 
+    /// For scripts: `none` (no replica, or SQLite), `replicating`, `stopped`, `unknown`.
+    fn state(&self) -> &'static str {
+        match self {
+            Lag::NotApplicable => "none",
+            Lag::Seconds(..) => "replicating",
+            Lag::Stopped(_) => "stopped",
+            Lag::Unknown => "unknown",
+        }
+    }
+
     fn source(&self) -> Option<&'static str> {
         match self {
             Lag::Seconds(_, from) => Some(from),
@@ -104,13 +115,15 @@ impl Lag {
 
 async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let tasks: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
-    // The map in force, and the version each part routes with (asked at their /healthz).
+    // The map in force, and the version each process routes with (what it says when asked).
     let map = stack::current_map(config).await;
-    let versions = moves::routing_versions(config).await;
+    let prober = Prober::new()?;
+    let nginx = prober.nginx(config).await;
     let mut all = Vec::new();
-    for t in tasks {
-        all.push(t.await?);
+    for (t, shard) in tasks.into_iter().zip(&config.shards) {
+        all.push((t.await?, prober.backends(shard).await));
     }
+    let current = map.as_ref().ok().map(ShardMap::version);
     // Full ranges for scripts; for people, `even`, `odd` or ranges cut to fit a column.
     let buckets_of = |s: &ShardConfig| match &map {
         Ok(m) => shopgate_core::shardmap::bucket_ranges(&m.buckets_of(&s.name)),
@@ -120,23 +133,24 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         Ok(m) => shopgate_core::shardmap::describe_buckets(&m.buckets_of(&s.name)),
         Err(_) => s.buckets.clone(),
     };
-    let backend_version = |s: &ShardConfig| versions.backends.get(s.name.as_str()).copied().flatten();
-    if ctx.json {
+    if ctx.format != Format::Table {
         let shards: Vec<Value> = all
             .iter()
-            .map(|s| {
+            .map(|(s, backends)| {
                 json!({
                     "shard": s.shard.name.as_str(),
                     "number": s.shard.number,
                     "buckets": buckets_of(&s.shard),
-                    "backend_map_version": backend_version(&s.shard),
+                    "backends": backends.iter().map(Process::json).collect::<Vec<_>>(),
+                    "backends_ready": backends.iter().filter(|b| b.answer.is_ready()).count(),
+                    "backend_map_version": lowest_version(backends),
                     "primary": {"url": s.shard.primary.to_string(), "reachable": s.primary.is_ok(), "error": s.primary.as_ref().err()},
                     "replica": s.shard.replica.as_ref().map(|url| {
                         let r = s.replica.as_ref();
                         json!({"url": url.to_string(), "reachable": r.is_some_and(Result::is_ok), "error": r.and_then(|r| r.as_ref().err())})
                     }),
                     "replication_lag_seconds": s.lag.json(),
-                    "replication": s.lag.text(),
+                    "replication_state": s.lag.state(),
                     "replication_lag_source": s.lag.source(),
                     "users": s.users,
                     "orders": s.orders,
@@ -146,11 +160,10 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        print_json(&json!({
-            "map_version": map.as_ref().ok().map(|m| m.version()),
-            "nginx_map_version": versions.nginx,
-            "shards": shards,
-        }));
+        let mut answer = crate::output::list(shards, Value::Null);
+        answer["map_version"] = json!(current);
+        answer["nginx_map_version"] = json!(nginx.answer.map_version());
+        ctx.format.print(&answer);
     } else {
         let up = |r: &Result<(), String>| match r {
             Ok(()) => ("up".to_owned(), Mark::Good),
@@ -158,7 +171,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         };
         let rows = all
             .iter()
-            .map(|s| {
+            .map(|(s, backends)| {
                 let lag_mark = match s.lag {
                     Lag::Stopped(_) => Mark::Bad,
                     Lag::Seconds(x, _) if x > s.shard.replica_max_lag_seconds as f64 => Mark::Bad,
@@ -168,10 +181,11 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                 vec![
                     (s.shard.name.to_string(), Mark::Plain),
                     (buckets_shown(&s.shard), Mark::Plain),
-                    match (backend_version(&s.shard), map.as_ref().ok().map(|m| m.version())) {
+                    backends_cell(backends),
+                    match (lowest_version(backends), current) {
                         (Some(v), Some(cur)) if v == cur => (v.to_string(), Mark::Plain),
                         (Some(v), _) => (v.to_string(), Mark::Bad),
-                        (None, _) => ("down".to_owned(), Mark::Bad),
+                        (None, _) => ("?".to_owned(), Mark::Bad),
                     },
                     up(&s.primary),
                     s.replica.as_ref().map_or(("none".to_owned(), Mark::Plain), up),
@@ -190,17 +204,17 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
             Ok(m) => out(format_args!(
                 "shard map version {} (nginx routes with {})",
                 m.version(),
-                versions.nginx.map_or_else(|| "? (no answer)".to_owned(), |v| v.to_string())
+                nginx.answer.map_version().map_or_else(|| "? (no answer)".to_owned(), |v| v.to_string())
             )),
             Err(e) => {
                 crate::output::warn(format_args!("the current shard map is unknown ({e}); buckets are the config's"))
             }
         }
         out(status_table(
-            &["shard", "buckets", "map", "primary", "replica", "lag", "users", "orders", "last write"],
+            &["shard", "buckets", "backends", "map", "primary", "replica", "lag", "users", "orders", "last write"],
             rows,
         ));
-        for s in &all {
+        for (s, _) in &all {
             // A primary that is down is the error line below; a replica that is down is a warning.
             if let Some(Err(e)) = &s.replica {
                 crate::output::warn(e);
@@ -210,14 +224,40 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
             }
         }
     }
-    let down: Vec<&str> = all.iter().filter_map(|s| s.primary.as_ref().err()).map(String::as_str).collect();
+    let mut down: Vec<String> = all.iter().filter_map(|(s, _)| s.primary.as_ref().err()).cloned().collect();
+    for (s, backends) in &all {
+        for b in backends.iter().filter(|b| !b.answer.is_ready()) {
+            down.push(format!(
+                "shard {}'s backend at {} is {}",
+                s.shard.name,
+                b.address,
+                b.answer.state().replace('_', " ")
+            ));
+        }
+    }
     if !down.is_empty() {
-        anyhow::bail!("{}: that shard's users get 503 until its primary answers again", down.join("; "));
+        anyhow::bail!("{}: that shard's users get 503 until it answers again", down.join("; "));
     }
     Ok(())
 }
 
-async fn shard_status(shard: ShardConfig) -> ShardStatus {
+/// The lowest map version among a shard's backend processes; none if one of them did not say.
+fn lowest_version(backends: &[Process]) -> Option<u64> {
+    backends.iter().map(|b| b.answer.map_version()).collect::<Option<Vec<_>>>()?.into_iter().min()
+}
+
+/// `ready`, `1/2 ready` or `DOWN`: a shard's backend processes at a glance.
+fn backends_cell(backends: &[Process]) -> (String, Mark) {
+    let ready = backends.iter().filter(|b| b.answer.is_ready()).count();
+    match (ready, backends.len()) {
+        (r, n) if r == n && n == 1 => ("ready".to_owned(), Mark::Good),
+        (r, n) if r == n => (format!("{n}/{n} ready"), Mark::Good),
+        (0, _) => ("DOWN".to_owned(), Mark::Bad),
+        (r, n) => (format!("{r}/{n} ready"), Mark::Bad),
+    }
+}
+
+pub(crate) async fn shard_status(shard: ShardConfig) -> ShardStatus {
     let name = &shard.name;
     let primary = Db::connect(&shard.primary, &format!("shard {name}'s primary")).await;
     let replica = match &shard.replica {
@@ -328,18 +368,17 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
         db.close().await;
     }
     let total: i64 = counts.iter().filter_map(|c| c["misplaced"].as_i64()).sum();
-    if ctx.json {
+    if ctx.format != Format::Table {
         let rows: Vec<Value> = misplaced
             .iter()
             .map(|m| json!({"shard": m.shard, "table": m.table, "id": m.id, "user_id": m.user_id, "owner": m.owner}))
             .collect();
-        print_json(&json!({
-            "clean": total == 0 && unreachable.is_empty(),
-            "misplaced_total": total,
-            "misplaced": rows,
-            "counts": counts,
-            "errors": unreachable,
-        }));
+        let mut answer = crate::output::list(rows, Value::Null);
+        answer["clean"] = json!(total == 0 && unreachable.is_empty());
+        answer["misplaced_total"] = json!(total);
+        answer["counts"] = json!(counts);
+        answer["errors"] = json!(unreachable);
+        ctx.format.print(&answer);
     } else if total > 0 {
         let rows = misplaced
             .iter()

@@ -36,7 +36,8 @@ use shopgate_core::time::unix_now_ms;
 use shopgate_core::{ShardMap, ShardName};
 
 use crate::db::{bounded_control, Db, Dialect};
-use crate::output::{out, print_json};
+use crate::health::reachable;
+use crate::output::{out, Format};
 use crate::{stack, Context, UsageError};
 
 /// The steps in order; a record's `step` is the last one done.
@@ -115,8 +116,8 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
     let waits = Waits::new(Duration::from_secs(30))?;
     waits.backends(config, std::slice::from_ref(&shard.name), map.version(), false).await?;
     waits.reload_nginx(config, &map).await?;
-    if ctx.json {
-        print_json(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({"added": shard.name.as_str(), "map_version": map.version(), "buckets": ""}));
     } else {
         out(format!(
             "shard {} is in nginx's upstreams and owns no bucket yet; move some with `shopctl shards move --to {} BUCKETS`",
@@ -243,7 +244,7 @@ impl<'a> Mover<'a> {
             control,
             primaries: BTreeMap::new(),
             waits: Waits::new(wait)?,
-            report: Report::new(ctx.json),
+            report: Report::new(ctx.format),
             done: Vec::new(),
         })
     }
@@ -473,34 +474,6 @@ impl<'a> Mover<'a> {
     }
 }
 
-/// The shard map version each part routes with, by its `/healthz` (`None`: no answer).
-pub(crate) struct RoutingVersions {
-    pub(crate) nginx: Option<u64>,
-    /// Per shard: the lowest version among its backend processes.
-    pub(crate) backends: BTreeMap<String, Option<u64>>,
-}
-
-pub(crate) async fn routing_versions(config: &Config) -> RoutingVersions {
-    let Ok(waits) = Waits::new(Duration::from_secs(1)) else {
-        return RoutingVersions { nginx: None, backends: BTreeMap::new() };
-    };
-    let mut backends = BTreeMap::new();
-    for shard in &config.shards {
-        let mut lowest: Option<Option<u64>> = None;
-        for addr in backend_addrs(shard) {
-            let v = waits.version_at(&format!("http://{}/healthz", reachable(addr))).await;
-            lowest = Some(match (lowest, v) {
-                (None, v) => v,
-                (Some(Some(a)), Some(b)) => Some(a.min(b)),
-                _ => None,
-            });
-        }
-        backends.insert(shard.name.to_string(), lowest.flatten());
-    }
-    let nginx = waits.version_at(&format!("http://{}/healthz", reachable(config.nginx.listen))).await;
-    RoutingVersions { nginx, backends }
-}
-
 /// Whether `e` is, or was caused by, a deadlock the server broke by rolling back our statement.
 fn is_deadlock(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(shopgate_core::db::is_deadlock))
@@ -569,11 +542,6 @@ impl Waits {
         }
     }
 
-    async fn version_at(&self, url: &str) -> Option<u64> {
-        let resp = self.http.get(url).send().await.ok()?;
-        resp.json::<Value>().await.ok()?["map_version"].as_u64()
-    }
-
     async fn until(&self, what: &str, url: &str, version: u64, refused_is_done: bool) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.wait;
         loop {
@@ -615,24 +583,17 @@ fn backend_addrs(shard: &ShardConfig) -> Vec<SocketAddr> {
     shard.listen.clone()
 }
 
-/// An address to connect to: a listener on every address is reached on loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
-}
-
-/// Progress for people (a bar on a terminal) or JSON events for scripts.
+/// Progress for people (a bar on a terminal) or JSON events for scripts (`--json`: one JSON
+/// object per line as the steps happen, then the summary); TSV gets the summary as a row.
 struct Report {
+    format: Format,
     json: bool,
     bar: Option<ProgressBar>,
 }
 
 impl Report {
-    fn new(json: bool) -> Self {
-        Self { json, bar: None }
+    fn new(format: Format) -> Self {
+        Self { format, json: format == Format::Json, bar: None }
     }
 
     fn start(&mut self, buckets: u64) {
@@ -688,6 +649,8 @@ impl Report {
         });
         if self.json {
             out(&summary);
+        } else if self.format == Format::Tsv {
+            self.format.print(&summary);
         } else {
             let ms = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
             out(format!(

@@ -1,0 +1,195 @@
+//! `shopctl doctor`: every part of the stack checked at once, each failure named with what to do.
+//!
+//! In order: the config; the auth database (where the current shard map lives); nginx's
+//! `/healthz`; each verifier's and each backend process's `/readyz`; each shard's primary and
+//! replica (reachable, replicating within the shard's lag bound); the shard map version each
+//! process routes with against the current one; and the kept login, if there is one. Exit 1 if
+//! any check fails, naming every part that did.
+
+use serde_json::{json, Value};
+use shopgate_core::config::Config;
+
+use super::shards::{shard_status, Lag};
+use crate::client::{Client, LoginNeeded};
+use crate::health::{Answer, Prober};
+use crate::output::{self, out, status_table, Format, Mark};
+use crate::{credentials, stack, Context};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {}
+
+/// One part and what was found.
+struct Check {
+    part: String,
+    ok: bool,
+    detail: String,
+    /// What to do about a failure.
+    fix: Option<String>,
+}
+
+impl Check {
+    fn ok(part: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { part: part.into(), ok: true, detail: detail.into(), fix: None }
+    }
+
+    fn failed(part: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { part: part.into(), ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    }
+
+    fn json(&self) -> Value {
+        json!({"part": self.part, "ok": self.ok, "detail": self.detail, "fix": self.fix})
+    }
+}
+
+pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    let mut checks = Vec::new();
+    match stack::config_path(ctx).map(|p| (stack::load_from(&p), p)) {
+        Some((Ok(config), path)) => {
+            checks.push(Check::ok("config", path.display().to_string()));
+            checks.extend(stack_checks(&config).await?);
+        }
+        Some((Err(e), path)) => checks.push(Check::failed(
+            "config",
+            format!("{}: {}", path.display(), crate::error_line(&e)),
+            "fix the file, or point --config (SHOP_CONFIG) at the stack's shop.toml",
+        )),
+        None => checks.push(Check::failed(
+            "config",
+            "no stack config found",
+            "start the stack with scripts/up, or pass --config FILE (or SHOP_CONFIG)",
+        )),
+    }
+    checks.push(kept_login(ctx).await);
+
+    if ctx.format == Format::Table {
+        let rows = checks
+            .iter()
+            .map(|c| {
+                let state = if c.ok { ("ok".to_owned(), Mark::Good) } else { ("FAIL".to_owned(), Mark::Bad) };
+                let detail = match &c.fix {
+                    Some(fix) => format!("{}; {fix}", c.detail),
+                    None => c.detail.clone(),
+                };
+                vec![(c.part.clone(), Mark::Plain), state, (detail, Mark::Plain)]
+            })
+            .collect();
+        out(status_table(&["part", "state", "detail"], rows));
+    } else {
+        ctx.format.print(&output::list(checks.iter().map(Check::json).collect(), Value::Null));
+    }
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.part.as_str()).collect();
+    if !failed.is_empty() {
+        anyhow::bail!("{} of {} checks failed: {}", failed.len(), checks.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Every part the config names, asked at once where they are independent.
+async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
+    let shards: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
+    let prober = Prober::new()?;
+    let mut checks = Vec::new();
+    let current = match stack::current_map(config).await {
+        Ok(map) => {
+            checks.push(Check::ok("auth database", format!("shard map version {}", map.version())));
+            Some(map.version())
+        }
+        Err(e) => {
+            checks.push(Check::failed(
+                "auth database",
+                crate::error_line(&e),
+                "start it (logins, registrations and revocations need it; the check path does not)",
+            ));
+            None
+        }
+    };
+    let routes = |part: String, answer: &Answer, fix_down: &str, fix_version: &str| -> Check {
+        match (answer, current) {
+            (Answer::Ready { map_version: Some(v) }, Some(cur)) if *v != cur => Check::failed(
+                part,
+                format!("routes with shard map version {v}, the current one is {cur}"),
+                fix_version.to_owned(),
+            ),
+            (Answer::Ready { map_version }, _) => Check::ok(
+                part,
+                map_version.map_or_else(|| "ready".to_owned(), |v| format!("ready, shard map version {v}")),
+            ),
+            (other, _) => Check::failed(part, other.error().unwrap_or_default().to_owned(), fix_down.to_owned()),
+        }
+    };
+    let nginx = prober.nginx(config).await;
+    checks.push(routes(
+        "nginx".to_owned(),
+        &nginx.answer,
+        "start nginx (scripts/up), or look at its error log",
+        "reload nginx with the current map: shopctl nginx render --output FILE, then nginx -s reload",
+    ));
+    for v in prober.verifiers(config).await {
+        checks.push(routes(
+            format!("verifier at {}", v.address),
+            &v.answer,
+            "start it (scripts/up), or look at its log; if it answers but is not ready, its auth database is down",
+            "it follows the map once a second: if this stays, restart it",
+        ));
+    }
+    for (task, shard) in shards.into_iter().zip(&config.shards) {
+        let name = &shard.name;
+        for b in prober.backends(shard).await {
+            checks.push(routes(
+                format!("shard {name}'s backend at {}", b.address),
+                &b.answer,
+                "start it (scripts/up), or look at its log; if it answers but is not ready, its primary is down",
+                "it follows the map once a second: if this stays, restart it",
+            ));
+        }
+        let st = task.await?;
+        checks.push(match &st.primary {
+            Ok(()) => Check::ok(format!("shard {name}'s primary"), "reachable"),
+            Err(e) => Check::failed(
+                format!("shard {name}'s primary"),
+                e.clone(),
+                "start it: this shard's users get 503 for writes until it answers",
+            ),
+        });
+        if let Some(replica) = &st.replica {
+            let part = format!("shard {name}'s replica");
+            let bound = shard.replica_max_lag_seconds;
+            checks.push(match (replica, &st.lag) {
+                (Err(e), _) => Check::failed(part, e.clone(), "start it: reads fall back to the primary meanwhile"),
+                (Ok(()), Lag::Stopped(why)) => {
+                    Check::failed(part, format!("not replicating ({why})"), "start replication on it (START SLAVE)")
+                }
+                (Ok(()), Lag::Seconds(s, _)) if *s > bound as f64 => Check::failed(
+                    part,
+                    format!("{s:.1} s behind its primary (bound {bound} s)"),
+                    "reads fall back to the primary until it catches up: look at its load and the link",
+                ),
+                (Ok(()), Lag::Seconds(s, _)) => Check::ok(part, format!("replicating, {s:.1} s behind")),
+                (Ok(()), _) => Check::ok(part, "reachable"),
+            });
+        }
+    }
+    Ok(checks)
+}
+
+/// The login kept for the gateway (or `SHOPCTL_TOKEN`): none is fine; one the shop refuses is not.
+async fn kept_login(ctx: &Context) -> Check {
+    let client = match Client::logged_in(ctx) {
+        Ok(c) => c,
+        Err(e) => {
+            return match e.downcast_ref::<LoginNeeded>() {
+                Some(LoginNeeded::None { url }) => Check::ok("login", format!("none kept for {url}")),
+                _ => Check::failed("login", crate::error_line(&e), "log in again: shopctl login EMAIL"),
+            };
+        }
+    };
+    let base = client.base().to_owned();
+    match client.get("/auth/me").await {
+        Ok(me) => Check::ok("login", format!("{} at {base}", output::cell(&me["email"]))),
+        Err(e) if e.downcast_ref::<LoginNeeded>().is_some() => {
+            let email = credentials::get(&base).ok().flatten().map_or_else(|| "EMAIL".to_owned(), |c| c.email);
+            Check::failed("login", crate::error_line(&e), format!("shopctl login {email}"))
+        }
+        Err(e) => Check::failed("login", crate::error_line(&e), "the gateway must answer to check the login"),
+    }
+}

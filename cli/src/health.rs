@@ -1,0 +1,152 @@
+//! Asking the stack's processes how they are: each verifier's and backend's `/readyz` (ready: its
+//! database answers) and nginx's `/healthz`, each bounded so a frozen process costs seconds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shopgate_core::config::{Config, ShardConfig};
+
+/// How long one process gets to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a process answered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Answer {
+    /// 200: serving, with the shard map version it routes with (if it says).
+    Ready { map_version: Option<u64> },
+    /// It answers, but not 200 (its database is down, it is still starting): the status and why.
+    NotReady(String),
+    /// No answer: refused (not running), timed out (frozen, cut off).
+    Down(String),
+}
+
+impl Answer {
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self, Answer::Ready { .. })
+    }
+
+    pub(crate) fn map_version(&self) -> Option<u64> {
+        match self {
+            Answer::Ready { map_version } => *map_version,
+            _ => None,
+        }
+    }
+
+    /// `ready`, `not_ready` or `down`.
+    pub(crate) fn state(&self) -> &'static str {
+        match self {
+            Answer::Ready { .. } => "ready",
+            Answer::NotReady(_) => "not_ready",
+            Answer::Down(_) => "down",
+        }
+    }
+
+    pub(crate) fn error(&self) -> Option<&str> {
+        match self {
+            Answer::Ready { .. } => None,
+            Answer::NotReady(why) | Answer::Down(why) => Some(why),
+        }
+    }
+}
+
+/// One process of the stack and its answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Process {
+    pub(crate) address: SocketAddr,
+    pub(crate) answer: Answer,
+}
+
+impl Process {
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "address": self.address.to_string(),
+            "state": self.answer.state(),
+            "map_version": self.answer.map_version(),
+            "error": self.answer.error(),
+        })
+    }
+}
+
+pub(crate) struct Prober {
+    http: reqwest::Client,
+}
+
+impl Prober {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        Ok(Self { http: reqwest::Client::builder().timeout(ASK_TIMEOUT).no_proxy().build()? })
+    }
+
+    /// GET `path` of the process at `address`.
+    pub(crate) async fn ask(&self, address: SocketAddr, path: &str) -> Process {
+        let url = format!("http://{}{path}", reachable(address));
+        let answer = match self.http.get(&url).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let body: Value = resp.json().await.unwrap_or_default();
+                Answer::Ready { map_version: body["map_version"].as_u64() }
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let body: Value = resp.json().await.unwrap_or_default();
+                let why = body["error"]["message"].as_str().or(body["message"].as_str()).unwrap_or("");
+                Answer::NotReady(format!("{url} answered {status}{}{why}", if why.is_empty() { "" } else { ": " }))
+            }
+            Err(e) if e.is_timeout() => Answer::Down(format!("{url}: no answer within {ASK_TIMEOUT:?}")),
+            Err(e) if e.is_connect() => Answer::Down(format!("{url}: {}", connect_error(&e))),
+            Err(e) => Answer::Down(format!("{url}: {e}")),
+        };
+        Process { address, answer }
+    }
+
+    /// Every backend process of `shard`, at its `/readyz`.
+    pub(crate) async fn backends(&self, shard: &ShardConfig) -> Vec<Process> {
+        self.ask_all(&shard.listen, "/readyz").await
+    }
+
+    /// Every verifier process, at its `/readyz`.
+    pub(crate) async fn verifiers(&self, config: &Config) -> Vec<Process> {
+        self.ask_all(&config.verifier.listen, "/readyz").await
+    }
+
+    /// The processes at `addresses`, asked at once.
+    async fn ask_all(&self, addresses: &[SocketAddr], path: &'static str) -> Vec<Process> {
+        let asks: Vec<_> = addresses
+            .iter()
+            .map(|a| {
+                let (prober, a) = (Prober { http: self.http.clone() }, *a);
+                tokio::spawn(async move { prober.ask(a, path).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for (ask, address) in asks.into_iter().zip(addresses) {
+            answers
+                .push(ask.await.unwrap_or_else(|e| Process { address: *address, answer: Answer::Down(e.to_string()) }));
+        }
+        answers
+    }
+
+    /// nginx, at its `/healthz`.
+    pub(crate) async fn nginx(&self, config: &Config) -> Process {
+        self.ask(config.nginx.listen, "/healthz").await
+    }
+}
+
+/// The innermost cause of a failed connection ("Connection refused"), not reqwest's wrapping.
+fn connect_error(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// An address to connect to: a listener on every address is reached on loopback.
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
