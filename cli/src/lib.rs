@@ -79,6 +79,9 @@ pub(crate) enum Command {
     /// Mint tokens with the stack's key (operators and tests).
     #[command(subcommand)]
     Tokens(commands::tokens::TokensCommand),
+    /// Operators: make JWT keys, rotate the signing key without downtime, retire old keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Operators: write a stack config (what `scripts/up` runs).
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -121,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(c) => commands::users::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
+        Command::Keys(c) => commands::keys::run(&ctx, c).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Nginx(c) => commands::nginx::run(&ctx, c).await,
         Command::Openapi(a) => commands::openapi::run(a),

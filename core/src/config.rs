@@ -489,6 +489,12 @@ impl JwtConfig {
         self.keys.load_full()
     }
 
+    /// The file the keys are read from (`jwt.key_file` or `jwt.keys_file`, resolved against the
+    /// config's folder); `None` when `SHOP_JWT_KEY` gives the key.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.source.file()
+    }
+
     /// Signs with the live signing key; `None` if this key set cannot sign (EdDSA, public only).
     pub fn sign(&self, claims: &Claims) -> Option<String> {
         self.keys.load().sign(claims)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
-use shopgate_core::token::{new_claims, KeyFile};
+use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 /// A password that meets the policy.
@@ -67,7 +67,8 @@ pub struct Options {
     pub debug_headers: bool,
     pub verifiers: usize,
     pub auth_cache_seconds: u32,
-    /// EdDSA with a key file of one key `k1`, instead of an HS256 key.
+    /// EdDSA with a key file of one key `k1` (made by `shopctl keys generate`), instead of an HS256
+    /// key.
     pub eddsa: bool,
     /// The HS256 key file's content, instead of a random key.
     pub hs256_key: Option<String>,
@@ -172,8 +173,16 @@ impl Stack {
             file = file.set(key, value);
         }
         if opts.eddsa {
-            let keys = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
-            std::fs::write(root.join(KEYS_FILE), serde_json::to_string_pretty(&keys)?)?;
+            // Made as an operator makes one.
+            let out = Command::new(bin("shopctl"))
+                .args(["keys", "generate", "--kid", "k1", "--out"])
+                .arg(root.join(KEYS_FILE))
+                .stdin(Stdio::null())
+                .output()
+                .context("running shopctl keys generate")?;
+            if !out.status.success() {
+                bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
             file = file.eddsa(KEYS_FILE);
         }
         match &opts.hs256_key {

@@ -16,6 +16,7 @@ pub mod openapi;
 pub(crate) mod password;
 pub(crate) mod routes;
 pub mod throttle;
+pub mod unlocks;
 pub mod users;
 
 use std::future::Future;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub(crate) guesses: throttle::GuessLimits,
     /// Registrations per address.
     pub(crate) registrations: throttle::Throttle,
+    /// Operators' unlocks of `guesses`, followed from the auth database.
+    pub(crate) unlocks: unlocks::Unlocks,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     }
     let revocations = Arc::new(Revocations::new(&config.jwt));
     revocations.refresh(&db, now()).await.context("loading revocations")?;
+    let unlocks = unlocks::Unlocks::load(&db).await.context("loading login unlocks")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     let tokens = config.jwt.verifier();
     let v = &config.verifier;
@@ -93,6 +97,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
         passwords,
         metrics,
         revocations,
+        unlocks,
         map: Arc::new(MapWatch::new()),
     });
     spawn_revocation_refresh(state.clone());
@@ -110,7 +115,8 @@ fn spawn_map_refresh(state: &Arc<AppState>) {
 }
 
 /// Reloads revocations every `revocation_refresh_ms` (a failed refresh keeps the last snapshot:
-/// the check path never waits for the database) and purges rows of expired tokens hourly.
+/// the check path never waits for the database), and operators' login unlocks on the same
+/// schedule, so both are in force within the revocation bound; purges old rows of both hourly.
 fn spawn_revocation_refresh(state: Arc<AppState>) {
     let every = state.config.verifier.revocation_refresh();
     let counted = state.clone();
@@ -118,12 +124,28 @@ fn spawn_revocation_refresh(state: Arc<AppState>) {
         metrics::Metrics::inc(&counted.metrics.revocation_refresh_failed);
         tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
     }));
+    let following = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match following.unlocks.refresh(&following.db, &following.guesses).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(accounts = n, "login throttle unlocked by an operator"),
+                Err(e) => tracing::warn!(error = %e, "reading login unlocks failed; trying again next time"),
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             hourly.tick().await;
             if let Err(e) = state.revocations.purge_expired(&state.db, now()).await {
                 tracing::warn!(error = %e, "purging expired revocations failed");
+            }
+            if let Err(e) = unlocks::purge_old(&state.db).await {
+                tracing::warn!(error = %e, "purging old login unlocks failed");
             }
         }
     });

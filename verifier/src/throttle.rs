@@ -9,7 +9,9 @@
 //!
 //! Registrations have a limit of their own per address ([`Throttle::reserve`] kept on success too).
 //!
-//! Per verifier process: with N verifiers an attacker gets at most N times the limit.
+//! Per verifier process: with N verifiers an attacker gets at most N times the limit. An
+//! operator's unlock of an account (`shopctl users unlock`) reaches every process through the auth
+//! database ([`crate::unlocks`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -86,7 +88,7 @@ impl GuessLimits {
     /// Reserves one password check for `email` (known or not) from `address`. Dropping the
     /// [`Attempt`] without settling it gives the reservation back.
     pub(crate) fn reserve(&self, email: &str, address: IpAddr) -> Result<Attempt<'_>, u64> {
-        let account = format!("account:{}", email.trim().to_lowercase());
+        let account = account_key(email);
         let address = format!("address:{address}");
         self.account.reserve(&account)?;
         if let Err(wait) = self.address.reserve(&address) {
@@ -95,6 +97,17 @@ impl GuessLimits {
         }
         Ok(Attempt { limits: self, account, address, settled: false })
     }
+
+    /// Forgets the account's failures (an operator's `shopctl users unlock`); the addresses they
+    /// came from keep theirs.
+    pub(crate) fn unlock(&self, email: &str) {
+        self.account.reset(&account_key(email));
+    }
+}
+
+/// The per-account key of `email`, however it was typed.
+fn account_key(email: &str) -> String {
+    format!("account:{}", email.trim().to_lowercase())
 }
 
 /// One reserved password check.
@@ -189,5 +202,30 @@ mod tests {
         let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
         limits.reserve("bob@example.com", elsewhere).unwrap().failed();
         limits.reserve("bob@example.com", elsewhere).unwrap().failed();
+    }
+
+    #[test]
+    fn an_unlock_clears_the_account_and_nothing_else() {
+        let limits = GuessLimits::new(2, 5, Duration::from_secs(60));
+        let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..2 {
+            limits.reserve("ann@example.com", HOME).unwrap().failed();
+            limits.reserve("bob@example.com", elsewhere).unwrap().failed();
+        }
+        assert!(limits.reserve("ann@example.com", elsewhere).is_err(), "ann's account is over its limit");
+        limits.unlock(" Ann@Example.COM ");
+        limits.reserve("ann@example.com", elsewhere).unwrap().failed();
+        limits.reserve("ann@example.com", elsewhere).unwrap().failed();
+        assert!(limits.reserve("ann@example.com", elsewhere).is_err(), "an unlock is not a lasting exemption");
+        assert!(limits.reserve("bob@example.com", elsewhere).is_err(), "bob's account stays over its limit");
+        // HOME's address count is untouched: two of ann's failures, three more fit, then 429.
+        for _ in 0..3 {
+            limits.reserve("carol@example.com", HOME).unwrap().succeeded();
+        }
+        limits.reserve("dave@example.com", HOME).unwrap().failed();
+        limits.reserve("dave@example.com", HOME).unwrap().failed();
+        limits.reserve("erin@example.com", HOME).unwrap().failed();
+        assert!(limits.reserve("frank@example.com", HOME).is_err(), "the address keeps ann's failures");
+        limits.unlock("nobody@example.com"); // an account with no failures: nothing to do
     }
 }

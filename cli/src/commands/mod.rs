@@ -5,6 +5,7 @@ pub(crate) mod categories;
 pub(crate) mod completions;
 pub mod config;
 pub(crate) mod doctor;
+pub(crate) mod keys;
 pub mod login;
 pub(crate) mod logout;
 pub(crate) mod nginx;

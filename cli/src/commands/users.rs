@@ -1,10 +1,11 @@
-//! `shopctl users locate|disable|enable ID|EMAIL`: accounts, straight from the databases.
+//! `shopctl users locate|disable|enable|unlock ID|EMAIL`: accounts, straight from the databases.
 //!
 //! An email is resolved to an id in the auth database. `disable` clears `is_active` and moves the
 //! user's `tokens_valid_after` cut-off past now, so every token issued so far is revoked: each
 //! verifier reloads cut-offs every `revocation_refresh_ms`, so the revocation is in force
 //! everywhere within the config's revocation bound. `enable` lets the user log in again; tokens
-//! revoked by the disable stay revoked.
+//! revoked by the disable stay revoked. `unlock` clears the account's failed logins on every
+//! verifier (the same schedule and bound: each follows the auth database's `login_unlocks`).
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -29,6 +30,8 @@ pub(crate) enum UsersCommand {
     Disable(UserArg),
     /// Let a disabled user log in again.
     Enable(UserArg),
+    /// Clear the account's failed logins on every verifier, so a right password works at once.
+    Unlock(UserArg),
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,6 +79,7 @@ async fn auth_db(config: &Config) -> anyhow::Result<Db> {
 
 pub async fn run(ctx: &Context, cmd: UsersCommand) -> anyhow::Result<()> {
     let (who, action) = match &cmd {
+        UsersCommand::Unlock(a) => return unlock(ctx, &stack::load_config(ctx)?, parse_who(&a.user)?).await,
         UsersCommand::Locate(a) => (parse_who(&a.user)?, None),
         UsersCommand::Disable(a) => (parse_who(&a.user)?, Some(false)),
         UsersCommand::Enable(a) => (parse_who(&a.user)?, Some(true)),
@@ -202,6 +206,34 @@ async fn set_active(ctx: &Context, config: &Config, who: Who, active: bool) -> a
     } else {
         out(format_args!(
             "Disabled user {} ({}): logins refused; every token issued so far is revoked on all verifiers within {} ms.",
+            acct.id,
+            acct.email,
+            bound.as_millis()
+        ));
+    }
+    Ok(())
+}
+
+/// Records the unlock in the auth database, then waits the revocation bound: every verifier reads
+/// unlocks on the schedule of its revocations, so when this returns the account's failed logins
+/// are forgotten everywhere. Its client addresses keep their counts.
+async fn unlock(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> {
+    let auth = auth_db(config).await?;
+    let acct = account(&auth, &who).await?.ok_or_else(|| no_such_user(&who))?;
+    let recorded = bounded(shopgate_verifier::unlocks::record(&auth.pool, &acct.email))
+        .await
+        .map_err(|e| anyhow::anyhow!("updating the auth database ({}): {}", auth.url, auth.explain(&e)));
+    auth.close().await;
+    recorded?;
+    let bound = config.verifier.revocation_bound();
+    tokio::time::sleep(bound).await;
+    if ctx.format != Format::Table {
+        let waited = bound.as_millis() as u64;
+        ctx.format.print(&json!({"id": acct.id.get(), "email": acct.email, "unlocked": true, "waited_ms": waited}));
+    } else {
+        out(format_args!(
+            "Unlocked user {} ({}): every verifier has forgotten its failed logins (waited {} ms); \
+             the right password works now.",
             acct.id,
             acct.email,
             bound.as_millis()

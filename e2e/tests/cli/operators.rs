@@ -6,7 +6,7 @@ use serde_json::Value;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
 use shopgate_e2e::cli::{exec, scalar, write_file};
-use shopgate_e2e::{Stack, PASSWORD};
+use shopgate_e2e::{Options, Stack, PASSWORD};
 
 /// Registers, logs in and places one order through nginx; returns (id, email, token).
 async fn customer(stack: &Stack, tag: &str) -> (u64, String, String) {
@@ -191,4 +191,51 @@ async fn tokens_mint_and_nginx_render_still_work() {
     assert!(conf["config"].as_str().is_some_and(|c| c.contains("upstream shard_a")), "{conf}");
     let bash = stack.ctl(&["completions", "bash"]).ok();
     assert!(bash.stdout.contains("shopctl") && bash.stdout.contains("catalog"), "completions lack the new commands");
+}
+
+/// Issue 13: an account locked out by failed logins is let in at once on every verifier, each of
+/// which keeps its own throttle in memory.
+#[tokio::test]
+async fn users_unlock_lets_a_locked_out_account_log_in_at_once_on_every_verifier() {
+    // The address limit far above what the test spends, so only the account's limit throttles.
+    let settings =
+        vec![("verifier.login_max_failures_per_account", "3"), ("verifier.login_max_failures_per_address", "1000")];
+    let stack = Stack::start_with(Options { verifiers: 2, settings, ..Default::default() }).await;
+    let email = super::email("cli-unlock");
+    stack.register(&email).await;
+    let login = |base: String, password: &'static str| {
+        let email = email.clone();
+        let http = stack.http.clone();
+        async move {
+            let form = [("username", email.as_str()), ("password", password)];
+            let r = http.post(format!("{base}/auth/token")).form(&form).send().await.expect("login");
+            r.status().as_u16()
+        }
+    };
+    let verifiers: Vec<String> = stack.config.verifier.listen.iter().map(|a| format!("http://{a}")).collect();
+
+    // Wrong passwords through nginx until both verifiers refuse (nginx spreads logins over them).
+    let mut statuses = Vec::new();
+    while statuses.iter().rev().take_while(|s| **s == 429).count() < 6 {
+        assert!(statuses.len() < 40, "never locked out: {statuses:?}");
+        statuses.push(login(stack.url.clone(), "Not-the-Passw0rd!").await);
+    }
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    // The right password is refused too, on each verifier (a refusal does not count or reset).
+    assert_eq!(login(stack.url.clone(), PASSWORD).await, 429);
+    for v in &verifiers {
+        assert_eq!(login(v.clone(), PASSWORD).await, 429, "verifier {v} lets the locked account in");
+    }
+
+    let unlocked = stack.ctl(&["--json", "users", "unlock", &email.to_uppercase()]).ok().json();
+    assert_eq!((&unlocked["email"], &unlocked["unlocked"]), (&Value::from(email.as_str()), &Value::from(true)));
+    // At once, on every verifier and through nginx.
+    for v in &verifiers {
+        assert_eq!(login(v.clone(), PASSWORD).await, 200, "verifier {v} still refuses after the unlock");
+    }
+    assert_eq!(login(stack.url.clone(), PASSWORD).await, 200);
+
+    // An unknown account is exit 1, as for `users locate`.
+    let missing = stack.ctl(&["users", "unlock", "nobody@example.com"]);
+    assert!(missing.one_line_error(1).contains("no user with email nobody@example.com"), "{missing}");
 }

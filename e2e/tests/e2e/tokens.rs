@@ -240,3 +240,99 @@ async fn weak_or_placeholder_keys_refuse_to_start() {
         assert!(!out.status.success(), "backend with {key}: started");
     }
 }
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    header["kid"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The rotation as an operator runs it, with requests flowing throughout: the key set made by
+/// `shopctl keys generate` (the stack's), `shopctl keys rotate`, then `shopctl keys retire` of the
+/// old key. Old tokens pass until the retire, and tokens issued all along (logins again and again)
+/// pass whichever key signed them: no request fails. After the retire, old tokens fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_with_shopctl_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let stack = Arc::new(Stack::start_with(Options { eddsa: true, ..Default::default() }).await);
+    let email = format!("rot-{}@example.com", shopgate_e2e::rand_hex(4));
+    stack.register(&email).await;
+    let old_token = stack.login(&email).await;
+    assert_eq!(kid_of(&old_token), "k1");
+    let ctl = |args: &'static [&'static str]| {
+        let stack = stack.clone();
+        tokio::task::spawn_blocking(move || stack.ctl(args).ok())
+    };
+
+    // Old-key tokens, until the retire.
+    let stop_old = Arc::new(AtomicBool::new(false));
+    let old_load = {
+        let (stack, stop, token) = (stack.clone(), stop_old.clone(), old_token.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                failed += u32::from(status(&stack, &token).await != 200);
+            }
+            (sent, failed)
+        })
+    };
+    // Fresh logins, each token used a few times, until the end.
+    let stop_fresh = Arc::new(AtomicBool::new(false));
+    let fresh_load = {
+        let (stack, stop, email) = (stack.clone(), stop_fresh.clone(), email.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed, mut kids) = (0u32, 0u32, Vec::<String>::new());
+            while !stop.load(Ordering::Relaxed) {
+                let form = [("username", email.as_str()), ("password", shopgate_e2e::PASSWORD)];
+                let r = stack.http.post(stack.api("/auth/token")).form(&form).send().await.unwrap();
+                sent += 1;
+                if r.status() != 200 {
+                    failed += 1;
+                    continue;
+                }
+                let v: Value = r.json().await.unwrap();
+                let token = v["access_token"].as_str().unwrap().to_owned();
+                if kids.last() != Some(&kid_of(&token)) {
+                    kids.push(kid_of(&token));
+                }
+                for _ in 0..10 {
+                    sent += 1;
+                    failed += u32::from(status(&stack, &token).await != 200);
+                }
+            }
+            (sent, failed, kids)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = ctl(&["--json", "keys", "rotate", "--kid", "k2"]).await.unwrap().json();
+    assert_eq!(rotated["then"][0], "shopctl keys retire k1", "{rotated}");
+    // When rotate returns, every verifier signs with the new key; both keys are published.
+    assert_eq!(kid_of(&stack.login(&email).await), "k2");
+    let jwks: Value = stack.http.get(stack.api("/auth/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both keys published during the overlap");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&stack, &old_token).await, 200, "old tokens pass until the retire");
+    stop_old.store(true, Ordering::Relaxed);
+    let (sent, failed) = old_load.await.unwrap();
+    assert!(sent > 10, "only {sent} old-key requests during the rotation");
+    assert_eq!(failed, 0, "{failed} of {sent} old-key requests failed during the rotation");
+
+    // The signing key cannot be retired; the old one can, and its tokens then fail at once.
+    let refused = stack.ctl(&["keys", "retire", "k2"]);
+    assert!(refused.one_line_error(1).contains("signing key"), "{refused}");
+    ctl(&["keys", "retire", "k1"]).await.unwrap();
+    assert_eq!(status(&stack, &old_token).await, 401, "a retired key's token still passes");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_fresh.store(true, Ordering::Relaxed);
+    let (sent, failed, kids) = fresh_load.await.unwrap();
+    assert!(sent > 20, "only {sent} requests with fresh tokens");
+    assert_eq!(failed, 0, "{failed} of {sent} logins and fresh-token requests failed during the rotation");
+    assert_eq!(kids, ["k1", "k2"], "fresh tokens were signed by the old key, then the new one only");
+    let jwks: Value = stack.http.get(stack.api("/auth/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+}

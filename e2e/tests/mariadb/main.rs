@@ -14,6 +14,7 @@ mod ownership;
 mod processes;
 mod replication;
 mod round_trips;
+mod unlock;
 
 use std::time::{Duration, Instant};
 

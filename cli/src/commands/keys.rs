@@ -1,0 +1,430 @@
+//! `shopctl keys generate|rotate|retire`: the JWT keys, in the files the config's `jwt` names.
+//!
+//! The key file formats are the config loader's (`shopgate_core::config`): an EdDSA key set is a
+//! [`KeyFile`] (`jwt.keys_file`), an HS256 key is `base64url:` and its bytes (`jwt.key_file`).
+//! Everything written is checked with the loader's own rules first ([`EdKeys::from_file`],
+//! [`Hs256Key::new`]), so a verifier never has a file to refuse.
+//!
+//! A rotation without downtime is README's three steps: `rotate` adds a new signing key and keeps
+//! the old keys' public parts (their tokens keep passing), every verifier and backend reloads the
+//! file within a second (`rotate` publishes the new key a reload before it signs, and returns once
+//! it signs everywhere), and after the old tokens' life `retire` removes the old key (returning
+//! once it is gone everywhere). The file is replaced by a rename, so a process watching it never
+//! reads half of one. HS256 has one key and no key ids, so it cannot be rotated without failing
+//! tokens (nor can a rotation change the algorithm): `rotate` refuses it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use clap::Subcommand;
+use serde_json::json;
+use shopgate_core::config::Config;
+use shopgate_core::token::{EdKeys, Hs256Key, KeyFile};
+
+use crate::output::{out, Format};
+use crate::{stack, Context, UsageError};
+
+/// How long every verifier and backend may take to reload a changed key file (README: within 1 s
+/// of the change; they look at it once a second), with room to spare. No process watches the
+/// unit tests' files.
+const RELOAD_WAIT: Duration = if cfg!(test) { Duration::ZERO } else { Duration::from_secs(2) };
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysCommand {
+    /// Make a new key: an EdDSA key set for jwt.keys_file, or an HS256 key for jwt.key_file.
+    Generate(GenerateArgs),
+    /// Rotation, step 1: add a new Ed25519 signing key; the old keys keep only their public part.
+    Rotate(RotateArgs),
+    /// Rotation, step 3: remove a key that no longer signs (its tokens then fail).
+    Retire(RetireArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Algorithm {
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "HS256")]
+    Hs256,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct GenerateArgs {
+    /// EdDSA (a JWK set with one signing key) or HS256 (a random 32-byte secret).
+    #[arg(long, value_enum, ignore_case = true, default_value = "EdDSA")]
+    pub(crate) algorithm: Algorithm,
+    /// The key id (EdDSA only) [default: today's date and a random suffix].
+    #[arg(long, value_name = "KID")]
+    pub(crate) kid: Option<String>,
+    /// Write the key to FILE (mode 0600) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "out")]
+    pub(crate) force: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RotateArgs {
+    /// The EdDSA key set to rotate [default: the stack config's jwt.keys_file].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// The new key's id [default: today's date and a random suffix].
+    #[arg(long, value_name = "KID")]
+    pub(crate) kid: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RetireArgs {
+    /// The key id to remove.
+    pub(crate) kid: String,
+    /// The EdDSA key set [default: the stack config's jwt.keys_file].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+}
+
+pub async fn run(ctx: &Context, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Generate(a) => generate(ctx, a),
+        KeysCommand::Rotate(a) => rotate(ctx, a).await,
+        KeysCommand::Retire(a) => retire(ctx, a).await,
+    }
+}
+
+fn generate(ctx: &Context, a: GenerateArgs) -> anyhow::Result<()> {
+    let (text, kid) = match a.algorithm {
+        Algorithm::EdDsa => {
+            let kid = kid_or_fresh(a.kid)?;
+            let file = KeyFile { signing_kid: Some(kid.clone()), keys: vec![KeyFile::generate_jwk(&kid)] };
+            (key_set_text(&file)?, Some(kid))
+        }
+        Algorithm::Hs256 if a.kid.is_some() => {
+            return Err(UsageError("--kid is for EdDSA keys: an HS256 key has no key id".into()).into());
+        }
+        Algorithm::Hs256 => (hs256_text(), None),
+    };
+    let Some(path) = a.out else {
+        out(text.trim_end());
+        return Ok(());
+    };
+    if a.force {
+        replace_private(&path, &text)?;
+    } else {
+        create_private(&path, &text)?;
+    }
+    let (alg, setting) = match a.algorithm {
+        Algorithm::EdDsa => ("EdDSA", "jwt.keys_file"),
+        Algorithm::Hs256 => ("HS256", "jwt.key_file"),
+    };
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({"file": path, "algorithm": alg, "kid": kid, "setting": setting}));
+    } else {
+        let kid = kid.map(|k| format!(" (key id {k})")).unwrap_or_default();
+        out(format_args!(
+            "Wrote an {alg} key{kid} to {} (mode 0600): name it in the config as \
+             jwt.algorithm = \"{alg}\" and {setting}.",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
+    let (path, config) = key_set_path(ctx, a.file, "rotate")?;
+    let mut file = read_key_set(&path)?;
+    let kid = kid_or_fresh(a.kid)?;
+    if file.keys.iter().any(|k| k.kid == kid) {
+        return Err(UsageError(format!("{} already has a key {kid:?}: choose another --kid", path.display())).into());
+    }
+    let old: Vec<String> = file.keys.iter().map(|k| k.kid.clone()).collect();
+    // Two writes: first the new key beside the old ones, still signing with the old key, so that
+    // every verifier and backend knows the new public key before any token is signed with it
+    // (else a backend that reloads later than a verifier would refuse the first new tokens);
+    // then the new key signs and the old keys lose their private parts.
+    file.keys.push(KeyFile::generate_jwk(&kid));
+    replace_private(&path, &key_set_text(&file)?)?;
+    tokio::time::sleep(RELOAD_WAIT).await;
+    for key in file.keys.iter_mut().filter(|k| k.kid != kid) {
+        key.d = None;
+    }
+    file.signing_kid = Some(kid.clone());
+    replace_private(&path, &key_set_text(&file)?)?;
+    tokio::time::sleep(RELOAD_WAIT).await;
+    // When the old keys' last tokens have expired: ttl + leeway after every process has reloaded.
+    let wait = config.as_ref().map(|c| c.jwt.ttl_seconds + c.jwt.policy.leeway_seconds + 1);
+    let retire: Vec<String> = old.iter().map(|k| format!("shopctl keys retire {k}")).collect();
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({
+            "file": path,
+            "signing_kid": kid,
+            "verify_only": old,
+            "retire_after_seconds": wait,
+            "then": retire,
+        }));
+    } else {
+        let when = wait.map_or_else(|| "jwt.ttl_seconds + jwt.leeway_seconds".to_owned(), |s| format!("{s} s"));
+        out(format_args!(
+            "Rotated {}: every verifier now signs new tokens with {kid}, and every backend takes them; tokens of {} \
+             keep passing. After {when} (the old tokens' life), run: {}.",
+            path.display(),
+            old.join(", "),
+            retire.join(", then "),
+        ));
+    }
+    Ok(())
+}
+
+async fn retire(ctx: &Context, a: RetireArgs) -> anyhow::Result<()> {
+    let (path, _) = key_set_path(ctx, a.file, "retire")?;
+    let mut file = read_key_set(&path)?;
+    if file.signing_kid.as_deref() == Some(a.kid.as_str()) {
+        anyhow::bail!("{} is the signing key of {}: run shopctl keys rotate first", a.kid, path.display());
+    }
+    let before = file.keys.len();
+    file.keys.retain(|k| k.kid != a.kid);
+    if file.keys.len() == before {
+        let kids: Vec<&str> = file.keys.iter().map(|k| k.kid.as_str()).collect();
+        anyhow::bail!("{} has no key {:?} (its keys: {})", path.display(), a.kid, kids.join(", "));
+    }
+    if file.keys.is_empty() {
+        anyhow::bail!("{} is the last key of {}: a key set needs one", a.kid, path.display());
+    }
+    replace_private(&path, &key_set_text(&file)?)?;
+    tokio::time::sleep(RELOAD_WAIT).await;
+    if ctx.format != Format::Table {
+        ctx.format.print(&json!({"file": path, "retired": a.kid, "signing_kid": file.signing_kid}));
+    } else {
+        out(format_args!(
+            "Retired {} from {}: every verifier and backend has dropped it, so its tokens fail.",
+            a.kid,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `--file`, else the stack config's `jwt.keys_file`; and the stack config if there is one (for
+/// the token life). An HS256 stack is refused: its one key cannot be rotated without failing
+/// every token, and a rotation cannot change the algorithm.
+fn key_set_path(ctx: &Context, file: Option<PathBuf>, verb: &str) -> anyhow::Result<(PathBuf, Option<Config>)> {
+    let Some(file) = file else {
+        let config = stack::load_config(ctx)?;
+        if config.jwt.keys().alg() != "EdDSA" {
+            anyhow::bail!(
+                "the stack in {} uses HS256, whose single key cannot be {verb}d without failing every token it signed \
+                 (and a rotation cannot change the algorithm): to move to EdDSA, shopctl keys generate --out FILE, \
+                 set jwt.algorithm = \"EdDSA\" and jwt.keys_file = FILE, and restart",
+                config.path.display()
+            );
+        }
+        let path = config.jwt.key_file().map(Path::to_path_buf).context("the stack config names no jwt.keys_file")?;
+        return Ok((path, Some(config)));
+    };
+    let config = stack::config_path(ctx).and_then(|p| stack::load_from(&p).ok());
+    Ok((file, config))
+}
+
+/// Reads and checks an EdDSA key set, as the config loader would.
+fn read_key_set(path: &Path) -> anyhow::Result<KeyFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: KeyFile = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not an EdDSA key set ({e}); an HS256 key has no rotation (a single key, and a rotation cannot \
+             change the algorithm)",
+            path.display()
+        )
+    })?;
+    EdKeys::from_file(&file).with_context(|| format!("the key set in {}", path.display()))?;
+    Ok(file)
+}
+
+/// A key set as its file holds it, after the loader's checks.
+fn key_set_text(file: &KeyFile) -> anyhow::Result<String> {
+    EdKeys::from_file(file).context("the new key set")?;
+    Ok(serde_json::to_string_pretty(file)? + "\n")
+}
+
+/// A random 32-byte HS256 key, as `jwt.key_file` reads it.
+fn hs256_text() -> String {
+    let bytes = rand::random::<[u8; 32]>();
+    // 32 random bytes are never short, all one byte or a placeholder; the check says so anyway.
+    debug_assert!(Hs256Key::new(&bytes).is_ok());
+    format!("base64url:{}\n", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `--kid`, checked as the loader checks key ids, else today's date and a random suffix.
+fn kid_or_fresh(kid: Option<String>) -> Result<String, UsageError> {
+    match kid {
+        Some(k) if k.trim().is_empty() || k.len() > 64 || k.chars().any(char::is_control) => {
+            Err(UsageError(format!("--kid {k:?}: a key id is 1-64 characters")))
+        }
+        Some(k) => Ok(k),
+        None => {
+            let date = shopgate_core::time::rfc3339(shopgate_core::time::unix_now());
+            let suffix: String = rand::random::<[u8; 3]>().iter().map(|b| format!("{b:02x}")).collect();
+            Ok(format!("{}-{suffix}", &date[..10]))
+        }
+    }
+}
+
+/// Creates `path` with mode 0600; an existing file is refused.
+fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            anyhow::anyhow!("{} exists: pass --force to replace it", path.display())
+        }
+        _ => anyhow::anyhow!("creating {}: {e}", path.display()),
+    })?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replaces `path` whole: a new file (mode 0600) beside it, then a rename over it, so a process
+/// reading the file sees the old one or the new one, never half of either.
+fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
+    let suffix: String = rand::random::<[u8; 4]>().iter().map(|b| format!("{b:02x}")).collect();
+    let temp = path.with_file_name(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
+    let written = create_private(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use clap::Parser as _;
+    use shopgate_core::config::{ConfigBuilder, DEV_KEY_FILE};
+
+    use super::*;
+
+    /// `shopctl ARGS` with the stack config at `config`.
+    async fn shopctl(config: &Path, args: &[&str]) -> anyhow::Result<()> {
+        let mut argv = vec!["shopctl", "--json", "--config", config.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        crate::run(crate::Cli::try_parse_from(argv).unwrap()).await
+    }
+
+    /// A stack config in `dir`: EdDSA with `keys.json`, or HS256 with `jwt.key`.
+    fn stack_config(dir: &Path, eddsa: bool) -> PathBuf {
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let mut builder = ConfigBuilder::new(addr(8080), &[addr(9000)]).shard("a", 0, "all", addr(9001));
+        if eddsa {
+            builder = builder.eddsa("keys.json");
+        }
+        let path = dir.join("shop.toml");
+        std::fs::write(&path, builder.to_toml()).unwrap();
+        path
+    }
+
+    fn key_set(path: &Path) -> KeyFile {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn generated_keys_load_with_the_config_loader_and_files_are_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stack_config(dir.path(), true);
+        let keys = dir.path().join("keys.json");
+        shopctl(&config, &["keys", "generate", "--kid", "k1", "--out", keys.to_str().unwrap()]).await.unwrap();
+        assert_eq!(mode(&keys), 0o600);
+        let loaded = Config::load_with_env(&config, []).unwrap();
+        assert_eq!(loaded.jwt.keys().alg(), "EdDSA");
+        assert!(loaded.jwt.keys().can_sign());
+        assert_eq!(key_set(&keys).signing_kid.as_deref(), Some("k1"));
+
+        let refused = shopctl(&config, &["keys", "generate", "--out", keys.to_str().unwrap()]).await.unwrap_err();
+        assert!(format!("{refused:#}").contains("--force"), "{refused:#}");
+        assert_eq!(key_set(&keys).signing_kid.as_deref(), Some("k1"), "the file was changed");
+        shopctl(&config, &["keys", "generate", "--kid", "k9", "--force", "--out", keys.to_str().unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(key_set(&keys).signing_kid.as_deref(), Some("k9"));
+        assert_eq!(mode(&keys), 0o600);
+
+        // HS256: the text jwt.key_file takes.
+        let hs = stack_config(dir.path(), false);
+        let key = dir.path().join(DEV_KEY_FILE);
+        shopctl(&hs, &["keys", "generate", "--algorithm", "hs256", "--out", key.to_str().unwrap()]).await.unwrap();
+        let text = std::fs::read_to_string(&key).unwrap();
+        assert!(text.starts_with("base64url:") && text.trim().len() == "base64url:".len() + 43, "{text}");
+        assert_eq!(Config::load_with_env(&hs, []).unwrap().jwt.keys().alg(), "HS256");
+        let kid = shopctl(&hs, &["keys", "generate", "--algorithm", "HS256", "--kid", "x"]).await.unwrap_err();
+        assert_eq!(crate::exit_code(&kid), 2);
+    }
+
+    #[tokio::test]
+    async fn rotate_then_retire_keeps_every_step_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stack_config(dir.path(), true);
+        let keys = dir.path().join("keys.json");
+        shopctl(&config, &["keys", "generate", "--kid", "k1", "--out", keys.to_str().unwrap()]).await.unwrap();
+        let before = key_set(&keys);
+
+        shopctl(&config, &["keys", "rotate", "--kid", "k2"]).await.unwrap();
+        let rotated = key_set(&keys);
+        assert_eq!(rotated.signing_kid.as_deref(), Some("k2"));
+        let kids: Vec<(&str, bool)> = rotated.keys.iter().map(|k| (k.kid.as_str(), k.d.is_some())).collect();
+        assert_eq!(kids, [("k1", false), ("k2", true)], "the old key keeps only its public part");
+        assert_eq!(rotated.keys[0].x, before.keys[0].x);
+        assert_eq!(mode(&keys), 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let loaded = Config::load_with_env(&config, []).unwrap();
+        assert_eq!(loaded.jwt.keys().jwks()["keys"].as_array().unwrap().len(), 2);
+
+        // A default kid is fresh; a kid in use is refused.
+        shopctl(&config, &["keys", "rotate"]).await.unwrap();
+        let third = key_set(&keys);
+        assert_eq!(third.keys.len(), 3);
+        assert!(third.signing_kid.as_deref().is_some_and(|k| k != "k1" && k != "k2"));
+        assert!(third.keys.iter().filter(|k| k.d.is_some()).count() == 1);
+        assert!(shopctl(&config, &["keys", "rotate", "--kid", "k1"]).await.is_err());
+
+        // Retire: not the signing key, not an unknown one; the others go.
+        let signing = third.signing_kid.clone().unwrap();
+        let refused = shopctl(&config, &["keys", "retire", &signing]).await.unwrap_err();
+        assert!(format!("{refused:#}").contains("signing key"), "{refused:#}");
+        assert!(format!("{:#}", shopctl(&config, &["keys", "retire", "k7"]).await.unwrap_err()).contains("no key"));
+        shopctl(&config, &["keys", "retire", "k1"]).await.unwrap();
+        shopctl(&config, &["keys", "retire", "--file", keys.to_str().unwrap(), "k2"]).await.unwrap();
+        let left = key_set(&keys);
+        assert_eq!(left.keys.len(), 1);
+        assert_eq!(left.signing_kid, Some(signing));
+        assert!(Config::load_with_env(&config, []).unwrap().jwt.keys().can_sign());
+    }
+
+    #[tokio::test]
+    async fn an_hs256_stack_is_not_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stack_config(dir.path(), false);
+        std::fs::write(dir.path().join(DEV_KEY_FILE), hs256_text()).unwrap();
+        let e = shopctl(&config, &["keys", "rotate"]).await.unwrap_err();
+        assert!(format!("{e:#}").contains("HS256"), "{e:#}");
+        let key = dir.path().join(DEV_KEY_FILE);
+        let e = shopctl(&config, &["keys", "rotate", "--file", key.to_str().unwrap()]).await.unwrap_err();
+        assert!(format!("{e:#}").contains("not an EdDSA key set"), "{e:#}");
+    }
+}
