@@ -107,7 +107,8 @@ build_binaries() {
 start_bg() {
   local name=$1; shift
   mkdir -p "$VAR/logs" "$VAR/run"
-  nohup "$@" >>"$VAR/logs/$name.log" 2>&1 </dev/null &
+  # SHOP_STACK_DIR marks the process as this stack's (see `ours`), whatever its command line.
+  SHOP_STACK_DIR="$VAR/" nohup "$@" >>"$VAR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$VAR/run/$name.pid"
 }
 
@@ -146,9 +147,11 @@ stop_pidfiles() {
   rm -f "$@"
 }
 
-# Whether PID's command line names this stack's folder.
+# Whether PID is this stack's: its command line names this stack's folder, or start_bg marked it
+# (SHOP_STACK_DIR in its environment: the nginx exporter's flags name no folder).
 ours() {
-  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$VAR/"
+  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$VAR/" \
+    || tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF -- "SHOP_STACK_DIR=$VAR/"
 }
 
 # Whether PID runs (a zombie, exited but not yet reaped by its parent, does not).

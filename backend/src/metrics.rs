@@ -43,6 +43,8 @@ pub struct Metrics {
     /// `/api` requests being worked on now (admitted, not finished).
     requests_in_flight: Gauge,
     map_version: Gauge,
+    /// Whether the primary answered the last probe (every second): 1 yes, 0 no.
+    primary_up: Gauge,
     idempotency_keys_purged: Counter,
     idempotency_purge_batches: Counter,
     /// Catalog answers by where they came from: memory, a load, or the database past a full cache.
@@ -141,9 +143,16 @@ impl Metrics {
             "The shard map version this backend routes with (0 until one is loaded)",
             map_version.clone(),
         );
+        let primary_up = Gauge::default();
+        registry.register(
+            "shop_primary_up",
+            "Whether the shard's primary answered this backend's last probe (every second; 0 before the first)",
+            primary_up.clone(),
+        );
         let replica = Arc::new(ReplicaGauges::default());
         registry.register_collector(Box::new(replica.clone()));
         Self {
+            primary_up,
             http,
             auth_failures,
             replica_fallback,
@@ -267,6 +276,10 @@ impl Metrics {
             Outcome::Bypass => &self.catalog_bypasses,
         }
         .inc();
+    }
+
+    pub(crate) fn set_primary_up(&self, up: bool) {
+        self.primary_up.set(i64::from(up));
     }
 
     pub(crate) fn set_map_version(&self, version: Option<u64>) {

@@ -235,12 +235,10 @@ impl AppState {
         }
     }
 
-    /// While a replica is configured, stamps the primary's heartbeat every second and then probes
-    /// the replica, so its lag is measured even when nobody reads. Stops when the state is dropped.
+    /// Every second: with a replica, stamps the primary's heartbeat and then probes the replica,
+    /// so its lag is measured even when nobody reads; without one, pings the primary. Either way
+    /// `shop_primary_up` says whether the primary answered. Stops when the state is dropped.
     pub(crate) fn spawn_heartbeat(&self) {
-        if !self.db.has_replica() {
-            return;
-        }
         let weak: Weak<Inner> = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(db::BEAT_EVERY);
@@ -248,15 +246,25 @@ impl AppState {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                if inner.ready.load(Ordering::Acquire) {
+                let primary_up = if inner.db.has_replica() && inner.ready.load(Ordering::Acquire) {
                     // Bounded: a primary that hangs must not stop the replica's probes.
-                    match tokio::time::timeout(db::BEAT_EVERY * 2, inner.db.beat()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat to the primary failed"),
-                        Err(_) => tracing::debug!("heartbeat to the primary timed out"),
-                    }
+                    let up = match tokio::time::timeout(db::BEAT_EVERY * 2, inner.db.beat()).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "heartbeat to the primary failed");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::debug!("heartbeat to the primary timed out");
+                            false
+                        }
+                    };
                     inner.db.refresh_replica().await;
-                }
+                    up
+                } else {
+                    inner.db.ping_primary(db::BEAT_EVERY).await.is_ok()
+                };
+                inner.metrics.set_primary_up(primary_up);
             }
         });
     }

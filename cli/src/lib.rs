@@ -88,6 +88,9 @@ pub(crate) enum Command {
     /// nginx config generated from the stack config and shard map.
     #[command(subcommand)]
     Nginx(commands::nginx::NginxCommand),
+    /// A Prometheus config scraping every part of the stack (for `scripts/up --monitoring`).
+    #[command(subcommand)]
+    Monitoring(commands::monitoring::MonitoringCommand),
     /// Print the public API's OpenAPI 3 description (what nginx serves at /openapi.json).
     Openapi(commands::openapi::Args),
     /// Print shell completions.
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(c) => commands::keys::run(&ctx, c).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Nginx(c) => commands::nginx::run(&ctx, c).await,
+        Command::Monitoring(c) => commands::monitoring::run(&ctx, c).await,
         Command::Openapi(a) => commands::openapi::run(a),
         Command::Completions(a) => commands::completions::run(a),
     }

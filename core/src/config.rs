@@ -207,6 +207,10 @@ pub struct NginxConfig {
     pub catalog_cache_seconds: u32,
     #[serde(default = "default_workers")]
     pub worker_processes: String,
+    /// Where nginx serves its own numbers (`/stub_status`, for `prometheus-nginx-exporter`), on
+    /// a listener of its own that is never published; none = not served.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
 }
 
 impl Default for NginxConfig {
@@ -218,6 +222,7 @@ impl Default for NginxConfig {
             auth_cache_seconds: 0,
             catalog_cache_seconds: default_catalog_cache_seconds(),
             worker_processes: default_workers(),
+            status_listen: None,
         }
     }
 }

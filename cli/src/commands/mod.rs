@@ -8,6 +8,7 @@ pub(crate) mod doctor;
 pub(crate) mod keys;
 pub mod login;
 pub(crate) mod logout;
+pub(crate) mod monitoring;
 pub(crate) mod nginx;
 pub mod openapi;
 pub mod orders;

@@ -232,7 +232,16 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     } else {
         "            proxy_hide_header X-Shop-Shard;"
     };
+    // nginx's own numbers for prometheus-nginx-exporter: connections and requests. Per-shard
+    // traffic, statuses and latencies are the backends' and the verifiers' own /metrics.
+    let status = match config.nginx.status_listen {
+        None => String::new(),
+        Some(addr) => format!(
+            "\n    # nginx's own numbers (stub_status) for prometheus-nginx-exporter, on a listener of their own.\n    server {{\n        listen {addr};\n        access_log off;\n        location = /stub_status {{\n            stub_status;\n        }}\n        location / {{\n            return 404;\n        }}\n    }}\n"
+        ),
+    };
     Ok(TEMPLATE
+        .replace("@STATUS_SERVER@\n", &status)
         .replace("@WORKERS@", workers)
         .replace("@PREFIX@", &prefix)
         .replace("@OPENAPI_FILE@", &openapi_file)

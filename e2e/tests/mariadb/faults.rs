@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::{assert_no_password_logged, backend_log, create_order, get, metric, readyz, stack_on_mariadb, user_on, wait_until};
+use crate::{
+    assert_no_password_logged, backend_log, create_order, get, metric, readyz, stack_on_mariadb, user_on, wait_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_leaves_its_shards_reads_answering_from_the_primary() {
@@ -127,6 +129,14 @@ async fn a_killed_primary_fails_its_shards_writes_fast_and_leaves_the_other_shar
     assert_eq!(status, 200, "{body}");
     let (status, _) = readyz(&stack, "b").await;
     assert_eq!(status, 503, "shard b's readiness must say its primary is gone");
+    // What the ShardPrimaryDown alert reads: b's backend says its primary is down, a's that its is up.
+    let st = stack.clone();
+    wait_until("shop_primary_up 0 on shard b", Duration::from_secs(5), || {
+        let st = st.clone();
+        async move { (metric(&st, "b", "shop_primary_up").await == 0.0).then_some(()) }
+    })
+    .await;
+    assert_eq!(metric(&stack, "a", "shop_primary_up").await, 1.0);
 
     stop.store(true, Ordering::Relaxed);
     let ok = traffic.await.unwrap();
