@@ -68,6 +68,26 @@ async fn piped_output_is_tsv_json_lists_have_one_shape_and_errors_are_json() {
         }
     }
 
+    // And the commands that act: what they did, as one row.
+    let other = super::email("cli-tsv-acts");
+    let pw = format!("{PASSWORD}\n");
+    let file =
+        shopgate_e2e::cli::write_file(stack.dir.path(), "one.csv", "sku,name,category,price_cents\nTSV-1,a,c,1\n");
+    let acts: Vec<Vec<&str>> = vec![
+        vec!["register", &other, "--password-stdin"],
+        vec!["catalog", "import", "--dry-run", &file],
+        vec!["catalog", "import", &file],
+        vec!["users", "disable", &other],
+        vec!["users", "enable", &other],
+        vec!["login", &other, "--password-stdin"],
+        vec!["logout"],
+    ];
+    for args in &acts {
+        let r = stack.ctl_stdin(args, &pw).ok();
+        tsv(&args.join(" "), &r.stdout);
+    }
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &pw).ok();
+
     // --json lists: one shape.
     for args in [
         &["products"][..],
