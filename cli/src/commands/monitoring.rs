@@ -1,7 +1,9 @@
 //! `shopctl monitoring prometheus`: a Prometheus scrape config generated from the stack config,
 //! so the targets are always the processes the stack runs: every verifier (`job="verifier"`),
-//! every backend process with its shard (`job="backend"`, `shard="a"`), and nginx's numbers
-//! through `prometheus-nginx-exporter` (`job="nginx"`). `scripts/up --monitoring` runs it; the
+//! every backend process with its shard (`job="backend"`, `shard="a"`), nginx's numbers through
+//! `prometheus-nginx-exporter` (`job="nginx"`: connections, requests) and, per route and shard,
+//! nginx's view of statuses and latencies through `mtail` reading its JSON access log
+//! (`job="nginx_log"`, `monitoring/mtail/nginx.mtail`). `scripts/up --monitoring` runs it; the
 //! alert rules it names are `monitoring/alerts.yml`.
 
 use std::fmt::Write as _;
@@ -27,6 +29,9 @@ pub(crate) struct PrometheusArgs {
     /// Where prometheus-nginx-exporter answers (it reads nginx's `nginx.status_listen`).
     #[arg(long, value_name = "ADDR")]
     pub(crate) nginx_exporter: Option<SocketAddr>,
+    /// Where mtail serves the numbers it reads from nginx's access log (monitoring/mtail).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) mtail: Option<SocketAddr>,
     /// An alert rules file for Prometheus to load (repeatable), e.g. monitoring/alerts.yml.
     #[arg(long = "rules", value_name = "FILE")]
     pub(crate) rules: Vec<PathBuf>,
@@ -103,6 +108,9 @@ pub fn prometheus_config(config: &Config, a: &PrometheusArgs) -> anyhow::Result<
         ),
         (None, _) => {}
     }
+    if let Some(mtail) = a.mtail {
+        let _ = writeln!(y, "  - job_name: nginx_log\n    static_configs:\n      - targets: [{}]", target(&mtail));
+    }
     Ok(y)
 }
 
@@ -129,6 +137,7 @@ mod tests {
     fn args(exporter: Option<&str>) -> PrometheusArgs {
         PrometheusArgs {
             nginx_exporter: exporter.map(|e| e.parse().unwrap()),
+            mtail: Some("127.0.0.1:3903".parse().unwrap()),
             rules: vec![PathBuf::from("/etc/prometheus/alerts.yml")],
             interval: "5s".into(),
             output: None,
@@ -152,6 +161,7 @@ mod tests {
         );
         assert!(y.contains("- targets: [\"127.0.0.1:9200\"]\n        labels:\n          shard: \"b\""), "{y}");
         assert!(y.contains("job_name: nginx\n    static_configs:\n      - targets: [\"127.0.0.1:9113\"]"), "{y}");
+        assert!(y.contains("job_name: nginx_log\n    static_configs:\n      - targets: [\"127.0.0.1:3903\"]"), "{y}");
     }
 
     #[test]
