@@ -7,9 +7,9 @@
 //!
 //! A rotation without downtime is README's three steps: `rotate` adds a new signing key and keeps
 //! the old keys' public parts (their tokens keep passing), every verifier and backend reloads the
-//! file within a second (`rotate` publishes the new key a reload before it signs, and returns once
-//! it signs everywhere), and after the old tokens' life `retire` removes the old key (returning
-//! once it is gone everywhere). The file is replaced by a rename, so a process watching it never
+//! file within a second (`rotate` publishes the new key a reload before it signs, waiting twice
+//! the reload interval after each write; it does not ask the processes), and after the old
+//! tokens' life `retire` removes the old key (waiting the same). The file is replaced by a rename, so a process watching it never
 //! reads half of one. HS256 has one key and no key ids, so it cannot be rotated without failing
 //! tokens (nor can a rotation change the algorithm): `rotate` refuses it.
 
