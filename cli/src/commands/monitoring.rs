@@ -169,7 +169,7 @@ mod tests {
         let (_dir, config) = config("");
         let e = prometheus_config(&config, &args(Some("127.0.0.1:9113"))).unwrap_err();
         assert!(e.to_string().contains("nginx.status_listen"), "{e}");
-        assert!(!prometheus_config(&config, &args(None)).unwrap().contains("job_name: nginx"));
+        assert!(!prometheus_config(&config, &args(None)).unwrap().contains("job_name: nginx\n"));
         assert_eq!(duration("15s"), Ok("15s".into()));
         assert!(duration("15").is_err() && duration("0s").is_err() && duration("1y").is_err());
     }
