@@ -43,6 +43,12 @@ pub(crate) const STDIN: &str = "-";
 /// extension / content. Every bad row is named (up to [`MAX_ROW_ERRORS`]), not only the first.
 pub(crate) fn load(path: &Path, format: Option<Format>) -> anyhow::Result<Vec<Product>> {
     let (shown, bytes) = if path.as_os_str() == STDIN {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(crate::UsageError(
+                "`-` reads the file from standard input, which is a terminal here: pipe the file in (shopctl catalog import - < products.csv)".into(),
+            )
+            .into());
+        }
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
             .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?;

@@ -92,6 +92,26 @@ impl Stack {
         run(cmd, None)
     }
 
+    /// `shopctl ARGS` on a pseudo-terminal that reports 0 columns (script(1) with no terminal of
+    /// its own): standard input and output are a terminal, as a person's would be.
+    pub fn ctl_in_pty(&self, args: &[&str]) -> Run {
+        let ctl = self.shopctl();
+        let mut line = ctl.get_program().to_string_lossy().into_owned();
+        for a in args {
+            line.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        }
+        let mut script = Command::new("script");
+        script.args(["-qec", &line, "/dev/null"]);
+        for (k, v) in ctl.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        script.stdin(Stdio::null());
+        run(script, None)
+    }
+
     /// `shopctl ARGS` with `input` on standard input (`--password-stdin`).
     pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Run {
         let mut cmd = self.shopctl();

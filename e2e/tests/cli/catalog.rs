@@ -168,6 +168,10 @@ async fn every_bad_row_is_named_stdin_is_read_and_unchanged_rows_are_counted() {
     assert!(line.contains("nothing was imported"), "{run}");
     assert_eq!(stack.count_per_shard("products").await, before);
 
+    // `-` with a terminal on standard input would wait for a person to type a file: refused.
+    let tty = stack.ctl_in_pty(&["catalog", "import", "-"]);
+    assert!(tty.code == 2 && tty.stdout.contains("pipe the file in"), "{tty}");
+
     // The same bad file on standard input names the same rows.
     let piped = stack.ctl_stdin(&["catalog", "import", "-"], &csv);
     assert!(piped.one_line_error(1).contains("4 bad rows") && piped.stderr.contains("standard input"), "{piped}");

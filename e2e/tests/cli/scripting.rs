@@ -6,7 +6,6 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use shopgate_e2e::cli::run;
 use shopgate_e2e::{Stack, PASSWORD};
 
 /// Parses `text` as TSV with a header: at least one data row, every row as wide as the header.
@@ -143,21 +142,7 @@ async fn a_full_disk_fails_and_a_terminal_of_no_width_keeps_whole_columns() {
     assert!(stderr.contains("writing to standard output") && stderr.contains("No space left"), "{stderr}");
 
     // A pseudo-terminal that reports 0 columns (script(1) with no terminal of its own).
-    let ctl = stack.shopctl();
-    let mut script = std::process::Command::new("script");
-    script.args([
-        "-qec",
-        &format!("{} --format table products --limit 3", ctl.get_program().to_string_lossy()),
-        "/dev/null",
-    ]);
-    for (k, v) in ctl.get_envs() {
-        match v {
-            Some(v) => script.env(k, v),
-            None => script.env_remove(k),
-        };
-    }
-    script.stdin(Stdio::null());
-    let r = run(script, None).ok();
+    let r = stack.ctl_in_pty(&["--format", "table", "products", "--limit", "3"]).ok();
     assert!(r.stdout.contains("BK-0001") && r.stdout.contains("BK-0003"), "columns collapsed:\n{r}");
     assert!(r.stdout.lines().filter(|l| !l.trim().is_empty()).count() < 15, "columns collapsed:\n{r}");
 }
