@@ -148,6 +148,17 @@ pub fn is_deadlock(e: &sqlx::Error) -> bool {
     mysql_code(e) == Some(1213)
 }
 
+/// How many times work that a deadlock rolled back is run again before its error stands.
+pub const DEADLOCK_RETRIES: u32 = 3;
+
+/// Whether work that failed with `e`, after `deadlocks` earlier deadlocks, is run again, and after
+/// how long: only a deadlock's victim (the server rolled the whole transaction back, so running it
+/// again is safe when the work can be run again), at most [`DEADLOCK_RETRIES`] times, waiting a
+/// little longer each time so the transactions it met can finish.
+pub fn retry_after_deadlock(e: &sqlx::Error, deadlocks: u32) -> Option<Duration> {
+    (is_deadlock(e) && deadlocks < DEADLOCK_RETRIES).then(|| Duration::from_millis(50 * u64::from(deadlocks + 1)))
+}
+
 /// Runs an `INSERT`: true if it stored the row, false if a unique or primary key already holds
 /// one (so concurrent inserts of the same key cannot both succeed, on either engine).
 pub async fn insert_unless_present<'q>(

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod chaos;
+mod deadlocks;
 mod faults;
 mod grow;
 mod orders;

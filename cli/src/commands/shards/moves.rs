@@ -44,10 +44,6 @@ use crate::{stack, Context, UsageError};
 const STEPS: [&str; 8] = ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"];
 /// Test hook: a move exits abruptly (as if killed) right after recording this step.
 const DIE_AFTER_ENV: &str = "SHOPCTL_MOVE_DIE_AFTER";
-/// A step that a deadlock rolled back is run again this many times (each step can be run again:
-/// that is what resuming a move does) before the move stops.
-const DEADLOCK_RETRIES: u32 = 3;
-
 #[derive(clap::Args, Debug)]
 pub(crate) struct MoveArgs {
     /// The buckets to move: `5`, `10-19,30`, `even`. Their current owners are the sources.
@@ -298,17 +294,20 @@ impl<'a> Mover<'a> {
                         break;
                     }
                     // Orders running beside the move take locks too; the server rolled the
-                    // step's statement back whole, so it is run again.
-                    Err(e) if deadlocks < DEADLOCK_RETRIES && is_deadlock(&e) => {
-                        deadlocks += 1;
-                        tokio::time::sleep(Duration::from_millis(50 * u64::from(deadlocks))).await;
-                    }
-                    Err(e) => {
-                        return Err(e.context(format!(
-                            "move {} ({} -> {}, buckets {}) stopped before step {next}; run the command again to resume, or with --abort",
-                            m.id, m.source, m.target, m.buckets
-                        )))
-                    }
+                    // step's transaction back whole, and each step can be run again (that is
+                    // what resuming a move does), so a deadlock's victim is run again.
+                    Err(e) => match deadlock_retry(&e, deadlocks) {
+                        Some(wait) => {
+                            deadlocks += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            return Err(e.context(format!(
+                                "move {} ({} -> {}, buckets {}) stopped before step {next}; run the command again to resume, or with --abort",
+                                m.id, m.source, m.target, m.buckets
+                            )))
+                        }
+                    },
                 }
             }
             m.step = next.to_owned();
@@ -474,9 +473,11 @@ impl<'a> Mover<'a> {
     }
 }
 
-/// Whether `e` is, or was caused by, a deadlock the server broke by rolling back our statement.
-fn is_deadlock(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(shopgate_core::db::is_deadlock))
+/// If `e` is, or was caused by, a deadlock the server broke by rolling back our transaction, and
+/// it may be run again: after how long ([`shopgate_core::db::retry_after_deadlock`]).
+fn deadlock_retry(e: &anyhow::Error, deadlocks: u32) -> Option<Duration> {
+    let db_error = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>())?;
+    shopgate_core::db::retry_after_deadlock(db_error, deadlocks)
 }
 
 /// The test hook: exit abruptly, as a killed process would, right after recording `step`.
