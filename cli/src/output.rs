@@ -61,16 +61,22 @@ impl Format {
 
     /// Prints a command's answer: a list (`{"items": [...], "next": ...}`) or one object.
     pub(crate) fn print(self, answer: &Value) {
+        self.print_in(answer, &[]);
+    }
+
+    /// [`Format::print`] with these fields as the first columns (TSV, table), in this order; the
+    /// others follow as they come. JSON is the same either way.
+    pub(crate) fn print_in(self, answer: &Value, first: &[&str]) {
         match self {
             Format::Json => print_json(answer),
             Format::Tsv => {
-                let (headers, rows) = flat_rows(answer);
+                let (headers, rows) = flat_rows(answer, first);
                 if !headers.is_empty() {
                     out_raw(&tsv(&headers, &rows));
                 }
             }
             Format::Table => {
-                let (headers, rows) = flat_rows(answer);
+                let (headers, rows) = flat_rows(answer, first);
                 if !headers.is_empty() {
                     out(table(&headers.iter().map(String::as_str).collect::<Vec<_>>(), rows));
                 }
@@ -85,10 +91,12 @@ pub(crate) fn list(items: Vec<Value>, next: Value) -> Value {
 }
 
 /// The rows of an answer: the items of a list, or the one object, with their fields flattened.
-/// The header is every field seen, in the order first seen (fields sorted within an object).
-fn flat_rows(answer: &Value) -> (Vec<String>, Vec<Vec<String>>) {
-    let items: Vec<&Value> = match answer.get("items") {
-        Some(Value::Array(items)) => items.iter().collect(),
+/// The header is every field seen: `first` in its order, then the rest in the order first seen
+/// (fields sorted within an object).
+fn flat_rows(answer: &Value, first: &[&str]) -> (Vec<String>, Vec<Vec<String>>) {
+    // A list is `items` beside `next` ([`list`]); an order's own `items` are its lines.
+    let items: Vec<&Value> = match (answer.get("items"), answer.get("next")) {
+        (Some(Value::Array(items)), Some(_)) => items.iter().collect(),
         _ => vec![answer],
     };
     let flat: Vec<Vec<(String, String)>> = items
@@ -105,6 +113,7 @@ fn flat_rows(answer: &Value) -> (Vec<String>, Vec<Vec<String>>) {
             headers.push(name.clone());
         }
     }
+    headers.sort_by_key(|h| first.iter().position(|f| f == h).unwrap_or(first.len()));
     let rows = flat
         .iter()
         .map(|fields| {
@@ -284,10 +293,14 @@ mod tests {
     #[test]
     fn lists_and_objects_become_rows_with_a_header() {
         let answer = super::list(vec![json!({"id": 1, "p": {"a": "x\ty"}}), json!({"id": 2, "q": null})], json!(null));
-        let (headers, rows) = super::flat_rows(&answer);
+        let (headers, rows) = super::flat_rows(&answer, &[]);
         assert_eq!(headers, ["id", "p.a", "q"]);
+        assert_eq!(super::flat_rows(&answer, &["q", "id"]).0, ["q", "id", "p.a"]);
         assert_eq!(super::tsv(&headers, &rows), "id\tp.a\tq\n1\tx\\ty\t\n2\t\t\n");
-        let (headers, rows) = super::flat_rows(&json!({"email": "a@b.c", "ok": true, "tags": [1, 2]}));
+        let (headers, rows) = super::flat_rows(&json!({"email": "a@b.c", "ok": true, "tags": [1, 2]}), &[]);
+        // An object with `items` of its own (an order's lines) is one row, not a list.
+        let order = json!({"id": 7, "items": [{"product_id": 1}], "status": "placed"});
+        assert_eq!(super::flat_rows(&order, &["id"]).0, ["id", "items", "status"]);
         assert_eq!(super::tsv(&headers, &rows), "email\tok\ttags\na@b.c\ttrue\t[1,2]\n");
     }
 

@@ -12,7 +12,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     let answer = Client::new(ctx)?.get("/api/categories").await?;
     let categories = answer["categories"].as_array().cloned().unwrap_or_default();
     if ctx.format != Format::Table {
-        ctx.format.print(&output::list(categories, serde_json::Value::Null));
+        ctx.format.print_in(&output::list(categories, serde_json::Value::Null), &["id", "name"]);
         return Ok(());
     }
     let rows = categories.iter().map(|c| vec![cell(&c["id"]), cell(&c["name"])]).collect();

@@ -75,7 +75,10 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
             .collect();
         out(status_table(&["part", "state", "detail"], rows));
     } else {
-        ctx.format.print(&output::list(checks.iter().map(Check::json).collect(), Value::Null));
+        ctx.format.print_in(
+            &output::list(checks.iter().map(Check::json).collect(), Value::Null),
+            &["part", "ok", "detail", "fix"],
+        );
     }
     let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.part.as_str()).collect();
     if !failed.is_empty() {

@@ -62,6 +62,9 @@ impl Status {
 
 const DEFAULT_LIMIT: u32 = 20;
 
+/// An order's first columns in TSV.
+const ORDER_COLUMNS: &[&str] = &["id", "status", "total_cents", "created_at"];
+
 /// The biggest page the API gives; `--all` and `--status` read pages of this size.
 const MAX_PAGE: u32 = 100;
 
@@ -95,7 +98,7 @@ pub async fn run(ctx: &Context, cmd: OrdersCommand) -> anyhow::Result<()> {
         OrdersCommand::List(a) => {
             let (orders, next) = list(&client, &a).await?;
             if ctx.format != Format::Table {
-                ctx.format.print(&output::list(orders, next.map_or(Value::Null, Value::from)));
+                ctx.format.print_in(&output::list(orders, next.map_or(Value::Null, Value::from)), ORDER_COLUMNS);
                 if let Some(next) = next {
                     note(format_args!("More: {}", next_page(&a, next)));
                 }
@@ -190,7 +193,7 @@ fn not_yours(e: anyhow::Error, id: u64) -> anyhow::Error {
 
 fn show_order(ctx: &Context, order: &Value) {
     if ctx.format != Format::Table {
-        ctx.format.print(order);
+        ctx.format.print_in(order, ORDER_COLUMNS);
         return;
     }
     out(format_args!(

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let more = products.len() == args.limit as usize;
     if ctx.format != Format::Table {
         let next = if more { Value::from(args.offset + args.limit) } else { Value::Null };
-        ctx.format.print(&output::list(products, next));
+        ctx.format.print_in(&output::list(products, next), &["id", "sku", "name", "price_cents", "category_id"]);
         if more {
             note(format_args!("More: {}", next_page(&args)));
         }

@@ -134,16 +134,19 @@ async fn locate(ctx: &Context, config: &Config, who: Who) -> anyhow::Result<()> 
     db.close().await;
     let (profile, orders) = rows;
     if ctx.format != Format::Table {
-        ctx.format.print(&json!({
-            "id": id.get(),
-            "email": acct.as_ref().map(|a| a.email.clone()),
-            "in_auth_database": acct.is_some(),
-            "is_active": acct.as_ref().map(|a| a.is_active),
-            "bucket": bucket(id),
-            "shard": shard_name.as_str(),
-            "profile_on_shard": profile,
-            "orders_on_shard": orders,
-        }));
+        ctx.format.print_in(
+            &json!({
+                "id": id.get(),
+                "email": acct.as_ref().map(|a| a.email.clone()),
+                "in_auth_database": acct.is_some(),
+                "is_active": acct.as_ref().map(|a| a.is_active),
+                "bucket": bucket(id),
+                "shard": shard_name.as_str(),
+                "profile_on_shard": profile,
+                "orders_on_shard": orders,
+            }),
+            &["id", "email", "shard", "bucket"],
+        );
     } else {
         let email = acct.as_ref().map_or_else(|| "(not in the auth database)".to_owned(), |a| a.email.clone());
         let active = acct.as_ref().map_or_else(String::new, |a| if a.is_active { "yes".into() } else { "no".into() });

@@ -10,7 +10,7 @@ pub(crate) struct Args {}
 pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     let me = Client::logged_in(ctx)?.get("/auth/me").await?;
     if ctx.format != Format::Table {
-        ctx.format.print(&me);
+        ctx.format.print_in(&me, &["id", "email"]);
     } else {
         let row = vec![
             cell(&me["id"]),

@@ -65,6 +65,15 @@ async fn piped_output_is_tsv_json_lists_have_one_shape_and_errors_are_json() {
             let price = rows[0].iter().position(|h| h == "price_cents").expect("a price_cents column");
             rows[1][price].parse::<i64>().unwrap_or_else(|_| panic!("price_cents is not a number:\n{r}"));
         }
+        // The columns a person reads first come first.
+        let leading: &[&str] = match args[0] {
+            "products" => &["id", "sku", "name", "price_cents"],
+            "doctor" => &["part", "ok", "detail", "fix"],
+            "orders" => &["id", "status", "total_cents", "created_at"],
+            "shards" => &["shard", "number", "buckets"],
+            _ => &[],
+        };
+        assert_eq!(&rows[0][..leading.len()], leading, "shopctl {args:?}: columns\n{r}");
     }
 
     // And the commands that act: what they did, as one row.

@@ -163,7 +163,23 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         let mut answer = crate::output::list(shards, Value::Null);
         answer["map_version"] = json!(current);
         answer["nginx_map_version"] = json!(nginx.answer.map_version());
-        ctx.format.print(&answer);
+        ctx.format.print_in(
+            &answer,
+            &[
+                "shard",
+                "number",
+                "buckets",
+                "backends_ready",
+                "backend_map_version",
+                "primary.reachable",
+                "replica.reachable",
+                "replication_state",
+                "replication_lag_seconds",
+                "users",
+                "orders",
+                "last_write",
+            ],
+        );
     } else {
         let up = |r: &Result<(), String>| match r {
             Ok(()) => ("up".to_owned(), Mark::Good),
