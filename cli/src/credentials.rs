@@ -1,7 +1,6 @@
 //! The kept login: `$XDG_CONFIG_HOME/shopctl/credentials.json` (mode 0600), one per gateway URL.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -40,21 +39,10 @@ fn save_store(store: &Store) -> anyhow::Result<()> {
     let p = path()?;
     let dir = p.parent().context("credentials path has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Written to a private temp file and renamed, so the token is never world-readable, not even
-    // for a moment, and a crash never leaves half a file.
-    let tmp = dir.join(format!(".credentials.{}.tmp", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(store)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("cannot write {}", p.display()))?;
-    Ok(())
+    // Replaced whole with a private file, so the token is never world-readable, not even for a
+    // moment, and a crash never leaves half a file.
+    let text = serde_json::to_string_pretty(store)?;
+    shopgate_core::files::replace_private(&p, text.as_bytes()).with_context(|| format!("cannot write {}", p.display()))
 }
 
 pub fn get(url: &str) -> anyhow::Result<Option<Credential>> {

@@ -13,7 +13,6 @@
 //! reads half of one. HS256 has one key and no key ids, so it cannot be rotated without failing
 //! tokens (nor can a rotation change the algorithm): `rotate` refuses it.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -272,34 +271,17 @@ fn kid_or_fresh(kid: Option<String>) -> Result<String, UsageError> {
 
 /// Creates `path` with mode 0600; an existing file is refused.
 fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => {
-            anyhow::anyhow!("{} exists: pass --force to replace it", path.display())
-        }
+    shopgate_core::files::create_private(path, text.as_bytes()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!("{} exists: pass --force to replace it", path.display()),
         _ => anyhow::anyhow!("creating {}: {e}", path.display()),
-    })?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+    })
 }
 
-/// Replaces `path` whole: a new file (mode 0600) beside it, then a rename over it, so a process
-/// reading the file sees the old one or the new one, never half of either.
+/// Replaces `path` whole (mode 0600), so a process reading the file sees the old one or the new
+/// one, never half of either.
 fn replace_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
-    let suffix: String = rand::random::<[u8; 4]>().iter().map(|b| format!("{b:02x}")).collect();
-    let temp = path.with_file_name(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
-    let written = create_private(&temp, text)
-        .and_then(|()| std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display())));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    shopgate_core::files::replace_private(path, text.as_bytes())
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 #[cfg(test)]

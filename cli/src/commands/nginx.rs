@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     let text = if a.map_only { shard_map(&map) } else { render_with(&config, &map, &openapi_file)? };
     match a.output {
         Some(path) => {
-            write_atomically(&path, &text)?;
+            super::openapi::write_atomically(&path, &text)?;
             if !a.map_only {
                 super::openapi::write_atomically(&openapi_file, &crate::openapi::to_json())?;
             }
@@ -62,13 +62,6 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 /// Renders the config for `map` where the running nginx reads it (`PREFIX/nginx.conf`, as
 /// `scripts/up` starts it) and has nginx reload it gracefully (SIGHUP to the master in
 /// `PREFIX/nginx.pid`): new workers route by `map`, old ones finish the requests they hold.
@@ -78,7 +71,7 @@ pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<Vec<u32>
     let prefix = prefix_dir(config)?;
     let conf = prefix.join("nginx.conf");
     let openapi_file = prefix.join(crate::openapi::FILE_NAME);
-    write_atomically(&conf, &render_with(config, map, &openapi_file)?)?;
+    super::openapi::write_atomically(&conf, &render_with(config, map, &openapi_file)?)?;
     let pid_file = prefix.join("nginx.pid");
     let pid = std::fs::read_to_string(&pid_file)
         .with_context(|| format!("nginx is not running from {} (no {})", prefix.display(), pid_file.display()))?;

@@ -24,13 +24,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `text` to `path` through a temporary file beside it, readable by everyone (nginx's
-/// workers run as another user).
+/// Writes `text` to `path` whole, readable by everyone (nginx's workers run as another user).
 pub(crate) fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    shopgate_core::files::replace_public(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -156,7 +156,7 @@ impl ConfigBuilder {
         let mut draft = path.as_os_str().to_owned();
         draft.push(".new");
         let draft = PathBuf::from(draft);
-        write_private(&draft, self.to_toml().as_bytes()).map_err(io)?;
+        crate::files::replace_private(&draft, self.to_toml().as_bytes()).map_err(io)?;
         let loaded = super::Config::load_with_env(&draft, std::iter::empty());
         let result = match loaded {
             Ok(mut config) => std::fs::rename(&draft, path).map_err(io).map(|()| {
@@ -194,22 +194,7 @@ pub fn ensure_dev_key(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, key.as_bytes())
-}
-
-/// Writes `bytes` to `path`, created or truncated, with mode 0600 on Unix.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    crate::files::replace_private(path, key.as_bytes())
 }
 
 #[cfg(test)]
