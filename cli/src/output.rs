@@ -154,27 +154,20 @@ fn tsv(headers: &[String], rows: &[Vec<String>]) -> String {
 /// Prints a line to standard output. A closed pipe ends the program with success: the reader
 /// has what it wanted.
 pub(crate) fn out(text: impl Display) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        stdout_failed(&e);
-    }
+    out_raw(&format!("{text}\n"));
 }
 
-/// Prints text to standard output as it is (no newline added).
+/// Prints text to standard output as it is (no newline added). A closed pipe ends the program
+/// with 0; any other failed write (a full disk) with 1.
 pub(crate) fn out_raw(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        stdout_failed(&e);
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        fail(&format!("writing to standard output: {e}"), 1);
+        std::process::exit(1);
     }
-}
-
-/// A closed pipe ends the program with 0; any other failed write (a full disk) with 1.
-fn stdout_failed(e: &std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    fail(&format!("writing to standard output: {e}"), 1);
-    std::process::exit(1)
 }
 
 /// Prints the error that ends the program: `shopctl: LINE` on standard error, or under `--json`
@@ -189,12 +182,11 @@ pub fn fail(line: &str, code: u8) {
 }
 
 /// For errors found before the flags are parsed (bad usage): whether `args` ask for JSON.
-pub fn errors_as_json_from_args(args: &[std::ffi::OsString]) -> bool {
+pub fn errors_as_json_from_args(args: &[std::ffi::OsString]) {
     let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
     let json = args.iter().any(|a| *a == "--json" || *a == "--format=json")
         || args.windows(2).any(|w| w[0] == "--format" && w[1] == "json");
     ERRORS_AS_JSON.store(json, Ordering::Relaxed);
-    json
 }
 
 /// A note for the person at the terminal, on standard error (never mixed into `--json` output).
@@ -209,17 +201,8 @@ pub(crate) fn warn(text: impl Display) {
 }
 
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = new_table();
-    if stdout_colour() {
-        t.set_header(headers.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
-    } else {
-        t.force_no_tty();
-        t.set_header(headers.to_vec());
-    }
-    for r in rows {
-        t.add_row(r);
-    }
-    t.to_string()
+    let plain = rows.into_iter().map(|r| r.into_iter().map(|text| (text, Mark::Plain)).collect()).collect();
+    status_table(headers, plain)
 }
 
 /// A table whose cells may be marked good (green) or bad (red) on a terminal.

@@ -13,7 +13,7 @@ pub struct Category {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({"id": 1, "sku": "BK-001", "name": "The Rust Book", "category_id": 1, "price_cents": 3999, "description": ""}))]
 pub struct Product {
     pub id: i64,

@@ -76,8 +76,12 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
     let plan = plan(&shards, products).await?;
     if dry_run {
         let summary = json!({
-            "dry_run": true, "products": products.len(), "new_products": plan.new_products,
-            "updated_products": plan.updated(products.len()), "unchanged_products": plan.unchanged_products, "new_categories": plan.new_categories,
+            "dry_run": true,
+            "products": products.len(),
+            "new_products": plan.new_products,
+            "updated_products": plan.updated(products.len()),
+            "unchanged_products": plan.unchanged_products,
+            "new_categories": plan.new_categories,
             "shards": shards.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         });
         if ctx.format != output::Format::Table {
@@ -130,7 +134,8 @@ async fn import(ctx: &Context, config: &Config, products: &[Product], dry_run: b
         ctx.format.print(&json!({
             "products": products.len(),
             "new_products": plan.new_products,
-            "updated_products": plan.updated(products.len()), "unchanged_products": plan.unchanged_products,
+            "updated_products": plan.updated(products.len()),
+            "unchanged_products": plan.unchanged_products,
             "new_categories": plan.new_categories,
             "seconds": elapsed.as_secs_f64(),
             "shards": per_shard.iter().map(|(n, c)| json!({"shard": n, "products_in_catalog": c})).collect::<Vec<_>>(),
@@ -185,7 +190,7 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
                 }
                 Some((n, first)) => {
                     *n += 1;
-                    if first.as_ref().is_some_and(|f| !same_product(f, &stored)) {
+                    if first.as_ref().is_some_and(|f| *f != stored) {
                         *first = None;
                     }
                 }
@@ -265,12 +270,6 @@ async fn plan(shards: &[(String, Db)], products: &[Product]) -> anyhow::Result<P
         })
         .count();
     Ok(Plan { product_ids, new_products, unchanged_products, categories, new_categories })
-}
-
-/// The same product content (the id and sku are compared by the caller).
-fn same_product(a: &catalog::Product, b: &catalog::Product) -> bool {
-    (a.id, &a.name, a.category_id, a.price_cents, &a.description)
-        == (b.id, &b.name, b.category_id, b.price_cents, &b.description)
 }
 
 /// One shard, one transaction: the categories it lacks, then the products in batches.

@@ -1,8 +1,8 @@
 //! `shopctl products`: the catalog, a page at a time; public, so no login is needed.
 
-use crate::client::Client;
 use serde_json::Value;
 
+use crate::client::Client;
 use crate::output::{self, cell, money, note, out, table, Format};
 use crate::Context;
 
