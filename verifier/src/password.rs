@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version, ARGON2ID_IDENT};
 use shopgate_core::metrics::prometheus_client::collector::Collector;
 use shopgate_core::metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
@@ -116,20 +116,61 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
 }
 
-/// One hashing thread's argon2 working memory, allocated once and reused for every hash, so the
-/// verifier's memory is bounded by workers x 12 MiB instead of by what malloc keeps (more only if
-/// stored hashes were made with more: see `verify_with`).
-pub(crate) struct Memory(Vec<Block>);
+/// How long a hashing thread keeps its working memory with nothing to hash. Then it gives it back
+/// to the system, and the next hash maps it afresh (some 3,000 page faults, a few percent of a
+/// hash): a verifier that is not hashing holds none of it, whatever its number of threads.
+pub(crate) const MEMORY_IDLE: Duration = Duration::from_secs(2);
+
+/// What a thread's working memory reserves (see `Memory`): more than 32 MiB.
+const OWN_MAPPING_BYTES: usize = 33 << 20;
+
+/// One hashing thread's argon2 working memory, reused for every hash while hashes keep coming, so
+/// the verifier's memory is bounded by workers x 12 MiB instead of by what malloc keeps (more only
+/// if stored hashes were made with more: see `verify_with`). Allocated at the first hash and
+/// released after `MEMORY_IDLE` without one; `held` counts its bytes for the metrics.
+///
+/// Released means unmapped, not kept by malloc for later: the allocation reserves (but touches
+/// only what a hash uses of) `OWN_MAPPING_BYTES`, above the most glibc's malloc ever takes from
+/// its arenas (its mmap threshold rises with every big block freed, up to 32 MiB on 64-bit
+/// systems, `DEFAULT_MMAP_THRESHOLD_MAX`), so it is always a mapping of its own. A 12 MiB block
+/// alone was not: once the first one was freed, the next came from the thread's arena, and
+/// freeing it left it there, resident.
+pub(crate) struct Memory {
+    blocks: Vec<Block>,
+    held: Arc<AtomicUsize>,
+}
 
 impl Memory {
-    pub fn new() -> Self {
-        Self(vec![Block::default(); params().block_count()])
+    pub fn new(held: Arc<AtomicUsize>) -> Self {
+        Self { blocks: Vec::new(), held }
+    }
+
+    /// `count` blocks, allocated or grown (never past `MAX_REUSED_BLOCKS`) as needed.
+    fn blocks(&mut self, count: usize) -> Option<&mut [Block]> {
+        if count > self.blocks.len() && count <= MAX_REUSED_BLOCKS {
+            self.release();
+            let count = count.max(params().block_count());
+            let mut blocks = Vec::with_capacity(count.max(OWN_MAPPING_BYTES / std::mem::size_of::<Block>()));
+            blocks.resize(count, Block::default());
+            self.blocks = blocks;
+            self.held.fetch_add(self.bytes(), Ordering::Relaxed);
+        }
+        self.blocks.get_mut(..count)
+    }
+
+    fn release(&mut self) {
+        self.held.fetch_sub(self.bytes(), Ordering::Relaxed);
+        self.blocks = Vec::new();
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<Block>()
     }
 }
 
-impl Default for Memory {
-    fn default() -> Self {
-        Self::new()
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -140,15 +181,16 @@ pub(crate) fn hash_with(mem: &mut Memory, password: &str) -> anyhow::Result<Stri
     let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let p = params();
     let mut out = [0u8; 32];
+    let blocks = mem.blocks(p.block_count()).ok_or_else(|| anyhow::anyhow!("argon2: no working memory"))?;
     argon2()
-        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut mem.0[..p.block_count()])
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
     let out = Output::new(&out).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?;
     Ok(format!("${ARGON2ID_IDENT}$v=19$m={},t={},p={}${}${out}", p.m_cost(), p.t_cost(), p.p_cost(), salt.as_str()))
 }
 
 /// Verifies against a PHC string using `mem`. An argon2id hash made with more memory (an older
-/// setting, such as the 19 MiB of earlier versions) grows `mem` to its size once, up to
+/// setting, such as the 19 MiB of earlier versions) grows `mem` to its size, up to
 /// `MAX_REUSED_BLOCKS`, so that the thread's memory stays bounded; other algorithms and bigger
 /// hashes are verified the ordinary, allocating way.
 pub(crate) fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
@@ -162,10 +204,7 @@ pub(crate) fn verify_with(mem: &mut Memory, password: &str, phc: &str) -> bool {
         let expected = parsed.hash?;
         let mut salt_buf = [0u8; 64];
         let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
-        if p.block_count() > mem.0.len() && p.block_count() <= MAX_REUSED_BLOCKS {
-            mem.0.resize(p.block_count(), Block::default());
-        }
-        let blocks = mem.0.get_mut(..p.block_count())?;
+        let blocks = mem.blocks(p.block_count())?;
         let mut out = vec![0u8; expected.len()];
         Argon2::new(Algorithm::Argon2id, version, p)
             .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
@@ -218,9 +257,11 @@ impl Queue {
         Ok(())
     }
 
-    /// The next job, logins first; `None` once the pool is dropped.
-    fn pop(&self) -> Option<Job> {
+    /// The next job, logins first; `None` once the pool is dropped. After `idle` without one,
+    /// calls `on_idle` (once) and goes on waiting.
+    fn pop(&self, idle: Duration, mut on_idle: impl FnMut()) -> Option<Job> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle_at = Some(Instant::now() + idle);
         loop {
             if let Some(job) = lanes.login.pop_front().or_else(|| lanes.signup.pop_front()) {
                 return Some(job);
@@ -228,7 +269,20 @@ impl Queue {
             if lanes.closed {
                 return None;
             }
-            lanes = self.ready.wait(lanes).unwrap_or_else(|e| e.into_inner());
+            lanes = match idle_at {
+                None => self.ready.wait(lanes).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => {
+                        self.ready.wait_timeout(lanes, left).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    _ => {
+                        drop(lanes);
+                        on_idle();
+                        idle_at = None;
+                        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+                    }
+                },
+            };
         }
     }
 }
@@ -245,11 +299,19 @@ pub struct PoolSettings {
     pub nice: u8,
     /// The most of the machine's CPU time, in percent of all its cores, the threads may use.
     pub cpu_percent: u8,
+    /// How long a thread keeps its working memory with nothing to hash (`MEMORY_IDLE`).
+    pub memory_idle: Duration,
 }
 
 impl From<&shopgate_core::config::VerifierConfig> for PoolSettings {
     fn from(v: &shopgate_core::config::VerifierConfig) -> Self {
-        Self { workers: v.hash_workers, queue: v.hash_queue, nice: v.hash_nice, cpu_percent: v.hash_cpu_percent }
+        Self {
+            workers: v.hash_workers,
+            queue: v.hash_queue,
+            nice: v.hash_nice,
+            cpu_percent: v.hash_cpu_percent,
+            memory_idle: MEMORY_IDLE,
+        }
     }
 }
 
@@ -276,6 +338,8 @@ pub struct PasswordPool {
     in_flight: Arc<AtomicUsize>,
     /// Password checks made (verifications run, whatever their result).
     checks: Arc<AtomicU64>,
+    /// Bytes of working memory the threads hold.
+    memory: Arc<AtomicUsize>,
     /// A real hash of a random password: verified against when the email is unknown, so an
     /// unknown email costs the same time as a wrong password.
     dummy_hash: String,
@@ -286,6 +350,7 @@ pub struct PasswordPool {
 struct PoolMetrics {
     in_flight: Arc<AtomicUsize>,
     checks: Arc<AtomicU64>,
+    memory: Arc<AtomicUsize>,
 }
 
 impl Collector for PoolMetrics {
@@ -295,7 +360,10 @@ impl Collector for PoolMetrics {
         checks.encode(encoder.encode_descriptor("shop_password_checks", help, None, checks.metric_type())?)?;
         let in_flight = ConstGauge::new(i64::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         let help = "Password hashes running or queued";
-        in_flight.encode(encoder.encode_descriptor("shop_hash_in_flight", help, None, in_flight.metric_type())?)
+        in_flight.encode(encoder.encode_descriptor("shop_hash_in_flight", help, None, in_flight.metric_type())?)?;
+        let memory = ConstGauge::new(i64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let help = "Bytes of argon2 working memory the hashing threads hold (none after 2 s without a hash)";
+        memory.encode(encoder.encode_descriptor("shop_hash_memory_bytes", help, None, memory.metric_type())?)
     }
 }
 
@@ -307,15 +375,18 @@ impl PasswordPool {
         let duty = duty(settings.cpu_percent, cores, workers);
         let nice = settings.nice;
         let queue = Arc::new(Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: settings.queue.max(1) });
+        let memory = Arc::new(AtomicUsize::new(0));
         let (started, threads) = std::sync::mpsc::channel();
         for i in 0..workers {
             let queue = queue.clone();
             let started = started.clone();
+            let held = memory.clone();
+            let idle = settings.memory_idle;
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
                 let _ = started.send(lower_priority(nice));
                 drop(started);
-                let mut memory = Memory::new();
-                while let Some(job) = queue.pop() {
+                let mut memory = Memory::new(held);
+                while let Some(job) = queue.pop(idle, || memory.release()) {
                     let start = Instant::now();
                     // The waiter has its answer when the job returns; the rest delays the next.
                     job(&mut memory);
@@ -330,12 +401,13 @@ impl PasswordPool {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("setting the hashing threads' nice value to {nice}: {e}"))?;
         let random: [u8; 16] = rand::random();
-        let dummy_hash = hash_now(&format!("{random:?}"))?;
+        let dummy_hash = hash_with(&mut Memory::new(Arc::default()), &format!("{random:?}"))?;
         Ok(Self {
             queue,
             threads,
             in_flight: Arc::new(AtomicUsize::new(0)),
             checks: Arc::new(AtomicU64::new(0)),
+            memory,
             dummy_hash,
         })
     }
@@ -346,11 +418,13 @@ impl PasswordPool {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Adds `shop_password_checks_total` and `shop_hash_in_flight` to `registry`, read at each scrape.
+    /// Adds `shop_password_checks_total`, `shop_hash_in_flight` and `shop_hash_memory_bytes` to
+    /// `registry`, read at each scrape.
     pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(PoolMetrics {
             in_flight: self.in_flight.clone(),
             checks: self.checks.clone(),
+            memory: self.memory.clone(),
         }));
     }
 
@@ -413,22 +487,20 @@ fn lower_priority(nice: u8) -> rustix::io::Result<rustix::process::Pid> {
     Ok(tid)
 }
 
-fn hash_now(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordHasher;
 
     /// `workers` threads at nice `nice`, unbounded in CPU.
     fn settings(workers: usize, queue: usize, nice: u8) -> PoolSettings {
-        PoolSettings { workers: Some(workers), queue, nice, cpu_percent: 100 }
+        PoolSettings { workers: Some(workers), queue, nice, cpu_percent: 100, memory_idle: MEMORY_IDLE }
+    }
+
+    /// The argon2 crate's own, allocating hash.
+    fn hash_now(password: &str) -> String {
+        argon2().hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng)).unwrap().to_string()
     }
 
     #[test]
@@ -490,12 +562,12 @@ mod tests {
 
     #[test]
     fn reused_memory_hashes_agree_with_the_standard_implementation() {
-        let mut mem = Memory::new();
+        let mut mem = Memory::new(Arc::default());
         let ours = hash_with(&mut mem, "Correct-Horse-9").unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(argon2().verify_password(b"Correct-Horse-9", &parsed).is_ok(), "{ours}");
         assert!(argon2().verify_password(b"Correct-Horse-8", &parsed).is_err());
-        let standard = hash_now("Correct-Horse-9").unwrap();
+        let standard = hash_now("Correct-Horse-9");
         assert!(verify_with(&mut mem, "Correct-Horse-9", &standard));
         assert!(!verify_with(&mut mem, "Correct-Horse-8", &standard));
         // Other parameters (an older, cheaper setting) still verify, the allocating way.
@@ -504,22 +576,43 @@ mod tests {
         assert!(verify_with(&mut mem, "Old-Pass-1!", &old));
         assert!(!verify_with(&mut mem, "Old-Pass-2!", &old));
         assert!(!verify_with(&mut mem, "x", "not a phc string"));
-        assert_eq!(mem.0.len(), 12 * 1024, "smaller hashes use a part of the thread's memory");
+        assert_eq!(mem.blocks.len(), 12 * 1024, "smaller hashes use a part of the thread's memory");
+    }
+
+    #[tokio::test]
+    async fn a_thread_gives_its_memory_back_when_idle_and_takes_it_again_for_the_next_hash() {
+        let pool =
+            PasswordPool::new(PoolSettings { memory_idle: Duration::from_millis(300), ..settings(1, 4, 0) }).unwrap();
+        assert_eq!(pool.memory.load(Ordering::Relaxed), 0, "nothing held before the first hash");
+        let h = pool.hash(Lane::Login, Password::parse("Correct-Horse-9".into(), &[]).unwrap()).await.unwrap();
+        let block = 12 * 1024 * 1024;
+        assert_eq!(pool.memory.load(Ordering::Relaxed), block);
+        // Hashes that follow one another keep it.
+        assert!(pool.verify("Correct-Horse-9".into(), Some(h.clone())).await.unwrap());
+        assert_eq!(pool.memory.load(Ordering::Relaxed), block);
+        let released = async {
+            while pool.memory.load(Ordering::Relaxed) != 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), released).await.expect("released after the idle time");
+        assert!(pool.verify("Correct-Horse-9".into(), Some(h)).await.unwrap());
+        assert_eq!(pool.memory.load(Ordering::Relaxed), block, "taken again for the next hash");
     }
 
     #[test]
     fn hashes_of_the_earlier_19_mib_setting_verify_in_the_threads_memory_grown_once() {
-        let mut mem = Memory::new();
+        let mut mem = Memory::new(Arc::default());
         let earlier = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).unwrap());
         let old = earlier.hash_password(b"Old-Pass-1!", &SaltString::generate(&mut OsRng)).unwrap().to_string();
         assert!(verify_with(&mut mem, "Old-Pass-1!", &old));
-        assert_eq!(mem.0.len(), 19 * 1024, "grown to the stored hash's size, and kept");
+        assert_eq!(mem.blocks.len(), 19 * 1024, "grown to the stored hash's size, and kept");
         assert!(!verify_with(&mut mem, "Old-Pass-2!", &old));
         // Beyond the bound: verified, but in memory of its own.
         let huge = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(80 * 1024, 1, 1, None).unwrap());
         let old = huge.hash_password(b"Old-Pass-1!", &SaltString::generate(&mut OsRng)).unwrap().to_string();
         assert!(verify_with(&mut mem, "Old-Pass-1!", &old));
-        assert_eq!(mem.0.len(), 19 * 1024);
+        assert_eq!(mem.blocks.len(), 19 * 1024);
     }
 
     #[test]
@@ -537,9 +630,9 @@ mod tests {
             assert!(queue.push(Lane::Login, job(name)).is_ok(), "logins still have the whole queue");
         }
         assert!(matches!(queue.push(Lane::Login, job("l5")), Err(ApiError::Busy)));
-        let mut mem = Memory(Vec::new());
+        let mut mem = Memory::new(Arc::default());
         for _ in 0..6 {
-            queue.pop().unwrap()(&mut mem);
+            queue.pop(MEMORY_IDLE, || {}).unwrap()(&mut mem);
         }
         assert_eq!(*order.lock().unwrap(), ["l1", "l2", "l3", "l4", "s1", "s2"]);
     }
