@@ -103,7 +103,7 @@ impl Password {
 
 /// The OWASP Password Storage Cheat Sheet's argon2id row m = 12 MiB, t = 3, p = 1: one of the five
 /// it lists as "an equal level of defense" (19 MiB with t = 2 is another, and the argon2 crate's
-/// default), trading a third pass for 7 MiB less memory per hashing thread, held for good.
+/// default), trading a third pass for 7 MiB less memory per hashing thread.
 fn params() -> Params {
     Params::new(12 * 1024, 3, 1, None).unwrap_or_default()
 }
