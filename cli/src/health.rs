@@ -98,9 +98,12 @@ impl Prober {
         Process { address, answer }
     }
 
-    /// Every backend process of `shard`, at its `/readyz`.
-    pub(crate) async fn backends(&self, shard: &ShardConfig) -> Vec<Process> {
-        self.ask_all(&shard.listen, "/readyz").await
+    /// Every backend process of every one of `shards`, at its `/readyz`, all asked at once (a
+    /// frozen process costs the timeout once, not once per shard); by shard, in `shards`' order.
+    pub(crate) async fn backends(&self, shards: &[ShardConfig]) -> Vec<Vec<Process>> {
+        let addresses: Vec<SocketAddr> = shards.iter().flat_map(|s| s.listen.iter().copied()).collect();
+        let mut answers = self.ask_all(&addresses, "/readyz").await.into_iter();
+        shards.iter().map(|s| answers.by_ref().take(s.listen.len()).collect()).collect()
     }
 
     /// Every verifier process, at its `/readyz`.

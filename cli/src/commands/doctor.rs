@@ -135,9 +135,10 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
             "it follows the map once a second: if this stays, restart it",
         ));
     }
-    for (task, shard) in shards.into_iter().zip(&config.shards) {
+    let backends = prober.backends(&config.shards).await;
+    for ((task, shard), processes) in shards.into_iter().zip(&config.shards).zip(backends) {
         let name = &shard.name;
-        for b in prober.backends(shard).await {
+        for b in processes {
             checks.push(routes(
                 format!("shard {name}'s backend at {}", b.address),
                 &b.answer,

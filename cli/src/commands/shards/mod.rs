@@ -120,8 +120,8 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let prober = Prober::new()?;
     let nginx = prober.nginx(config).await;
     let mut all = Vec::new();
-    for (t, shard) in tasks.into_iter().zip(&config.shards) {
-        all.push((t.await?, prober.backends(shard).await));
+    for (t, processes) in tasks.into_iter().zip(prober.backends(&config.shards).await) {
+        all.push((t.await?, processes));
     }
     let current = map.as_ref().ok().map(ShardMap::version);
     // Full ranges for scripts; for people, `even`, `odd` or ranges cut to fit a column.
