@@ -83,6 +83,9 @@ print(value)
 PY
 }
 
+# The resident set of process PID in MiB, one decimal ("12.3").
+rss_mib() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+
 profile_dir() { if [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"; else echo "$ROOT/target/release"; fi; }
 
 # SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running).
