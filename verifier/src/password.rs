@@ -269,19 +269,17 @@ impl Queue {
             if lanes.closed {
                 return None;
             }
-            lanes = match idle_at {
+            lanes = match idle_at.map(|at| at.saturating_duration_since(Instant::now())) {
                 None => self.ready.wait(lanes).unwrap_or_else(|e| e.into_inner()),
-                Some(at) => match at.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => {
-                        self.ready.wait_timeout(lanes, left).unwrap_or_else(|e| e.into_inner()).0
-                    }
-                    _ => {
-                        drop(lanes);
-                        on_idle();
-                        idle_at = None;
-                        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
-                    }
-                },
+                Some(left) if !left.is_zero() => {
+                    self.ready.wait_timeout(lanes, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+                Some(_) => {
+                    drop(lanes);
+                    on_idle();
+                    idle_at = None;
+                    self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+                }
             };
         }
     }
@@ -358,10 +356,12 @@ impl Collector for PoolMetrics {
         let checks = ConstCounter::new(self.checks.load(Ordering::Relaxed));
         let help = "Passwords checked against a hash (logins, password changes)";
         checks.encode(encoder.encode_descriptor("shop_password_checks", help, None, checks.metric_type())?)?;
-        let in_flight = ConstGauge::new(i64::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let gauge =
+            |value: &AtomicUsize| ConstGauge::new(i64::try_from(value.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let in_flight = gauge(&self.in_flight);
         let help = "Password hashes running or queued";
         in_flight.encode(encoder.encode_descriptor("shop_hash_in_flight", help, None, in_flight.metric_type())?)?;
-        let memory = ConstGauge::new(i64::try_from(self.memory.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let memory = gauge(&self.memory);
         let help = "Bytes of argon2 working memory the hashing threads hold (none after 2 s without a hash)";
         memory.encode(encoder.encode_descriptor("shop_hash_memory_bytes", help, None, memory.metric_type())?)
     }
