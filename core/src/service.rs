@@ -6,11 +6,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -33,6 +35,14 @@ pub(crate) const IDLE_GRACE: Duration = Duration::from_secs(4);
 /// How long a connection may sit idle, or take to send a request's headers, in normal operation.
 /// Also above nginx's upstream `keepalive_timeout`, for the same reason as [`IDLE_GRACE`].
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most of a request body a service reads and drops after answering without reading it all
+/// (a `GET` with a body, a 413, a route that takes none): above nginx's `client_max_body_size`
+/// (1 MiB), so nothing nginx passes on is ever cut off mid-send.
+pub const DRAIN_BYTES: usize = 2 << 20;
+
+/// How long that reading may take before the connection is closed instead.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// JSON lines on stderr, filtered by `RUST_LOG` (`default_filter` when unset or invalid). Each
 /// event's fields sit at the top level beside the current span (which carries the request id).
@@ -92,10 +102,14 @@ pub fn http1_builder() -> http1::Builder {
 ///    upstream keep-alive timeout is shorter), then closes the rest once idle;
 /// 4. returns when every connection is closed, or at [`STOP_DEADLINE`], dropping what still runs.
 ///
+/// A request body the handler leaves unread is read to its end and dropped before the answer goes
+/// out ([`RequestBody`]), so a client (nginx) is never cut off while it still sends: nginx counts
+/// such a broken send as the server failing (`max_fails`) and takes it out of its group.
+///
 /// The caller then closes its database pools.
 pub async fn serve_http1<H, F, B>(listener: TcpListener, builder: http1::Builder, handler: H, shutdown: impl Future<Output = ()>)
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -170,7 +184,7 @@ struct Connections<H> {
 impl<H> Connections<H> {
     fn spawn<F, B>(&self, stream: TcpStream, peer: SocketAddr)
     where
-        H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
@@ -178,11 +192,18 @@ impl<H> Connections<H> {
     {
         let _ = stream.set_nodelay(true);
         let (handler, draining) = (self.handler.clone(), self.draining.clone());
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
+            let unread = Arc::new(Mutex::new(None));
+            let req = req.map(|body| RequestBody { body: Some(body), unread: unread.clone() });
             let (answer, draining) = (handler(req, peer), draining.clone());
             async move {
                 let mut resp = answer.await;
-                if draining.load(Ordering::SeqCst) {
+                let left = unread.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let drained = match left {
+                    Some(body) => drain(body).await,
+                    None => true,
+                };
+                if !drained || draining.load(Ordering::SeqCst) {
                     resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, Infallible>(resp)
@@ -199,5 +220,169 @@ impl<H> Connections<H> {
             }
             let _ = conn.await;
         });
+    }
+}
+
+/// A request's body as a handler gets it. Whatever the handler has not read when it drops the body
+/// is handed back to the server, which reads it off (at most [`DRAIN_BYTES`], within
+/// [`DRAIN_TIME`]) before sending the answer. hyper alone would close the connection on a body left
+/// unread, resetting a client that is still sending it.
+pub struct RequestBody {
+    body: Option<Incoming>,
+    unread: Arc<Mutex<Option<Incoming>>>,
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.take().filter(|b| !b.is_end_stream()) {
+            *self.unread.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+        }
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Incoming::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.as_ref().map(Incoming::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}
+
+/// Reads `body` to its end and drops it: true if that took at most [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`], so the connection can take the next request; false to close it.
+async fn drain(body: Incoming) -> bool {
+    use http_body_util::BodyExt as _;
+    if body.size_hint().lower() > DRAIN_BYTES as u64 {
+        return false;
+    }
+    let read = async {
+        let mut body = body;
+        let mut left = DRAIN_BYTES;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            let len = frame.data_ref().map_or(0, Bytes::len);
+            let Some(rest) = left.checked_sub(len) else { return false };
+            left = rest;
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read).await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full, Limited};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Serves on a free loopback port with `handler`; returns the address.
+    async fn serve<H, F>(handler: H) -> SocketAddr
+    where
+        H: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_http1(listener, http1_builder(), handler, std::future::pending()));
+        addr
+    }
+
+    /// Sends `head` and a body of `len` bytes while reading the answer, as nginx does (it writes
+    /// the whole body before it reads); returns the answer's head and whether the whole body went.
+    async fn send(stream: &mut TcpStream, head: &str, len: usize) -> (String, bool) {
+        let (mut rd, mut wr) = stream.split();
+        let body = vec![b'a'; len];
+        let write = async {
+            wr.write_all(head.as_bytes()).await?;
+            wr.write_all(&body).await
+        };
+        let read = async {
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+            // The answers here have a 2-byte body, which may have come with the head.
+            let end = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
+            let mut rest = vec![0u8; (end + 2).saturating_sub(answer.len())];
+            let _ = rd.read_exact(&mut rest).await;
+            String::from_utf8_lossy(&answer[..end]).into_owned()
+        };
+        let (sent, answer) = tokio::join!(write, read);
+        (answer, sent.is_ok())
+    }
+
+    fn ok() -> Response<Full<Bytes>> {
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    }
+
+    /// A handler that never reads the body (a GET's, a body-less POST's): the 1 MiB that nginx
+    /// sends is taken in full, and the same connection serves the next request. hyper alone
+    /// closed the connection at the answer, and the sender's write failed (EPIPE / reset).
+    #[tokio::test]
+    async fn a_body_left_unread_is_taken_and_the_connection_kept() {
+        let addr = serve(|_req, _peer| async { ok() }).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for len in [1 << 20, 64 << 10] {
+            let head = format!("GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+            let (answer, sent) = send(&mut stream, &head, len).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{len}-byte body: {answer:?}");
+            assert!(sent, "the {len}-byte body could not be sent in full");
+            assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        }
+        let (answer, _) = send(&mut stream, "GET /y HTTP/1.1\r\nHost: t\r\n\r\n", 0).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "the next request on the connection: {answer:?}");
+    }
+
+    /// A handler that stops reading part-way (a body over its limit: 413) leaves the rest, which
+    /// is taken the same way; chunked bodies too.
+    #[tokio::test]
+    async fn a_body_read_in_part_is_taken_to_its_end() {
+        let addr = serve(|req: Request<RequestBody>, _peer| async move {
+            let status = match Limited::new(req.into_body(), 1000).collect().await {
+                Ok(_) => 200,
+                Err(_) => 413,
+            };
+            let mut resp = ok();
+            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            resp
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (answer, sent) =
+            send(&mut stream, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n", 1 << 20).await;
+        assert!(answer.starts_with("HTTP/1.1 413") && sent, "{answer:?} sent={sent}");
+        let chunk = format!("{:x}\r\n{}\r\n", 60_000, "b".repeat(60_000));
+        let chunked = format!("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", chunk.repeat(10));
+        let (answer, sent) = send(&mut stream, &chunked, 0).await;
+        assert!(answer.starts_with("HTTP/1.1 413") && sent, "chunked: {answer:?} sent={sent}");
+        let (answer, _) = send(&mut stream, "GET /y HTTP/1.1\r\nHost: t\r\n\r\n", 0).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "the next request on the connection: {answer:?}");
+    }
+
+    /// Past [`DRAIN_BYTES`] the server does not read on: it answers and closes.
+    #[tokio::test]
+    async fn a_body_past_the_drain_bound_closes_the_connection() {
+        let addr = serve(|_req, _peer| async { ok() }).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let len = DRAIN_BYTES + 1;
+        let head = format!("GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+        let (answer, _) = send(&mut stream, &head, len).await;
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer:?}");
     }
 }

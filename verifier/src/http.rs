@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 
 use crate::error::ApiError;
 
@@ -27,7 +27,7 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
 
 /// Checks the media type (parameters such as `charset` allowed) and reads the body, at most
 /// [`MAX_BODY_BYTES`].
-pub(crate) async fn read_body(req: http::Request<Incoming>, media_type: &'static str) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: http::Request<RequestBody>, media_type: &'static str) -> Result<Bytes, ApiError> {
     let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(media_type) {

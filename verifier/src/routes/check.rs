@@ -6,14 +6,14 @@
 
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use shopgate_core::http::BEARER_CHALLENGE;
 
 use crate::http::{empty, Body};
 use crate::metrics::Metrics;
 use crate::AppState;
 
-pub(crate) fn check(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) fn check(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     match state.check_bearer(header) {
         Ok(v) => {

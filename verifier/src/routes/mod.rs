@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use shopgate_core::http::{HttpError, NO_ROUTE};
 use shopgate_core::metrics;
 use tracing::Instrument as _;
@@ -37,7 +37,7 @@ static ROUTES: [(&str, Method); 9] = [
     ("/metrics", Method::GET),
 ];
 
-pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     // The hot path first: no span, no request id, no allocation beyond the answer, and metrics
     // through handles made at start. It answers any method (nginx sends GET: `proxy_method GET`),
@@ -74,7 +74,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
 }
 
 /// Runs the handler of `path`, one of [`ROUTES`], whose method the request has.
-async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     match path {
         "/auth/register" => auth::register::register(state, client_address(state, peer, &req), req).await,
         "/auth/token" => auth::token::token(state, client_address(state, peer, &req), req).await,
@@ -93,7 +93,7 @@ async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request
 
 /// The client's address: nginx's `X-Real-IP` when the connection comes from a trusted proxy
 /// (`verifier.trusted_proxies`; nginx overwrites any client-sent copy), the peer address otherwise.
-fn client_address(state: &AppState, peer: SocketAddr, req: &Request<Incoming>) -> IpAddr {
+fn client_address(state: &AppState, peer: SocketAddr, req: &Request<RequestBody>) -> IpAddr {
     if state.config.verifier.trusted_proxies.contains(&peer.ip()) {
         if let Some(ip) = req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
             return ip;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -50,7 +50,7 @@ pub(crate) struct ChangeBody {
 pub(crate) async fn change_password(
     state: &Arc<AppState>,
     address: IpAddr,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;

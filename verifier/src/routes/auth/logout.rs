@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -29,7 +29,7 @@ use shopgate_core::revocation;
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn logout(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn logout(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
     revocation::revoke_token(&state.db, &verified.claims).await?;

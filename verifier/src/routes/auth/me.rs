@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 
 use super::UserView;
 use crate::error::ApiError;
@@ -26,7 +26,7 @@ use shopgate_core::openapi::{Unauthorized, Unavailable};
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn me(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn me(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
     let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;

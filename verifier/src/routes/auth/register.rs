@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use serde::Deserialize;
 use shopgate_core::Email;
 
@@ -49,7 +49,7 @@ pub(crate) struct RegisterBody {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn register(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn register(state: &Arc<AppState>, address: IpAddr, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let body: RegisterBody = parse_json(&read_body(req, "application/json").await?)?;
     let email = Email::parse(&body.email).map_err(|m| ApiError::Invalid { code: "invalid_email", message: m })?;
     let password =

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use shopgate_core::service::RequestBody;
 use serde::Serialize;
 use shopgate_core::token::{issued_at, new_claims};
 use shopgate_core::Email;
@@ -60,7 +60,7 @@ fn invalid_request(message: &str) -> ApiError {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let body = match read_body(req, "application/x-www-form-urlencoded").await {
         Ok(b) => b,
         Err(ApiError::UnsupportedMediaType(_)) => {
