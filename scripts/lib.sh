@@ -29,6 +29,8 @@ ensure_nginx() {
   NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
   "$NGINX_BIN" -V 2>&1 | grep -q -- --with-http_auth_request_module \
     || die "$NGINX_BIN lacks the auth_request module; install nginx-light or nginx-core"
+  # njs: the rendered config loads it (nginx/shopgate.js: the header check, the log's path).
+  [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || ensure_packages libnginx-mod-http-js
 }
 
 # A free TCP port on HOST (default 127.0.0.1; asks the kernel for one, then releases it).

@@ -17,6 +17,10 @@ use crate::{stack, Context};
 
 const TEMPLATE: &str = include_str!("../../../nginx/shopgate.conf.in");
 
+/// The config's njs module (header check, the access log's path), written beside the config.
+const JS: &str = include_str!("../../../nginx/shopgate.js");
+const JS_FILE_NAME: &str = "shopgate.js";
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum NginxCommand {
     /// Print (or write) the nginx config for the stack.
@@ -48,10 +52,11 @@ pub async fn run(ctx: &Context, cmd: NginxCommand) -> anyhow::Result<()> {
     let text = if a.map_only { shard_map(&map) } else { render_with(&config, &map, &openapi_file)? };
     match a.output {
         Some(path) => {
-            super::openapi::write_atomically(&path, &text)?;
             if !a.map_only {
                 super::openapi::write_atomically(&openapi_file, &crate::openapi::to_json())?;
+                super::openapi::write_atomically(&openapi_file.with_file_name(JS_FILE_NAME), JS)?;
             }
+            super::openapi::write_atomically(&path, &text)?;
             if ctx.format == Format::Json {
                 ctx.format.print(&json!({"written": path}));
             }
@@ -71,6 +76,7 @@ pub(crate) fn reload(config: &Config, map: &ShardMap) -> anyhow::Result<Vec<u32>
     let prefix = prefix_dir(config)?;
     let conf = prefix.join("nginx.conf");
     let openapi_file = prefix.join(crate::openapi::FILE_NAME);
+    super::openapi::write_atomically(&prefix.join(JS_FILE_NAME), JS)?;
     super::openapi::write_atomically(&conf, &render_with(config, map, &openapi_file)?)?;
     let pid_file = prefix.join("nginx.pid");
     let pid = std::fs::read_to_string(&pid_file)
@@ -131,21 +137,53 @@ pub(crate) fn allow_map() -> String {
             methods.push("HEAD".into());
             methods.sort();
         }
-        let mut pattern = String::from("^");
-        for segment in path.split('/').skip(1) {
-            pattern.push('/');
-            if segment.starts_with('{') {
-                pattern.push_str("[^/]+");
-            } else {
-                pattern.push_str(&segment.replace('.', "\\."));
-            }
-        }
-        let pattern =
-            pattern.replacen("^/auth/", "^(/authentication)?/auth/", 1).replacen("^/api/", "^(/backend)?/api/", 1);
-        let _ = writeln!(out, "    \"~{pattern}$\" \"{}\";", methods.join(", "));
+        let _ = writeln!(out, "    \"~^{}$\" \"{}\";", path_pattern(path), methods.join(", "));
     }
     out.push_str("}\n");
     out
+}
+
+/// `$shop_unwanted_body`: 1 for a request with a body (a length above 0, or chunked) where none
+/// is taken: every GET and HEAD, and each operation of the API description without a request
+/// body (`POST /auth/logout`, `POST /api/orders/{id}/cancel`). The server block refuses those.
+pub(crate) fn body_map() -> String {
+    let doc = crate::openapi::document();
+    let mut out = String::from(
+        "# Requests that take no body: every GET and HEAD, and the operations without one in the API description.\nmap \"$request_method $uri\" $shop_takes_no_body {\n    default 0;\n    \"~^(GET|HEAD) \" 1;\n",
+    );
+    for (path, item) in &doc.paths.paths {
+        let value = serde_json::to_value(item).unwrap_or_default();
+        for method in ["put", "post", "delete", "patch"] {
+            if value.get(method).is_some_and(|op| op.get("requestBody").is_none()) {
+                let _ = writeln!(out, "    \"~^{} {}$\" 1;", method.to_uppercase(), path_pattern(path));
+            }
+        }
+    }
+    out.push_str(
+        "}\nmap \"$shop_takes_no_body:$http_content_length:$http_transfer_encoding\" $shop_unwanted_body {\n    default 0;\n    \"~^1:0*:$\" 0;\n    \"~^1:\" 1;\n}\n",
+    );
+    out
+}
+
+/// The regular expression (without anchors) for the URIs nginx takes for an API description path:
+/// `{id}` is any one segment, `/auth/` and `/api/` also under the original design's prefixes.
+fn path_pattern(path: &str) -> String {
+    let mut pattern = String::new();
+    for segment in path.split('/').skip(1) {
+        pattern.push('/');
+        if segment.starts_with('{') {
+            pattern.push_str("[^/]+");
+        } else {
+            pattern.push_str(&segment.replace('.', "\\."));
+        }
+    }
+    if let Some(rest) = pattern.strip_prefix("/auth/") {
+        format!("(/authentication)?/auth/{rest}")
+    } else if let Some(rest) = pattern.strip_prefix("/api/") {
+        format!("(/backend)?/api/{rest}")
+    } else {
+        pattern
+    }
 }
 
 /// An upstream's `server` line: a server that refuses a connection is skipped for 2 s, then tried
@@ -173,6 +211,7 @@ fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
 /// The whole nginx config routing by `map` (the current one, from the auth database).
 pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Path) -> anyhow::Result<String> {
     let prefix = nginx_path("nginx prefix", &prefix_dir(config)?)?;
+    let js_file = nginx_path("njs module file", &openapi_file.with_file_name(JS_FILE_NAME))?;
     let openapi_file = nginx_path("API description file", openapi_file)?;
     let workers = &config.nginx.worker_processes;
     if workers != "auto" && !workers.parse::<u16>().is_ok_and(|n| n > 0) {
@@ -216,7 +255,7 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         secs => (
             format!("    proxy_cache_path {prefix}/catalog_cache levels=1 keys_zone=shop_catalog:1m max_size=32m inactive=60s;\n"),
             format!(
-                "            proxy_cache shop_catalog;\n            proxy_cache_key $uri$is_args$args;\n            proxy_cache_valid 200 404 {secs}s;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
+                "            proxy_cache shop_catalog;\n            # The URI as the client sent it: $uri is decoded, so /api/products/1%3Fref=mail (a 404)\n            # and /api/products/1?ref=mail shared a key.\n            proxy_cache_key $request_uri;\n            proxy_cache_valid 200 404 {secs}s;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
             ),
         ),
     };
@@ -238,12 +277,14 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@WORKERS@", workers)
         .replace("@PREFIX@", &prefix)
         .replace("@OPENAPI_FILE@", &openapi_file)
+        .replace("@JS_FILE@", &js_file)
         .replace("@LISTEN@", &config.nginx.listen.to_string())
         .replace("@VERIFIER_SERVERS@\n", &verifiers)
         .replace("@SHARD_UPSTREAMS@\n", &shards)
         .replace("@SHARD_MAP@\n", &indent(&shard_map(map)))
         .replace("@MAP_VERSION@", &map.version().to_string())
         .replace("@ALLOW_MAP@\n", &indent(&allow_map()))
+        .replace("@BODY_MAP@\n", &indent(&body_map()))
         .replace("@AUTH_CACHE_PATH@\n", &cache_path)
         .replace("@AUTH_CACHE@\n", &if cache.is_empty() { cache } else { cache + "\n" })
         .replace("@CATALOG_SERVERS@\n", &catalog_servers)

@@ -201,3 +201,28 @@ async fn each_shard_answers_from_its_own_database() {
     let (status, _, _) = get_url(&stack, &url, None, Some(&tags[0])).await;
     assert_eq!(status, 200, "shard a's tag is not shard b's answer");
 }
+
+/// The second hostile round, finding 2: nginx keyed its catalog cache on the decoded path, so
+/// `/api/products/1%3Fref=mail` (a 404 at the backend) was kept under the key of
+/// `/api/products/1?ref=mail`, and a poisoner turned every shopper's answer for that URL into 404.
+/// The key is now the URI as the client sent it: a kept answer is served only for that URI.
+#[tokio::test]
+async fn a_cached_answer_is_never_served_for_another_request_uri() {
+    let stack = Stack::start_with(shopgate_e2e::Options {
+        settings: vec![("nginx.catalog_cache_seconds", "30")],
+        ..Default::default()
+    })
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        for poison in ["/api/products/1%3Fref=mail", "/api/products/1%3fref=mail", "/backend/api/products/1%3Fref=mail"] {
+            let (status, _, body) = get(&stack, poison, None).await;
+            assert_eq!(status, 404, "{poison}: {body}");
+        }
+        for path in ["/api/products/1?ref=mail", "/backend/api/products/1?ref=mail"] {
+            let (status, _, body) = get(&stack, path, None).await;
+            seen.push((path, status));
+            assert_eq!(status, 200, "{path} after the poisoner's requests: {body}; so far {seen:?}");
+        }
+    }
+}

@@ -430,3 +430,134 @@ async fn upstreams_get_the_path_nginx_understood() {
         raw(&stack, &req("GET", path, &bearer)).await.expect(path, 404, "not_found");
     }
 }
+
+/// The second hostile round, finding 3: a control character in any header reached the services,
+/// whose HTTP parser refuses it with an empty 400; behind auth_request that was a 503 with
+/// Retry-After (a retry that can never succeed), on the auth API an empty non-JSON 400. nginx now
+/// refuses it at the door on every location. Tabs and bytes above 0x7f are allowed in values.
+#[tokio::test]
+async fn a_control_character_in_any_header_is_a_json_400_everywhere() {
+    let stack = Stack::start().await;
+    let bearer = format!("Authorization: Bearer {}\r\n", stack.mint(4));
+    let paths = [
+        ("GET", "/api/orders"),
+        ("GET", "/backend/api/orders"),
+        ("GET", "/api/users/me"),
+        ("GET", "/api/products"),
+        ("GET", "/api/products/1"),
+        ("GET", "/api/categories"),
+        ("GET", "/auth/me"),
+        ("GET", "/authentication/auth/me"),
+        ("GET", "/auth/jwks.json"),
+        ("POST", "/auth/token"),
+        ("POST", "/auth/logout"),
+        ("GET", "/healthz"),
+        ("GET", "/openapi.json"),
+        ("GET", "/no/such/path"),
+        ("GET", "/_verify"),
+    ];
+    let mut problems = Vec::new();
+    for (method, path) in paths {
+        for (what, header) in [
+            ("\\x01 in a value", "X-Note: a\x01b\r\n"),
+            ("DEL in a value", "X-Note: a\x7fb\r\n"),
+            ("\\x1b in the token", "Authorization: Bearer a\x1bb\r\n"),
+        ] {
+            for auth in ["", bearer.as_str()] {
+                let extra = if header.starts_with("Authorization") { header.to_owned() } else { format!("{auth}{header}") };
+                let what = format!("{method} {path} with {what}{}", if auth.is_empty() { "" } else { " and a token" });
+                if let Err(e) = raw(&stack, &req(method, path, &extra)).await.check(&what, 400, "bad_request") {
+                    problems.push(e);
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{} of {} cases wrong:\n{}", problems.len(), paths.len() * 6, problems.join("\n"));
+    // What HTTP allows in a value still passes: a tab, bytes above 0x7f (obs-text).
+    let r = raw(&stack, &req("GET", "/api/orders", &format!("{bearer}X-Note: a\tb\u{e9}\r\n"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut request = req("GET", "/api/orders", &bearer);
+    request.splice(request.len() - 2..request.len() - 2, b"X-Raw: \xff\xfe\r\n".iter().copied());
+    assert_eq!(raw(&stack, &request).await.status, 200);
+}
+
+/// The second hostile round, finding 1 (at the door): a body where none is taken — every GET and
+/// HEAD, and the POSTs whose operation has none — is refused by nginx with a JSON 400 before it
+/// is sent anywhere; the routes that take a body still get it.
+#[tokio::test]
+async fn a_body_where_none_is_taken_is_a_json_400_at_the_door() {
+    let stack = Stack::start().await;
+    let bearer = format!("Authorization: Bearer {}\r\n", stack.mint(4));
+    let mut problems = Vec::new();
+    for (method, path) in [
+        ("GET", "/api/products?a=1"),
+        ("GET", "/api/orders"),
+        ("HEAD", "/api/orders"),
+        ("GET", "/backend/api/orders/1"),
+        ("GET", "/auth/me"),
+        ("GET", "/auth/jwks.json"),
+        ("GET", "/healthz"),
+        ("POST", "/auth/logout"),
+        ("POST", "/authentication/auth/logout"),
+        ("POST", "/api/orders/12/cancel"),
+        ("POST", "/backend/api/orders/12/cancel"),
+    ] {
+        for body in ["Content-Length: 5\r\n\r\nhello", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"] {
+            let request = [req(method, path, &bearer).strip_suffix(b"\r\n").unwrap(), body.as_bytes()].concat();
+            let what = format!("{method} {path} with {}", body.split(':').next().unwrap());
+            let answer = raw(&stack, &request).await;
+            if method == "HEAD" {
+                if answer.status != 400 {
+                    problems.push(format!("{what}: {answer:?}"));
+                }
+                continue;
+            }
+            match answer.check(&what, 400, "bad_request") {
+                Err(e) => problems.push(e),
+                Ok(()) if !answer.body.contains("takes no body") => problems.push(format!("{what}: {}", answer.body)),
+                Ok(()) => {}
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // A zero length is no body; a route that takes a body gets it.
+    let zero = [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"Content-Length: 0\r\n\r\n"].concat();
+    assert_eq!(raw(&stack, &zero).await.status, 200);
+    let order = r#"{"items":[{"product_id":1,"quantity":1}]}"#;
+    let post = format!("{bearer}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{order}", order.len());
+    let r = raw(&stack, req("POST", "/api/orders", &post).strip_suffix(b"\r\n").unwrap()).await;
+    assert_eq!(r.status, 201, "{r:?}");
+}
+
+/// The second hostile round, finding 6: nginx wrote the decoded path's bytes above 0x7f as they
+/// were, so a line with a path that is not UTF-8 was not JSON. Every line parses now, and the
+/// path is there, escaped.
+#[tokio::test]
+async fn every_access_log_line_is_json() {
+    let stack = Stack::start().await;
+    let bearer = format!("Authorization: Bearer {}\r\n", stack.mint(4));
+    let requests: Vec<Vec<u8>> = vec![
+        b"GET /api/\xff\xfe/x HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n".to_vec(),
+        req("GET", "/api/products/%FF%C3%28", ""),
+        req("GET", "/auth/%C3%A9t%E9", ""),
+        req("GET", "/api/orders/%01%22%5C", &bearer),
+        [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"X-Raw: \xff\xfe\xc3\r\nUser-Agent: \xe9\r\n\r\n"].concat(),
+        b"GET /healthz\xff HTTP/1.1\r\nHost: \xff\r\nConnection: close\r\n\r\n".to_vec(),
+    ];
+    for request in &requests {
+        raw(&stack, request).await;
+    }
+    assert!(log_has(&stack, "nginx/access.log", "%FF%C3(").await, "the escaped path is not in the log");
+    let log = std::fs::read(stack.dir.path().join("nginx/access.log")).unwrap();
+    let mut lines = 0;
+    for line in log.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(line)));
+        assert!(v["uri"].is_string(), "{v}");
+        lines += 1;
+    }
+    assert!(lines >= requests.len(), "{lines} lines for {} requests", requests.len());
+    let text = String::from_utf8(log).unwrap();
+    assert!(text.contains(r#""uri":"/api/%FF%FE/x""#), "{text}");
+    assert!(text.contains(r#""uri":"/auth/%C3%A9t%E9""#), "{text}");
+}

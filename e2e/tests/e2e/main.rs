@@ -18,6 +18,7 @@ mod processes;
 mod request_path;
 mod routing;
 mod tokens;
+mod unread_bodies;
 
 use reqwest::Response;
 use serde_json::Value;
