@@ -1,6 +1,6 @@
 //! What both services (verifier and backend) do the same way around their requests: JSON logs
 //! of one shape, stopping on SIGINT or SIGTERM, and an HTTP/1 server that stops without failing a
-//! request ([`serve_http1`]). Behind the `service` feature, so shopctl does not pull in the log
+//! request ([`serve_http1`]), on TCP or a unix socket ([`Listener`]). Behind the `service` feature, so shopctl does not pull in the log
 //! subscriber, hyper or tokio's signal handling.
 
 use std::convert::Infallible;
@@ -18,7 +18,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tracing_subscriber::EnvFilter;
 
@@ -107,9 +110,14 @@ pub fn http1_builder() -> http1::Builder {
 /// such a broken send as the server failing (`max_fails`) and takes it out of its group.
 ///
 /// The caller then closes its database pools.
-pub async fn serve_http1<H, F, B>(listener: TcpListener, builder: http1::Builder, handler: H, shutdown: impl Future<Output = ()>)
-where
-    H: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+pub async fn serve_http1<L, H, F, B>(
+    listener: L,
+    builder: http1::Builder,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    L: Listener,
+    H: Fn(Request<RequestBody>, L::Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -138,18 +146,12 @@ where
     }
     let stopping = tokio::time::Instant::now();
     server.draining.store(true, Ordering::SeqCst);
-    // Take what is queued in the kernel, asking it directly (not the reactor, which may not have
-    // seen those connections yet); closing the listener would reset them.
-    let mut queued = 0usize;
-    if let Ok(listener) = listener.into_std() {
-        while let Ok((stream, peer)) = listener.accept() {
-            if let Ok(stream) = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
-                server.spawn(stream, peer);
-                queued += 1;
-            }
-        }
+    let queued = listener.take_queued();
+    let count = queued.len();
+    for (stream, peer) in queued {
+        server.spawn(stream, peer);
     }
-    tracing::info!(queued, "stopping: no new connections; finishing requests in flight");
+    tracing::info!(queued = count, "stopping: no new connections; finishing requests in flight");
     let Connections { close: (close, _), open: (open, mut all_closed), .. } = server;
     drop(open);
     let closed = async move {
@@ -170,6 +172,69 @@ where
     }
 }
 
+/// A listening socket [`serve_http1`] serves: TCP, whose peers are addresses, or a unix socket
+/// (the verifier's, for nginx on its host), whose peers have none.
+pub trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Who is at the other end, as the handler is told.
+    type Peer: Copy + Send + Sync + 'static;
+
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, Self::Peer)>> + Send;
+
+    /// At the stop: takes the connections the kernel has completed already, asking the socket
+    /// directly (not the reactor, which may not have seen them yet), then closes it. Closing it
+    /// with connections still queued would reset them.
+    fn take_queued(self) -> Vec<(Self::Stream, Self::Peer)>;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    type Peer = SocketAddr;
+
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    fn take_queued(self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut queued = Vec::new();
+        if let Ok(listener) = self.into_std() {
+            while let Ok((stream, peer)) = listener.accept() {
+                if let Ok(stream) = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                    let _ = stream.set_nodelay(true);
+                    queued.push((stream, peer));
+                }
+            }
+        }
+        queued
+    }
+}
+
+/// A unix socket's peer has no address: `()`.
+#[cfg(unix)]
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    type Peer = ();
+
+    async fn accept(&self) -> std::io::Result<(UnixStream, ())> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        Ok((stream, ()))
+    }
+
+    fn take_queued(self) -> Vec<(UnixStream, ())> {
+        let mut queued = Vec::new();
+        if let Ok(listener) = self.into_std() {
+            while let Ok((stream, _)) = listener.accept() {
+                if let Ok(stream) = stream.set_nonblocking(true).and_then(|()| UnixStream::from_std(stream)) {
+                    queued.push((stream, ()));
+                }
+            }
+        }
+        queued
+    }
+}
+
 struct Connections<H> {
     builder: http1::Builder,
     handler: H,
@@ -182,15 +247,16 @@ struct Connections<H> {
 }
 
 impl<H> Connections<H> {
-    fn spawn<F, B>(&self, stream: TcpStream, peer: SocketAddr)
+    fn spawn<S, P, F, B>(&self, stream: S, peer: P)
     where
-        H: Fn(Request<RequestBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        P: Copy + Send + Sync + 'static,
+        H: Fn(Request<RequestBody>, P) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let _ = stream.set_nodelay(true);
         let (handler, draining) = (self.handler.clone(), self.draining.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             let unread = Arc::new(Mutex::new(None));
