@@ -211,6 +211,14 @@ pub struct NginxConfig {
     /// a listener of its own that is never published; none = not served.
     #[serde(default)]
     pub status_listen: Option<SocketAddr>,
+    /// The account nginx's worker processes run as when its master runs as root (rendered as
+    /// `user NAME;`; nginx gives them the group of the same name). The verifiers' unix sockets are
+    /// then that group's ([`VerifierConfig::socket_path`]), so those workers reach them and other
+    /// users do not. None: nginx's own default (`nobody`, which other daemons share) for a root
+    /// master, and sockets for the verifiers' own user only (an unprivileged nginx's workers are
+    /// that user).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl Default for NginxConfig {
@@ -223,6 +231,7 @@ impl Default for NginxConfig {
             catalog_cache_seconds: default_catalog_cache_seconds(),
             worker_processes: default_workers(),
             status_listen: None,
+            user: None,
         }
     }
 }
@@ -268,12 +277,18 @@ pub struct VerifierConfig {
     pub register_max_per_address: u32,
     #[serde(default = "default_register_window")]
     pub register_window_seconds: u64,
-    /// Peers whose `X-Real-IP` header is believed (like nginx's `set_real_ip_from`): the address
-    /// nginx connects from. Default: nginx's listen address; if nginx listens on every address,
-    /// loopback and each verifier's own listen address (`default_trusted_proxies`). Any other
-    /// peer is itself the client address.
+    /// TCP peers whose `X-Real-IP` header is believed (like nginx's `set_real_ip_from`): the
+    /// address nginx connects from, when it connects over TCP (a verifier on another host). Default:
+    /// nginx's listen address if that is another host's ([`default_trusted_proxies`]), else none.
+    /// Any other peer is itself the client address. Requests over a verifier's unix socket are
+    /// nginx's and are always believed.
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
+    /// The folder of the unix sockets nginx reaches the verifiers on its host through
+    /// ([`VerifierConfig::socket_path`]); relative to the config's folder; `""`: none, nginx
+    /// connects over TCP.
+    #[serde(default = "default_socket_dir")]
+    pub(crate) socket_dir: PathBuf,
 }
 
 impl VerifierConfig {
@@ -285,7 +300,30 @@ impl VerifierConfig {
     pub fn revocation_bound(&self) -> Duration {
         self.revocation_refresh() + Duration::from_millis(500)
     }
+
+    /// The unix socket the verifier listening on `addr` also serves, `SOCKET_DIR/verifier-PORT.sock`,
+    /// and that nginx connects to instead of `addr`. Only for an address on nginx's own host
+    /// ([`is_own_host`]): every process there can connect from loopback, so nginx's TCP address
+    /// proves nothing, while the socket is nginx's alone (its folder and mode let in only the
+    /// verifier's user and nginx's workers) and so is the one place `X-Real-IP` is believed
+    /// without a look at the peer. None for a verifier nginx reaches over the network, or with
+    /// `socket_dir = ""`.
+    pub fn socket_path(&self, addr: SocketAddr) -> Option<PathBuf> {
+        if self.socket_dir.as_os_str().is_empty() || !is_own_host(addr.ip()) {
+            return None;
+        }
+        Some(self.socket_dir.join(format!("verifier-{}.sock", addr.port())))
+    }
 }
+
+/// Whether `ip` names this host as a listen address: loopback, or every address. nginx then
+/// connects from loopback (or the address itself), as any other local process can.
+fn is_own_host(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// The longest unix socket path the kernel takes (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// What every shard backend shares: its capacity and how long it keeps idempotency keys.
 /// Every field has a default, so a config without `[backend]` means exactly these.
@@ -625,7 +663,18 @@ impl Config {
         let mut verifier = raw.verifier;
         verifier.database_url = resolve_sqlite(verifier.database_url, base);
         if verifier.trusted_proxies.is_empty() {
-            verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen, &verifier.listen);
+            verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen);
+        }
+        if !verifier.socket_dir.as_os_str().is_empty() {
+            verifier.socket_dir = base.join(&verifier.socket_dir);
+        }
+        check_sockets(&verifier)?;
+        if let Some(user) = &raw.nginx.user {
+            // As nginx config holds it unquoted, and as useradd takes it.
+            let valid = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+            if user.is_empty() || user.len() > 32 || user.starts_with('-') || !user.chars().all(valid) {
+                return Err(ConfigError::Invalid(format!("nginx.user {user:?} is not an account name")));
+            }
         }
         let mut nginx = raw.nginx;
         nginx.prefix = Some(base.join(nginx.prefix.unwrap_or_else(|| PathBuf::from("nginx"))));
@@ -659,23 +708,43 @@ impl Config {
     }
 }
 
-/// Where nginx's connections to the verifiers come from, when the config does not say: nginx's
-/// listen address if it names one (nginx on a host of its own address, as in the network-namespace
-/// topology). If nginx listens on every address, it shares a host with the verifiers it reaches at
-/// a named address and connects from that address (the kernel's source for a local destination is
-/// the destination), so loopback and each verifier's own address. A verifier on another host than
-/// an nginx listening everywhere needs `trusted_proxies` set.
-fn default_trusted_proxies(nginx: SocketAddr, verifiers: &[SocketAddr]) -> Vec<IpAddr> {
-    if !nginx.ip().is_unspecified() {
-        return vec![nginx.ip()];
+/// Which TCP peers' `X-Real-IP` is believed, when the config does not say: nginx's listen address
+/// if it names another host (nginx on a host of its own address, as in the network-namespace
+/// topology: it connects to a verifier on another host from that address). Loopback or every
+/// address: none. Any local process can connect from loopback or from the host's addresses, so
+/// an address there proves nothing; nginx on the verifiers' host reaches them over their unix
+/// sockets ([`VerifierConfig::socket_path`]). A verifier nginx reaches over TCP from an address
+/// other than its listen address needs `trusted_proxies` set.
+fn default_trusted_proxies(nginx: SocketAddr) -> Vec<IpAddr> {
+    if is_own_host(nginx.ip()) {
+        return Vec::new();
     }
-    let mut ips = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
-    for ip in verifiers.iter().map(SocketAddr::ip) {
-        if !ip.is_unspecified() && !ips.contains(&ip) {
-            ips.push(ip);
+    vec![nginx.ip()]
+}
+
+/// Each verifier with a socket has a socket of its own (the name holds the port only) whose path
+/// the kernel takes.
+fn check_sockets(verifier: &VerifierConfig) -> Result<(), ConfigError> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for addr in &verifier.listen {
+        let Some(path) = verifier.socket_path(*addr) else { continue };
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ConfigError::Invalid(format!(
+                "verifier.socket_dir: the socket {} is over {MAX_SOCKET_PATH} bytes, the most a unix socket's path may be; \
+                 choose a shorter folder",
+                path.display()
+            )));
         }
+        if addr.port() != 0 && seen.contains(&path) {
+            return Err(ConfigError::Invalid(format!(
+                "verifier.listen: two local verifiers on port {} would share the socket {}",
+                addr.port(),
+                path.display()
+            )));
+        }
+        seen.push(path);
     }
-    ips
+    Ok(())
 }
 
 /// A shard's process addresses: 1 to [`MAX_PROCESSES_PER_SHARD`], each `IP:port`, none twice
@@ -760,6 +829,9 @@ fn default_hash_nice() -> u8 {
 }
 fn default_hash_cpu_percent() -> u8 {
     25
+}
+fn default_socket_dir() -> PathBuf {
+    PathBuf::from("run")
 }
 fn default_refresh_ms() -> u64 {
     500
@@ -873,22 +945,71 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
     }
 
     #[test]
-    fn trusted_proxies_default_to_where_nginx_connects_from() {
+    fn trusted_proxies_default_to_nginx_on_another_host_only() {
         let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        let verifiers = [addr("10.213.0.1:9000"), addr("127.0.0.1:9001"), addr("0.0.0.0:9002")];
-        assert_eq!(default_trusted_proxies(addr("10.213.0.1:8080"), &verifiers), [ip("10.213.0.1")]);
-        // nginx on every address connects to a verifier at 10.213.0.1 from 10.213.0.1, not loopback.
-        assert_eq!(
-            default_trusted_proxies(addr("0.0.0.0:8080"), &verifiers),
-            [ip("127.0.0.1"), ip("::1"), ip("10.213.0.1")]
-        );
+        assert_eq!(default_trusted_proxies(addr("10.213.0.1:8080")), [ip("10.213.0.1")]);
+        // Loopback or every address: any local process connects from there too.
+        for local in ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080", "0.0.0.0:8080", "[::]:8080"] {
+            assert_eq!(default_trusted_proxies(addr(local)), Vec::<IpAddr>::new(), "{local}");
+        }
         let d = tmp();
-        let text = SAMPLE.replace("[jwt]", "[nginx]\nlisten = \"0.0.0.0:8080\"\n[jwt]");
-        let text = text.replace("listen = [\"127.0.0.1:8090\"]", "listen = [\"10.213.0.1:8090\"]");
+        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        assert_eq!(Config::load_with_env(&p, []).unwrap().verifier.trusted_proxies, Vec::<IpAddr>::new());
+        // Set, it is kept as it is, loopback included.
+        let text = SAMPLE.replace(
+            "database_url = \"sqlite:data/auth.db\"",
+            "database_url = \"sqlite:data/auth.db\"\ntrusted_proxies = [\"127.0.0.1\"]",
+        );
+        let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+        assert_eq!(Config::load_with_env(&p, []).unwrap().verifier.trusted_proxies, [ip("127.0.0.1")]);
+    }
+
+    #[test]
+    fn local_verifiers_have_a_socket_in_the_socket_dir() {
+        let d = tmp();
+        let text = SAMPLE.replace(
+            "listen = [\"127.0.0.1:8090\"]",
+            "listen = [\"127.0.0.1:8090\", \"0.0.0.0:8093\", \"10.0.0.2:8090\"]",
+        );
         let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
         let c = Config::load_with_env(&p, []).unwrap();
-        assert!(c.verifier.trusted_proxies.contains(&ip("10.213.0.1")), "{:?}", c.verifier.trusted_proxies);
+        let sockets: Vec<_> = c.verifier.listen.iter().map(|a| c.verifier.socket_path(*a)).collect();
+        // Relative to the config's folder, like the SQLite files; none for a verifier on another host.
+        assert_eq!(sockets, [Some(d.join("run/verifier-8090.sock")), Some(d.join("run/verifier-8093.sock")), None]);
+        let env = |dir: &str| [("SHOP__VERIFIER__SOCKET_DIR".to_string(), dir.to_string())];
+        let c = Config::load_with_env(&p, env("/srv/sockets")).unwrap();
+        assert_eq!(
+            c.verifier.socket_path(c.verifier.listen[0]),
+            Some(PathBuf::from("/srv/sockets/verifier-8090.sock"))
+        );
+        let c = Config::load_with_env(&p, env("")).unwrap();
+        assert_eq!(c.verifier.socket_path(c.verifier.listen[0]), None, "\"\" turns the sockets off");
+        let err = Config::load_with_env(&p, env(&format!("/{}", "s".repeat(100)))).unwrap_err().to_string();
+        assert!(err.contains("over 107 bytes"), "{err}");
+        let twice =
+            SAMPLE.replace("listen = [\"127.0.0.1:8090\"]", "listen = [\"127.0.0.1:8090\", \"127.0.0.2:8090\"]");
+        let p = write(&d, &twice, "k3y-0123456789abcdef0123456789abcdef");
+        let err = Config::load_with_env(&p, []).unwrap_err().to_string();
+        assert!(err.contains("share the socket"), "{err}");
+        assert!(Config::load_with_env(&p, env("")).is_ok(), "without sockets, one port on two addresses is fine");
+    }
+
+    #[test]
+    fn nginx_user_is_an_account_name() {
+        let d = tmp();
+        let with = |user: &str| SAMPLE.replace("[jwt]", &format!("[nginx]\nuser = {user:?}\n[jwt]"));
+        let p = write(&d, &with("shopgate-nginx"), "k3y-0123456789abcdef0123456789abcdef");
+        assert_eq!(Config::load_with_env(&p, []).unwrap().nginx.user.as_deref(), Some("shopgate-nginx"));
+        assert_eq!(
+            Config::load_with_env(&write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef"), []).unwrap().nginx.user,
+            None
+        );
+        for bad in ["", "a b", "root;", "-x", "nginx\nuser"] {
+            let p = write(&d, &with(bad), "k3y-0123456789abcdef0123456789abcdef");
+            let err = Config::load_with_env(&p, []).unwrap_err().to_string();
+            assert!(err.contains("is not an account name"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `verifier` and both `backend` shards (one process each, or [`Options::backends_per_shard`])
 //! from the workspace's target folder, renders nginx's config with the real `shopctl nginx
 //! render`, starts the system's nginx on it and waits until all of it answers. Dropping the stack
-//! stops every process. Tests run in parallel; nothing is shared.
+//! stops every process. Tests run in parallel; nothing is shared but, when they run as root, the
+//! account nginx's workers run as ([`NGINX_USER`]).
 
 pub mod cli;
 pub mod grow;
@@ -60,6 +61,37 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub fn nginx_bin() -> PathBuf {
     std::env::var_os("NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// The account nginx's workers run as (`nginx.user`) when the tests run as root, as under
+/// `scripts/up`: the verifiers' sockets are its group's. An nginx master then drops its workers to
+/// it; without a master (`nginx_master: false`) the one process stays root.
+pub const NGINX_USER: &str = "shopgate-nginx";
+
+/// [`NGINX_USER`] when the tests run as root, made as `scripts/up` makes it if missing; `None`
+/// otherwise (nginx's workers are then the tests' own user).
+pub fn nginx_user() -> anyhow::Result<Option<&'static str>> {
+    static MADE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let made = MADE.get_or_init(|| {
+        let exists = || Command::new("id").arg(NGINX_USER).output().is_ok_and(|o| o.status.success());
+        if exists() {
+            return Ok(());
+        }
+        let out = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", NGINX_USER])
+            .output()
+            .map_err(|e| format!("running useradd: {e}"))?;
+        // Another test run may have made it meanwhile.
+        if out.status.success() || exists() {
+            Ok(())
+        } else {
+            Err(format!("useradd {NGINX_USER}: {}", String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    made.clone().map(|()| Some(NGINX_USER)).map_err(anyhow::Error::msg)
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +201,9 @@ impl Stack {
             .set("nginx.auth_cache_seconds", &opts.auth_cache_seconds.to_string())
             .set("nginx.worker_processes", "\"1\"")
             .set("verifier.hash_workers", "1");
+        if let Some(user) = nginx_user()? {
+            file = file.set("nginx.user", user);
+        }
         for (key, value) in &opts.settings {
             file = file.set(key, value);
         }

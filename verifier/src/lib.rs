@@ -5,8 +5,9 @@
 //!    this path, ever: it must stay fast while logins hash passwords on their bounded pool.
 //! 2. The auth API under `/auth/`: register, token (OAuth2 password grant), me.
 //!
-//! `build` binds the listener (port 0 in tests) and prepares state; `serve` runs until the
-//! shutdown future resolves, then drains connections with a deadline.
+//! `build` binds the listener (port 0 in tests) and, for nginx on this host, a unix socket
+//! (`socket`), and prepares state; `serve` runs until the shutdown future resolves, then drains
+//! connections with a deadline.
 
 pub mod db;
 pub(crate) mod error;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub(crate) mod password;
 pub(crate) mod routes;
+pub(crate) mod socket;
 pub mod throttle;
 pub mod unlocks;
 pub mod users;
@@ -67,10 +69,13 @@ impl AppState {
 
 pub struct App {
     listener: TcpListener,
+    /// nginx's way in on this host ([`socket`]); none for a verifier nginx reaches over the network.
+    socket: Option<socket::Socket>,
     state: Arc<AppState>,
 }
 
-/// Connects the auth database (running migrations), prepares the password pool and binds `addr`.
+/// Connects the auth database (running migrations), prepares the password pool, binds `addr` and
+/// the unix socket that goes with it (`verifier.socket_dir`).
 pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let db = db::connect(&config.verifier.database_url).await?;
     let passwords = password::PasswordPool::new(password::PoolSettings::from(&config.verifier))?;
@@ -81,6 +86,21 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     revocations.refresh(&db, now()).await.context("loading revocations")?;
     let unlocks = unlocks::Unlocks::load(&db).await.context("loading login unlocks")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    // Named after the port bound (port 0 in tests), after the TCP port is ours: another verifier
+    // of that port would have it.
+    let bound = SocketAddr::new(addr.ip(), listener.local_addr()?.port());
+    let socket = match config.verifier.socket_path(bound) {
+        Some(path) => Some(socket::Socket::bind(&path, config.nginx.user.as_deref())?),
+        None if config.verifier.trusted_proxies.is_empty() => {
+            tracing::warn!(
+                addr = %bound,
+                "no unix socket and no verifier.trusted_proxies: nginx's X-Real-IP is believed from nobody, so \
+                 every client through nginx shares nginx's address in the per-address limits"
+            );
+            None
+        }
+        None => None,
+    };
     let tokens = config.jwt.verifier();
     let v = &config.verifier;
     let window = Duration::from_secs(v.login_window_seconds);
@@ -103,7 +123,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     spawn_revocation_refresh(state.clone());
     spawn_map_refresh(&state);
     watch_keys(&state);
-    Ok(App { listener, state })
+    Ok(App { listener, socket, state })
 }
 
 /// Follows the shard map's version once a second, for display.
@@ -180,15 +200,38 @@ impl App {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then stops without failing a request (see
-    /// [`shopgate_core::service::serve_http1`]: requests in flight get up to
-    /// [`STOP_DEADLINE`](shopgate_core::service::STOP_DEADLINE)) and closes the database pool.
+    /// The unix socket it also serves, for nginx on this host.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.socket.as_ref().map(|s| s.file.path.as_path())
+    }
+
+    /// Serves, on its TCP address and its unix socket, until `shutdown` resolves, then stops both
+    /// without failing a request (see [`shopgate_core::service::serve_http1`]: requests in flight
+    /// get up to [`STOP_DEADLINE`](shopgate_core::service::STOP_DEADLINE)), removes the socket
+    /// file and closes the database pool.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut builder = shopgate_core::service::http1_builder();
         builder.max_buf_size(64 * 1024);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
         let state = self.state.clone();
-        let handler = move |req, peer| routes::handle(state.clone(), peer, req);
-        shopgate_core::service::serve_http1(self.listener, builder, handler, shutdown).await;
+        let handler = move |req, peer| routes::handle(state.clone(), routes::Peer::Tcp(peer), req);
+        let tcp =
+            shopgate_core::service::serve_http1(self.listener, builder.clone(), handler, stopped(stopping.clone()));
+        let state = self.state.clone();
+        let unix = async move {
+            let Some(socket::Socket { listener, file }) = self.socket else { return };
+            let handler = move |req, ()| routes::handle(state.clone(), routes::Peer::Nginx, req);
+            shopgate_core::service::serve_http1(listener, builder, handler, stopped(stopping)).await;
+            file.remove();
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        tokio::join!(signal, tcp, unix);
         if tokio::time::timeout(Duration::from_secs(2), self.state.db.close()).await.is_err() {
             tracing::warn!("the database pool did not close in time");
         }

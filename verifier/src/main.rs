@@ -26,7 +26,7 @@ async fn main() -> std::process::ExitCode {
         let config = Config::load(&args.config)?;
         let addr = args.listen.unwrap_or(config.verifier.listen[0]);
         let app = shopgate_verifier::build(config, addr).await?;
-        tracing::info!(addr = %app.local_addr(), "verifier listening");
+        tracing::info!(addr = %app.local_addr(), socket = ?app.socket_path(), "verifier listening");
         app.serve(shopgate_core::service::shutdown_signal()).await
     };
     match run.await {

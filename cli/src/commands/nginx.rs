@@ -188,8 +188,8 @@ fn path_pattern(path: &str) -> String {
 
 /// An upstream's `server` line: a server that refuses a connection is skipped for 2 s, then tried
 /// again (the template says why; the verifiers', each shard's and the catalog's upstreams alike).
-fn server_line(addr: &std::net::SocketAddr) -> String {
-    format!("        server {addr} max_fails=1 fail_timeout=2s;")
+fn server_line(target: impl std::fmt::Display) -> String {
+    format!("        server {target} max_fails=1 fail_timeout=2s;")
 }
 
 /// nginx's prefix folder, absolute.
@@ -219,8 +219,14 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     }
     let mut verifiers = String::new();
     for addr in &config.verifier.listen {
-        // Skipped for 2 s after a refused connection, then tried again (see the template).
-        let _ = writeln!(verifiers, "{}", server_line(addr));
+        // Skipped for 2 s after a refused connection, then tried again (see the template). A
+        // verifier on this host through its unix socket, where its `X-Real-IP` is believed
+        // (`VerifierConfig::socket_path`): over TCP from loopback it would not be.
+        let target = match config.verifier.socket_path(*addr) {
+            Some(socket) => format!("unix:{}", nginx_path("verifier socket", &std::path::absolute(&socket)?)?),
+            None => addr.to_string(),
+        };
+        let _ = writeln!(verifiers, "{}", server_line(target));
     }
     let mut shards = String::new();
     let mut catalog_servers = String::new();
@@ -274,6 +280,7 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     };
     Ok(TEMPLATE
         .replace("@STATUS_SERVER@\n", &status)
+        .replace("@USER@\n", &config.nginx.user.as_ref().map(|user| format!("user {user};\n")).unwrap_or_default())
         .replace("@WORKERS@", workers)
         .replace("@PREFIX@", &prefix)
         .replace("@OPENAPI_FILE@", &openapi_file)

@@ -320,19 +320,23 @@ async fn well_known_passwords_are_refused_with_the_reason() {
 }
 
 /// Also seen: the verifier believed `X-Real-IP` from any loopback peer, so a local client could
-/// pick a fresh address per guess. Only the configured proxies (by default nginx's address) are
-/// believed now.
+/// pick a fresh address per guess; then, from nginx's own address (127.0.0.1, its listen address,
+/// trusted by default), so a local client bound to that address still could, for logins and
+/// registrations alike. nginx on the verifier's host now reaches it over a unix socket only nginx
+/// may use, and loopback is never trusted by address: such a client is limited by its own address.
 #[tokio::test]
-async fn x_real_ip_is_believed_only_from_the_trusted_proxy() {
+async fn x_real_ip_is_not_believed_from_a_client_on_nginx_s_own_address() {
     let stack = Stack::start_with(Options {
-        settings: vec![("verifier.login_max_failures_per_address", "3")],
+        settings: vec![("verifier.login_max_failures_per_address", "3"), ("verifier.register_max_per_address", "3")],
         ..Default::default()
     })
     .await;
-    // Another loopback address than nginx's 127.0.0.1.
-    let client = reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).build().unwrap();
+    let nginx = stack.config.nginx.listen.ip();
+    assert_eq!(nginx, IpAddr::V4(Ipv4Addr::LOCALHOST), "the stack's nginx listens on 127.0.0.1");
+    let client = reqwest::Client::builder().local_address(nginx).build().unwrap();
     let verifier = stack.config.verifier.listen[0];
-    let mut statuses = Vec::new();
+    let mut logins = Vec::new();
+    let mut registrations = Vec::new();
     for i in 0..6 {
         let r = client
             .post(format!("http://{verifier}/auth/token"))
@@ -341,9 +345,97 @@ async fn x_real_ip_is_believed_only_from_the_trusted_proxy() {
             .send()
             .await
             .unwrap();
-        statuses.push(r.status().as_u16());
+        logins.push(r.status().as_u16());
+        let r = client
+            .post(format!("http://{verifier}/auth/register"))
+            .header("X-Real-IP", format!("198.51.100.{i}"))
+            .json(&json!({"email": format!("spoof-{}@example.com", rand_hex(4)), "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        registrations.push(r.status().as_u16());
     }
-    assert_eq!(statuses, [401, 401, 401, 429, 429, 429], "guesses counted per spoofed address");
+    let limited = (vec![401, 401, 401, 429, 429, 429], vec![201, 201, 201, 429, 429, 429]);
+    assert_eq!((logins, registrations), limited, "(logins, registrations) counted per spoofed address");
+}
+
+/// Through nginx each client is limited by its own address, not nginx's: two clients (127.0.0.77
+/// and 127.0.0.1, nginx's own address) sending a forged `X-Real-IP` each get their own login and
+/// registration limits. nginx runs with its master, so when the tests run as root its workers are
+/// the unprivileged `nginx.user`, and reach the verifier over its unix socket (its group's).
+#[tokio::test]
+async fn through_nginx_each_client_address_has_its_own_limits() {
+    let stack = Stack::start_with(Options {
+        nginx_master: true,
+        settings: vec![("verifier.login_max_failures_per_address", "2"), ("verifier.register_max_per_address", "2")],
+        ..Default::default()
+    })
+    .await;
+    let conf = std::fs::read_to_string(stack.dir.path().join("nginx/nginx.conf")).unwrap();
+    let socket = stack.dir.path().join(format!("run/verifier-{}.sock", stack.config.verifier.listen[0].port()));
+    let server = format!("upstream verifier {{\n        server unix:{} max_fails=1 fail_timeout=2s;\n", socket.display());
+    assert!(conf.contains(&server), "no {server} in:\n{conf}");
+    let user = shopgate_e2e::nginx_user().unwrap();
+    assert_eq!(conf.contains("\nuser shopgate-nginx;\n"), user.is_some(), "{conf}");
+    for ip in [Ipv4Addr::new(127, 0, 0, 77), Ipv4Addr::LOCALHOST] {
+        let client = reqwest::Client::builder().local_address(IpAddr::V4(ip)).build().unwrap();
+        let (mut logins, mut registrations) = (Vec::new(), Vec::new());
+        for i in 0..3 {
+            // nginx overwrites the client's own X-Real-IP.
+            let forged = format!("198.51.100.{i}");
+            let r = client
+                .post(stack.api("/auth/token"))
+                .header("X-Real-IP", &forged)
+                .form(&[("username", format!("nobody-{i}@example.com")), ("password", "Wrong-Guess-1!".into())])
+                .send()
+                .await
+                .unwrap();
+            logins.push(r.status().as_u16());
+            let r = client
+                .post(stack.api("/auth/register"))
+                .header("X-Real-IP", &forged)
+                .json(&json!({"email": format!("client-{}@example.com", rand_hex(4)), "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            registrations.push(r.status().as_u16());
+        }
+        assert_eq!((logins, registrations), (vec![401, 401, 429], vec![201, 201, 429]), "client {ip}");
+    }
+}
+
+/// The verifier's socket lets in nginx's workers and nobody else: as root, its folder and it are
+/// `nginx.user`'s group's, and `nobody` (the user other daemons run as, nginx's default) cannot
+/// connect, while `nginx.user` can. Not as root, nginx's workers are the verifier's own user and
+/// the socket is that user's alone.
+#[tokio::test]
+async fn only_nginx_s_workers_can_use_the_verifier_s_socket() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let stack = Stack::start().await;
+    let socket = stack.dir.path().join(format!("run/verifier-{}.sock", stack.config.verifier.listen[0].port()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let folder = socket.parent().unwrap();
+    let Some(user) = shopgate_e2e::nginx_user().unwrap() else {
+        assert_eq!((mode(folder), mode(&socket)), (0o700, 0o600));
+        return;
+    };
+    assert_eq!((mode(folder), mode(&socket)), (0o750, 0o660));
+    // nginx's workers run as the group named like the user (`user NAME;`).
+    let group = std::process::Command::new("getent").args(["group", user]).output().unwrap();
+    let gid: u32 = String::from_utf8_lossy(&group.stdout).split(':').nth(2).unwrap().parse().unwrap();
+    assert_eq!((std::fs::metadata(folder).unwrap().gid(), std::fs::metadata(&socket).unwrap().gid()), (gid, gid));
+    let healthz_as = |user: &str, group: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid", user, "--regid", group, "--init-groups", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg("--unix-socket")
+            .arg(&socket)
+            .arg("http://verifier/healthz")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(healthz_as(user, user), "200", "{user} (nginx's workers) cannot connect");
+    assert_eq!(healthz_as("nobody", "nogroup"), "000", "nobody could connect");
 }
 
 fn summary(statuses: &[u16]) -> std::collections::BTreeMap<u16, usize> {

@@ -4,7 +4,7 @@ pub(crate) mod auth;
 pub(crate) mod check;
 pub(crate) mod health;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +37,16 @@ static ROUTES: [(&str, Method); 9] = [
     ("/metrics", Method::GET),
 ];
 
-pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
+/// Where a request came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Peer {
+    /// nginx, over the verifier's unix socket: nobody else can connect there (crate::socket).
+    Nginx,
+    /// A TCP peer: nginx on another host, or any process that can reach the port.
+    Tcp(SocketAddr),
+}
+
+pub(crate) async fn handle(state: Arc<AppState>, peer: Peer, req: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     // The hot path first: no span, no request id, no allocation beyond the answer, and metrics
     // through handles made at start. It answers any method (nginx sends GET: `proxy_method GET`),
@@ -74,7 +83,7 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<
 }
 
 /// Runs the handler of `path`, one of [`ROUTES`], whose method the request has.
-async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<AppState>, peer: Peer, path: &str, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     match path {
         "/auth/register" => auth::register::register(state, client_address(state, peer, &req), req).await,
         "/auth/token" => auth::token::token(state, client_address(state, peer, &req), req).await,
@@ -91,13 +100,18 @@ async fn route(state: &Arc<AppState>, peer: SocketAddr, path: &str, req: Request
     }
 }
 
-/// The client's address: nginx's `X-Real-IP` when the connection comes from a trusted proxy
-/// (`verifier.trusted_proxies`; nginx overwrites any client-sent copy), the peer address otherwise.
-fn client_address(state: &AppState, peer: SocketAddr, req: &Request<RequestBody>) -> IpAddr {
-    if state.config.verifier.trusted_proxies.contains(&peer.ip()) {
-        if let Some(ip) = req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
-            return ip;
+/// The client's address: nginx's `X-Real-IP` (nginx overwrites any client-sent copy) when the
+/// request is nginx's: it came over the unix socket, or from a TCP peer in
+/// `verifier.trusted_proxies` (nginx on another host). Otherwise the TCP peer's address: loopback
+/// is never believed by address, as any local process connects from there.
+fn client_address(state: &AppState, peer: Peer, req: &Request<RequestBody>) -> IpAddr {
+    let real_ip = || req.headers().get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    match peer {
+        // Without the header: a process on this host.
+        Peer::Nginx => real_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Peer::Tcp(peer) if state.config.verifier.trusted_proxies.contains(&peer.ip()) => {
+            real_ip().unwrap_or(peer.ip())
         }
+        Peer::Tcp(peer) => peer.ip(),
     }
-    peer.ip()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -18,11 +19,18 @@ pub struct TestApp {
     pub config: Config,
     pub state: Arc<AppState>,
     pub client: reqwest::Client,
+    /// The unix socket it serves too (nginx's way in on its host).
+    pub socket: Option<PathBuf>,
     /// Kept so the folder lives as long as the app.
     pub dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with more settings by dotted key: `("verifier.register_max_per_address", "2")`.
+pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         shopgate_core::service::init_logging("debug,sqlx=warn");
     }
@@ -30,16 +38,17 @@ pub async fn spawn_app() -> TestApp {
     ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
     // Port 0: the verifier is bound below; the other addresses are never reached.
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let config = ConfigBuilder::new(any, &[any])
-        .shard("a", 0, "all", any)
-        .set("verifier.hash_workers", "1")
-        .write(&dir.path().join("shop.toml"))
-        .unwrap();
+    let mut builder = ConfigBuilder::new(any, &[any]).shard("a", 0, "all", any).set("verifier.hash_workers", "1");
+    for (key, value) in settings {
+        builder = builder.set(key, value);
+    }
+    let config = builder.write(&dir.path().join("shop.toml")).unwrap();
     let app = shopgate_verifier::build(config.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = app.local_addr();
     let state = app.state();
+    let socket = app.socket_path().map(PathBuf::from);
     tokio::spawn(app.serve(std::future::pending()));
-    TestApp { addr, base: format!("http://{addr}"), config, state, client: reqwest::Client::new(), dir }
+    TestApp { addr, base: format!("http://{addr}"), config, state, client: reqwest::Client::new(), socket, dir }
 }
 
 impl TestApp {

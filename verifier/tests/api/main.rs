@@ -2,6 +2,7 @@
 //! own SQLite auth database in a temp dir, and talks HTTP to it. No database mocks.
 
 mod accounts;
+mod client_address;
 mod errors;
 mod helpers;
 mod metrics;
