@@ -26,6 +26,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    shopgate_core::files::private_umask();
     let args = Args::parse();
     init_logging("info,sqlx=warn");
     let loaded = Config::load(&args.config).map_err(|e| e.to_string());

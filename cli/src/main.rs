@@ -7,6 +7,7 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    shopgate_core::files::private_umask();
     shopctl::output::errors_as_json_from_args(&std::env::args_os().collect::<Vec<_>>());
     let cli = match shopctl::Cli::try_parse() {
         Ok(cli) => cli,

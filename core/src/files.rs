@@ -1,7 +1,8 @@
 //! Writing the stack's files whole: a reader (a service reloading its keys, nginx reading its
 //! config, shopctl reading a kept login) sees the old file or the new one, never half of either;
 //! secrets (keys, configs that may hold passwords, tokens) are created with mode 0600 from the
-//! first byte.
+//! first byte. Everything else a process of the stack creates (databases and their journals,
+//! folders) is its owner's alone too ([`private_umask`]).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -22,6 +23,15 @@ pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// user): a new file beside it, then a rename over it.
 pub fn replace_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace(path, bytes, 0o644)
+}
+
+/// Makes every file this process creates from now on readable by its owner only (0600, folders
+/// 0700), whoever started it with whatever umask: the verifier, the backends and shopctl call it
+/// first thing. SQLite creates its database, `-wal`, `-shm` and `-journal` files with 0644 less
+/// the umask, and they hold emails, password hashes and orders.
+pub fn private_umask() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -82,5 +92,14 @@ mod tests {
         assert_eq!((std::fs::read(&path).unwrap(), mode(&path)), (b"four".to_vec(), 0o600));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["key"], "no temporary file left");
+    }
+
+    #[test]
+    fn after_private_umask_what_a_process_creates_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        private_umask();
+        std::fs::write(dir.path().join("auth.db"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        assert_eq!((mode(&dir.path().join("auth.db")), mode(&dir.path().join("data"))), (0o600, 0o700));
     }
 }

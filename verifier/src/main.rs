@@ -20,6 +20,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    shopgate_core::files::private_umask();
     shopgate_core::service::init_logging("info,sqlx=warn");
     let args = Args::parse();
     let run = async {
