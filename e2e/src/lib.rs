@@ -94,6 +94,15 @@ pub fn nginx_user() -> anyhow::Result<Option<&'static str>> {
     made.clone().map(|()| Some(NGINX_USER)).map_err(anyhow::Error::msg)
 }
 
+/// nginx's log folder in its prefix (`logs/`, as the template names it), made for its master's
+/// user alone; returns the error log's path, for `-e`.
+pub(crate) fn nginx_logs(prefix: &Path) -> anyhow::Result<PathBuf> {
+    let logs = prefix.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    set_mode(&logs, 0o700)?;
+    Ok(logs.join("error.log"))
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub debug_headers: bool,
@@ -306,7 +315,7 @@ impl Stack {
     fn spawn_nginx(&self) -> anyhow::Result<()> {
         let prefix = self.dir.path().join("nginx");
         let conf = prefix.join("nginx.conf");
-        let err = prefix.join("error.log");
+        let err = nginx_logs(&prefix)?;
         let check = Command::new(nginx_bin())
             .args(["-q", "-t", "-p"])
             .arg(&prefix)
@@ -375,7 +384,7 @@ impl Stack {
                 }
             }
         }
-        out.push_str(&std::fs::read_to_string(self.dir.path().join("nginx/error.log")).unwrap_or_default());
+        out.push_str(&std::fs::read_to_string(self.dir.path().join("nginx/logs/error.log")).unwrap_or_default());
         out
     }
 

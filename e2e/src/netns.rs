@@ -390,7 +390,7 @@ impl NetnsStack {
             &conf,
             text.replacen(&listen, &format!("{listen}\n        listen unix:{};", socket.display()), 1),
         )?;
-        let err = prefix.join("error.log");
+        let err = crate::nginx_logs(&prefix)?;
         let mut args: Vec<String> =
             vec!["-p".into(), path_arg(&prefix), "-c".into(), path_arg(&conf), "-e".into(), path_arg(&err)];
         let check = self.gateway.command(nginx_bin()).arg("-q").arg("-t").args(&args).output()?;
@@ -477,7 +477,7 @@ impl NetnsStack {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
             .unwrap_or_default();
-        files.push(self.dir.path().join("nginx/error.log"));
+        files.push(self.dir.path().join("nginx/logs/error.log"));
         for path in files {
             out.push_str(&crate::log_tail(&path, 30));
         }

@@ -260,7 +260,7 @@ async fn a_stalled_client_is_cut_off_without_an_answer() {
         assert!(after >= CLIENT_TIMEOUT - Duration::from_secs(1), "{what}: closed after {after:?}");
     }
     // nginx logs a 408 for each that had begun a request (all but the idle connection).
-    let log = std::fs::read_to_string(stack.dir.path().join("nginx/access.log")).unwrap();
+    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap();
     let timeouts = log.lines().filter(|l| l.contains("\"status\":408")).count();
     assert_eq!(timeouts, 5, "408s in the access log:\n{log}");
 }
@@ -280,7 +280,7 @@ async fn expect_unavailable(stack: &Stack, what: &str, rb: reqwest::RequestBuild
 }
 
 fn error_log(stack: &Stack) -> String {
-    std::fs::read_to_string(stack.dir.path().join("nginx/error.log")).unwrap_or_default()
+    std::fs::read_to_string(stack.dir.path().join("nginx/logs/error.log")).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -386,7 +386,7 @@ async fn x_request_id_is_sent_once_and_is_the_logged_one() {
             let r = raw(&stack, &request).await;
             assert_eq!(r.status, status, "{what}: {r:?}");
             let id = r.request_id(&what);
-            assert!(log_has(&stack, "nginx/access.log", &format!("\"request_id\":\"{id}\"")).await, "{what}: {id} not in nginx's access log");
+            assert!(log_has(&stack, "nginx/logs/access.log", &format!("\"request_id\":\"{id}\"")).await, "{what}: {id} not in nginx's access log");
             if let Some(file) = service_log {
                 assert!(log_has(&stack, file, &id).await, "{what}: {id} not in {file}");
             }
@@ -547,8 +547,8 @@ async fn every_access_log_line_is_json() {
     for request in &requests {
         raw(&stack, request).await;
     }
-    assert!(log_has(&stack, "nginx/access.log", "%FF%C3(").await, "the escaped path is not in the log");
-    let log = std::fs::read(stack.dir.path().join("nginx/access.log")).unwrap();
+    assert!(log_has(&stack, "nginx/logs/access.log", "%FF%C3(").await, "the escaped path is not in the log");
+    let log = std::fs::read(stack.dir.path().join("nginx/logs/access.log")).unwrap();
     let mut lines = 0;
     for line in log.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let v: Value = serde_json::from_slice(line)

@@ -121,7 +121,7 @@ fn unavailable(o: &Outcome) -> bool {
 /// Lines of nginx's error log that tell of a request cut off mid-way (as opposed to a connection
 /// refused, which nginx retries elsewhere or answers with the documented 503).
 fn cut_requests(stack: &Stack) -> Vec<String> {
-    let log = std::fs::read_to_string(stack.dir.path().join("nginx/error.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/error.log")).unwrap_or_default();
     log.lines()
         .filter(|l| ["prematurely closed", "reset by peer", "broken pipe", "timed out"].iter().any(|p| l.contains(p)))
         .map(str::to_owned)

@@ -100,7 +100,7 @@ async fn bodies_on_routes_that_take_none_take_no_server_out() {
     let failed = statuses.iter().filter(|s| **s >= 500).count();
     assert!(statuses.len() > 50, "the other users made only {} requests", statuses.len());
     assert_eq!(failed, 0, "{failed} of the other users' {} requests failed", statuses.len());
-    let log = std::fs::read_to_string(stack.dir.path().join("nginx/error.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/error.log")).unwrap_or_default();
     for needle in TAKEN_OUT {
         assert!(!log.contains(needle), "nginx's error log has {needle:?}:\n{log}");
     }

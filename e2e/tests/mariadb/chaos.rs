@@ -411,7 +411,7 @@ async fn clients_vanishing_mid_request_lose_nothing_and_leave_no_transaction_ope
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
-    let access_log = std::fs::read_to_string(stack.dir.path().join("nginx/access.log")).unwrap_or_default();
+    let access_log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap_or_default();
     let backends: Vec<String> = stack.config.shards.iter().map(|s| s.addr().to_string()).collect();
     let abandoned_at_backend = access_log
         .lines()
@@ -493,7 +493,7 @@ async fn clients_vanishing_mid_request_lose_nothing_and_leave_no_transaction_ope
     if outlived == 0.0 {
         problems.push("no write outlived its request: the clients never left at the moment that matters".into());
     }
-    let access_log = std::fs::read_to_string(stack.dir.path().join("nginx/access.log")).unwrap_or_default();
+    let access_log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap_or_default();
     let nginx_500s = access_log.lines().filter(|l| l.contains("\"status\":500")).count();
     if nginx_500s > 0 {
         problems.push(format!("nginx logged {nginx_500s} answers with 500"));
