@@ -13,6 +13,7 @@ pub mod db;
 pub(crate) mod domain;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub(crate) mod fill_buckets;
 pub(crate) mod group_commit;
 pub mod metrics;
 pub(crate) mod middleware;
@@ -128,6 +129,7 @@ pub async fn build_instance(
     }
     state.spawn_heartbeat();
     purge::spawn(&state);
+    fill_buckets::spawn(&state);
     state.spawn_revocation_refresh(FIRST_REVOCATION_LOAD).await;
     Ok(App { listener, state })
 }

@@ -1,98 +1,42 @@
-//! A bucket's rows as a whole, for moving buckets between shards (`shopctl shards move`): read
-//! them, make another shard's copy the same, compare the two, delete them.
+//! A bucket's rows as a whole, for moving buckets between shards (`shopctl shards move`): make
+//! another shard's copy the same, compare the two, delete them.
 //!
-//! Every per-user table is here with its columns and how its rows find their bucket. Copies are
-//! made by difference: the target gets the source's rows it lacks or holds differently, and loses
-//! the rows the source no longer has (an idempotency key purged meanwhile), so running a copy again
-//! after a crash, or once more while writes are paused, converges on the source's rows and writes
-//! only what changed.
+//! Every table of [`PER_USER_TABLES`] is walked bucket by bucket in key order, [`CHUNK_ROWS`] rows
+//! at a time, through its `(bucket, key…)` index: the work follows the rows of the buckets moved,
+//! never the size of the shard, and no more than a chunk of each side is held in memory whatever
+//! the batch. Copies are made by difference: the target gets the source's rows it lacks or holds
+//! differently, and loses the rows the source no longer has (an idempotency key purged
+//! meanwhile), so running a copy again after a crash, or once more while writes are paused,
+//! converges on the source's rows and writes only what changed.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
 
 use sha2::{Digest as _, Sha256};
-use shopgate_core::shardmap::BUCKETS;
-use sqlx::{AnyPool, Row as _};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Row as _};
 
+use super::per_user::{Kind, PerUserTable, BUCKET, PER_USER_TABLES};
 use crate::db::Dialect;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Int,
-    Text,
-}
-
-/// A table whose rows belong to one user each, directly or through their order.
-pub struct BucketTable {
-    pub name: &'static str,
-    /// The key columns first.
-    columns: &'static [(&'static str, Kind)],
-    key_len: usize,
-    /// SQL picking the rows of the buckets in `{buckets}` (a list of numbers).
-    filter: &'static str,
-}
-
-use Kind::{Int, Text};
-
-/// In the order rows are written (an item needs its order); deletes go backwards.
-pub const BUCKET_TABLES: &[BucketTable] = &[
-    BucketTable {
-        name: "users",
-        columns: &[("id", Int), ("email", Text), ("is_active", Int), ("created_at", Int)],
-        key_len: 1,
-        filter: "id % 1000 IN ({buckets})",
-    },
-    BucketTable {
-        name: "orders",
-        columns: &[
-            ("id", Int),
-            ("user_id", Int),
-            ("status", Text),
-            ("total_cents", Int),
-            ("created_at", Int),
-            ("updated_at", Int),
-        ],
-        key_len: 1,
-        filter: "user_id % 1000 IN ({buckets})",
-    },
-    BucketTable {
-        name: "order_items",
-        columns: &[
-            ("order_id", Int),
-            ("product_id", Int),
-            ("quantity", Int),
-            ("unit_price_cents", Int),
-            ("line_total_cents", Int),
-        ],
-        key_len: 2,
-        filter: "order_id IN (SELECT id FROM orders WHERE user_id % 1000 IN ({buckets}))",
-    },
-    BucketTable {
-        name: "idempotency_keys",
-        columns: &[
-            ("user_id", Int),
-            ("idem_key", Text),
-            ("request_hash", Text),
-            ("order_id", Int),
-            ("created_at", Int),
-        ],
-        key_len: 2,
-        filter: "user_id % 1000 IN ({buckets})",
-    },
-];
-
-const _: () = assert!(BUCKETS == 1000, "the filters above compute the bucket as id % 1000");
+/// Rows read, compared or deleted per statement.
+pub const CHUNK_ROWS: usize = 2000;
 
 /// One column's value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Value {
+pub enum Value {
     Int(i64),
     Text(String),
 }
 
-/// A table's rows of some buckets, by key.
-type Rows = BTreeMap<Vec<Value>, Vec<Value>>;
+/// A row: its key's values, then the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    key: Vec<Value>,
+    rest: Vec<Value>,
+}
 
-/// Rows and a SHA-256 over them (in key order), per table: what "the same on both shards" means.
+/// Rows and a SHA-256 over them (in bucket and key order), per table: what "the same on both
+/// shards" means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSum {
     pub table: &'static str,
@@ -114,82 +58,316 @@ pub struct Copied {
     pub deleted: u64,
 }
 
-async fn read(db: &AnyPool, table: &BucketTable, buckets: &[u16]) -> sqlx::Result<Rows> {
-    let columns = table.columns.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
-    let filter = table.filter.replace("{buckets}", &super::bucket_list(buckets));
-    let sql = format!("SELECT {columns} FROM {} WHERE {filter}", table.name);
-    let mut rows = Rows::new();
-    for row in sqlx::query(&sql).fetch_all(db).await? {
+/// A table's rows in key order, hashed as they pass.
+struct Summer {
+    hash: Sha256,
+    rows: u64,
+}
+
+impl Summer {
+    fn new() -> Self {
+        Self { hash: Sha256::new(), rows: 0 }
+    }
+
+    fn add(&mut self, row: &Row) {
+        for v in row.key.iter().chain(&row.rest) {
+            match v {
+                Value::Int(n) => self.hash.update(format!("i{n};")),
+                Value::Text(s) => self.hash.update(format!("t{}:{s};", s.len())),
+            }
+        }
+        self.hash.update("\n");
+        self.rows += 1;
+    }
+
+    fn finish(self, table: &PerUserTable) -> TableSum {
+        let digest = self.hash.finalize();
+        TableSum { table: table.name, rows: self.rows, sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }
+    }
+}
+
+/// `(k1, k2) > (?, ?)` spelled out, `k1 > ? OR (k1 = ? AND k2 > ?)`, with the values to bind in
+/// order: MariaDB makes an index range of this form, while of the row comparison it makes none
+/// and walks the bucket from its start for every chunk.
+fn after_key<'a>(table: &PerUserTable, last: &'a [Value]) -> (String, Vec<&'a Value>) {
+    compare_key(table, last, ">", ">")
+}
+
+/// `(k1, k2) <= (?, ?)` spelled out the same way.
+fn upto_key<'a>(table: &PerUserTable, upto: &'a [Value]) -> (String, Vec<&'a Value>) {
+    compare_key(table, upto, "<", "<=")
+}
+
+/// The key compared with `values` column by column: `op` on each leading column (the others
+/// before it equal), `last_op` on the last.
+fn compare_key<'a>(table: &PerUserTable, values: &'a [Value], op: &str, last_op: &str) -> (String, Vec<&'a Value>) {
+    let key = table.key();
+    let mut ors = Vec::new();
+    let mut binds = Vec::new();
+    for i in 0..key.len() {
+        let mut ands: Vec<String> = key[..i].iter().map(|(c, _)| format!("{c} = ?")).collect();
+        ands.push(format!("{} {} ?", key[i].0, if i + 1 == key.len() { last_op } else { op }));
+        binds.extend(values[..=i].iter());
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    (format!("({})", ors.join(" OR ")), binds)
+}
+
+/// The statement [`read_chunk`] runs: a bucket's rows in key order, after a key (`after`), up to
+/// one (`upto`), `limit` of them; its values to bind are the bucket, then each key's.
+fn chunk_sql(table: &PerUserTable, after: bool, upto: bool, limit: usize) -> String {
+    let some_key: Vec<Value> = table.key().iter().map(|_| Value::Int(0)).collect();
+    let mut conds = vec![format!("{BUCKET} = ?")];
+    if after {
+        conds.push(after_key(table, &some_key).0);
+    }
+    if upto {
+        conds.push(upto_key(table, &some_key).0);
+    }
+    format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
+        table.column_list(),
+        table.name,
+        conds.join(" AND "),
+        table.key_list()
+    )
+}
+
+/// The statement [`delete`] runs for a table: up to a chunk of a bucket's rows (bound: the bucket).
+fn delete_sql(table: &PerUserTable, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::MySql => {
+            format!("DELETE FROM {} WHERE {BUCKET} = ? ORDER BY {} LIMIT {CHUNK_ROWS}", table.name, table.key_list())
+        }
+        Dialect::Sqlite => format!(
+            "DELETE FROM {0} WHERE rowid IN (SELECT rowid FROM {0} WHERE {BUCKET} = ? LIMIT {CHUNK_ROWS})",
+            table.name
+        ),
+    }
+}
+
+/// Every statement this module runs that picks rows of `table` by bucket, with its values to
+/// bind for `bucket` and two of its keys, `first` and `last`: for checking that each goes through
+/// the bucket index (EXPLAIN, in the backend's tests).
+pub fn statements(
+    dialect: Dialect,
+    table: &PerUserTable,
+    bucket: u16,
+    first: &[Value],
+    last: &[Value],
+) -> Vec<(String, Vec<Value>)> {
+    let b = Value::Int(i64::from(bucket));
+    let mut out = Vec::new();
+    for (after, upto) in [(false, false), (true, false), (true, true), (false, true)] {
+        let mut binds = vec![b.clone()];
+        if after {
+            binds.extend(after_key(table, first).1.into_iter().cloned());
+        }
+        if upto {
+            binds.extend(upto_key(table, last).1.into_iter().cloned());
+        }
+        out.push((chunk_sql(table, after, upto, CHUNK_ROWS), binds));
+    }
+    out.push((delete_sql(table, dialect), vec![b]));
+    out
+}
+
+/// Up to `limit` rows of `bucket` after `last` (from the start if `None`), at most up to `upto`
+/// (inclusive), in key order.
+async fn read_chunk(
+    db: &mut AnyConnection,
+    table: &PerUserTable,
+    bucket: u16,
+    last: Option<&[Value]>,
+    upto: Option<&[Value]>,
+    limit: usize,
+) -> sqlx::Result<Vec<Row>> {
+    let bucket = Value::Int(i64::from(bucket));
+    let mut binds: Vec<&Value> = vec![&bucket];
+    if let Some(last) = last {
+        binds.extend(after_key(table, last).1);
+    }
+    if let Some(upto) = upto {
+        binds.extend(upto_key(table, upto).1);
+    }
+    let sql = chunk_sql(table, last.is_some(), upto.is_some(), limit);
+    let rows = bind_all(sqlx::query(&sql), binds).fetch_all(db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
         let mut values = Vec::with_capacity(table.columns.len());
         for (i, (_, kind)) in table.columns.iter().enumerate() {
             values.push(match kind {
-                Int => Value::Int(row.try_get(i)?),
-                Text => Value::Text(row.try_get(i)?),
+                Kind::Int => Value::Int(row.try_get(i)?),
+                Kind::Text => Value::Text(row.try_get(i)?),
             });
         }
         let rest = values.split_off(table.key_len);
-        rows.insert(values, rest);
-    }
-    Ok(rows)
-}
-
-fn sum(table: &BucketTable, rows: &Rows) -> TableSum {
-    let mut hash = Sha256::new();
-    for (key, rest) in rows {
-        for v in key.iter().chain(rest) {
-            match v {
-                Value::Int(n) => hash.update(format!("i{n};")),
-                Value::Text(s) => hash.update(format!("t{}:{s};", s.len())),
-            }
-        }
-        hash.update("\n");
-    }
-    let digest = hash.finalize();
-    TableSum { table: table.name, rows: rows.len() as u64, sha256: digest.iter().map(|b| format!("{b:02x}")).collect() }
-}
-
-/// Per table, the rows of `buckets` and their checksum.
-pub async fn checksums(db: &AnyPool, buckets: &[u16]) -> sqlx::Result<Vec<TableSum>> {
-    let mut out = Vec::new();
-    for table in BUCKET_TABLES {
-        out.push(sum(table, &read(db, table, buckets).await?));
+        out.push(Row { key: values, rest });
     }
     Ok(out)
 }
 
-/// Makes `target`'s rows of `buckets` the same as `source`'s, writing only the difference, one
-/// transaction per table. Safe to run again at any time.
+/// Calls `each` with every chunk of `bucket`'s rows of `table`, in key order.
+async fn each_chunk<F>(db: &mut AnyConnection, table: &PerUserTable, bucket: u16, mut each: F) -> sqlx::Result<()>
+where
+    F: FnMut(&[Row]),
+{
+    let mut last: Option<Vec<Value>> = None;
+    loop {
+        let chunk = read_chunk(db, table, bucket, last.as_deref(), None, CHUNK_ROWS).await?;
+        each(&chunk);
+        match chunk.last() {
+            Some(row) if chunk.len() == CHUNK_ROWS => last = Some(row.key.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Per table, the rows of `buckets` and their checksum, read a chunk at a time.
+pub async fn checksums(db: &AnyPool, buckets: &[u16]) -> sqlx::Result<Vec<TableSum>> {
+    let mut conn = db.acquire().await?;
+    let mut out = Vec::new();
+    for table in PER_USER_TABLES {
+        let mut sum = Summer::new();
+        for &bucket in sorted(buckets).iter() {
+            each_chunk(&mut conn, table, bucket, |rows| rows.iter().for_each(|r| sum.add(r))).await?;
+        }
+        out.push(sum.finish(table));
+    }
+    Ok(out)
+}
+
+fn sorted(buckets: &[u16]) -> Vec<u16> {
+    let mut b = buckets.to_vec();
+    b.sort_unstable();
+    b.dedup();
+    b
+}
+
+/// A connection to the target that does not check foreign keys: an item may arrive before the
+/// order the source committed just before it (each chunk is read while writes go on). The
+/// target takes no writes for these buckets (their fence is closed) and the copy under the write
+/// pause makes the two the same, the final checksums proving it. The connection is closed after
+/// use, never handed back to the pool with the check off.
+async fn unchecked(db: &AnyPool, dialect: Dialect) -> sqlx::Result<PoolConnection<Any>> {
+    let mut conn = db.acquire().await?;
+    let sql = match dialect {
+        Dialect::MySql => "SET SESSION foreign_key_checks = 0",
+        Dialect::Sqlite => "PRAGMA foreign_keys = OFF",
+    };
+    sqlx::query(sql).execute(&mut *conn).await?;
+    Ok(conn)
+}
+
+/// Makes `target`'s rows of `buckets` the same as `source`'s, writing only the difference, a chunk
+/// at a time. Safe to run again at any time.
 pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Copied> {
     let mut done = Copied::default();
-    // Stale rows go first, items before their orders; new rows after, orders before their items.
-    // The source is read children first, each table in its own statement while writes go on: an
-    // item read then belongs to an order committed before it, which the later read of `orders`
-    // holds too (read parents first, an order placed in between has its items copied without it,
-    // and MariaDB's foreign key refuses them). What is written meanwhile, the copy after the
-    // write pause takes.
-    let mut wanted = Vec::new();
-    for table in BUCKET_TABLES.iter().rev() {
-        let (have, want) = (read(target, table, buckets).await?, read(source, table, buckets).await?);
-        done.rows += want.len() as u64;
-        wanted.push((table, have, want));
-    }
-    wanted.reverse();
-    for (table, have, want) in wanted.iter().rev() {
-        let stale: Vec<&Vec<Value>> = have.keys().filter(|k| !want.contains_key(*k)).collect();
-        for chunk in stale.chunks(200) {
-            delete_keys(target, table, chunk).await?;
+    let mut src = source.acquire().await?;
+    let mut tgt = unchecked(target, dialect).await?;
+    let result = async {
+        for table in PER_USER_TABLES {
+            let mut sum = Summer::new();
+            for &bucket in sorted(buckets).iter() {
+                copy_bucket(&mut src, &mut tgt, dialect, table, bucket, &mut sum, &mut done).await?;
+            }
+            let sum = sum.finish(table);
+            done.rows += sum.rows;
+            done.source.push(sum);
         }
-        done.deleted += stale.len() as u64;
+        Ok(())
     }
-    done.source = wanted.iter().map(|(table, _, want)| sum(table, want)).collect();
-    for (table, have, want) in &wanted {
-        let changed: Vec<(&Vec<Value>, &Vec<Value>)> = want.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
-        for chunk in changed.chunks(200) {
-            upsert(target, dialect, table, chunk).await?;
+    .await;
+    tgt.detach();
+    result.map(|()| done)
+}
+
+/// [`copy`] of one table's rows of one bucket: the source's chunks in key order, each against the
+/// target's rows of the same key range.
+async fn copy_bucket(
+    src: &mut AnyConnection,
+    tgt: &mut AnyConnection,
+    dialect: Dialect,
+    table: &PerUserTable,
+    bucket: u16,
+    sum: &mut Summer,
+    done: &mut Copied,
+) -> sqlx::Result<()> {
+    let mut last: Option<Vec<Value>> = None;
+    loop {
+        let want = read_chunk(src, table, bucket, last.as_deref(), None, CHUNK_ROWS).await?;
+        want.iter().for_each(|r| sum.add(r));
+        // The whole rest of the bucket when the source has no more; else up to its last key.
+        let upto = (want.len() == CHUNK_ROWS).then(|| want[want.len() - 1].key.clone());
+        let mut have_last = last.clone();
+        let mut want_i = 0;
+        loop {
+            let have = read_chunk(tgt, table, bucket, have_last.as_deref(), upto.as_deref(), CHUNK_ROWS).await?;
+            // The source's rows up to the last of this target chunk (all the rest if it is the
+            // range's last chunk) against it.
+            let bound = if have.len() == CHUNK_ROWS { have.last().map(|r| r.key.clone()) } else { None };
+            let end = match &bound {
+                Some(k) => want_i + want[want_i..].iter().take_while(|r| r.key <= *k).count(),
+                None => want.len(),
+            };
+            let (changed, stale) = diff(&want[want_i..end], &have);
+            for chunk in stale.chunks(200) {
+                delete_keys(tgt, table, chunk).await?;
+            }
+            for chunk in changed.chunks(200) {
+                upsert(tgt, dialect, table, chunk).await?;
+            }
+            done.deleted += stale.len() as u64;
+            done.written += changed.len() as u64;
+            want_i = end;
+            match bound {
+                Some(k) => have_last = Some(k),
+                None => break,
+            }
         }
-        done.written += changed.len() as u64;
+        match upto {
+            Some(k) => last = Some(k),
+            None => return Ok(()),
+        }
     }
-    Ok(done)
+}
+
+/// Of two runs of rows sorted by key: the wanted rows the other lacks or holds differently, and
+/// the keys it holds that are not wanted.
+fn diff<'a>(want: &'a [Row], have: &'a [Row]) -> (Vec<&'a Row>, Vec<&'a [Value]>) {
+    let (mut changed, mut stale) = (Vec::new(), Vec::new());
+    let (mut w, mut h) = (want.iter().peekable(), have.iter().peekable());
+    loop {
+        match (w.peek(), h.peek()) {
+            (None, None) => break,
+            (Some(a), None) => {
+                changed.push(*a);
+                w.next();
+            }
+            (None, Some(b)) => {
+                stale.push(b.key.as_slice());
+                h.next();
+            }
+            (Some(a), Some(b)) => match a.key.cmp(&b.key) {
+                Ordering::Less => {
+                    changed.push(*a);
+                    w.next();
+                }
+                Ordering::Greater => {
+                    stale.push(b.key.as_slice());
+                    h.next();
+                }
+                Ordering::Equal => {
+                    if a.rest != b.rest {
+                        changed.push(*a);
+                    }
+                    w.next();
+                    h.next();
+                }
+            },
+        }
+    }
+    (changed, stale)
 }
 
 fn bind_all<'q>(
@@ -205,12 +383,7 @@ fn bind_all<'q>(
     q
 }
 
-async fn upsert(
-    db: &AnyPool,
-    dialect: Dialect,
-    table: &BucketTable,
-    rows: &[(&Vec<Value>, &Vec<Value>)],
-) -> sqlx::Result<()> {
+async fn upsert(db: &mut AnyConnection, dialect: Dialect, table: &PerUserTable, rows: &[&Row]) -> sqlx::Result<()> {
     let names: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let tuple = format!("({})", vec!["?"; names.len()].join(", "));
     let rest = &names[table.key_len..];
@@ -221,7 +394,7 @@ async fn upsert(
         }
         Dialect::Sqlite => {
             let set: Vec<String> = rest.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-            format!("ON CONFLICT ({}) DO UPDATE SET {}", names[..table.key_len].join(", "), set.join(", "))
+            format!("ON CONFLICT ({}) DO UPDATE SET {}", table.key_list(), set.join(", "))
         }
     };
     let sql = format!(
@@ -230,30 +403,59 @@ async fn upsert(
         names.join(", "),
         vec![tuple.as_str(); rows.len()].join(", ")
     );
-    let q = bind_all(sqlx::query(&sql), rows.iter().flat_map(|(k, v)| k.iter().chain(v.iter())));
-    q.execute(db).await?;
+    bind_all(sqlx::query(&sql), rows.iter().flat_map(|r| r.key.iter().chain(r.rest.iter()))).execute(db).await?;
     Ok(())
 }
 
-async fn delete_keys(db: &AnyPool, table: &BucketTable, keys: &[&Vec<Value>]) -> sqlx::Result<()> {
-    let key_names: Vec<&str> = table.columns[..table.key_len].iter().map(|(c, _)| *c).collect();
-    let one = format!("({})", key_names.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
+async fn delete_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&[Value]]) -> sqlx::Result<()> {
+    let one = format!("({})", table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
     let sql = format!("DELETE FROM {} WHERE {}", table.name, vec![one.as_str(); keys.len()].join(" OR "));
     bind_all(sqlx::query(&sql), keys.iter().flat_map(|k| k.iter())).execute(db).await?;
     Ok(())
 }
 
-/// Deletes every row of `buckets` (items before their orders), a bounded number per statement so
-/// no statement holds many locks; returns how many went.
-pub async fn delete(db: &AnyPool, buckets: &[u16]) -> sqlx::Result<u64> {
+/// Deletes every row of `buckets` (items before their orders), [`CHUNK_ROWS`] per statement
+/// through the bucket index, so no statement holds many locks; returns how many went.
+pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<u64> {
     let mut deleted = 0;
-    for table in BUCKET_TABLES.iter().rev() {
-        let rows = read(db, table, buckets).await?;
-        let keys: Vec<&Vec<Value>> = rows.keys().collect();
-        for chunk in keys.chunks(200) {
-            delete_keys(db, table, chunk).await?;
+    for table in PER_USER_TABLES.iter().rev() {
+        let sql = delete_sql(table, dialect);
+        for &bucket in sorted(buckets).iter() {
+            loop {
+                let n = sqlx::query(&sql).bind(i64::from(bucket)).execute(db).await?.rows_affected();
+                deleted += n;
+                if n < CHUNK_ROWS as u64 {
+                    break;
+                }
+            }
         }
-        deleted += keys.len() as u64;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(k: i64, v: &str) -> Row {
+        Row { key: vec![Value::Int(k)], rest: vec![Value::Text(v.into())] }
+    }
+
+    #[test]
+    fn diff_finds_new_changed_and_stale_rows() {
+        let want = [row(1, "a"), row(2, "b"), row(4, "d")];
+        let have = [row(2, "B"), row(3, "c"), row(4, "d"), row(5, "e")];
+        let (changed, stale) = diff(&want, &have);
+        assert_eq!(changed.iter().map(|r| r.key[0].clone()).collect::<Vec<_>>(), [Value::Int(1), Value::Int(2)]);
+        assert_eq!(stale, [&[Value::Int(3)][..], &[Value::Int(5)][..]]);
+    }
+
+    #[test]
+    fn after_key_spells_out_the_row_comparison() {
+        let t = PER_USER_TABLES.iter().find(|t| t.name == "order_items").unwrap();
+        let last = [Value::Int(7), Value::Int(3)];
+        let (sql, binds) = after_key(t, &last);
+        assert_eq!(sql, "((order_id > ?) OR (order_id = ? AND product_id > ?))");
+        assert_eq!(binds, [&Value::Int(7), &Value::Int(7), &Value::Int(3)]);
+    }
 }

@@ -6,6 +6,7 @@ pub mod buckets;
 pub mod catalog;
 pub mod fence;
 pub mod orders;
+pub mod per_user;
 pub mod shard;
 pub mod users;
 

@@ -319,13 +319,19 @@ async fn fences_and_prices(
 /// fails it whole: a unique violation, with nothing claimed.
 async fn claim_keys(tx: &mut AnyConnection, requests: &[&Request]) -> sqlx::Result<()> {
     let sql = format!(
-        "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; requests.len()].join(", ")
+        "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?)"; requests.len()].join(", ")
     );
     let mut claim = sqlx::query(&sql);
     for r in requests {
         let key = r.key.as_ref().map(IdempotencyKey::as_str);
-        claim = claim.bind(r.user.id.as_i64()).bind(key).bind(&r.fingerprint).bind(r.id).bind(r.now);
+        claim = claim
+            .bind(r.user.id.as_i64())
+            .bind(key)
+            .bind(&r.fingerprint)
+            .bind(r.id)
+            .bind(r.now)
+            .bind(i64::from(bucket(r.user.id)));
     }
     claim.execute(tx).await?;
     Ok(())
@@ -334,18 +340,24 @@ async fn claim_keys(tx: &mut AnyConnection, requests: &[&Request]) -> sqlx::Resu
 /// Inserts `orders` (each with the time it was asked for) and all their items: two statements.
 async fn insert_orders(tx: &mut AnyConnection, orders: &[(&Order, i64)]) -> sqlx::Result<()> {
     let sql = format!(
-        "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES {}",
-        vec!["(?, ?, 'placed', ?, ?, ?)"; orders.len()].join(", ")
+        "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES {}",
+        vec!["(?, ?, 'placed', ?, ?, ?, ?)"; orders.len()].join(", ")
     );
     let mut insert = sqlx::query(&sql);
     for (order, now) in orders {
-        insert = insert.bind(order.id).bind(order.user_id).bind(order.total_cents).bind(*now).bind(*now);
+        insert = insert
+            .bind(order.id)
+            .bind(order.user_id)
+            .bind(order.total_cents)
+            .bind(*now)
+            .bind(*now)
+            .bind(user_bucket(order.user_id));
     }
     insert.execute(&mut *tx).await?;
     let lines = orders.iter().map(|(o, _)| o.items.len()).sum();
     let sql = format!(
-        "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; lines].join(", ")
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents, bucket) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?)"; lines].join(", ")
     );
     let mut insert = sqlx::query(&sql);
     for (order, _) in orders {
@@ -355,7 +367,8 @@ async fn insert_orders(tx: &mut AnyConnection, orders: &[(&Order, i64)]) -> sqlx
                 .bind(item.product_id)
                 .bind(item.quantity)
                 .bind(item.unit_price_cents)
-                .bind(item.line_total_cents);
+                .bind(item.line_total_cents)
+                .bind(user_bucket(order.user_id));
         }
     }
     insert.execute(tx).await?;
@@ -568,4 +581,10 @@ async fn with_items(db: &AnyPool, rows: Vec<OrderRow>) -> sqlx::Result<Vec<Order
             created_at: rfc3339(r.created_at),
         })
         .collect())
+}
+
+/// The bucket column's value for a row of `user_id` (every order's is a valid user id; -1, which
+/// no shard owns, would mark one that is not).
+fn user_bucket(user_id: i64) -> i64 {
+    u64::try_from(user_id).ok().and_then(|u| UserId::new(u).ok()).map_or(-1, |u| i64::from(bucket(u)))
 }

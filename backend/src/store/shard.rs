@@ -4,6 +4,8 @@
 use shopgate_core::shardmap::BUCKETS;
 use sqlx::{AnyPool, Row as _};
 
+use super::per_user::{Kind, PerUserTable};
+
 /// What a shard's primary holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -20,21 +22,6 @@ pub async fn totals(db: &AnyPool) -> sqlx::Result<Totals> {
     Ok(Totals { users, orders, last_write })
 }
 
-/// A table with a row per user (or per user's thing): where the shard map decides its place.
-pub struct PerUserTable {
-    pub table: &'static str,
-    id_column: &'static str,
-    id_is_text: bool,
-    user_column: &'static str,
-}
-
-/// Every table whose rows belong to one user.
-pub const PER_USER_TABLES: &[PerUserTable] = &[
-    PerUserTable { table: "users", id_column: "id", id_is_text: false, user_column: "id" },
-    PerUserTable { table: "orders", id_column: "id", id_is_text: false, user_column: "user_id" },
-    PerUserTable { table: "idempotency_keys", id_column: "idem_key", id_is_text: true, user_column: "user_id" },
-];
-
 /// A row whose user is not in the shard's buckets: its id (as text) and its user id as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignRow {
@@ -50,7 +37,9 @@ pub async fn foreign_rows(
     owned: &[u16],
     limit: u32,
 ) -> sqlx::Result<(i64, Vec<ForeignRow>)> {
-    let PerUserTable { table, id_column, id_is_text, user_column } = *table;
+    let Some(user_column) = table.user_column else { return Ok((0, Vec::new())) };
+    let (id_column, table) = (table.row_label, table.name);
+    let id_is_text = table_kind(table, id_column) == Some(Kind::Text);
     let cond = if owned.is_empty() {
         "1 = 1".to_owned()
     } else {
@@ -75,4 +64,9 @@ pub async fn foreign_rows(
         })
         .collect::<sqlx::Result<_>>()?;
     Ok((count, found))
+}
+
+fn table_kind(table: &str, column: &str) -> Option<Kind> {
+    let t = super::per_user::PER_USER_TABLES.iter().find(|t| t.name == table)?;
+    t.columns.iter().find(|(c, _)| *c == column).map(|(_, k)| *k)
 }

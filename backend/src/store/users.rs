@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use shopgate_core::db::insert_unless_present;
+use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::{AnyConnection, AnyPool};
@@ -49,20 +50,22 @@ pub async fn find(db: &AnyPool, user: UserId) -> sqlx::Result<Option<Profile>> {
 /// Creates the profile unless it exists; true if this call created it. Portable: the primary key
 /// decides, so two concurrent calls cannot both create. (Operators' path: no write fence.)
 pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
-    let insert = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
+    let insert = sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
         .bind(user.as_i64())
         .bind(email)
-        .bind(now);
+        .bind(now)
+        .bind(i64::from(bucket(user)));
     insert_unless_present(db, insert).await
 }
 
 /// [`create_if_missing`] for a request: in a write transaction behind the user's write fence.
 pub(crate) async fn create_for(state: &AppState, user: &AuthUser, now: i64) -> Result<bool, ApiError> {
     let mut tx = super::fence::begin(state, user).await?;
-    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at) VALUES (?, ?, 1, ?)")
+    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
         .bind(user.id.as_i64())
         .bind(&user.email)
         .bind(now)
+        .bind(i64::from(bucket(user.id)))
         .execute(&mut *tx)
         .await;
     match inserted {
@@ -94,20 +97,20 @@ pub(crate) async fn upsert(
     dialect: Dialect,
     profiles: &[(UserId, &str, i64)],
 ) -> sqlx::Result<()> {
-    let rows = vec!["(?, ?, 1, ?)"; profiles.len()].join(", ");
+    let rows = vec!["(?, ?, 1, ?, ?)"; profiles.len()].join(", ");
     let sql = match dialect {
         Dialect::Sqlite => format!(
-            "INSERT INTO users (id, email, is_active, created_at) VALUES {rows} \
+            "INSERT INTO users (id, email, is_active, created_at, bucket) VALUES {rows} \
              ON CONFLICT (id) DO UPDATE SET email = excluded.email"
         ),
         Dialect::MySql => format!(
-            "INSERT INTO users (id, email, is_active, created_at) VALUES {rows} \
+            "INSERT INTO users (id, email, is_active, created_at, bucket) VALUES {rows} \
              ON DUPLICATE KEY UPDATE email = VALUES(email)"
         ),
     };
     let mut query = sqlx::query(&sql);
     for (user, email, now) in profiles {
-        query = query.bind(user.as_i64()).bind(*email).bind(*now);
+        query = query.bind(user.as_i64()).bind(*email).bind(*now).bind(i64::from(bucket(*user)));
     }
     query.execute(conn).await?;
     Ok(())

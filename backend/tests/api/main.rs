@@ -11,6 +11,7 @@ mod idempotency;
 mod metrics;
 mod mysql;
 mod operators;
+mod per_user;
 mod orders;
 mod overload;
 mod replica;

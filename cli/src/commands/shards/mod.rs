@@ -6,7 +6,8 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use shopgate_backend::store::shard::{self, ForeignRow, PER_USER_TABLES};
+use shopgate_backend::store::per_user::PER_USER_TABLES;
+use shopgate_backend::store::shard::{self, ForeignRow};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
 use shopgate_core::{ShardMap, UserId};
@@ -364,8 +365,8 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
             }
         };
         let owned = map.buckets_of(&shard.name);
-        for per_user in PER_USER_TABLES {
-            let table = per_user.table;
+        for per_user in PER_USER_TABLES.iter().filter(|t| t.user_column.is_some()) {
+            let table = per_user.name;
             match bounded(shard::foreign_rows(&db.pool, per_user, &owned, limit)).await {
                 Ok((n, rows)) => {
                     let found = rows.into_iter().map(|ForeignRow { id, user_id }| {

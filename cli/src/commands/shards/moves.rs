@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use shopgate_backend::store::{buckets, fence};
+use shopgate_backend::store::{buckets, fence, per_user};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::control::{self, MoveRecord};
 use shopgate_core::shardmap::{bucket_ranges, describe_buckets, parse_buckets, BucketState};
@@ -325,6 +325,15 @@ impl<'a> Mover<'a> {
         let (source, target) = (m.source.clone(), m.target.clone());
         match next {
             "copied" => {
+                // A bucket's rows are found by their bucket column: all of them must have it.
+                let s = self.primary(&source).await?.pool.clone();
+                let unfilled = per_user::unfilled(&s).await?;
+                if unfilled > 0 {
+                    bail!(
+                        "shard {source} has {unfilled} rows without their bucket yet (written before migration 0006); \
+                         its backends fill them in the background, a few thousand a second: run the command again shortly"
+                    );
+                }
                 let t = self.primary(&target).await?.pool.clone();
                 fence::set(&t, list, false).await?;
                 let copied = self.copy(&source, &target, list).await?;
@@ -386,8 +395,9 @@ impl<'a> Mover<'a> {
                 m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
             }
             "done" => {
-                let s = self.primary(&source).await?.pool.clone();
-                buckets::delete(&s, list).await?;
+                let s = self.primary(&source).await?;
+                let (pool, dialect) = (s.pool.clone(), s.dialect);
+                buckets::delete(&pool, dialect, list).await?;
             }
             other => bail!("no such step {other}"),
         }
@@ -463,9 +473,10 @@ impl<'a> Mover<'a> {
         // Done when the source serves them again, writes included.
         let names = [source_name.clone(), known_shard(self.config, &target)?];
         self.waits.backends(self.config, &names, version, true).await?;
-        let t = self.primary(&target).await?.pool.clone();
+        let t = self.primary(&target).await?;
+        let (t, dialect) = (t.pool.clone(), t.dialect);
         fence::set(&t, &list, false).await?;
-        buckets::delete(&t, &list).await?;
+        buckets::delete(&t, dialect, &list).await?;
         m.step = "aborted".into();
         self.save(&m).await?;
         self.report.step(&m, Duration::ZERO);

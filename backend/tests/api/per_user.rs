@@ -1,0 +1,233 @@
+//! The per-user tables' registry (`store::per_user`) against the schema the migrations make, on
+//! SQLite and on MySQL/MariaDB; the bucket queries through the bucket index (EXPLAIN); and the
+//! chunked copy, checksums and delete of a bucket larger than a chunk.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use shopgate_backend::db::Dialect;
+use shopgate_backend::store::buckets::{self, Value, CHUNK_ROWS};
+use shopgate_backend::store::per_user::{fill_buckets, unfilled, Kind, PER_USER_TABLES};
+use sqlx::Row as _;
+use sqlx::AnyPool;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+use crate::mysql::spawn_on_mysql_with;
+
+/// Tables that are the shard's, not any user's: the catalog, the write fences, the heartbeat and
+/// sqlx's own. Every other table must be in the registry.
+const NOT_PER_USER: &[&str] = &["categories", "products", "bucket_fence", "replication_heartbeat", "_sqlx_migrations"];
+
+async fn tables(db: &AnyPool, dialect: Dialect) -> BTreeSet<String> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        Dialect::MySql => "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()",
+    };
+    sqlx::query_scalar::<_, String>(sql).fetch_all(db).await.unwrap().into_iter().collect()
+}
+
+async fn columns(db: &AnyPool, dialect: Dialect, table: &str) -> BTreeSet<String> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info(?)",
+        Dialect::MySql => {
+            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?"
+        }
+    };
+    sqlx::query_scalar::<_, String>(sql).bind(table).fetch_all(db).await.unwrap().into_iter().collect()
+}
+
+/// Every table of the migrated schema is either in the registry, with exactly the columns it
+/// has, or one of the shard's own tables: a column or a table added by a migration and not
+/// declared fails here.
+async fn registry_matches_schema(db: &AnyPool, dialect: Dialect) {
+    let mut problems = Vec::new();
+    for table in tables(db, dialect).await {
+        let Some(declared) = PER_USER_TABLES.iter().find(|t| t.name == table) else {
+            if !NOT_PER_USER.contains(&table.as_str()) {
+                problems.push(format!(
+                    "table {table} is neither in store::per_user::PER_USER_TABLES nor one of the shard's own tables"
+                ));
+            }
+            continue;
+        };
+        let have = columns(db, dialect, &table).await;
+        let want: BTreeSet<String> = declared.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
+        if have != want {
+            problems.push(format!(
+                "{table} ({dialect:?}): the schema has columns {:?} the registry lacks, the registry {:?} the schema lacks",
+                have.difference(&want).collect::<Vec<_>>(),
+                want.difference(&have).collect::<Vec<_>>()
+            ));
+        }
+    }
+    for t in PER_USER_TABLES {
+        if !tables(db, dialect).await.contains(t.name) {
+            problems.push(format!("the registry's {} is not in the schema", t.name));
+        }
+    }
+    assert!(problems.is_empty(), "store::per_user does not match the migrations:\n{}", problems.join("\n"));
+}
+
+#[tokio::test]
+async fn the_registry_matches_the_migrated_schema_on_sqlite() {
+    let app = spawn_app().await;
+    registry_matches_schema(app.state.db_write(), app.state.db.dialect()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_matches_the_migrated_schema_on_mysql() {
+    let Some(app) = spawn_on_mysql_with(false, &[]).await else { return };
+    registry_matches_schema(app.state.db_write(), app.state.db.dialect()).await;
+}
+
+async fn exec(db: &AnyPool, sql: &str) {
+    sqlx::query(sql).execute(db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// `users` users of bucket `bucket` (ids bucket + 1000 k), each with `orders` orders of two items
+/// and a key; with the bucket column, or without it (`NULL`: a row from before migration 0006).
+async fn seed(db: &AnyPool, bucket: u64, users: u64, orders: u64, with_bucket: bool) {
+    let b = if with_bucket { bucket.to_string() } else { "NULL".into() };
+    for u in 0..users {
+        let user = 1_000_000 + u * 1000 + bucket;
+        exec(db, &format!("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES ({user}, 'u{user}@example.com', 1, 1, {b})")).await;
+        for chunk in (0..orders).collect::<Vec<_>>().chunks(500) {
+            let (mut o, mut i, mut k) = (Vec::new(), Vec::new(), Vec::new());
+            for n in chunk {
+                let id = user * 100_000 + n;
+                o.push(format!("({id}, {user}, 'placed', 300, 1, 1, {b})"));
+                i.push(format!("({id}, 1, 1, 100, 100, {b}), ({id}, 2, 1, 200, 200, {b})"));
+                k.push(format!("({user}, 'key-{n}', 'h', {id}, 1, {b})"));
+            }
+            exec(db, &format!("INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES {}", o.join(","))).await;
+            exec(db, &format!("INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents, bucket) VALUES {}", i.join(","))).await;
+            exec(db, &format!("INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}", k.join(","))).await;
+        }
+    }
+}
+
+/// Copies bucket 42 (more rows than a chunk in every table) between two shards, changes both
+/// sides, copies again: the target ends with the source's rows exactly (the stale ones on either
+/// side of chunk boundaries gone), and a delete takes them all, a chunk at a time.
+#[tokio::test]
+async fn a_bucket_larger_than_a_chunk_is_copied_compared_and_deleted() {
+    let (a, b) = (spawn_app().await, spawn_app_with("b", &[]).await);
+    let (source, target, dialect) = (a.state.db_write(), b.state.db_write(), a.state.db.dialect());
+    let per_user = CHUNK_ROWS as u64 * 3 / 4;
+    seed(source, 42, 3, per_user, true).await;
+    // Another bucket on both sides, which nothing may touch.
+    seed(source, 44, 1, 10, true).await;
+    seed(target, 44, 1, 10, true).await;
+    let before_44 = buckets::checksums(target, &[44]).await.unwrap();
+
+    let first = buckets::copy(source, target, dialect, &[42]).await.unwrap();
+    assert_eq!(first.rows, 3 + 3 * per_user * 4, "{first:?}");
+    assert_eq!((first.written, first.deleted), (first.rows, 0));
+    assert_eq!(first.source, buckets::checksums(target, &[42]).await.unwrap());
+
+    // The source moves on; the target gains rows the source never had, around chunk boundaries.
+    exec(source, "UPDATE orders SET status = 'cancelled' WHERE id = 1000042 * 100000 + 7").await;
+    exec(source, "DELETE FROM idempotency_keys WHERE user_id = 1001042 AND idem_key = 'key-1'").await;
+    // Keys that sort between the source's, in the first, second and last chunk of the walk.
+    let stale = ["(1000042, 'key-0a', 'h', 1, 1, 42)", "(1001042, 'key-5a', 'h', 1, 1, 42)", "(1002042, 'key-9a', 'h', 1, 1, 42)"];
+    exec(target, &format!("INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}", stale.join(","))).await;
+    let again = buckets::copy(source, target, dialect, &[42]).await.unwrap();
+    assert_eq!((again.written, again.deleted), (1, 4), "{again:?}");
+    assert_eq!(again.source, buckets::checksums(target, &[42]).await.unwrap());
+    assert_ne!(again.source, first.source);
+    assert_eq!(buckets::checksums(target, &[44]).await.unwrap(), before_44, "bucket 44 was touched");
+
+    let deleted = buckets::delete(source, dialect, &[42]).await.unwrap();
+    assert_eq!(deleted, again.rows);
+    assert!(buckets::checksums(source, &[42]).await.unwrap().iter().all(|s| s.rows == 0));
+    assert_eq!(buckets::checksums(source, &[44]).await.unwrap(), before_44);
+}
+
+/// Rows from before migration 0006 get their bucket filled, a bounded number per statement; the
+/// backends write it on every insert of their own.
+#[tokio::test]
+async fn rows_written_before_the_bucket_column_get_it_filled() {
+    let app = spawn_app().await;
+    let (db, dialect) = (app.state.db_write(), app.state.db.dialect());
+    seed(db, 42, 2, 30, false).await;
+    assert_eq!(unfilled(db).await.unwrap(), 2 + 2 * 30 * 4);
+    let mut rounds = 0;
+    while fill_buckets(db, dialect, 25).await.unwrap() > 0 {
+        rounds += 1;
+    }
+    assert!(rounds >= 3, "filled in {rounds} rounds of at most 25 rows a table");
+    assert_eq!(unfilled(db).await.unwrap(), 0);
+    for t in PER_USER_TABLES {
+        let wrong: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {} WHERE bucket <> 42", t.name))
+            .fetch_one(db)
+            .await
+            .unwrap();
+        assert_eq!(wrong, 0, "{}", t.name);
+    }
+    // An order through the API carries its bucket.
+    let items = serde_json::json!([{"product_id": 1, "quantity": 1}]);
+    let (status, _) = crate::helpers::json(app.create_order(crate::helpers::ANN, items, Some("k")).await).await;
+    assert_eq!(status, 201);
+    assert_eq!(unfilled(db).await.unwrap(), 0, "the API wrote a row without its bucket");
+}
+
+/// On MariaDB, every statement a move runs for a bucket reads through the bucket index, never the
+/// whole table (EXPLAIN's `key`), with enough rows that a scan would not be chosen for its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bucket_query_uses_the_bucket_index_on_mysql() {
+    let Some(app) = spawn_on_mysql_with(false, &[]).await else { return };
+    let db = app.state.db_write();
+    for bucket in 0..40 {
+        seed(db, bucket, 2, 20, true).await;
+    }
+    for t in PER_USER_TABLES {
+        exec(db, &format!("ANALYZE TABLE {}", t.name)).await;
+    }
+    let mut problems = Vec::new();
+    for t in PER_USER_TABLES {
+        // The first and the last key of bucket 7, for the chunks' bounds.
+        let key = t.key().iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+        let desc = t.key().iter().map(|(c, _)| format!("{c} DESC")).collect::<Vec<_>>().join(", ");
+        let mut ends = Vec::new();
+        for order in [key.clone(), desc] {
+            let row = sqlx::query(&format!("SELECT {key} FROM {} WHERE bucket = 7 ORDER BY {order} LIMIT 1", t.name))
+                .fetch_one(db)
+                .await
+                .unwrap();
+            let values: Vec<Value> = t
+                .key()
+                .iter()
+                .enumerate()
+                .map(|(i, (_, kind))| match kind {
+                    Kind::Int => Value::Int(row.try_get(i).unwrap()),
+                    Kind::Text => Value::Text(row.try_get(i).unwrap()),
+                })
+                .collect();
+            ends.push(values);
+        }
+        for (sql, binds) in buckets::statements(Dialect::MySql, t, 7, &ends[0], &ends[1]) {
+            let explain = format!("EXPLAIN {sql}");
+            let mut q = sqlx::query(&explain);
+            for v in &binds {
+                q = match v {
+                    Value::Int(n) => q.bind(*n),
+                    Value::Text(s) => q.bind(s.clone()),
+                };
+            }
+            let rows = q.fetch_all(db).await.unwrap_or_else(|e| panic!("{explain}: {e}"));
+            let plan: Vec<(Option<String>, Option<String>)> =
+                rows.iter().map(|r| (r.try_get("key").unwrap(), r.try_get("type").unwrap())).collect();
+            let index = format!("{}_bucket", t.name);
+            // The bucket index, as a range or a lookup of its first column: never a scan of the
+            // table (ALL) or of another index.
+            // With a key bound, a range of it: a lookup of the bucket alone would walk the bucket
+            // from its start for every chunk.
+            let types: &[&str] = if binds.len() > 1 { &["range"] } else { &["range", "ref"] };
+            let ok = matches!(plan.first(), Some((Some(k), Some(ty))) if *k == index && types.contains(&ty.as_str()));
+            if !ok {
+                problems.push(format!("{sql} {binds:?}\n  plan {plan:?}, not {index}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
