@@ -1,6 +1,7 @@
 //! Which address the per-address limits count: over the unix socket, which only nginx (and the
 //! verifier's own user) can use, nginx's `X-Real-IP`; over TCP, the peer's own address, loopback
 //! included, whatever the header says.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
