@@ -13,6 +13,7 @@ pub mod load;
 pub mod mariadb;
 pub mod netns;
 pub mod processes;
+pub mod shard_data;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};

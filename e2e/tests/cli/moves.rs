@@ -296,3 +296,28 @@ async fn an_uninterrupted_move_reports_its_pause_and_moves_every_row() {
     let again = run_move(&stack, &moved, None);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("nothing to move"));
 }
+
+/// Buckets of many chunks (issue 24): two of shard a's buckets loaded with generated shoppers
+/// (600 users, 6,000 orders, 15,000 items and 6,000 keys each: several chunks of every table but
+/// users),
+/// and a third bucket of a, which stays; the move takes the two whole to b and leaves nothing
+/// behind, and `shards check` finds every row where the map says.
+#[tokio::test]
+async fn buckets_of_many_chunks_move_whole() {
+    let stack = Stack::start_with(Options { nginx_master: true, ..Options::default() }).await;
+    let a = pool(&stack.config.shards[0].primary).await;
+    let moved = [10u16, 12];
+    let loaded = shopgate_e2e::shard_data::load(&a, false, &[10, 12, 14], 0, 0, 1800, 1).await.unwrap();
+    assert_eq!(loaded.orders, 18_000);
+    let before = world(&stack, &moved).await;
+    let stays = buckets::checksums(&a, &[14]).await.unwrap();
+    assert!(before.rows_a.iter().skip(1).all(|t| t.rows as usize > 2 * buckets::CHUNK_ROWS), "{:?}", before.rows_a);
+    let out = run_move(&stack, &moved, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = world(&stack, &moved).await;
+    assert_eq!(after.rows_b, before.rows_a);
+    assert!(after.rows_a.iter().all(|t| t.rows == 0), "{:?}", after.rows_a);
+    assert_eq!(buckets::checksums(&a, &[14]).await.unwrap(), stays);
+    let check = stack.ctl(&["--json", "shards", "check"]).ok().json();
+    assert_eq!(check["misplaced_total"], 0, "{check}");
+}
