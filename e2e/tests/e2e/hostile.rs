@@ -373,7 +373,8 @@ async fn through_nginx_each_client_address_has_its_own_limits() {
     .await;
     let conf = std::fs::read_to_string(stack.dir.path().join("nginx/nginx.conf")).unwrap();
     let socket = stack.dir.path().join(format!("run/verifier-{}.sock", stack.config.verifier.listen[0].port()));
-    let server = format!("upstream verifier {{\n        server unix:{} max_fails=1 fail_timeout=2s;\n", socket.display());
+    let server =
+        format!("upstream verifier {{\n        server unix:{} max_fails=1 fail_timeout=2s;\n", socket.display());
     assert!(conf.contains(&server), "no {server} in:\n{conf}");
     let user = shopgate_e2e::nginx_user().unwrap();
     assert_eq!(conf.contains("\nuser shopgate-nginx;\n"), user.is_some(), "{conf}");
@@ -426,8 +427,8 @@ async fn only_nginx_s_workers_can_use_the_verifier_s_socket() {
     assert_eq!((std::fs::metadata(folder).unwrap().gid(), std::fs::metadata(&socket).unwrap().gid()), (gid, gid));
     let healthz_as = |user: &str, group: &str| {
         let out = std::process::Command::new("setpriv")
-            .args(["--reuid", user, "--regid", group, "--init-groups", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg("--unix-socket")
+            .args(["--reuid", user, "--regid", group, "--init-groups"])
+            .args(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
             .arg(&socket)
             .arg("http://verifier/healthz")
             .output()
