@@ -143,28 +143,6 @@ pub(crate) fn allow_map() -> String {
     out
 }
 
-/// `$shop_unwanted_body`: 1 for a request with a body (a length above 0, or chunked) where none
-/// is taken: every GET and HEAD, and each operation of the API description without a request
-/// body (`POST /auth/logout`, `POST /api/orders/{id}/cancel`). The server block refuses those.
-pub(crate) fn body_map() -> String {
-    let doc = crate::openapi::document();
-    let mut out = String::from(
-        "# Requests that take no body: every GET and HEAD, and the operations without one in the API description.\nmap \"$request_method $uri\" $shop_takes_no_body {\n    default 0;\n    \"~^(GET|HEAD) \" 1;\n",
-    );
-    for (path, item) in &doc.paths.paths {
-        let value = serde_json::to_value(item).unwrap_or_default();
-        for method in ["put", "post", "delete", "patch"] {
-            if value.get(method).is_some_and(|op| op.get("requestBody").is_none()) {
-                let _ = writeln!(out, "    \"~^{} {}$\" 1;", method.to_uppercase(), path_pattern(path));
-            }
-        }
-    }
-    out.push_str(
-        "}\nmap \"$shop_takes_no_body:$http_content_length:$http_transfer_encoding\" $shop_unwanted_body {\n    default 0;\n    \"~^1:0*:$\" 0;\n    \"~^1:\" 1;\n}\n",
-    );
-    out
-}
-
 /// The regular expression (without anchors) for the URIs nginx takes for an API description path:
 /// `{id}` is any one segment, `/auth/` and `/api/` also under the original design's prefixes.
 fn path_pattern(path: &str) -> String {
@@ -291,7 +269,6 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@SHARD_MAP@\n", &indent(&shard_map(map)))
         .replace("@MAP_VERSION@", &map.version().to_string())
         .replace("@ALLOW_MAP@\n", &indent(&allow_map()))
-        .replace("@BODY_MAP@\n", &indent(&body_map()))
         .replace("@AUTH_CACHE_PATH@\n", &cache_path)
         .replace("@AUTH_CACHE@\n", &if cache.is_empty() { cache } else { cache + "\n" })
         .replace("@CATALOG_SERVERS@\n", &catalog_servers)
