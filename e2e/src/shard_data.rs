@@ -114,7 +114,10 @@ async fn write_batch(
                 items.push(format!("({order}, {product}, 1, {price}, {price}, {bucket})"));
             }
             orders.push(format!("({order}, {user}, 'placed', {total}, {created}, {created}, {bucket})"));
-            keys.push(format!("({user}, 'load-{order}', '{:064x}', {order}, {created}, {bucket})", order.wrapping_mul(2_654_435_761)));
+            keys.push(format!(
+                "({user}, 'load-{order}', '{:064x}', {order}, {created}, {bucket})",
+                order.wrapping_mul(2_654_435_761)
+            ));
         }
     }
     for (sql, rows) in [

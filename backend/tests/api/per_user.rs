@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use shopgate_backend::db::Dialect;
 use shopgate_backend::store::buckets::{self, Value, CHUNK_ROWS};
 use shopgate_backend::store::per_user::{fill_buckets, unfilled, Kind, PER_USER_TABLES};
-use sqlx::Row as _;
 use sqlx::AnyPool;
+use sqlx::Row as _;
 
 use crate::helpers::{spawn_app, spawn_app_with};
 use crate::mysql::spawn_on_mysql_with;
@@ -21,7 +21,9 @@ const NOT_PER_USER: &[&str] = &["categories", "products", "bucket_fence", "repli
 async fn tables(db: &AnyPool, dialect: Dialect) -> BTreeSet<String> {
     let sql = match dialect {
         Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-        Dialect::MySql => "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()",
+        Dialect::MySql => {
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()"
+        }
     };
     sqlx::query_scalar::<_, String>(sql).fetch_all(db).await.unwrap().into_iter().collect()
 }
@@ -99,7 +101,14 @@ async fn seed(db: &AnyPool, bucket: u64, users: u64, orders: u64, with_bucket: b
                 i.push(format!("({id}, 1, 1, 100, 100, {b}), ({id}, 2, 1, 200, 200, {b})"));
                 k.push(format!("({user}, 'key-{n}', 'h', {id}, 1, {b})"));
             }
-            exec(db, &format!("INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES {}", o.join(","))).await;
+            exec(
+                db,
+                &format!(
+                    "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES {}",
+                    o.join(",")
+                ),
+            )
+            .await;
             exec(db, &format!("INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents, bucket) VALUES {}", i.join(","))).await;
             exec(db, &format!("INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}", k.join(","))).await;
         }
@@ -129,8 +138,19 @@ async fn a_bucket_larger_than_a_chunk_is_copied_compared_and_deleted() {
     exec(source, "UPDATE orders SET status = 'cancelled' WHERE id = 1000042 * 100000 + 7").await;
     exec(source, "DELETE FROM idempotency_keys WHERE user_id = 1001042 AND idem_key = 'key-1'").await;
     // Keys that sort between the source's, in the first, second and last chunk of the walk.
-    let stale = ["(1000042, 'key-0a', 'h', 1, 1, 42)", "(1001042, 'key-5a', 'h', 1, 1, 42)", "(1002042, 'key-9a', 'h', 1, 1, 42)"];
-    exec(target, &format!("INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}", stale.join(","))).await;
+    let stale = [
+        "(1000042, 'key-0a', 'h', 1, 1, 42)",
+        "(1001042, 'key-5a', 'h', 1, 1, 42)",
+        "(1002042, 'key-9a', 'h', 1, 1, 42)",
+    ];
+    exec(
+        target,
+        &format!(
+            "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}",
+            stale.join(",")
+        ),
+    )
+    .await;
     let again = buckets::copy(source, target, dialect, &[42]).await.unwrap();
     assert_eq!((again.written, again.deleted), (1, 4), "{again:?}");
     assert_eq!(again.source, buckets::checksums(target, &[42]).await.unwrap());

@@ -520,6 +520,10 @@ async fn a_body_on_a_get_or_head_is_a_json_400_at_the_door() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // A path with no GET: the service's 405 naming what it has (and the body read off).
+    let r = raw(&stack, &with_body("GET", "/auth/token", "Content-Length: 5\r\n\r\nhello")).await;
+    r.expect("GET /auth/token with a body", 405, "method_not_allowed");
+    assert_eq!(r.header_values("allow"), ["POST"], "{r:?}");
     // A zero length is no body; the POSTs without one in the API description take what clients
     // send them; a route that takes a body gets it.
     let zero = [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"Content-Length: 0\r\n\r\n"].concat();
