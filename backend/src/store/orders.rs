@@ -508,26 +508,33 @@ pub(crate) async fn cancel(state: &AppState, user: &AuthUser, id: i64) -> Result
     Ok(find(state.db_write(), user, id).await?)
 }
 
+/// The purge's rows are those of buckets whose writes are open on this primary: a bucket on its
+/// way in (the target of a move) or out (paused at the source) is the move's to change, and a key
+/// purged under it would make the two shards' copies differ. A row from before the bucket column
+/// (NULL) is never part of a move (`shards move` waits until none is left).
+const OPEN_BUCKETS: &str =
+    "(bucket IS NULL OR bucket IN (SELECT bucket FROM bucket_fence WHERE writes_open = 1))";
+
 /// Deletes up to `batch` idempotency keys created before `cutoff` (unix seconds), oldest first,
 /// and says how many went. On MySQL/MariaDB a plain read finds them first and the DELETE names
 /// each by its primary key, so it locks exactly those rows, never a range new keys are being
 /// inserted into, and an order placed meanwhile never waits on it. SQLite has no row locks: one
-/// statement, by rowid.
+/// statement, by rowid. Only keys of buckets whose writes are open here ([`OPEN_BUCKETS`]).
 pub(crate) async fn purge_expired_keys(db: &AnyPool, dialect: Dialect, cutoff: i64, batch: u32) -> sqlx::Result<u64> {
     if dialect == Dialect::Sqlite {
-        let done = sqlx::query(
+        let done = sqlx::query(&format!(
             "DELETE FROM idempotency_keys WHERE rowid IN \
-             (SELECT rowid FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
-        )
+             (SELECT rowid FROM idempotency_keys WHERE created_at < ? AND {OPEN_BUCKETS} ORDER BY created_at LIMIT ?)"
+        ))
         .bind(cutoff)
         .bind(i64::from(batch))
         .execute(db)
         .await?;
         return Ok(done.rows_affected());
     }
-    let expired: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT user_id, idem_key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?",
-    )
+    let expired: Vec<(i64, String)> = sqlx::query_as(&format!(
+        "SELECT user_id, idem_key FROM idempotency_keys WHERE created_at < ? AND {OPEN_BUCKETS} ORDER BY created_at LIMIT ?"
+    ))
     .bind(cutoff)
     .bind(i64::from(batch))
     .fetch_all(db)
