@@ -551,6 +551,21 @@ impl Stack {
         v["access_token"].as_str().unwrap_or_else(|| panic!("no token in {v}")).to_owned()
     }
 
+    /// Places an order of one of product 1 with `token` through nginx; the order as answered
+    /// (asserting 201).
+    pub async fn order(&self, token: &str) -> Value {
+        let r = self
+            .http
+            .post(self.api("/api/orders"))
+            .bearer_auth(token)
+            .json(&json!({"items": [{"product_id": 1, "quantity": 1}]}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("placing an order: {e}"));
+        assert_eq!(r.status(), 201, "placing an order");
+        r.json().await.unwrap_or_else(|e| panic!("the order's answer: {e}"))
+    }
+
     /// Registers and logs in a fresh user; returns (user id, token).
     pub async fn shopper(&self) -> (u64, String) {
         let email = format!("shopper-{}@example.com", rand_hex(8));

@@ -13,15 +13,7 @@ async fn customer(stack: &Stack, tag: &str) -> (u64, String, String) {
     let email = super::email(tag);
     let id = stack.register(&email).await["id"].as_u64().expect("id");
     let token = stack.login(&email).await;
-    let r = stack
-        .http
-        .post(stack.api("/api/orders"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"items": [{"product_id": 1, "quantity": 1}]}))
-        .send()
-        .await
-        .expect("order");
-    assert_eq!(r.status(), 201);
+    stack.order(&token).await;
     (id, email, token)
 }
 

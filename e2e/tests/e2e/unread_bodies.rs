@@ -25,16 +25,7 @@ const TAKEN_OUT: [&str; 5] =
 async fn bodies_on_routes_that_take_none_take_no_server_out() {
     let stack = Stack::start_with(Options { verifiers: 2, backends_per_shard: 2, ..Default::default() }).await;
     let (_, token) = stack.shopper().await;
-    let order = stack
-        .http
-        .post(stack.api("/api/orders"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"items": [{"product_id": 1, "quantity": 1}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(order.status(), 201);
-    let order_id = order.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
+    let order_id = stack.order(&token).await["id"].as_u64().unwrap();
     // Other users on both shards, reading their orders and the catalog throughout.
     let shoppers: Vec<String> = (1..=6).map(|i| stack.mint(1000 + i)).collect();
     let stop_at = Instant::now() + Duration::from_secs(120);
