@@ -89,16 +89,23 @@ pub(crate) async fn bounded_control<T>(
 ) -> Result<T, shopgate_core::control::ControlError> {
     match tokio::time::timeout(TIMEOUT, fut).await {
         Ok(r) => r,
-        Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+        Err(_) => Err(too_slow().into()),
     }
 }
 
-/// Runs a query with the [`TIMEOUT`] bound; running out is `PoolTimedOut`.
+/// Runs a query with the [`TIMEOUT`] bound; running out is [`too_slow`].
 pub(crate) async fn bounded<T>(fut: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
     match tokio::time::timeout(TIMEOUT, fut).await {
         Ok(r) => r,
-        Err(_) => Err(sqlx::Error::PoolTimedOut),
+        Err(_) => Err(too_slow()),
     }
+}
+
+/// A statement (or the connection it waited for) that took longer than [`TIMEOUT`]: the database
+/// is slow or stuck, which is what an operator must hear, not that a pool timed out.
+fn too_slow() -> sqlx::Error {
+    let message = format!("the database did not answer within {} s: it is slow, busy or stuck", TIMEOUT.as_secs());
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, message))
 }
 
 /// `sqlite:///a/b.db?x` and `sqlite:b.db` -> the file path.

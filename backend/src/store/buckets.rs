@@ -13,20 +13,14 @@ use std::cmp::Ordering;
 
 use sha2::{Digest as _, Sha256};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Row as _};
+use sqlx::{Any, AnyConnection, AnyPool};
 
-use super::per_user::{Kind, PerUserTable, BUCKET, PER_USER_TABLES};
+pub use super::per_user::Value;
+use super::per_user::{bind_all, PerUserTable, BUCKET, PER_USER_TABLES};
 use crate::db::Dialect;
 
 /// Rows read, compared or deleted per statement.
 pub const CHUNK_ROWS: usize = 2000;
-
-/// One column's value.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Value {
-    Int(i64),
-    Text(String),
-}
 
 /// A row: its key's values, then the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,43 +80,16 @@ impl Summer {
     }
 }
 
-/// `(k1, k2) > (?, ?)` spelled out, `k1 > ? OR (k1 = ? AND k2 > ?)`, with the values to bind in
-/// order: MariaDB makes an index range of this form, while of the row comparison it makes none
-/// and walks the bucket from its start for every chunk.
-fn after_key<'a>(table: &PerUserTable, last: &'a [Value]) -> (String, Vec<&'a Value>) {
-    compare_key(table, last, ">", ">")
-}
-
-/// `(k1, k2) <= (?, ?)` spelled out the same way.
-fn upto_key<'a>(table: &PerUserTable, upto: &'a [Value]) -> (String, Vec<&'a Value>) {
-    compare_key(table, upto, "<", "<=")
-}
-
-/// The key compared with `values` column by column: `op` on each leading column (the others
-/// before it equal), `last_op` on the last.
-fn compare_key<'a>(table: &PerUserTable, values: &'a [Value], op: &str, last_op: &str) -> (String, Vec<&'a Value>) {
-    let key = table.key();
-    let mut ors = Vec::new();
-    let mut binds = Vec::new();
-    for i in 0..key.len() {
-        let mut ands: Vec<String> = key[..i].iter().map(|(c, _)| format!("{c} = ?")).collect();
-        ands.push(format!("{} {} ?", key[i].0, if i + 1 == key.len() { last_op } else { op }));
-        binds.extend(values[..=i].iter());
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    (format!("({})", ors.join(" OR ")), binds)
-}
-
 /// The statement [`read_chunk`] runs: a bucket's rows in key order, after a key (`after`), up to
 /// one (`upto`), `limit` of them; its values to bind are the bucket, then each key's.
 fn chunk_sql(table: &PerUserTable, after: bool, upto: bool, limit: usize) -> String {
     let some_key: Vec<Value> = table.key().iter().map(|_| Value::Int(0)).collect();
     let mut conds = vec![format!("{BUCKET} = ?")];
     if after {
-        conds.push(after_key(table, &some_key).0);
+        conds.push(table.after_key(&some_key).0);
     }
     if upto {
-        conds.push(upto_key(table, &some_key).0);
+        conds.push(table.upto_key(&some_key).0);
     }
     format!(
         "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
@@ -161,10 +128,10 @@ pub fn statements(
     for (after, upto) in [(false, false), (true, false), (true, true), (false, true)] {
         let mut binds = vec![b.clone()];
         if after {
-            binds.extend(after_key(table, first).1.into_iter().cloned());
+            binds.extend(table.after_key(first).1.into_iter().cloned());
         }
         if upto {
-            binds.extend(upto_key(table, last).1.into_iter().cloned());
+            binds.extend(table.upto_key(last).1.into_iter().cloned());
         }
         out.push((chunk_sql(table, after, upto, CHUNK_ROWS), binds));
     }
@@ -185,22 +152,16 @@ async fn read_chunk(
     let bucket = Value::Int(i64::from(bucket));
     let mut binds: Vec<&Value> = vec![&bucket];
     if let Some(last) = last {
-        binds.extend(after_key(table, last).1);
+        binds.extend(table.after_key(last).1);
     }
     if let Some(upto) = upto {
-        binds.extend(upto_key(table, upto).1);
+        binds.extend(table.upto_key(upto).1);
     }
     let sql = chunk_sql(table, last.is_some(), upto.is_some(), limit);
     let rows = bind_all(sqlx::query(&sql), binds).fetch_all(db).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let mut values = Vec::with_capacity(table.columns.len());
-        for (i, (_, kind)) in table.columns.iter().enumerate() {
-            values.push(match kind {
-                Kind::Int => Value::Int(row.try_get(i)?),
-                Kind::Text => Value::Text(row.try_get(i)?),
-            });
-        }
+        let mut values = table.values(&row, table.columns.len())?;
         let rest = values.split_off(table.key_len);
         out.push(Row { key: values, rest });
     }
@@ -370,19 +331,6 @@ fn diff<'a>(want: &'a [Row], have: &'a [Row]) -> (Vec<&'a Row>, Vec<&'a [Value]>
     (changed, stale)
 }
 
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    values: impl IntoIterator<Item = &'q Value>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for v in values {
-        q = match v {
-            Value::Int(n) => q.bind(*n),
-            Value::Text(s) => q.bind(s.as_str()),
-        };
-    }
-    q
-}
-
 async fn upsert(db: &mut AnyConnection, dialect: Dialect, table: &PerUserTable, rows: &[&Row]) -> sqlx::Result<()> {
     let names: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let tuple = format!("({})", vec!["?"; names.len()].join(", "));
@@ -454,7 +402,7 @@ mod tests {
     fn after_key_spells_out_the_row_comparison() {
         let t = PER_USER_TABLES.iter().find(|t| t.name == "order_items").unwrap();
         let last = [Value::Int(7), Value::Int(3)];
-        let (sql, binds) = after_key(t, &last);
+        let (sql, binds) = t.after_key(&last);
         assert_eq!(sql, "((order_id > ?) OR (order_id = ? AND product_id > ?))");
         assert_eq!(binds, [&Value::Int(7), &Value::Int(7), &Value::Int(3)]);
     }

@@ -42,7 +42,54 @@ pub struct PerUserTable {
     pub bucket_of: &'static str,
 }
 
+/// One column's value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+}
+
 impl PerUserTable {
+    /// `(k1, k2) > (?, ?)` spelled out, `k1 > ? OR (k1 = ? AND k2 > ?)`, with the values to bind
+    /// in order: MariaDB makes an index range of this form, while of the row comparison it makes
+    /// none and walks from the start of the index (or of the bucket) every time.
+    pub fn after_key<'a>(&self, last: &'a [Value]) -> (String, Vec<&'a Value>) {
+        self.compare_key(last, ">", ">")
+    }
+
+    /// `(k1, k2) <= (?, ?)` spelled out the same way.
+    pub fn upto_key<'a>(&self, upto: &'a [Value]) -> (String, Vec<&'a Value>) {
+        self.compare_key(upto, "<", "<=")
+    }
+
+    /// The key compared with `values` column by column: `op` on each leading column (the others
+    /// before it equal), `last_op` on the last.
+    fn compare_key<'a>(&self, values: &'a [Value], op: &str, last_op: &str) -> (String, Vec<&'a Value>) {
+        let key = self.key();
+        let mut ors = Vec::new();
+        let mut binds = Vec::new();
+        for i in 0..key.len() {
+            let mut ands: Vec<String> = key[..i].iter().map(|(c, _)| format!("{c} = ?")).collect();
+            ands.push(format!("{} {} ?", key[i].0, if i + 1 == key.len() { last_op } else { op }));
+            binds.extend(values[..=i].iter());
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        (format!("({})", ors.join(" OR ")), binds)
+    }
+
+    /// The first `n` columns of `row` (of a `SELECT` of this table's columns in order) as values.
+    pub fn values(&self, row: &sqlx::any::AnyRow, n: usize) -> sqlx::Result<Vec<Value>> {
+        use sqlx::Row as _;
+        let mut values = Vec::with_capacity(n);
+        for (i, (_, kind)) in self.columns[..n].iter().enumerate() {
+            values.push(match kind {
+                Kind::Int => Value::Int(row.try_get(i)?),
+                Kind::Text => Value::Text(row.try_get(i)?),
+            });
+        }
+        Ok(values)
+    }
+
     pub fn key(&self) -> &'static [(&'static str, Kind)] {
         &self.columns[..self.key_len]
     }
@@ -148,4 +195,18 @@ pub async fn unfilled(db: &AnyPool) -> sqlx::Result<i64> {
         n += sqlx::query_scalar::<_, i64>(&sql).fetch_one(db).await?;
     }
     Ok(n)
+}
+
+/// Binds `values` to `q` in order.
+pub fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: impl IntoIterator<Item = &'q Value>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for v in values {
+        q = match v {
+            Value::Int(n) => q.bind(*n),
+            Value::Text(s) => q.bind(s.as_str()),
+        };
+    }
+    q
 }

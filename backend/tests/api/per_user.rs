@@ -251,3 +251,35 @@ async fn every_bucket_query_uses_the_bucket_index_on_mysql() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `shards check`'s walk (store::shard::foreign_rows) over a table of several chunks: rows of
+/// another shard's user in the first and the last chunk, and a row whose stored bucket is not its
+/// user's, are all found, counted and listed.
+#[tokio::test]
+async fn the_check_walks_a_table_of_several_chunks_and_finds_every_misplaced_row() {
+    use shopgate_backend::store::shard::{foreign_rows, CHECK_CHUNK};
+    let app = spawn_app().await;
+    let db = app.state.db_write();
+    seed(db, 42, 2, CHECK_CHUNK * 3 / 4, true).await;
+    let planted = [(1i64, 43i64, 43i64), (9_000_000_000_000_000, 1043, 43), (2, 1000042, 44)];
+    for (id, user, bucket) in planted {
+        exec(db, &format!("INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES ({id}, {user}, 'placed', 1, 1, 1, {bucket})")).await;
+    }
+    let even: Vec<u16> = (0..1000).filter(|b| b % 2 == 0).collect();
+    let orders = PER_USER_TABLES.iter().find(|t| t.name == "orders").unwrap();
+    let (mut count, mut ids, mut chunks, mut after) = (0, Vec::new(), 0, None);
+    loop {
+        let chunk = foreign_rows(db, orders, &even, after.as_deref(), 10).await.unwrap();
+        chunks += 1;
+        count += chunk.count;
+        ids.extend(chunk.rows.into_iter().map(|r| r.id));
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(chunks >= 2, "{chunks} chunk(s)");
+    assert_eq!(count, 3);
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "9000000000000000"]);
+}

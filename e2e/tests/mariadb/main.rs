@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod catalog;
+mod check;
 mod chaos;
 mod deadlocks;
 mod faults;

@@ -367,8 +367,25 @@ async fn check(ctx: &Context, config: &Config, limit: u32) -> anyhow::Result<()>
         let owned = map.buckets_of(&shard.name);
         for per_user in PER_USER_TABLES.iter().filter(|t| t.user_column.is_some()) {
             let table = per_user.name;
-            match bounded(shard::foreign_rows(&db.pool, per_user, &owned, limit)).await {
-                Ok((n, rows)) => {
+            // The table in chunks by its key, each chunk's statements within the usual bound: a
+            // shard of any size is checked whole, and a database too slow for one chunk is named.
+            let (mut n, mut rows, mut after) = (0, Vec::new(), None);
+            let checked = loop {
+                let left = limit.saturating_sub(rows.len() as u32);
+                match bounded(shard::foreign_rows(&db.pool, per_user, &owned, after.as_deref(), left)).await {
+                    Ok(chunk) => {
+                        n += chunk.count;
+                        rows.extend(chunk.rows);
+                        match chunk.next {
+                            Some(next) => after = Some(next),
+                            None => break Ok(()),
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match checked {
+                Ok(()) => {
                     let found = rows.into_iter().map(|ForeignRow { id, user_id }| {
                         let owner = u64::try_from(user_id)
                             .ok()
