@@ -78,8 +78,10 @@ impl Db {
         scrub(&e.to_string(), &self.url)
     }
 
+    /// Closes the pool, waiting at most [`TIMEOUT`]: a connection whose statement ran past its
+    /// bound may still wait on the server (a lock, a stuck disk), and closing it waits for that.
     pub async fn close(self) {
-        self.pool.close().await;
+        let _ = tokio::time::timeout(TIMEOUT, self.pool.close()).await;
     }
 }
 
