@@ -29,7 +29,7 @@ pub const BUCKET: &str = "bucket";
 #[derive(Debug)]
 pub struct PerUserTable {
     pub name: &'static str,
-    /// Every column: the key's first, `bucket` among them.
+    /// Every column, in the schema's order (the key's first, `bucket` last).
     pub columns: &'static [(&'static str, Kind)],
     /// How many of `columns` make the primary key.
     pub key_len: usize,

@@ -28,14 +28,15 @@ async fn tables(db: &AnyPool, dialect: Dialect) -> BTreeSet<String> {
     sqlx::query_scalar::<_, String>(sql).fetch_all(db).await.unwrap().into_iter().collect()
 }
 
-async fn columns(db: &AnyPool, dialect: Dialect, table: &str) -> BTreeSet<String> {
+/// The table's columns in the schema's order (the order of a binlog row image's `@1`, `@2`, …).
+async fn columns(db: &AnyPool, dialect: Dialect, table: &str) -> Vec<String> {
     let sql = match dialect {
-        Dialect::Sqlite => "SELECT name FROM pragma_table_info(?)",
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info(?) ORDER BY cid",
         Dialect::MySql => {
-            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?"
+            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
         }
     };
-    sqlx::query_scalar::<_, String>(sql).bind(table).fetch_all(db).await.unwrap().into_iter().collect()
+    sqlx::query_scalar::<_, String>(sql).bind(table).fetch_all(db).await.unwrap()
 }
 
 /// Every table of the migrated schema is either in the registry, with exactly the columns it
@@ -52,13 +53,20 @@ async fn registry_matches_schema(db: &AnyPool, dialect: Dialect) {
             }
             continue;
         };
-        let have = columns(db, dialect, &table).await;
-        let want: BTreeSet<String> = declared.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
+        let have_in_order = columns(db, dialect, &table).await;
+        let want_in_order: Vec<String> = declared.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
+        let have: BTreeSet<&String> = have_in_order.iter().collect();
+        let want: BTreeSet<&String> = want_in_order.iter().collect();
         if have != want {
             problems.push(format!(
                 "{table} ({dialect:?}): the schema has columns {:?} the registry lacks, the registry {:?} the schema lacks",
                 have.difference(&want).collect::<Vec<_>>(),
                 want.difference(&have).collect::<Vec<_>>()
+            ));
+        } else if have_in_order != want_in_order {
+            // Row images in the binlog name columns by position.
+            problems.push(format!(
+                "{table} ({dialect:?}): the registry lists {want_in_order:?}, the schema's order is {have_in_order:?}"
             ));
         }
     }
