@@ -4,6 +4,7 @@
 
 pub mod buckets;
 pub mod catalog;
+pub mod changes;
 pub mod fence;
 pub mod orders;
 pub mod per_user;
