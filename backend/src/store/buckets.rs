@@ -293,6 +293,63 @@ async fn copy_bucket(
     }
 }
 
+/// Makes `target`'s rows of the `touched` keys the same as `source`'s: each key's current row is
+/// read from the source and written to the target, or deleted there if the source has none. What a
+/// move's catch-up does with the keys the source's binlog shows written since its last look
+/// (`store::changes`); the rows need not be in key order or in one bucket. Returns the rows
+/// written and deleted.
+pub async fn copy_keys(
+    source: &AnyPool,
+    target: &AnyPool,
+    dialect: Dialect,
+    touched: &super::changes::Touched,
+) -> sqlx::Result<(u64, u64)> {
+    let (mut written, mut deleted) = (0, 0);
+    let mut src = source.acquire().await?;
+    let mut tgt = unchecked(target, dialect).await?;
+    let result = async {
+        // Parents first, as the copy writes them.
+        for table in PER_USER_TABLES {
+            let Some(keys) = touched.get(table.name) else { continue };
+            let keys: Vec<&Vec<Value>> = keys.iter().collect();
+            for chunk in keys.chunks(200) {
+                let one = format!(
+                    "({})",
+                    table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND ")
+                );
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    table.column_list(),
+                    table.name,
+                    vec![one.as_str(); chunk.len()].join(" OR ")
+                );
+                let rows =
+                    bind_all(sqlx::query(&sql), chunk.iter().flat_map(|k| k.iter())).fetch_all(&mut *src).await?;
+                let mut present = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let mut values = table.values(row, table.columns.len())?;
+                    let rest = values.split_off(table.key_len);
+                    present.push(Row { key: values, rest });
+                }
+                let gone: Vec<&[Value]> =
+                    chunk.iter().filter(|k| !present.iter().any(|r| r.key == ***k)).map(|k| k.as_slice()).collect();
+                if !gone.is_empty() {
+                    delete_keys(&mut tgt, table, &gone).await?;
+                }
+                if !present.is_empty() {
+                    upsert(&mut tgt, dialect, table, &present.iter().collect::<Vec<_>>()).await?;
+                }
+                written += present.len() as u64;
+                deleted += gone.len() as u64;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    tgt.detach();
+    result.map(|()| (written, deleted))
+}
+
 /// Of two runs of rows sorted by key: the wanted rows the other lacks or holds differently, and
 /// the keys it holds that are not wanted.
 fn diff<'a>(want: &'a [Row], have: &'a [Row]) -> (Vec<&'a Row>, Vec<&'a [Value]>) {

@@ -21,6 +21,58 @@ pub type Touched = BTreeMap<&'static str, BTreeSet<Vec<Value>>>;
 pub enum ChangesError {
     #[error("line {line}: {message}")]
     Unreadable { line: usize, message: String },
+    #[error("reading the binlog: {0}")]
+    Tool(String),
+}
+
+/// The row events between two GTID positions (`from` exclusive, `to` inclusive) of the MariaDB
+/// server at `url`, read from it as a replica reads them (`mariadb-binlog --read-from-remote-server`;
+/// the URL's user needs the `REPLICATION SLAVE` privilege) and printed as [`touched`] reads them.
+/// The password goes to the tool in its environment, never on its command line.
+pub async fn read_binlog(url: &shopgate_core::config::DbUrl, from: &str, to: &str) -> Result<String, ChangesError> {
+    let parsed = url::Url::parse(url.expose()).map_err(|e| ChangesError::Tool(format!("the database URL: {e}")))?;
+    let decode = |s: &str| percent_decode(s);
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(3306).to_string();
+    let user = decode(parsed.username());
+    let password = decode(parsed.password().unwrap_or(""));
+    let output = tokio::process::Command::new("mariadb-binlog")
+        .args(["--read-from-remote-server", "--host", &host, "--port", &port, "--user", &user])
+        .arg(format!("--start-position={from}"))
+        .arg(format!("--stop-position={to}"))
+        .args(["--to-last-log", "--base64-output=DECODE-ROWS", "--verbose"])
+        // From a GTID position the server finds the file itself; the tool still wants a name.
+        .arg("binlog")
+        .env("MYSQL_PWD", password)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ChangesError::Tool(format!("cannot run mariadb-binlog (install mariadb-client): {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(ChangesError::Tool(stderr.lines().last().unwrap_or("mariadb-binlog failed").to_owned()));
+    }
+    String::from_utf8(output.stdout).map_err(|_| ChangesError::Tool("the output is not UTF-8".into()))
+}
+
+/// `%XX` escapes of a URL's user or password, decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One row image being read: its table and its columns so far (by `@N`, from 1).
@@ -30,8 +82,9 @@ struct Image {
 }
 
 /// The keys of rows in `buckets` that `text` (the tool's output) shows inserted, updated (before
-/// or after the update) or deleted, per table. Rows of other tables and buckets are passed over.
-pub fn touched(text: &str, buckets: &[u16]) -> Result<Touched, ChangesError> {
+/// or after the update) or deleted in `database`, per table. Rows of other databases, tables and
+/// buckets are passed over.
+pub fn touched(text: &str, database: &str, buckets: &[u16]) -> Result<Touched, ChangesError> {
     let mut out = Touched::new();
     let mut image: Option<Image> = None;
     // Whether the current event is on a per-user table (its images are read) or not.
@@ -47,7 +100,7 @@ pub fn touched(text: &str, buckets: &[u16]) -> Result<Touched, ChangesError> {
             ["INSERT INTO ", "UPDATE ", "DELETE FROM "].iter().find_map(|verb| rest.strip_prefix(verb))
         {
             finish(&mut image, buckets, &mut out, line_no)?;
-            table = table_named(target);
+            table = table_named(target, database);
         } else if rest == "SET" || rest == "WHERE" {
             finish(&mut image, buckets, &mut out, line_no)?;
             image = table.map(|table| Image { table, values: vec![None; table.columns.len()] });
@@ -68,9 +121,13 @@ pub fn touched(text: &str, buckets: &[u16]) -> Result<Touched, ChangesError> {
     Ok(out)
 }
 
-/// The per-user table a `` `db`.`table` `` names, if any.
-fn table_named(target: &str) -> Option<&'static PerUserTable> {
-    let name = target.trim().rsplit('.').next()?.trim_matches('`');
+/// The per-user table a `` `db`.`table` `` names, if it is in `database`.
+fn table_named(target: &str, database: &str) -> Option<&'static PerUserTable> {
+    let (db, name) = target.trim().split_once("`.`")?;
+    if db.trim_start_matches('`') != database {
+        return None;
+    }
+    let name = name.trim_end_matches('`');
     PER_USER_TABLES.iter().find(|t| t.name == name)
 }
 
@@ -132,28 +189,39 @@ mod tests {
 
     #[test]
     fn the_touched_keys_of_the_moved_buckets_only() {
-        let got = touched(SAMPLE, &[42]).unwrap();
+        let got = touched(SAMPLE, "s", &[42]).unwrap();
         assert_eq!(got["idempotency_keys"], BTreeSet::from([key(1042, r"it's a \ key")]));
         assert_eq!(got["users"], BTreeSet::from([vec![Value::Int(1042)]]));
         // The update's after-image is in bucket 44.
-        let got = touched(SAMPLE, &[44]).unwrap();
+        let got = touched(SAMPLE, "s", &[44]).unwrap();
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), ["idempotency_keys"]);
         assert_eq!(got["idempotency_keys"], BTreeSet::from([key(1042, r"it's a \ key")]));
-        assert!(touched(SAMPLE, &[7]).unwrap().is_empty());
+        assert!(touched(SAMPLE, "s", &[7]).unwrap().is_empty());
     }
 
     #[test]
     fn a_column_the_registry_lacks_is_an_error_not_a_guess() {
         let text = "### INSERT INTO `s`.`users`\n### SET\n###   @1=1042\n###   @9=3\n";
-        let err = touched(text, &[42]).unwrap_err();
+        let err = touched(text, "s", &[42]).unwrap_err();
         assert!(err.to_string().contains("users has no column @9"), "{err}");
         let text = "### INSERT INTO `s`.`users`\n### SET\n###   @1=x\n";
-        assert!(touched(text, &[42]).is_err());
+        assert!(touched(text, "s", &[42]).is_err());
+    }
+
+    #[test]
+    fn another_databases_rows_are_passed_over() {
+        assert!(touched(SAMPLE, "shop_shard_b", &[42]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_urls_escapes_are_decoded() {
+        assert_eq!(percent_decode("p%40ss%2Fw0rd"), "p@ss/w0rd");
+        assert_eq!(percent_decode("plain%"), "plain%");
     }
 
     #[test]
     fn other_tables_are_passed_over() {
         let text = "### UPDATE `s`.`products`\n### WHERE\n###   @1=1\n###   @99='a'\n### SET\n###   @1=1\n";
-        assert!(touched(text, &[42]).unwrap().is_empty());
+        assert!(touched(text, "s", &[42]).unwrap().is_empty());
     }
 }

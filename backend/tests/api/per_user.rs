@@ -291,3 +291,56 @@ async fn the_check_walks_a_table_of_several_chunks_and_finds_every_misplaced_row
     ids.sort();
     assert_eq!(ids, ["1", "2", "9000000000000000"]);
 }
+
+/// The catch-up's mechanics on MariaDB: a bucket copied, the source's GTID position noted, then
+/// orders placed, cancelled and keys deleted on the source in the copied bucket and another; the
+/// changes since the position, read from the server's binlog with `mariadb-binlog` and reduced to
+/// the copied bucket's keys, copied again by key, make the target the same as the source for that
+/// bucket, and leave the other bucket alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_since_a_gtid_position_copied_by_key_catch_a_bucket_up_on_mysql() {
+    use shopgate_backend::store::changes::{read_binlog, touched};
+    let Some(a) = spawn_on_mysql_with(false, &[]).await else { return };
+    // Another database on the same server stands in for the target shard.
+    let Some(b) = spawn_on_mysql_with(false, &[]).await else { return };
+    let (source, target) = (a.state.db_write(), b.state.db_write());
+    seed(source, 42, 2, 50, true).await;
+    seed(source, 44, 1, 10, true).await;
+    buckets::copy(source, target, Dialect::MySql, &[42]).await.unwrap();
+    let target_44 = buckets::checksums(target, &[44]).await.unwrap();
+    let gtid = |db: &AnyPool| {
+        let db = db.clone();
+        async move { sqlx::query_scalar::<_, String>("SELECT @@gtid_binlog_pos").fetch_one(&db).await.unwrap() }
+    };
+    let from = gtid(source).await;
+
+    // Writes while the copy's result ages: new rows, changed rows, deleted rows; in bucket 44 too.
+    exec(
+        source,
+        "INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (1002042, 'n@example.com', 1, 1, 42)",
+    )
+    .await;
+    for n in 1..=5 {
+        let id = 1_002_042_i64 * 100_000 + n;
+        exec(source, &format!("INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at, bucket) VALUES ({id}, 1002042, 'placed', 300, 1, 1, 42)")).await;
+        exec(source, &format!("INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents, bucket) VALUES ({id}, 1, 1, 100, 100, 42), ({id}, 2, 1, 200, 200, 42)")).await;
+        exec(source, &format!("INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES (1002042, 'new-{n}', 'h', {id}, 1, 42)")).await;
+    }
+    exec(source, "UPDATE orders SET status = 'cancelled', updated_at = 2 WHERE user_id = 1000042").await;
+    exec(source, "DELETE FROM idempotency_keys WHERE user_id = 1001042 AND idem_key IN ('key-1', 'key-2')").await;
+    exec(source, "UPDATE users SET email = 'new@example.com' WHERE id = 1000044").await;
+    let to = gtid(source).await;
+    assert_ne!(buckets::checksums(source, &[42]).await.unwrap(), buckets::checksums(target, &[42]).await.unwrap());
+
+    let url = &a.config.shard("a").unwrap().primary;
+    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(source).await.unwrap();
+    let text = read_binlog(url, &from, &to).await.unwrap();
+    let keys = touched(&text, &database, &[42]).unwrap();
+    assert_eq!(keys["orders"].len(), 50 + 5, "{:?}", keys.keys());
+    assert_eq!(keys["idempotency_keys"].len(), 5 + 2);
+    let (written, deleted) = buckets::copy_keys(source, target, Dialect::MySql, &keys).await.unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(written, 1 + 55 + 10 + 5);
+    assert_eq!(buckets::checksums(source, &[42]).await.unwrap(), buckets::checksums(target, &[42]).await.unwrap());
+    assert_eq!(buckets::checksums(target, &[44]).await.unwrap(), target_44, "bucket 44 was touched");
+}
