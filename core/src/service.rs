@@ -259,12 +259,13 @@ impl<H> Connections<H> {
     {
         let (handler, draining) = (self.handler.clone(), self.draining.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let unread = Arc::new(Mutex::new(None));
+            // Only a request with a body gets a place to hand it back: none on the check path.
+            let unread = (!req.body().is_end_stream()).then(|| Arc::new(Mutex::new(None)));
             let req = req.map(|body| RequestBody { body: Some(body), unread: unread.clone() });
             let (answer, draining) = (handler(req, peer), draining.clone());
             async move {
                 let mut resp = answer.await;
-                let left = unread.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let left = unread.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
                 let drained = match left {
                     Some(body) => drain(body).await,
                     None => true,
@@ -295,13 +296,15 @@ impl<H> Connections<H> {
 /// unread, resetting a client that is still sending it.
 pub struct RequestBody {
     body: Option<Incoming>,
-    unread: Arc<Mutex<Option<Incoming>>>,
+    /// Where an unread body goes back to the server; `None` for a request without a body.
+    unread: Option<Arc<Mutex<Option<Incoming>>>>,
 }
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
+        let Some(slot) = &self.unread else { return };
         if let Some(body) = self.body.take().filter(|b| !b.is_end_stream()) {
-            *self.unread.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
         }
     }
 }
