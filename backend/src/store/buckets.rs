@@ -29,6 +29,15 @@ struct Row {
     rest: Vec<Value>,
 }
 
+impl Row {
+    /// A row of `table` as a `SELECT` of its columns in order gives it.
+    fn of(table: &PerUserTable, row: &sqlx::any::AnyRow) -> sqlx::Result<Row> {
+        let mut key = table.values(row, table.columns.len())?;
+        let rest = key.split_off(table.key_len);
+        Ok(Row { key, rest })
+    }
+}
+
 /// Rows and a SHA-256 over them (in bucket and key order), per table: what "the same on both
 /// shards" means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,13 +168,7 @@ async fn read_chunk(
     }
     let sql = chunk_sql(table, last.is_some(), upto.is_some(), limit);
     let rows = bind_all(sqlx::query(&sql), binds).fetch_all(db).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut values = table.values(&row, table.columns.len())?;
-        let rest = values.split_off(table.key_len);
-        out.push(Row { key: values, rest });
-    }
-    Ok(out)
+    rows.iter().map(|row| Row::of(table, row)).collect()
 }
 
 /// Calls `each` with every chunk of `bucket`'s rows of `table`, in key order.
@@ -188,9 +191,10 @@ where
 pub async fn checksums(db: &AnyPool, buckets: &[u16]) -> sqlx::Result<Vec<TableSum>> {
     let mut conn = db.acquire().await?;
     let mut out = Vec::new();
+    let buckets = sorted(buckets);
     for table in PER_USER_TABLES {
         let mut sum = Summer::new();
-        for &bucket in sorted(buckets).iter() {
+        for &bucket in &buckets {
             each_chunk(&mut conn, table, bucket, |rows| rows.iter().for_each(|r| sum.add(r))).await?;
         }
         out.push(sum.finish(table));
@@ -226,10 +230,11 @@ pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets:
     let mut done = Copied::default();
     let mut src = source.acquire().await?;
     let mut tgt = unchecked(target, dialect).await?;
+    let buckets = sorted(buckets);
     let result = async {
         for table in PER_USER_TABLES {
             let mut sum = Summer::new();
-            for &bucket in sorted(buckets).iter() {
+            for &bucket in &buckets {
                 copy_bucket(&mut src, &mut tgt, dialect, table, bucket, &mut sum, &mut done).await?;
             }
             let sum = sum.finish(table);
@@ -313,24 +318,15 @@ pub async fn copy_keys(
             let Some(keys) = touched.get(table.name) else { continue };
             let keys: Vec<&Vec<Value>> = keys.iter().collect();
             for chunk in keys.chunks(200) {
-                let one = format!(
-                    "({})",
-                    table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND ")
-                );
                 let sql = format!(
                     "SELECT {} FROM {} WHERE {}",
                     table.column_list(),
                     table.name,
-                    vec![one.as_str(); chunk.len()].join(" OR ")
+                    keys_match(table, chunk.len())
                 );
                 let rows =
                     bind_all(sqlx::query(&sql), chunk.iter().flat_map(|k| k.iter())).fetch_all(&mut *src).await?;
-                let mut present = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let mut values = table.values(row, table.columns.len())?;
-                    let rest = values.split_off(table.key_len);
-                    present.push(Row { key: values, rest });
-                }
+                let present = rows.iter().map(|row| Row::of(table, row)).collect::<sqlx::Result<Vec<_>>>()?;
                 let gone: Vec<&[Value]> =
                     chunk.iter().filter(|k| !present.iter().any(|r| r.key == ***k)).map(|k| k.as_slice()).collect();
                 if !gone.is_empty() {
@@ -413,8 +409,7 @@ async fn upsert(db: &mut AnyConnection, dialect: Dialect, table: &PerUserTable, 
 }
 
 async fn delete_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&[Value]]) -> sqlx::Result<()> {
-    let one = format!("({})", table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
-    let sql = format!("DELETE FROM {} WHERE {}", table.name, vec![one.as_str(); keys.len()].join(" OR "));
+    let sql = format!("DELETE FROM {} WHERE {}", table.name, keys_match(table, keys.len()));
     bind_all(sqlx::query(&sql), keys.iter().flat_map(|k| k.iter())).execute(db).await?;
     Ok(())
 }
@@ -423,9 +418,10 @@ async fn delete_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&[Val
 /// through the bucket index, so no statement holds many locks; returns how many went.
 pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<u64> {
     let mut deleted = 0;
+    let buckets = sorted(buckets);
     for table in PER_USER_TABLES.iter().rev() {
         let sql = delete_sql(table, dialect);
-        for &bucket in sorted(buckets).iter() {
+        for &bucket in &buckets {
             loop {
                 let n = sqlx::query(&sql).bind(i64::from(bucket)).execute(db).await?.rows_affected();
                 deleted += n;
@@ -463,4 +459,10 @@ mod tests {
         assert_eq!(sql, "((order_id > ?) OR (order_id = ? AND product_id > ?))");
         assert_eq!(binds, [&Value::Int(7), &Value::Int(7), &Value::Int(3)]);
     }
+}
+
+/// `(k1 = ? AND k2 = ?) OR …` for `n` keys of `table`, their values to bind in order.
+fn keys_match(table: &PerUserTable, n: usize) -> String {
+    let one = format!("({})", table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
+    vec![one.as_str(); n].join(" OR ")
 }
