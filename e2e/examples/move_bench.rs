@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
-use shopgate_e2e::cli::{exec, pool};
+use shopgate_e2e::cli::pool;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::shard_data::{load, ROWS_PER_USER};
 use shopgate_e2e::{Options, Stack};
 
-/// Rows per seeded user: the profile, and per order the order, one item and its key.
-const ORDERS_PER_USER: usize = 10;
 
 #[tokio::main]
 async fn main() {
@@ -45,7 +44,9 @@ async fn main() {
     println!("|---|---|---|");
     for (i, rows) in [100usize, 1_000, 10_000, 50_000].into_iter().enumerate() {
         let b = a_buckets[a_buckets.len() - 1 - i];
-        let seeded = seed(&primary, b, rows, mariadb).await;
+        // Shoppers straight in the primary (shopgate_e2e::shard_data), about `rows` rows.
+        let users = (rows as u64).div_ceil(ROWS_PER_USER);
+        let seeded = load(&primary, mariadb, &[b], 0, 0, users, 1).await.unwrap().rows();
         let started = Instant::now();
         let summary = move_buckets(&stack, &b.to_string());
         println!("| {seeded} | {:.2} | {} |", started.elapsed().as_secs_f64(), summary["pause_ms_max"]);
@@ -149,47 +150,6 @@ fn move_buckets(stack: &Stack, spec: &str) -> Value {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|e| e["event"] == "summary")
         .expect("a summary")
-}
-
-/// Seeds about `rows` rows in bucket `b` of `db` (users of ids far above the registered ones,
-/// each with ORDERS_PER_USER orders, items and keys); returns the rows written.
-async fn seed(db: &sqlx::AnyPool, b: u16, rows: usize, mariadb: bool) -> usize {
-    let per_user = 1 + 3 * ORDERS_PER_USER;
-    let users = rows.div_ceil(per_user);
-    let _ = mariadb;
-    for chunk in (0..users).collect::<Vec<_>>().chunks(100) {
-        let mut u = Vec::new();
-        let (mut o, mut it, mut k) = (Vec::new(), Vec::new(), Vec::new());
-        for &i in chunk {
-            let user = 50_000_000 + i as u64 * 1000 + u64::from(b);
-            u.push(format!("({user}, 'seed{user}@example.com', 1, 1)"));
-            for j in 0..ORDERS_PER_USER {
-                let order = (user * 16 + j as u64) * 64 + 63;
-                o.push(format!("({order}, {user}, 'placed', 100, 1, 1)"));
-                it.push(format!("({order}, 1, 1, 100, 100)"));
-                k.push(format!("({user}, 'k{order}', 'h', {order}, 1)"));
-            }
-        }
-        exec(db, &format!("INSERT INTO users (id, email, is_active, created_at) VALUES {}", u.join(","))).await;
-        exec(
-            db,
-            &format!(
-                "INSERT INTO orders (id, user_id, status, total_cents, created_at, updated_at) VALUES {}",
-                o.join(",")
-            ),
-        )
-        .await;
-        exec(db, &format!("INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, line_total_cents) VALUES {}", it.join(","))).await;
-        exec(
-            db,
-            &format!(
-                "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at) VALUES {}",
-                k.join(",")
-            ),
-        )
-        .await;
-    }
-    users * per_user
 }
 
 /// `n` registered shoppers whose users shard a owns, with their tokens.

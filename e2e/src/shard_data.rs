@@ -7,7 +7,7 @@
 //! Users are spread evenly over the buckets given; ids are `FIRST_USER + seq * 1000 + bucket`, so
 //! a load never meets a registered user's id. Order ids keep the backend's layout (milliseconds,
 //! instance, shard number) with instance 63, which no backend process uses, and "milliseconds"
-//! counting up from 1: never an id a backend mints.
+//! counting up from 1 per generated user: never an id a backend mints, nor one of another load.
 
 use std::time::Instant;
 
@@ -16,6 +16,9 @@ use sqlx::AnyPool;
 
 /// Orders a generated user has.
 pub const ORDERS_PER_USER: u64 = 10;
+/// Rows a generated user makes: the profile, and per order the order, 2 or 3 items (alternately)
+/// and a key.
+pub const ROWS_PER_USER: u64 = 1 + 2 * ORDERS_PER_USER + ORDERS_PER_USER * 5 / 2;
 /// The first generated user id's base.
 pub const FIRST_USER: u64 = 10_000_000_000;
 /// Users written per batch of statements.
@@ -103,7 +106,8 @@ async fn write_batch(
         let created = 1_700_000_000 + (seq % 10_000_000) as i64;
         users.push(format!("({user}, 'shopper{user}@example.com', 1, {created}, {bucket})"));
         for n in 0..ORDERS_PER_USER {
-            let ms = seq * ORDERS_PER_USER + n + 1;
+            // From the user, not the sequence: loads into other buckets never share an order id.
+            let ms = (user - FIRST_USER) * ORDERS_PER_USER + n + 1;
             let order = ms * 4096 + 63 * 64 + u64::from(shard_number);
             let lines = 2 + (ms % 2);
             let mut total = 0;
