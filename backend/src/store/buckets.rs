@@ -434,6 +434,12 @@ pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Re
     Ok(deleted)
 }
 
+/// `(k1 = ? AND k2 = ?) OR …` for `n` keys of `table`, their values to bind in order.
+fn keys_match(table: &PerUserTable, n: usize) -> String {
+    let one = format!("({})", table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
+    vec![one.as_str(); n].join(" OR ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,10 +465,4 @@ mod tests {
         assert_eq!(sql, "((order_id > ?) OR (order_id = ? AND product_id > ?))");
         assert_eq!(binds, [&Value::Int(7), &Value::Int(7), &Value::Int(3)]);
     }
-}
-
-/// `(k1 = ? AND k2 = ?) OR …` for `n` keys of `table`, their values to bind in order.
-fn keys_match(table: &PerUserTable, n: usize) -> String {
-    let one = format!("({})", table.key().iter().map(|(c, _)| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
-    vec![one.as_str(); n].join(" OR ")
 }
