@@ -89,7 +89,10 @@ impl OrderLines {
         if let Some((product_id, quantity)) = merged.iter().find(|(_, q)| **q > Self::MAX_QUANTITY) {
             return Err(ApiError::unprocessable(
                 "invalid_quantity",
-                format!("quantity of product {product_id} must be at most {} in all, got {quantity}", Self::MAX_QUANTITY),
+                format!(
+                    "quantity of product {product_id} must be at most {} in all, got {quantity}",
+                    Self::MAX_QUANTITY
+                ),
             ));
         }
         let units: i64 = merged.values().sum();

@@ -17,5 +17,4 @@ impl ErrorBody {
     pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
         Self { error: error.into(), message: message.into() }
     }
-
 }

@@ -119,9 +119,7 @@ pub struct ShardName(String);
 
 impl ShardName {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.is_empty()
-            || s.len() > 32
-            || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return Err(format!("shard name {s:?} must be 1-32 of a-z, 0-9, _"));
         }
@@ -176,7 +174,8 @@ mod tests {
     #[test]
     fn email_shapes() {
         assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "@x.io", "ann@", "ann@x", "a..b@x.io", "ann@-x.io", "a n@x.io", "ann@x..io", "<a>@x.io"] {
+        for bad in ["", "ann", "@x.io", "ann@", "ann@x", "a..b@x.io", "ann@-x.io", "a n@x.io", "ann@x..io", "<a>@x.io"]
+        {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse(&format!("{}@x.io", "a".repeat(65))).is_err());

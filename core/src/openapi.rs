@@ -44,7 +44,9 @@ impl Modify for BearerScheme {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("The `access_token` from `POST /auth/token`, as `Authorization: Bearer <token>`."))
+                    .description(Some(
+                        "The `access_token` from `POST /auth/token`, as `Authorization: Bearer <token>`.",
+                    ))
                     .build(),
             ),
         );

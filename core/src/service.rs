@@ -437,7 +437,8 @@ mod tests {
             send(&mut stream, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n", 1 << 20).await;
         assert!(answer.starts_with("HTTP/1.1 413") && sent, "{answer:?} sent={sent}");
         let chunk = format!("{:x}\r\n{}\r\n", 60_000, "b".repeat(60_000));
-        let chunked = format!("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", chunk.repeat(10));
+        let chunked =
+            format!("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", chunk.repeat(10));
         let (answer, sent) = send(&mut stream, &chunked, 0).await;
         assert!(answer.starts_with("HTTP/1.1 413") && sent, "chunked: {answer:?} sent={sent}");
         let (answer, _) = send(&mut stream, "GET /y HTTP/1.1\r\nHost: t\r\n\r\n", 0).await;

@@ -30,9 +30,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk as PublicJwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -500,8 +500,7 @@ impl Verifier {
             return Err(TokenError::TooLong);
         }
         let mut parts = token.split('.');
-        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
         };
         if h64.is_empty() || p64.is_empty() || s64.is_empty() {
@@ -529,8 +528,7 @@ impl Verifier {
             }
             Keys::EdDsa(ed) => {
                 let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-                let key =
-                    ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?;
+                let key = ed.verify.iter().find(|(k, _)| k == kid).map(|(_, key)| key).ok_or(TokenError::UnknownKey)?;
                 match jsonwebtoken::crypto::verify(s64, signing_input.as_bytes(), key, Algorithm::EdDSA) {
                     Ok(true) => {}
                     Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => return Err(TokenError::Malformed),
@@ -770,7 +768,10 @@ mod tests {
     }
 
     fn ed_keys(signing: &str, kids: &[&str]) -> (KeyFile, Keys) {
-        let file = KeyFile { signing_kid: Some(signing.into()), keys: kids.iter().map(|k| KeyFile::generate_jwk(k)).collect() };
+        let file = KeyFile {
+            signing_kid: Some(signing.into()),
+            keys: kids.iter().map(|k| KeyFile::generate_jwk(k)).collect(),
+        };
         let keys = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
         (file, keys)
     }
@@ -785,7 +786,12 @@ mod tests {
         let (_, other) = ed_keys("k1", &["k1"]);
         assert_eq!(v.verify(&other.sign(&claims()).unwrap(), NOW).unwrap_err(), TokenError::Signature);
         let body = serde_json::to_string(&claims()).unwrap();
-        let no_kid = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#), URL_SAFE_NO_PAD.encode(&body), t.rsplit('.').next().unwrap());
+        let no_kid = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#),
+            URL_SAFE_NO_PAD.encode(&body),
+            t.rsplit('.').next().unwrap()
+        );
         assert_eq!(v.verify(&no_kid, NOW).unwrap_err(), TokenError::UnknownKey);
         // A public key used as an HMAC secret: HS256 is not the configured algorithm.
         let x = URL_SAFE_NO_PAD.decode(&file.keys[0].x).unwrap();
@@ -906,7 +912,12 @@ mod tests {
         validation.set_audience(&["shopgate-api"]);
         let got = jsonwebtoken::decode::<Claims>(&token, &key, &validation).unwrap();
         assert_eq!(got.claims, claims_with_jti(&got.claims.jti));
-        assert!(jsonwebtoken::decode::<Claims>(&token, &DecodingKey::from_jwk(set.find("k1").unwrap()).unwrap(), &validation).is_err());
+        assert!(jsonwebtoken::decode::<Claims>(
+            &token,
+            &DecodingKey::from_jwk(set.find("k1").unwrap()).unwrap(),
+            &validation
+        )
+        .is_err());
     }
 
     fn claims_with_jti(jti: &str) -> Claims {

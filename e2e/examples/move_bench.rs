@@ -20,7 +20,6 @@ use shopgate_e2e::mariadb::Topology;
 use shopgate_e2e::shard_data::{load, ROWS_PER_USER};
 use shopgate_e2e::{Options, Stack};
 
-
 #[tokio::main]
 async fn main() {
     let mariadb = std::env::args().any(|a| a == "--mariadb");

@@ -7,7 +7,9 @@
 //! and not part of it.
 
 use serde::Serialize;
-use shopgate_core::openapi::{BadRequest, BearerScheme, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
+use shopgate_core::openapi::{
+    BadRequest, BearerScheme, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use shopgate_core::ErrorBody;
 use utoipa::{OpenApi, ToSchema};
 

@@ -37,10 +37,11 @@ pub enum Created {
 }
 
 pub async fn create(db: &AnyPool, email: &Email, password_hash: &str, now: i64) -> Result<Created, sqlx::Error> {
-    let insert = sqlx::query("INSERT INTO users (email, password_hash, is_active, is_admin, created_at) VALUES (?, ?, 1, 0, ?)")
-        .bind(email.as_str())
-        .bind(password_hash)
-        .bind(now);
+    let insert =
+        sqlx::query("INSERT INTO users (email, password_hash, is_active, is_admin, created_at) VALUES (?, ?, 1, 0, ?)")
+            .bind(email.as_str())
+            .bind(password_hash)
+            .bind(now);
     if !insert_unless_present(db, insert).await? {
         return Ok(Created::DuplicateEmail);
     }
@@ -57,10 +58,8 @@ pub async fn by_email(db: &AnyPool, email: &Email) -> Result<Option<User>, sqlx:
 }
 
 pub async fn by_id(db: &AnyPool, id: UserId) -> Result<Option<User>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?"))
-        .bind(id.as_i64())
-        .fetch_optional(db)
-        .await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = ?")).bind(id.as_i64()).fetch_optional(db).await?;
     row.as_ref().map(from_row).transpose()
 }
 

@@ -12,11 +12,13 @@ use crate::auth::AuthUser;
 use crate::domain::{IdempotencyKey, OrderLines};
 use crate::error::ApiError;
 use crate::extract::{int_param, whole_number, ApiJson, ApiPath, ApiQuery};
-use crate::state::AppState;
 use crate::openapi::OrderPage;
-use shopgate_core::openapi::{BadRequest, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType};
-use shopgate_core::ErrorBody;
+use crate::state::AppState;
 use crate::store::orders::{self, Order, Placed};
+use shopgate_core::openapi::{
+    BadRequest, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use shopgate_core::ErrorBody;
 
 /// The body of `POST /api/orders`: `{"items": [{"product_id": 1, "quantity": 2}]}`.
 ///

@@ -12,9 +12,11 @@ use crate::db::now_secs;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use shopgate_core::openapi::{BadRequest, Misdirected, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType};
-use shopgate_core::ErrorBody;
 use crate::store::users::{self, Profile};
+use shopgate_core::openapi::{
+    BadRequest, Misdirected, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
+use shopgate_core::ErrorBody;
 
 /// The caller's profile on their shard.
 #[utoipa::path(

@@ -512,8 +512,7 @@ pub(crate) async fn cancel(state: &AppState, user: &AuthUser, id: i64) -> Result
 /// way in (the target of a move) or out (paused at the source) is the move's to change, and a key
 /// purged under it would make the two shards' copies differ. A row from before the bucket column
 /// (NULL) is never part of a move (`shards move` waits until none is left).
-const OPEN_BUCKETS: &str =
-    "(bucket IS NULL OR bucket IN (SELECT bucket FROM bucket_fence WHERE writes_open = 1))";
+const OPEN_BUCKETS: &str = "(bucket IS NULL OR bucket IN (SELECT bucket FROM bucket_fence WHERE writes_open = 1))";
 
 /// Deletes up to `batch` idempotency keys created before `cutoff` (unix seconds), oldest first,
 /// and says how many went. On MySQL/MariaDB a plain read finds them first and the DELETE names

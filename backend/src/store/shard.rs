@@ -65,9 +65,7 @@ pub async fn foreign_rows(
         "1 = 1".to_owned()
     } else {
         let owned = super::bucket_list(owned);
-        format!(
-            "(t.{user_column} <= 0 OR {stored} IS NULL OR {stored} <> {computed} OR ({computed}) NOT IN ({owned}))"
-        )
+        format!("(t.{user_column} <= 0 OR {stored} IS NULL OR {stored} <> {computed} OR ({computed}) NOT IN ({owned}))")
     };
     let key = table.key_list();
     // This chunk's end: the CHECK_CHUNK-th key after `after`, or the table's end.
@@ -93,13 +91,16 @@ pub async fn foreign_rows(
     };
     let range = format!("FROM {name} t WHERE 1 = 1 {after_sql} {upto_sql} AND {cond}");
     let binds: Vec<&Value> = after_binds.iter().chain(&upto_binds).copied().collect();
-    let count: i64 =
-        bind_all(sqlx::query(&format!("SELECT COUNT(*) {range}")), binds.iter().copied()).fetch_one(db).await?.try_get(0)?;
+    let count: i64 = bind_all(sqlx::query(&format!("SELECT COUNT(*) {range}")), binds.iter().copied())
+        .fetch_one(db)
+        .await?
+        .try_get(0)?;
     let mut found = Vec::new();
     if count > 0 && limit > 0 {
         let label = table.row_label;
         let id_is_text = table.columns.iter().any(|(c, k)| *c == label && *k == Kind::Text);
-        let sql = format!("SELECT t.{label} AS row_id, t.{user_column} AS row_user {range} ORDER BY {key} LIMIT {limit}");
+        let sql =
+            format!("SELECT t.{label} AS row_id, t.{user_column} AS row_user {range} ORDER BY {key} LIMIT {limit}");
         for row in bind_all(sqlx::query(&sql), binds.iter().copied()).fetch_all(db).await? {
             let id = if id_is_text {
                 row.try_get::<String, _>("row_id")?

@@ -31,7 +31,11 @@ async fn a_logout_on_one_verifier_holds_on_both_within_the_bound() {
             }
         }
         pending = still;
-        assert!(started.elapsed() <= bound, "verifiers {pending:?} still accept the token after {:?} (bound {bound:?})", started.elapsed());
+        assert!(
+            started.elapsed() <= bound,
+            "verifiers {pending:?} still accept the token after {:?} (bound {bound:?})",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Through nginx too, and only that token: the other user's still works.
@@ -84,9 +88,21 @@ async fn changing_the_password_revokes_every_earlier_token() {
             }
         }
     }
-    let old = stack.http.post(stack.api("/auth/token")).form(&[("username", email.as_str()), ("password", PASSWORD)]).send().await.unwrap();
+    let old = stack
+        .http
+        .post(stack.api("/auth/token"))
+        .form(&[("username", email.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(old.status(), 401);
-    let new = stack.http.post(stack.api("/auth/token")).form(&[("username", email.as_str()), ("password", "N3w-Password!")]).send().await.unwrap();
+    let new = stack
+        .http
+        .post(stack.api("/auth/token"))
+        .form(&[("username", email.as_str()), ("password", "N3w-Password!")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(new.status(), 200);
     let token = new.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(verify_at(&stack, 0, &token).await, 200, "a token issued right after the change works");
@@ -100,7 +116,13 @@ async fn password_guessing_meets_429_with_retry_after() {
     stack.register(&email).await;
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let r = stack.http.post(stack.api("/auth/token")).form(&[("username", email.as_str()), ("password", &format!("Guess-{i}!"))]).send().await.unwrap();
+        let r = stack
+            .http
+            .post(stack.api("/auth/token"))
+            .form(&[("username", email.as_str()), ("password", &format!("Guess-{i}!"))])
+            .send()
+            .await
+            .unwrap();
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
@@ -112,12 +134,24 @@ async fn password_guessing_meets_429_with_retry_after() {
     assert!(statuses[..limit].iter().all(|&s| s == 401), "{statuses:?}");
     assert!(statuses[limit..].iter().all(|&s| s == 429), "{statuses:?}");
     // Even the right password waits out the window: the account is locked, not the guess.
-    let r = stack.http.post(stack.api("/auth/token")).form(&[("username", email.as_str()), ("password", PASSWORD)]).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/auth/token"))
+        .form(&[("username", email.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     // Unknown emails are throttled the same way, so 429 says nothing about which emails exist.
     let mut unknown = Vec::new();
     for _ in 0..(limit + 1) {
-        let r = stack.http.post(stack.api("/auth/token")).form(&[("username", "nobody-here@example.com"), ("password", "Guess-1!")]).send().await.unwrap();
+        let r = stack
+            .http
+            .post(stack.api("/auth/token"))
+            .form(&[("username", "nobody-here@example.com"), ("password", "Guess-1!")])
+            .send()
+            .await
+            .unwrap();
         unknown.push(r.status().as_u16());
     }
     assert_eq!(unknown.last(), Some(&429), "{unknown:?}");
@@ -125,10 +159,20 @@ async fn password_guessing_meets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_guessing_address_meets_429_across_accounts() {
-    let stack = Stack::start_with(Options { settings: vec![("verifier.login_max_failures_per_address", "6")], ..Default::default() }).await;
+    let stack = Stack::start_with(Options {
+        settings: vec![("verifier.login_max_failures_per_address", "6")],
+        ..Default::default()
+    })
+    .await;
     let mut last = 0;
     for i in 0..8 {
-        let r = stack.http.post(stack.api("/auth/token")).form(&[("username", format!("spray{i}@example.com").as_str()), ("password", "Guess-1!")]).send().await.unwrap();
+        let r = stack
+            .http
+            .post(stack.api("/auth/token"))
+            .form(&[("username", format!("spray{i}@example.com").as_str()), ("password", "Guess-1!")])
+            .send()
+            .await
+            .unwrap();
         last = r.status().as_u16();
     }
     assert_eq!(last, 429, "one address spraying many accounts is throttled");
@@ -139,14 +183,27 @@ async fn a_guessing_address_meets_429_across_accounts() {
 /// which makes unknown emails ~100x faster.
 #[tokio::test]
 async fn unknown_email_and_wrong_password_take_about_the_same_time() {
-    let stack = Stack::start_with(Options { settings: vec![("verifier.login_max_failures_per_account", "1000"), ("verifier.login_max_failures_per_address", "1000")], ..Default::default() }).await;
+    let stack = Stack::start_with(Options {
+        settings: vec![
+            ("verifier.login_max_failures_per_account", "1000"),
+            ("verifier.login_max_failures_per_address", "1000"),
+        ],
+        ..Default::default()
+    })
+    .await;
     let email = format!("timing-{}@example.com", shopgate_e2e::rand_hex(4));
     stack.register(&email).await;
     let time = |user: String| {
         let stack = &stack;
         async move {
             let t = Instant::now();
-            let r = stack.http.post(stack.api("/auth/token")).form(&[("username", user.as_str()), ("password", "Wrong-Pass-1!")]).send().await.unwrap();
+            let r = stack
+                .http
+                .post(stack.api("/auth/token"))
+                .form(&[("username", user.as_str()), ("password", "Wrong-Pass-1!")])
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 401);
             t.elapsed()
         }
@@ -164,13 +221,25 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
 
 #[tokio::test]
 async fn a_login_flood_gets_503_with_retry_after_and_the_check_path_still_answers() {
-    let stack = std::sync::Arc::new(Stack::start_with(Options { settings: vec![("verifier.hash_queue", "2"), ("verifier.login_max_failures_per_address", "10000")], ..Default::default() }).await);
+    let stack = std::sync::Arc::new(
+        Stack::start_with(Options {
+            settings: vec![("verifier.hash_queue", "2"), ("verifier.login_max_failures_per_address", "10000")],
+            ..Default::default()
+        })
+        .await,
+    );
     let token = stack.mint(30);
     let mut tasks = Vec::new();
     for i in 0..40 {
         let stack = stack.clone();
         tasks.push(tokio::spawn(async move {
-            let r = stack.http.post(stack.api("/auth/token")).form(&[("username", format!("flood{i}@example.com").as_str()), ("password", "Guess-1!")]).send().await.unwrap();
+            let r = stack
+                .http
+                .post(stack.api("/auth/token"))
+                .form(&[("username", format!("flood{i}@example.com").as_str()), ("password", "Guess-1!")])
+                .send()
+                .await
+                .unwrap();
             let retry = r.headers().get("retry-after").is_some();
             (r.status().as_u16(), retry)
         }));

@@ -21,7 +21,13 @@ async fn bad_tokens_get_one_bearer_challenge_and_json() {
     let payload = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&p).unwrap()).unwrap();
     let other_user = payload.replace("\"user_id\":10", "\"user_id\":12").replace("\"sub\":\"10\"", "\"sub\":\"12\"");
     let expired = {
-        let mut c = shopgate_core::token::new_claims(shopgate_core::UserId::new(10).unwrap(), "e@x.io", &stack.config.jwt.policy, 1_000_000, 60);
+        let mut c = shopgate_core::token::new_claims(
+            shopgate_core::UserId::new(10).unwrap(),
+            "e@x.io",
+            &stack.config.jwt.policy,
+            1_000_000,
+            60,
+        );
         c.exp = 1_000_060;
         stack.config.jwt.sign(&c).unwrap()
     };
@@ -57,7 +63,13 @@ async fn bad_tokens_get_one_bearer_challenge_and_json() {
         }
     }
     // Over nginx's header buffer: still a 4xx with JSON, never a 5xx.
-    let r = stack.http.get(stack.api("/api/orders")).header("Authorization", format!("Bearer {}", "a".repeat(9000))).send().await.unwrap();
+    let r = stack
+        .http
+        .get(stack.api("/api/orders"))
+        .header("Authorization", format!("Bearer {}", "a".repeat(9000)))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
     crate::error_code(r).await;
 }
@@ -118,13 +130,30 @@ async fn malformed_and_hostile_bodies_are_4xx_with_json() {
         }
     }
     // Wrong content types and methods.
-    let r = stack.http.post(stack.api("/auth/register")).header("Content-Type", "text/plain").body("{}").send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/auth/register"))
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     crate::error_code(r).await;
-    let r = stack.http.post(stack.api("/api/orders")).bearer_auth(&token).header("Content-Type", "application/xml").body("<x/>").send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/api/orders"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/xml")
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     crate::error_code(r).await;
-    for (method, path) in [(Method::DELETE, "/api/orders"), (Method::PUT, "/auth/token"), (Method::GET, "/auth/register")] {
+    for (method, path) in
+        [(Method::DELETE, "/api/orders"), (Method::PUT, "/auth/token"), (Method::GET, "/auth/register")]
+    {
         let r = stack.http.request(method.clone(), stack.api(path)).bearer_auth(&token).send().await.unwrap();
         // The backend's 405 (DELETE /api/orders) and the verifier's (the other two).
         assert_eq!(r.status(), 405, "{method} {path}");
@@ -152,16 +181,36 @@ async fn token_and_register_reject_bad_forms_by_the_rules() {
     let stack = Stack::start().await;
     let email = format!("rules-{}@example.com", shopgate_e2e::rand_hex(4));
     stack.register(&email).await;
-    let r = stack.http.post(stack.api("/auth/register")).json(&json!({"email": email, "password": shopgate_e2e::PASSWORD})).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/auth/register"))
+        .json(&json!({"email": email, "password": shopgate_e2e::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "duplicate email");
     crate::error_code(r).await;
-    for (pw, rule) in [("Sh0rt!", "at least 8"), ("alllower1!", "upper-case"), ("NoDigits!!", "digit"), ("NoSpecial12", "special")] {
-        let r = stack.http.post(stack.api("/auth/register")).json(&json!({"email": "new@example.com", "password": pw})).send().await.unwrap();
+    for (pw, rule) in
+        [("Sh0rt!", "at least 8"), ("alllower1!", "upper-case"), ("NoDigits!!", "digit"), ("NoSpecial12", "special")]
+    {
+        let r = stack
+            .http
+            .post(stack.api("/auth/register"))
+            .json(&json!({"email": "new@example.com", "password": pw}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{pw}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["message"].as_str().unwrap().contains(rule), "{pw}: {v}");
     }
-    let r = stack.http.post(stack.api("/auth/register")).json(&json!({"email": "not-an-email", "password": shopgate_e2e::PASSWORD})).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.api("/auth/register"))
+        .json(&json!({"email": "not-an-email", "password": shopgate_e2e::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(crate::error_code(r).await, "invalid_email");
 
@@ -172,7 +221,11 @@ async fn token_and_register_reject_bad_forms_by_the_rules() {
         (vec![("username", "nobody@example.com"), ("password", "Wrong-Pass-1!")], 401, "invalid_grant"),
         (vec![("username", &email)], 400, "invalid_request"),
         (vec![("password", "x")], 400, "invalid_request"),
-        (vec![("grant_type", "client_credentials"), ("username", &email), ("password", "x")], 400, "unsupported_grant_type"),
+        (
+            vec![("grant_type", "client_credentials"), ("username", &email), ("password", "x")],
+            400,
+            "unsupported_grant_type",
+        ),
         (vec![("username", &email), ("username", "b@x.io"), ("password", "x")], 400, "invalid_request"),
     ];
     for (form, status, code) in forms {

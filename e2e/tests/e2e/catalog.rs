@@ -215,7 +215,8 @@ async fn a_cached_answer_is_never_served_for_another_request_uri() {
     .await;
     let mut seen = Vec::new();
     for _ in 0..5 {
-        for poison in ["/api/products/1%3Fref=mail", "/api/products/1%3fref=mail", "/backend/api/products/1%3Fref=mail"] {
+        for poison in ["/api/products/1%3Fref=mail", "/api/products/1%3fref=mail", "/backend/api/products/1%3Fref=mail"]
+        {
             let (status, _, body) = get(&stack, poison, None).await;
             assert_eq!(status, 404, "{poison}: {body}");
         }

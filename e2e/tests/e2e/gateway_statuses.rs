@@ -61,7 +61,8 @@ impl Answer {
         if ct.len() != 1 || !ct[0].starts_with("application/json") {
             return Err(format!("{what}: {} with content-type {ct:?}: {}", self.status, self.short_body()));
         }
-        let v: Value = serde_json::from_str(&self.body).map_err(|e| format!("{what}: {} body is not JSON ({e}): {}", self.status, self.body))?;
+        let v: Value = serde_json::from_str(&self.body)
+            .map_err(|e| format!("{what}: {} body is not JSON ({e}): {}", self.status, self.body))?;
         match (v["error"].as_str(), v["message"].is_string()) {
             (Some(code), true) => Ok(code.to_owned()),
             _ => Err(format!("{what}: not {{\"error\", \"message\"}}: {}", self.body)),
@@ -110,17 +111,26 @@ async fn raw(stack: &Stack, request: &[u8]) -> Answer {
                 break i + 4;
             }
             match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => panic!("{what:?}: connection closed before a whole head; got {:?}", String::from_utf8_lossy(&buf)),
+                Ok(0) | Err(_) => {
+                    panic!("{what:?}: connection closed before a whole head; got {:?}", String::from_utf8_lossy(&buf))
+                }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
-        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{what:?}: status line {status_line:?}"));
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{what:?}: status line {status_line:?}"));
         let headers: Vec<(String, String)> =
             lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-        let length = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<usize>().ok());
+        let length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
         let mut body = buf[head_end..].to_vec();
         while length.is_none_or(|n| body.len() < n) {
             match s.read(&mut chunk).await {
@@ -133,7 +143,9 @@ async fn raw(stack: &Stack, request: &[u8]) -> Answer {
         }
         Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
     };
-    tokio::time::timeout(Duration::from_secs(20), fut).await.unwrap_or_else(|_| panic!("{what:?}: no answer within 20 s"))
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what:?}: no answer within 20 s"))
 }
 
 /// A request with the usual head lines around `extra` (each line ending in CRLF).
@@ -147,7 +159,9 @@ async fn malformed_requests_get_json_errors_from_nginx() {
     let bearer = format!("Authorization: Bearer {}\r\n", stack.mint(4));
     // (what, request, status, error code): every case is tried, then every problem is reported.
     let mut cases: Vec<(String, Vec<u8>, u16, &str)> = Vec::new();
-    let mut case = |what: &str, request: Vec<u8>, status: u16, code: &'static str| cases.push((what.to_owned(), request, status, code));
+    let mut case = |what: &str, request: Vec<u8>, status: u16, code: &'static str| {
+        cases.push((what.to_owned(), request, status, code))
+    };
 
     // 400: what nginx cannot parse, at every stage: the request line (before nginx has a URI),
     // the head, the body (the last inside the API and the auth locations).
@@ -157,9 +171,21 @@ async fn malformed_requests_get_json_errors_from_nginx() {
     case("no Host in HTTP/1.1", b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 400, "bad_request");
     case("two Hosts", req("GET", "/healthz", "Host: other.test\r\n"), 400, "bad_request");
     case("bad Content-Length", req("POST", "/auth/token", "Content-Length: 12x\r\n"), 400, "bad_request");
-    case("Content-Length and Transfer-Encoding", req("POST", "/auth/token", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"), 400, "bad_request");
-    case("chunked in HTTP/1.0", b"POST /auth/token HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400, "bad_request");
-    let bad_chunk = |path: &str| [req("POST", path, &format!("{bearer}Transfer-Encoding: chunked\r\n")), b"zz\r\n".to_vec()].concat();
+    case(
+        "Content-Length and Transfer-Encoding",
+        req("POST", "/auth/token", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"),
+        400,
+        "bad_request",
+    );
+    case(
+        "chunked in HTTP/1.0",
+        b"POST /auth/token HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        400,
+        "bad_request",
+    );
+    let bad_chunk = |path: &str| {
+        [req("POST", path, &format!("{bearer}Transfer-Encoding: chunked\r\n")), b"zz\r\n".to_vec()].concat()
+    };
     case("bad chunk, API location", bad_chunk("/api/orders"), 400, "bad_request");
     case("bad chunk, auth location", bad_chunk("/auth/token"), 400, "bad_request");
     // 494 (a header over the 8 KiB buffer) is nginx's own non-standard code: answered as the 400
@@ -177,28 +203,54 @@ async fn malformed_requests_get_json_errors_from_nginx() {
     // 411: nginx 1.22 has no code path that sends it (the constant is defined, nothing uses it).
     // A body with neither Content-Length nor Transfer-Encoding is simply no body: the upstream
     // answers, in JSON, never 411.
-    case("POST without a length", req("POST", "/auth/token", "Content-Type: application/x-www-form-urlencoded\r\n"), 400, "invalid_request");
+    case(
+        "POST without a length",
+        req("POST", "/auth/token", "Content-Type: application/x-www-form-urlencoded\r\n"),
+        400,
+        "invalid_request",
+    );
     case("PUT without a length", req("PUT", "/api/orders", &bearer), 405, "method_not_allowed");
     // 412: nginx checks If-Match / If-Unmodified-Since itself on the answers it makes (the health
     // check); with no ETag or Last-Modified, neither can hold.
     case("If-Match", req("GET", "/healthz", "If-Match: \"abc\"\r\n"), 412, "precondition_failed");
-    case("If-Unmodified-Since", req("GET", "/healthz", "If-Unmodified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n"), 412, "precondition_failed");
+    case(
+        "If-Unmodified-Since",
+        req("GET", "/healthz", "If-Unmodified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n"),
+        412,
+        "precondition_failed",
+    );
     // 413: announced, and found while a chunked body is read, in both proxying locations.
     for path in ["/api/orders", "/auth/register"] {
-        case(&format!("413 {path}"), req("POST", path, &format!("{bearer}Content-Length: 2000000\r\n")), 413, "payload_too_large");
-        let chunked = [req("POST", path, &format!("{bearer}Transfer-Encoding: chunked\r\n")), b"200000\r\n".to_vec(), vec![b'x'; 4096]].concat();
+        case(
+            &format!("413 {path}"),
+            req("POST", path, &format!("{bearer}Content-Length: 2000000\r\n")),
+            413,
+            "payload_too_large",
+        );
+        let chunked = [
+            req("POST", path, &format!("{bearer}Transfer-Encoding: chunked\r\n")),
+            b"200000\r\n".to_vec(),
+            vec![b'x'; 4096],
+        ]
+        .concat();
         case(&format!("413 chunked {path}"), chunked, 413, "payload_too_large");
     }
     // 501: a transfer coding nginx does not know (HTTP prescribes 501), before any location.
     for (path, te) in [("/auth/token", "gzip, chunked"), ("/api/orders", "xchunked"), ("/healthz", "identity")] {
-        let request = [req("POST", path, &format!("{bearer}Transfer-Encoding: {te}\r\n")), b"0\r\n\r\n".to_vec()].concat();
+        let request =
+            [req("POST", path, &format!("{bearer}Transfer-Encoding: {te}\r\n")), b"0\r\n\r\n".to_vec()].concat();
         case(&format!("Transfer-Encoding: {te}"), request, 501, "not_implemented");
     }
     // 505: a major version nginx does not speak (HTTP prescribes 505), found while the request
     // line is parsed, before nginx has a URI.
     for version in ["HTTP/2.0", "HTTP/9.9", "HTTP/3.0"] {
         for path in ["/healthz", "/api/orders"] {
-            case(&format!("{version} {path}"), format!("GET {path} {version}\r\nHost: shop.test\r\n\r\n").into_bytes(), 505, "http_version_not_supported");
+            case(
+                &format!("{version} {path}"),
+                format!("GET {path} {version}\r\nHost: shop.test\r\n\r\n").into_bytes(),
+                505,
+                "http_version_not_supported",
+            );
         }
     }
     // And the ordinary ones stay as they were.
@@ -240,9 +292,18 @@ async fn a_stalled_client_is_cut_off_without_an_answer() {
         ("idle connection", Vec::new()),
         ("half a request line", b"GET /api/ord".to_vec()),
         ("half a head", b"GET /api/orders HTTP/1.1\r\nHost: shop.test\r\n".to_vec()),
-        ("half a body, API location", [req("POST", "/api/orders", &format!("{bearer}Content-Length: 100\r\n")), b"{\"items\":".to_vec()].concat()),
-        ("half a body, auth location", [req("POST", "/auth/token", "Content-Length: 100\r\n"), b"username=".to_vec()].concat()),
-        ("half a chunked body", [req("POST", "/auth/register", "Transfer-Encoding: chunked\r\n"), b"10\r\n{\"em".to_vec()].concat()),
+        (
+            "half a body, API location",
+            [req("POST", "/api/orders", &format!("{bearer}Content-Length: 100\r\n")), b"{\"items\":".to_vec()].concat(),
+        ),
+        (
+            "half a body, auth location",
+            [req("POST", "/auth/token", "Content-Length: 100\r\n"), b"username=".to_vec()].concat(),
+        ),
+        (
+            "half a chunked body",
+            [req("POST", "/auth/register", "Transfer-Encoding: chunked\r\n"), b"10\r\n{\"em".to_vec()].concat(),
+        ),
     ];
     let mut tasks = Vec::new();
     for (what, bytes) in cases {
@@ -333,9 +394,17 @@ async fn backend_failures_are_json_503s() {
         expect_unavailable(
             &stack,
             "shard b frozen, a write (504)",
-            stack.http.post(stack.api("/api/orders")).bearer_auth(&odd).json(&serde_json::json!({"items": [{"product_id": 1, "quantity": 1}]})),
+            stack
+                .http
+                .post(stack.api("/api/orders"))
+                .bearer_auth(&odd)
+                .json(&serde_json::json!({"items": [{"product_id": 1, "quantity": 1}]})),
         ),
-        expect_unavailable(&stack, "shard a killed (502)", stack.http.get(stack.api("/backend/api/orders")).bearer_auth(&even)),
+        expect_unavailable(
+            &stack,
+            "shard a killed (502)",
+            stack.http.get(stack.api("/backend/api/orders")).bearer_auth(&even)
+        ),
     );
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     stack.cont("backend-b");
@@ -389,7 +458,10 @@ async fn x_request_id_is_sent_once_and_is_the_logged_one() {
             let r = raw(&stack, &request).await;
             assert_eq!(r.status, status, "{what}: {r:?}");
             let id = r.request_id(&what);
-            assert!(log_has(&stack, "nginx/logs/access.log", &format!("\"request_id\":\"{id}\"")).await, "{what}: {id} not in nginx's access log");
+            assert!(
+                log_has(&stack, "nginx/logs/access.log", &format!("\"request_id\":\"{id}\"")).await,
+                "{what}: {id} not in nginx's access log"
+            );
             if let Some(file) = service_log {
                 assert!(log_has(&stack, file, &id).await, "{what}: {id} not in {file}");
             }
@@ -409,19 +481,39 @@ async fn upstreams_get_the_path_nginx_understood() {
     let bearer = format!("Authorization: Bearer {token}\r\n");
     // Spellings nginx normalises to /auth/me or /api/orders (merged slashes, decoded escapes,
     // dot segments) reach the upstream as that path.
-    for path in ["//auth//me", "/%61uth/me", "/auth/./me", "/auth/x/../me", "/authentication//auth/me", "/authentication/%61uth/me", "/auth/me?x=%2F"] {
+    for path in [
+        "//auth//me",
+        "/%61uth/me",
+        "/auth/./me",
+        "/auth/x/../me",
+        "/authentication//auth/me",
+        "/authentication/%61uth/me",
+        "/auth/me?x=%2F",
+    ] {
         let r = raw(&stack, &req("GET", path, &bearer)).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
         let me: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(me["id"].as_u64(), Some(uid), "{path}");
     }
-    for path in ["//api//orders", "/%61pi/orders", "/api/./orders", "/backend//api/orders", "/api/x/../orders?limit=1"] {
+    for path in ["//api//orders", "/%61pi/orders", "/api/./orders", "/backend//api/orders", "/api/x/../orders?limit=1"]
+    {
         let r = raw(&stack, &req("GET", path, &bearer)).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert!(serde_json::from_str::<Value>(&r.body).unwrap()["orders"].is_array(), "{path}: {}", r.body);
     }
     // The check path stays unreachable however it is spelled.
-    for path in ["/auth%2fverify", "/auth%2Fverify", "/auth/verify", "/auth//verify", "/_verify", "/%5fverify", "/verify", "/auth/..%2fverify", "/auth/%2e%2e/verify", "/auth/%2e%2e/_verify"] {
+    for path in [
+        "/auth%2fverify",
+        "/auth%2Fverify",
+        "/auth/verify",
+        "/auth//verify",
+        "/_verify",
+        "/%5fverify",
+        "/verify",
+        "/auth/..%2fverify",
+        "/auth/%2e%2e/verify",
+        "/auth/%2e%2e/_verify",
+    ] {
         let r = raw(&stack, &req("GET", path, &bearer)).await;
         assert_eq!(r.status, 404, "{path}: {r:?}");
         assert!(r.header_values("x-user-id").is_empty(), "{path} leaked an identity header");
@@ -467,7 +559,8 @@ async fn a_control_character_in_any_header_is_a_json_400_everywhere() {
             ("\\x1b in the token", "Authorization: Bearer a\x1bb\r\n"),
         ] {
             for auth in ["", bearer.as_str()] {
-                let extra = if header.starts_with("Authorization") { header.to_owned() } else { format!("{auth}{header}") };
+                let extra =
+                    if header.starts_with("Authorization") { header.to_owned() } else { format!("{auth}{header}") };
                 let what = format!("{method} {path} with {what}{}", if auth.is_empty() { "" } else { " and a token" });
                 if let Err(e) = raw(&stack, &req(method, path, &extra)).await.check(&what, 400, "bad_request") {
                     problems.push(e);
@@ -492,7 +585,9 @@ async fn a_body_on_a_get_or_head_is_a_json_400_at_the_door() {
     let stack = Stack::start().await;
     let bearer = format!("Authorization: Bearer {}\r\n", stack.mint(4));
     let mut problems = Vec::new();
-    let with_body = |method: &str, path: &str, body: &str| [req(method, path, &bearer).strip_suffix(b"\r\n").unwrap(), body.as_bytes()].concat();
+    let with_body = |method: &str, path: &str, body: &str| {
+        [req(method, path, &bearer).strip_suffix(b"\r\n").unwrap(), body.as_bytes()].concat()
+    };
     for (method, path) in [
         ("GET", "/api/products?a=1"),
         ("GET", "/api/orders"),
@@ -526,7 +621,8 @@ async fn a_body_on_a_get_or_head_is_a_json_400_at_the_door() {
     assert_eq!(r.header_values("allow"), ["POST"], "{r:?}");
     // A zero length is no body; the POSTs without one in the API description take what clients
     // send them; a route that takes a body gets it.
-    let zero = [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"Content-Length: 0\r\n\r\n"].concat();
+    let zero =
+        [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"Content-Length: 0\r\n\r\n"].concat();
     assert_eq!(raw(&stack, &zero).await.status, 200);
     let empty = "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     let order = r#"{"items":[{"product_id":1,"quantity":1}]}"#;
@@ -550,7 +646,11 @@ async fn every_access_log_line_is_json() {
         req("GET", "/api/products/%FF%C3%28", ""),
         req("GET", "/auth/%C3%A9t%E9", ""),
         req("GET", "/api/orders/%01%22%5C", &bearer),
-        [req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(), b"X-Raw: \xff\xfe\xc3\r\nUser-Agent: \xe9\r\n\r\n"].concat(),
+        [
+            req("GET", "/api/orders", &bearer).strip_suffix(b"\r\n").unwrap(),
+            b"X-Raw: \xff\xfe\xc3\r\nUser-Agent: \xe9\r\n\r\n",
+        ]
+        .concat(),
         b"GET /healthz\xff HTTP/1.1\r\nHost: \xff\r\nConnection: close\r\n\r\n".to_vec(),
     ];
     for request in &requests {

@@ -62,8 +62,13 @@ async fn someone_elses_order_is_404() {
     let order = place(&stack, &owner_token).await;
     for intruder in [2u64, 3, 4, 5] {
         let token = stack.mint(intruder);
-        for (method, path) in [("GET", format!("/api/orders/{order}")), ("POST", format!("/api/orders/{order}/cancel"))] {
-            let rb = if method == "GET" { stack.http.get(stack.api(&path)) } else { stack.http.post(stack.api(&path)).json(&json!({})) };
+        for (method, path) in [("GET", format!("/api/orders/{order}")), ("POST", format!("/api/orders/{order}/cancel"))]
+        {
+            let rb = if method == "GET" {
+                stack.http.get(stack.api(&path))
+            } else {
+                stack.http.post(stack.api(&path)).json(&json!({}))
+            };
             let r = rb.bearer_auth(&token).header("X-User-Id", "1").send().await.unwrap();
             assert_eq!(r.status(), 404, "user {intruder}: {method} {path}");
             assert_eq!(crate::error_code(r).await, "not_found");

@@ -31,7 +31,11 @@ async fn openapi_json_is_served_without_a_token_and_lists_every_operation() {
     let error = &doc["components"]["schemas"]["ErrorBody"];
     assert_eq!(error["required"], serde_json::json!(["error", "message"]));
     let create = &doc["paths"]["/api/orders"]["post"];
-    assert!(create["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"));
+    assert!(create["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"));
     let unauthorized = &doc["components"]["responses"]["Unauthorized"];
     assert_eq!(unauthorized["headers"]["WWW-Authenticate"]["required"], true);
 

@@ -23,7 +23,14 @@ async fn whole_journey(stack: &Stack, auth: &str, api: &str) {
     let r = stack
         .http
         .post(stack.api(&format!("{auth}/token")))
-        .form(&[("grant_type", ""), ("username", &email), ("password", PASSWORD), ("scope", ""), ("client_id", ""), ("client_secret", "")])
+        .form(&[
+            ("grant_type", ""),
+            ("username", &email),
+            ("password", PASSWORD),
+            ("scope", ""),
+            ("client_id", ""),
+            ("client_secret", ""),
+        ])
         .send()
         .await
         .unwrap();
@@ -34,10 +41,20 @@ async fn whole_journey(stack: &Stack, auth: &str, api: &str) {
     assert!(tok["expires_in"].as_i64().unwrap() > 0);
     let token = tok["access_token"].as_str().unwrap();
 
-    let me: Value = stack.http.get(stack.api(&format!("{auth}/me"))).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let me: Value =
+        stack.http.get(stack.api(&format!("{auth}/me"))).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["id"].as_u64(), Some(uid));
 
-    let products: Value = stack.http.get(stack.api(&format!("{api}/products"))).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let products: Value = stack
+        .http
+        .get(stack.api(&format!("{api}/products")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let first = &products["products"][0];
     let (pid, price) = (first["id"].as_u64().unwrap(), first["price_cents"].as_i64().unwrap());
 
@@ -92,7 +109,10 @@ async fn the_original_users_call_creates_the_profile_from_the_token() {
     let again = stack.http.post(stack.api("/api/users")).bearer_auth(&token).json(&body).send().await.unwrap();
     assert_eq!(again.status(), 200, "a second call returns the existing profile");
     let db = std::fs::read(stack.dir.path().join(if uid % 2 == 0 { "shard-a.db" } else { "shard-b.db" })).unwrap();
-    assert!(!db.windows(b"Not-Stored-1!".len()).any(|w| w == b"Not-Stored-1!"), "the password reached the shard database");
+    assert!(
+        !db.windows(b"Not-Stored-1!".len()).any(|w| w == b"Not-Stored-1!"),
+        "the password reached the shard database"
+    );
 }
 
 #[tokio::test]

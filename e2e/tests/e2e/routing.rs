@@ -55,7 +55,12 @@ async fn nginx_and_rust_pick_the_same_shard() {
             bad.push(format!("user {id} (bucket {b}): rust says {want}, nginx sent it to {got:?} -> {status}"));
         }
     }
-    assert!(bad.is_empty(), "{} misroutes, e.g.:\n{}", bad.len(), bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} misroutes, e.g.:\n{}",
+        bad.len(),
+        bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[tokio::test]

@@ -85,7 +85,10 @@ async fn the_negative_corpus_is_401_at_the_check_path() {
         ("bad signature".into(), hs256(b"another-key-of-enough-length-0123456789", &hs, &good)),
         ("signature stripped".into(), format!("{h}.{p}.")),
         ("signature of two parts".into(), format!("{h}.{p}")),
-        ("payload swapped under the old signature".into(), format!("{h}.{}.{s}", b64(&with("user_id", json!(6)).to_string()))),
+        (
+            "payload swapped under the old signature".into(),
+            format!("{h}.{}.{s}", b64(&with("user_id", json!(6)).to_string())),
+        ),
         ("padded base64".into(), format!("{h}=.{p}.{s}")),
         ("standard base64 alphabet".into(), format!("{h}.{}.{s}", p.replace('-', "+").replace('_', "/") + "+/")),
         ("junk in base64".into(), format!("{h}.{p}*.{s}")),
@@ -102,7 +105,13 @@ async fn the_negative_corpus_is_401_at_the_check_path() {
         assert_eq!(challenges, 1, "{what}");
     }
     // Through nginx as well, for a sample.
-    let r = stack.http.get(stack.api("/api/orders")).bearer_auth(hs256(key, &json!({"alg": "none"}), &good)).send().await.unwrap();
+    let r = stack
+        .http
+        .get(stack.api("/api/orders"))
+        .bearer_auth(hs256(key, &json!({"alg": "none"}), &good))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -120,7 +129,9 @@ const RFC7515_A1: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb
 async fn rfc7515_a1_under_its_own_key_is_401() {
     // The token's signature is valid under this key; it is expired and carries none of our claims.
     let stack = Stack::start_with(Options {
-        hs256_key: Some("base64url:AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow".into()),
+        hs256_key: Some(
+            "base64url:AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow".into(),
+        ),
         ..Default::default()
     })
     .await;
@@ -131,7 +142,8 @@ async fn rfc7515_a1_under_its_own_key_is_401() {
 #[tokio::test]
 async fn a_public_key_used_as_an_hmac_secret_is_401() {
     let stack = Stack::start_with(Options { eddsa: true, ..Default::default() }).await;
-    let file: KeyFile = serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
+    let file: KeyFile =
+        serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
     let x = URL_SAFE_NO_PAD.decode(&file.keys[0].x).unwrap();
     let now = shopgate_e2e::now();
     let claims = json!({"sub": "5", "user_id": 5, "email": "e@x.io", "iat": now, "exp": now + 600, "jti": "j1",
@@ -175,8 +187,17 @@ async fn until(stack: &Stack, token: &str, want: u16) {
 #[tokio::test]
 async fn key_rotation_without_a_failed_request() {
     let stack = std::sync::Arc::new(Stack::start_with(Options { eddsa: true, ..Default::default() }).await);
-    let mut file: KeyFile = serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
-    let claims = |uid: u64| shopgate_core::token::new_claims(shopgate_core::UserId::new(uid).unwrap(), "r@x.io", &stack.config.jwt.policy, shopgate_e2e::now(), 600);
+    let mut file: KeyFile =
+        serde_json::from_str(&std::fs::read_to_string(stack.dir.path().join(KEYS_FILE)).unwrap()).unwrap();
+    let claims = |uid: u64| {
+        shopgate_core::token::new_claims(
+            shopgate_core::UserId::new(uid).unwrap(),
+            "r@x.io",
+            &stack.config.jwt.policy,
+            shopgate_e2e::now(),
+            600,
+        )
+    };
     let old_token = stack.mint(20);
     assert_eq!(status(&stack, &old_token).await, 200);
 
@@ -205,7 +226,8 @@ async fn key_rotation_without_a_failed_request() {
     let email = format!("rot-{}@example.com", shopgate_e2e::rand_hex(4));
     stack.register(&email).await;
     let issued = stack.login(&email).await;
-    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(issued.split('.').next().unwrap()).unwrap()).unwrap();
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(issued.split('.').next().unwrap()).unwrap()).unwrap();
     assert_eq!(header["kid"], "k2");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -226,7 +248,9 @@ async fn key_rotation_without_a_failed_request() {
 #[tokio::test]
 async fn weak_or_placeholder_keys_refuse_to_start() {
     let stack = Stack::start().await;
-    for (key, want) in [("short-key", "at least 32"), ("your-256-bit-secret", "placeholder"), ("changeme", "placeholder")] {
+    for (key, want) in
+        [("short-key", "at least 32"), ("your-256-bit-secret", "placeholder"), ("changeme", "placeholder")]
+    {
         let out = std::process::Command::new(bin("verifier"))
             .env("SHOP_CONFIG", &stack.config_path)
             .env("SHOP_JWT_KEY", key)
@@ -236,7 +260,12 @@ async fn weak_or_placeholder_keys_refuse_to_start() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{key}: {err}");
         assert!(!err.contains("panicked"), "{key}: {err}");
-        let out = std::process::Command::new(bin("backend")).args(["--shard", "a"]).env("SHOP_CONFIG", &stack.config_path).env("SHOP_JWT_KEY", key).output().unwrap();
+        let out = std::process::Command::new(bin("backend"))
+            .args(["--shard", "a"])
+            .env("SHOP_CONFIG", &stack.config_path)
+            .env("SHOP_JWT_KEY", key)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "backend with {key}: started");
     }
 }

@@ -37,8 +37,11 @@ async fn bodies_on_routes_that_take_none_take_no_server_out() {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < stop_at {
                 n += 1;
-                let url =
-                    if n.is_multiple_of(2) { stack.api("/api/orders") } else { stack.api(&format!("/api/products?u={i}-{n}")) };
+                let url = if n.is_multiple_of(2) {
+                    stack.api("/api/orders")
+                } else {
+                    stack.api(&format!("/api/products?u={i}-{n}"))
+                };
                 let r = stack.http.get(url).bearer_auth(token).send().await.unwrap();
                 statuses.push(r.status().as_u16());
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod catalog;
-mod check;
 mod chaos;
+mod check;
 mod deadlocks;
 mod faults;
 mod grow;

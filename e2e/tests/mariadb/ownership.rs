@@ -50,10 +50,8 @@ async fn no_row_on_a_shard_belongs_to_a_user_it_does_not_own() {
         }
     }
 
-    let (registered,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-        .fetch_one(&topology.admin("auth").await)
-        .await
-        .unwrap();
+    let (registered,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&topology.admin("auth").await).await.unwrap();
     assert_eq!(registered, 4, "the verifier's accounts are on the auth instance");
 
     for shard in ["a", "b"] {
@@ -76,11 +74,12 @@ async fn no_row_on_a_shard_belongs_to_a_user_it_does_not_own() {
             let foreign: Vec<u64> = held.iter().copied().filter(|id| shard_of(&stack, *id) != shard).collect();
             assert!(foreign.is_empty(), "{instance} holds rows of users it does not own: {foreign:?}");
             assert_eq!(held, want, "{instance}: exactly its own users' rows");
-            let (orphans,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id WHERE o.id IS NULL")
-                    .fetch_one(&db)
-                    .await
-                    .unwrap();
+            let (orphans,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id WHERE o.id IS NULL",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
             assert_eq!(orphans, 0, "{instance}: order items without their order");
             db.close().await;
         }

@@ -73,7 +73,8 @@ async fn orders_reach_the_replica_and_its_lag_is_measured_and_shown() {
         .execute(&app_on_replica)
         .await
         .expect_err("a write on the replica must fail");
-    let number = refused.as_database_error().and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>()).map(|e| e.number());
+    let number =
+        refused.as_database_error().and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>()).map(|e| e.number());
     assert_eq!(number, Some(1290), "read_only refusal expected, got {refused}");
     let (read_only,): (i64,) = sqlx::query_as("SELECT @@read_only").fetch_one(replica).await.unwrap();
     assert_eq!(read_only, 1);

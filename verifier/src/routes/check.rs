@@ -6,8 +6,8 @@
 
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
-use shopgate_core::service::RequestBody;
 use shopgate_core::http::BEARER_CHALLENGE;
+use shopgate_core::service::RequestBody;
 
 use crate::http::{empty, Body};
 use crate::metrics::Metrics;

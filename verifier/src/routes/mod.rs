@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use shopgate_core::service::RequestBody;
 use shopgate_core::http::{HttpError, NO_ROUTE};
 use shopgate_core::metrics;
+use shopgate_core::service::RequestBody;
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
@@ -57,7 +57,8 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Reques
         return resp;
     }
     let request_id = shopgate_core::http::request_id(req.headers());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async move {
         let method = req.method().clone();
         let found = ROUTES.iter().find(|(path, _)| *path == req.uri().path());
@@ -83,7 +84,12 @@ pub(crate) async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Reques
 }
 
 /// Runs the handler of `path`, one of [`ROUTES`], whose method the request has.
-async fn route(state: &Arc<AppState>, peer: Peer, path: &str, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<AppState>,
+    peer: Peer,
+    path: &str,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
     match path {
         "/auth/register" => auth::register::register(state, client_address(state, peer, &req), req).await,
         "/auth/token" => auth::token::token(state, client_address(state, peer, &req), req).await,
@@ -109,9 +115,7 @@ fn client_address(state: &AppState, peer: Peer, req: &Request<RequestBody>) -> I
     match peer {
         // Without the header: a process on this host.
         Peer::Nginx => real_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        Peer::Tcp(peer) if state.config.verifier.trusted_proxies.contains(&peer.ip()) => {
-            real_ip().unwrap_or(peer.ip())
-        }
+        Peer::Tcp(peer) if state.config.verifier.trusted_proxies.contains(&peer.ip()) => real_ip().unwrap_or(peer.ip()),
         Peer::Tcp(peer) => peer.ip(),
     }
 }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
-use shopgate_core::service::RequestBody;
 use serde::Deserialize;
 use serde_json::json;
+use shopgate_core::service::RequestBody;
 
 use super::parse_json;
 use crate::error::ApiError;
 use crate::http::{json, no_store, read_body, Body};
+use crate::openapi::{OAuthError, PasswordChanged};
 use crate::password::{Lane, Password};
 use crate::{users, AppState};
-use crate::openapi::{OAuthError, PasswordChanged};
 use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType};
 use shopgate_core::token;
 use shopgate_core::ErrorBody;
@@ -55,14 +55,12 @@ pub(crate) async fn change_password(
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
     let body: ChangeBody = parse_json(&read_body(req, "application/json").await?)?;
-    let new_password =
-        Password::parse(body.new_password, &[verified.claims.email.as_str()]).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
+    let new_password = Password::parse(body.new_password, &[verified.claims.email.as_str()])
+        .map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
     let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
     // A guess at the current password counts against the same limits as a login.
-    let attempt = state
-        .guesses
-        .reserve(&user.email, address)
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let attempt =
+        state.guesses.reserve(&user.email, address).map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let current: String = body.current_password.chars().take(crate::password::MAX_LEN + 1).collect();
     if !state.passwords.verify(current, Some(user.password_hash.clone())).await? {
         attempt.failed();
@@ -79,5 +77,8 @@ pub(crate) async fn change_password(
     users::set_password(&state.db, user.id, &hash, cutoff).await?;
     state.revocations.cutoff_local(user.id.get(), cutoff);
     tracing::info!(user_id = %user.id, "password changed; earlier tokens revoked");
-    Ok(no_store(json(StatusCode::OK, &json!({"status": "password_changed", "message": "log in again with the new password"}))))
+    Ok(no_store(json(
+        StatusCode::OK,
+        &json!({"status": "password_changed", "message": "log in again with the new password"}),
+    )))
 }

@@ -5,8 +5,8 @@ use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Response, StatusCode};
 
 use crate::http::{json, Body};
-use crate::AppState;
 use crate::openapi::Jwks;
+use crate::AppState;
 use shopgate_core::openapi::Unavailable;
 
 /// The public keys tokens are signed with.

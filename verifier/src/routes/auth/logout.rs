@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
-use shopgate_core::service::RequestBody;
 use serde_json::json;
+use shopgate_core::service::RequestBody;
 
 use crate::error::ApiError;
 use crate::http::{json, no_store, Body};
 use crate::metrics::Metrics;
-use crate::AppState;
 use crate::openapi::LoggedOut;
+use crate::AppState;
 use shopgate_core::openapi::{Unauthorized, Unavailable};
 use shopgate_core::revocation;
 

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use shopgate_core::service::RequestBody;
 use serde::Deserialize;
+use shopgate_core::service::RequestBody;
 use shopgate_core::Email;
 
 use super::{parse_json, UserView};
@@ -49,11 +49,15 @@ pub(crate) struct RegisterBody {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn register(state: &Arc<AppState>, address: IpAddr, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
+pub async fn register(
+    state: &Arc<AppState>,
+    address: IpAddr,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
     let body: RegisterBody = parse_json(&read_body(req, "application/json").await?)?;
     let email = Email::parse(&body.email).map_err(|m| ApiError::Invalid { code: "invalid_email", message: m })?;
-    let password =
-        Password::parse(body.password, &[email.as_str()]).map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
+    let password = Password::parse(body.password, &[email.as_str()])
+        .map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
     let address_key = address.to_string();
     state.registrations.reserve(&address_key).map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let hash = match state.passwords.hash(Lane::Signup, password).await {

@@ -9,17 +9,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use shopgate_core::service::RequestBody;
 use serde::Serialize;
+use shopgate_core::service::RequestBody;
 use shopgate_core::token::{issued_at, new_claims};
 use shopgate_core::Email;
 
 use crate::error::ApiError;
 use crate::http::{json, no_store, read_body, Body};
 use crate::metrics::Metrics;
+use crate::openapi::{OAuthError, TokenForm};
 use crate::users;
 use crate::AppState;
-use crate::openapi::{OAuthError, TokenForm};
 use shopgate_core::openapi::{PayloadTooLarge, TooManyRequests, Unavailable};
 
 /// A token: send it as `Authorization: Bearer <access_token>`.
@@ -60,7 +60,11 @@ fn invalid_request(message: &str) -> ApiError {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<RequestBody>) -> Result<Response<Body>, ApiError> {
+pub async fn token(
+    state: &Arc<AppState>,
+    address: IpAddr,
+    req: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
     let body = match read_body(req, "application/x-www-form-urlencoded").await {
         Ok(b) => b,
         Err(ApiError::UnsupportedMediaType(_)) => {
@@ -83,7 +87,11 @@ pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<RequestB
     match grant_type.as_deref() {
         None | Some("" | "password") => {}
         Some(_) => {
-            return Err(oauth(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=password is supported"))
+            return Err(oauth(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=password is supported",
+            ))
         }
     }
     let (Some(username), Some(password)) = (username.filter(|u| !u.is_empty()), password.filter(|p| !p.is_empty()))
@@ -124,5 +132,8 @@ pub async fn token(state: &Arc<AppState>, address: IpAddr, req: Request<RequestB
     let access_token = jwt.sign(&claims).ok_or_else(|| anyhow::anyhow!("the key set has no signing key"))?;
     Metrics::inc(&state.metrics.logins_ok);
     tracing::info!(user_id = %user.id, "token issued");
-    Ok(no_store(json(StatusCode::OK, &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.ttl_seconds })))
+    Ok(no_store(json(
+        StatusCode::OK,
+        &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.ttl_seconds },
+    )))
 }
