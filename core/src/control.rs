@@ -40,9 +40,13 @@ const SCHEMA: [&str; 2] = [
         pause_started_ms BIGINT      NOT NULL,
         pause_ms         BIGINT      NOT NULL,
         started_at       BIGINT      NOT NULL,
-        updated_at       BIGINT      NOT NULL
+        updated_at       BIGINT      NOT NULL,
+        binlog_pos       VARCHAR(1000) NOT NULL DEFAULT ''
     )",
 ];
+
+/// Columns added to the tables after their first release: each is added to a table that lacks it.
+const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("shard_moves", "binlog_pos", "VARCHAR(1000) NOT NULL DEFAULT ''")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -64,6 +68,23 @@ impl ControlError {
 pub async fn ensure_schema(pool: &AnyPool) -> sqlx::Result<()> {
     for sql in SCHEMA {
         sqlx::query(sql).execute(pool).await?;
+    }
+    for (table, column, definition) in ADDED_COLUMNS {
+        let has = |pool: &AnyPool| {
+            let sql = format!("SELECT {column} FROM {table} LIMIT 0");
+            let pool = pool.clone();
+            async move { sqlx::query(&sql).fetch_all(&pool).await.is_ok() }
+        };
+        if !has(pool).await {
+            let added =
+                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")).execute(pool).await;
+            // Another process may have added it meanwhile.
+            if let Err(e) = added {
+                if !has(pool).await {
+                    return Err(e);
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -114,6 +135,69 @@ pub async fn publish(pool: &AnyPool, map: &ShardMap, note: &str) -> Result<(), C
     Ok(())
 }
 
+/// A move's steps in order (`shopctl shards move` says what each does); a record holds the last
+/// one done. Stored as its name ([`MoveStep::as_str`]), read back with [`MoveStep::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MoveStep {
+    Planned,
+    Copied,
+    CaughtUp,
+    Paused,
+    Verified,
+    Switched,
+    Opened,
+    Routed,
+    Done,
+    /// Rolled back (`--abort`); not followed by any other.
+    Aborted,
+}
+
+impl MoveStep {
+    /// Every step a move goes through, in order (not [`MoveStep::Aborted`]).
+    pub const ALL: [MoveStep; 9] = [
+        MoveStep::Planned,
+        MoveStep::Copied,
+        MoveStep::CaughtUp,
+        MoveStep::Paused,
+        MoveStep::Verified,
+        MoveStep::Switched,
+        MoveStep::Opened,
+        MoveStep::Routed,
+        MoveStep::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStep::Planned => "planned",
+            MoveStep::Copied => "copied",
+            MoveStep::CaughtUp => "caught_up",
+            MoveStep::Paused => "paused",
+            MoveStep::Verified => "verified",
+            MoveStep::Switched => "switched",
+            MoveStep::Opened => "opened",
+            MoveStep::Routed => "routed",
+            MoveStep::Done => "done",
+            MoveStep::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<MoveStep> {
+        Self::ALL.into_iter().chain([MoveStep::Aborted]).find(|s| s.as_str() == name)
+    }
+
+    /// The step after this one; none after `done` or `aborted`.
+    pub fn next(self) -> Option<MoveStep> {
+        let i = Self::ALL.iter().position(|s| *s == self)?;
+        Self::ALL.get(i + 1).copied()
+    }
+}
+
+impl std::fmt::Display for MoveStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One batch of buckets moving from one shard to another, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveRecord {
@@ -124,20 +208,23 @@ pub struct MoveRecord {
     pub buckets: String,
     /// `move`, or `undo` (taking an aborted move's buckets back; an abort finishes it).
     pub kind: String,
-    /// The last step done (`planned` … `done`, or `aborted`).
-    pub step: String,
+    /// The last step done.
+    pub step: MoveStep,
     pub rows_copied: i64,
     /// When writes were paused (unix ms), 0 if not yet.
     pub pause_started_ms: i64,
     /// How long writes were paused, -1 until they are open again.
     pub pause_ms: i64,
+    /// The source's binlog position (MariaDB GTIDs) up to which the target has its changes; empty
+    /// where there is none (SQLite, or a move that copies again under the pause instead).
+    pub binlog_pos: String,
 }
 
 /// Moves not finished: not `done` nor `aborted`, oldest first.
 pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
     let rows = sqlx::query(
-        "SELECT id, source, target, buckets, kind, step, rows_copied, pause_started_ms, pause_ms FROM shard_moves \
-         WHERE step NOT IN ('done', 'aborted') ORDER BY id",
+        "SELECT id, source, target, buckets, kind, step, rows_copied, pause_started_ms, pause_ms, binlog_pos \
+         FROM shard_moves WHERE step NOT IN ('done', 'aborted') ORDER BY id",
     )
     .fetch_all(pool)
     .await?;
@@ -149,10 +236,15 @@ pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
                 target: r.try_get("target")?,
                 buckets: r.try_get("buckets")?,
                 kind: r.try_get("kind")?,
-                step: r.try_get("step")?,
+                step: {
+                    let name: String = r.try_get("step")?;
+                    MoveStep::parse(&name)
+                        .ok_or_else(|| sqlx::Error::Decode(format!("no such move step {name:?}").into()))?
+                },
                 rows_copied: r.try_get("rows_copied")?,
                 pause_started_ms: r.try_get("pause_started_ms")?,
                 pause_ms: r.try_get("pause_ms")?,
+                binlog_pos: r.try_get("binlog_pos")?,
             })
         })
         .collect()
@@ -166,7 +258,7 @@ pub async fn insert_move(
     buckets: &str,
     kind: &str,
 ) -> sqlx::Result<MoveRecord> {
-    let step = "planned";
+    let step = MoveStep::Planned;
     loop {
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM shard_moves").fetch_one(pool).await?;
         let id = max.unwrap_or(0) + 1;
@@ -179,12 +271,11 @@ pub async fn insert_move(
         .bind(target)
         .bind(buckets)
         .bind(kind)
-        .bind(step)
+        .bind(step.as_str())
         .bind(unix_now())
         .bind(unix_now());
         if insert_unless_present(pool, insert).await? {
-            let (source, target, buckets, kind, step) =
-                (source.into(), target.into(), buckets.into(), kind.into(), step.into());
+            let (source, target, buckets, kind) = (source.into(), target.into(), buckets.into(), kind.into());
             return Ok(MoveRecord {
                 id,
                 source,
@@ -195,6 +286,7 @@ pub async fn insert_move(
                 rows_copied: 0,
                 pause_started_ms: 0,
                 pause_ms: -1,
+                binlog_pos: String::new(),
             });
         }
     }
@@ -203,13 +295,14 @@ pub async fn insert_move(
 /// Stores `m`'s step and figures.
 pub async fn save_move(pool: &AnyPool, m: &MoveRecord) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE shard_moves SET step = ?, rows_copied = ?, pause_started_ms = ?, pause_ms = ?, updated_at = ? \
-         WHERE id = ?",
+        "UPDATE shard_moves SET step = ?, rows_copied = ?, pause_started_ms = ?, pause_ms = ?, binlog_pos = ?, \
+         updated_at = ? WHERE id = ?",
     )
-    .bind(&m.step)
+    .bind(m.step.as_str())
     .bind(m.rows_copied)
     .bind(m.pause_started_ms)
     .bind(m.pause_ms)
+    .bind(&m.binlog_pos)
     .bind(unix_now())
     .bind(m.id)
     .execute(pool)

@@ -10,6 +10,7 @@
 //! converges on the source's rows and writes only what changed.
 
 use std::cmp::Ordering;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use sqlx::pool::PoolConnection;
@@ -59,6 +60,73 @@ pub struct Copied {
     pub written: u64,
     /// Rows deleted from the target (gone from the source).
     pub deleted: u64,
+    /// The keys written or deleted, per table, the first [`FIXED_KEPT`] of them: a copy made again
+    /// to verify an earlier one must find only keys written meanwhile.
+    pub fixed: super::changes::Touched,
+}
+
+/// How many written or deleted keys a [`Copied`] keeps.
+pub const FIXED_KEPT: usize = 10_000;
+
+impl Copied {
+    fn note_fixed(&mut self, table: &PerUserTable, key: &[Value]) {
+        if self.fixed.values().map(std::collections::BTreeSet::len).sum::<usize>() < FIXED_KEPT {
+            self.fixed.entry(table.name).or_default().insert(key.to_vec());
+        }
+    }
+}
+
+/// How a long copy or delete leaves room for the shop: after each chunk it rests in proportion
+/// to the chunk's time (a busy source answers slower, so the copy slows with it), and every
+/// [`Pace::REPLICA_EVERY`] chunks it waits until a replica has replayed what its primary has
+/// (MariaDB), so the replica never lags by more than those chunks.
+pub struct Pace {
+    /// Of the wall time, the share spent working, in (0, 1].
+    duty: f64,
+    /// A primary and its replica, to wait for.
+    replica: Option<(AnyPool, AnyPool)>,
+    chunks: u64,
+    /// Time spent resting and waiting, for the report.
+    pub rested: Duration,
+}
+
+impl Pace {
+    /// Chunks between two waits for the replica.
+    pub const REPLICA_EVERY: u64 = 10;
+    /// The longest wait for the replica, after which the work goes on regardless.
+    const REPLICA_WAIT: Duration = Duration::from_secs(30);
+
+    /// Never rests, waits for no replica: for work under the write pause, and for tests.
+    pub fn flat_out() -> Self {
+        Self::new(1.0, None)
+    }
+
+    /// Works `duty` of the time (clamped to 5–100%) and keeps `replica` (a primary, its replica;
+    /// MariaDB) close behind.
+    pub fn new(duty: f64, replica: Option<(AnyPool, AnyPool)>) -> Self {
+        Self { duty: duty.clamp(0.05, 1.0), replica, chunks: 0, rested: Duration::ZERO }
+    }
+
+    /// Called after each chunk's work, which took `took`.
+    async fn rest(&mut self, took: Duration) -> sqlx::Result<()> {
+        self.chunks += 1;
+        let started = Instant::now();
+        if self.duty < 1.0 {
+            tokio::time::sleep(took.mul_f64(1.0 / self.duty - 1.0)).await;
+        }
+        if let Some((primary, replica)) = &self.replica {
+            if self.chunks.is_multiple_of(Self::REPLICA_EVERY) {
+                let pos: String = sqlx::query_scalar("SELECT @@gtid_binlog_pos").fetch_one(primary).await?;
+                let _: Option<i64> = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
+                    .bind(pos)
+                    .bind(Self::REPLICA_WAIT.as_secs_f64())
+                    .fetch_one(replica)
+                    .await?;
+            }
+        }
+        self.rested += started.elapsed();
+        Ok(())
+    }
 }
 
 /// A table's rows in key order, hashed as they pass.
@@ -225,8 +293,14 @@ async fn unchecked(db: &AnyPool, dialect: Dialect) -> sqlx::Result<PoolConnectio
 }
 
 /// Makes `target`'s rows of `buckets` the same as `source`'s, writing only the difference, a chunk
-/// at a time. Safe to run again at any time.
-pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Copied> {
+/// at a time at `pace`. Safe to run again at any time.
+pub async fn copy(
+    source: &AnyPool,
+    target: &AnyPool,
+    dialect: Dialect,
+    buckets: &[u16],
+    pace: &mut Pace,
+) -> sqlx::Result<Copied> {
     let mut done = Copied::default();
     let mut src = source.acquire().await?;
     let mut tgt = unchecked(target, dialect).await?;
@@ -235,7 +309,7 @@ pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets:
         for table in PER_USER_TABLES {
             let mut sum = Summer::new();
             for &bucket in &buckets {
-                copy_bucket(&mut src, &mut tgt, dialect, table, bucket, &mut sum, &mut done).await?;
+                copy_bucket(&mut src, &mut tgt, dialect, table, bucket, &mut sum, &mut done, pace).await?;
             }
             let sum = sum.finish(table);
             done.rows += sum.rows;
@@ -250,6 +324,7 @@ pub async fn copy(source: &AnyPool, target: &AnyPool, dialect: Dialect, buckets:
 
 /// [`copy`] of one table's rows of one bucket: the source's chunks in key order, each against the
 /// target's rows of the same key range.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different part of the walk
 async fn copy_bucket(
     src: &mut AnyConnection,
     tgt: &mut AnyConnection,
@@ -258,9 +333,11 @@ async fn copy_bucket(
     bucket: u16,
     sum: &mut Summer,
     done: &mut Copied,
+    pace: &mut Pace,
 ) -> sqlx::Result<()> {
     let mut last: Option<Vec<Value>> = None;
     loop {
+        let started = Instant::now();
         let want = read_chunk(src, table, bucket, last.as_deref(), None, CHUNK_ROWS).await?;
         want.iter().for_each(|r| sum.add(r));
         // The whole rest of the bucket when the source has no more; else up to its last key.
@@ -285,12 +362,15 @@ async fn copy_bucket(
             }
             done.deleted += stale.len() as u64;
             done.written += changed.len() as u64;
+            stale.iter().for_each(|k| done.note_fixed(table, k));
+            changed.iter().for_each(|r| done.note_fixed(table, &r.key));
             want_i = end;
             match bound {
                 Some(k) => have_last = Some(k),
                 None => break,
             }
         }
+        pace.rest(started.elapsed()).await?;
         match upto {
             Some(k) => last = Some(k),
             None => return Ok(()),
@@ -318,15 +398,7 @@ pub async fn copy_keys(
             let Some(keys) = touched.get(table.name) else { continue };
             let keys: Vec<&Vec<Value>> = keys.iter().collect();
             for chunk in keys.chunks(200) {
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE {}",
-                    table.column_list(),
-                    table.name,
-                    keys_match(table, chunk.len())
-                );
-                let rows =
-                    bind_all(sqlx::query(&sql), chunk.iter().flat_map(|k| k.iter())).fetch_all(&mut *src).await?;
-                let present = rows.iter().map(|row| Row::of(table, row)).collect::<sqlx::Result<Vec<_>>>()?;
+                let present = read_keys(&mut src, table, chunk).await?;
                 let gone: Vec<&[Value]> =
                     chunk.iter().filter(|k| !present.iter().any(|r| r.key == ***k)).map(|k| k.as_slice()).collect();
                 if !gone.is_empty() {
@@ -344,6 +416,42 @@ pub async fn copy_keys(
     .await;
     tgt.detach();
     result.map(|()| (written, deleted))
+}
+
+/// The rows of `table` with these keys, in key order.
+async fn read_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&Vec<Value>]) -> sqlx::Result<Vec<Row>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {}",
+        table.column_list(),
+        table.name,
+        keys_match(table, keys.len()),
+        table.key_list()
+    );
+    let rows = bind_all(sqlx::query(&sql), keys.iter().flat_map(|k| k.iter())).fetch_all(db).await?;
+    rows.iter().map(|row| Row::of(table, row)).collect()
+}
+
+/// The `touched` keys whose rows differ between `source` and `target` (one side lacks the row,
+/// or holds it differently), as `table (key…)`: what a move checks of the rows it copied under
+/// the write pause.
+pub async fn differing_keys(
+    source: &AnyPool,
+    target: &AnyPool,
+    touched: &super::changes::Touched,
+) -> sqlx::Result<Vec<String>> {
+    let (mut src, mut tgt) = (source.acquire().await?, target.acquire().await?);
+    let mut out = Vec::new();
+    for table in PER_USER_TABLES {
+        let Some(keys) = touched.get(table.name) else { continue };
+        let keys: Vec<&Vec<Value>> = keys.iter().collect();
+        for chunk in keys.chunks(200) {
+            let (a, b) = (read_keys(&mut src, table, chunk).await?, read_keys(&mut tgt, table, chunk).await?);
+            let (changed, stale) = diff(&a, &b);
+            let keys = changed.iter().map(|r| r.key.as_slice()).chain(stale);
+            out.extend(keys.map(|k| format!("{} {k:?}", table.name)));
+        }
+    }
+    Ok(out)
 }
 
 /// Of two runs of rows sorted by key: the wanted rows the other lacks or holds differently, and
@@ -415,15 +523,17 @@ async fn delete_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&[Val
 }
 
 /// Deletes every row of `buckets` (items before their orders), [`CHUNK_ROWS`] per statement
-/// through the bucket index, so no statement holds many locks; returns how many went.
-pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<u64> {
+/// through the bucket index, so no statement holds many locks, at `pace`; returns how many went.
+pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16], pace: &mut Pace) -> sqlx::Result<u64> {
     let mut deleted = 0;
     let buckets = sorted(buckets);
     for table in PER_USER_TABLES.iter().rev() {
         let sql = delete_sql(table, dialect);
         for &bucket in &buckets {
             loop {
+                let started = Instant::now();
                 let n = sqlx::query(&sql).bind(i64::from(bucket)).execute(db).await?.rows_affected();
+                pace.rest(started.elapsed()).await?;
                 deleted += n;
                 if n < CHUNK_ROWS as u64 {
                     break;

@@ -12,48 +12,142 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shopgate_core::config::DbUrl;
+use sqlx::{AnyPool, Row as _};
+
 use super::per_user::{Kind, PerUserTable, Value, BUCKET, PER_USER_TABLES};
 
 /// The keys touched per per-user table.
 pub type Touched = BTreeMap<&'static str, BTreeSet<Vec<Value>>>;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
     #[error("line {line}: {message}")]
     Unreadable { line: usize, message: String },
     #[error("reading the binlog: {0}")]
     Tool(String),
+    #[error("{0}")]
+    Db(#[from] sqlx::Error),
+    #[error("copying the changes: {0}")]
+    Copy(sqlx::Error),
 }
 
-/// The row events between two GTID positions (`from` exclusive, `to` inclusive) of the MariaDB
-/// server at `url`, read from it as a replica reads them (`mariadb-binlog --read-from-remote-server`;
-/// the URL's user needs the `REPLICATION SLAVE` privilege) and printed as [`touched`] reads them.
-/// The password goes to the tool in its environment, never on its command line.
-pub async fn read_binlog(url: &shopgate_core::config::DbUrl, from: &str, to: &str) -> Result<String, ChangesError> {
+/// A place in a MariaDB server's binlog: a file and an offset in it, as `SHOW MASTER STATUS`
+/// gives it, written `file:offset`. A reader starts there directly, where a GTID position would
+/// have the server scan its binlog file from the start to find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogPos {
+    pub file: String,
+    pub offset: u64,
+}
+
+impl BinlogPos {
+    pub fn parse(text: &str) -> Option<BinlogPos> {
+        let (file, offset) = text.rsplit_once(':')?;
+        Some(BinlogPos { file: file.to_owned(), offset: offset.parse().ok()? }).filter(|p| !p.file.is_empty())
+    }
+}
+
+impl std::fmt::Display for BinlogPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.offset)
+    }
+}
+
+/// Where the server at `db` is writing its binlog now; `None` if it writes none. Every
+/// transaction committed before the call is before it. The user needs `BINLOG MONITOR`.
+pub async fn position(db: &AnyPool) -> Result<Option<BinlogPos>, ChangesError> {
+    let Some(row) = sqlx::query("SHOW MASTER STATUS").fetch_optional(db).await? else { return Ok(None) };
+    let file: String = row.try_get(0)?;
+    let offset = match row.try_get::<i64, _>(1) {
+        Ok(n) => u64::try_from(n).ok(),
+        Err(_) => row.try_get::<String, _>(1).ok().and_then(|s| s.parse().ok()),
+    };
+    let offset = offset.ok_or_else(|| ChangesError::Tool("SHOW MASTER STATUS gave no position".into()))?;
+    Ok(Some(BinlogPos { file, offset }))
+}
+
+/// Reads the row events of the MariaDB server at `url` from `from` to the end of its binlog (at
+/// least up to every transaction committed before the call) as a replica reads them
+/// (`mariadb-binlog --read-from-remote-server`; the URL's user needs `REPLICATION SLAVE`), and
+/// gives each line of the output to `reader`: nothing but a line is ever held. The password
+/// goes to the tool in its environment, never on its command line.
+pub async fn read_binlog(url: &DbUrl, from: &BinlogPos, reader: &mut TouchedReader<'_>) -> Result<(), ChangesError> {
+    use tokio::io::AsyncBufReadExt as _;
     let parsed = url::Url::parse(url.expose()).map_err(|e| ChangesError::Tool(format!("the database URL: {e}")))?;
-    let decode = |s: &str| percent_decode(s);
     let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = parsed.port().unwrap_or(3306).to_string();
-    let user = decode(parsed.username());
-    let password = decode(parsed.password().unwrap_or(""));
-    let output = tokio::process::Command::new("mariadb-binlog")
-        .args(["--read-from-remote-server", "--host", &host, "--port", &port, "--user", &user])
-        .arg(format!("--start-position={from}"))
-        .arg(format!("--stop-position={to}"))
+    let mut child = tokio::process::Command::new("mariadb-binlog")
+        .args(["--read-from-remote-server", "--host", &host, "--port", &port, "--user"])
+        .arg(percent_decode(parsed.username()))
+        .arg(format!("--start-position={}", from.offset))
         .args(["--to-last-log", "--base64-output=DECODE-ROWS", "--verbose"])
-        // From a GTID position the server finds the file itself; the tool still wants a name.
-        .arg("binlog")
-        .env("MYSQL_PWD", password)
+        .arg(&from.file)
+        .env("MYSQL_PWD", percent_decode(parsed.password().unwrap_or("")))
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .map_err(|e| ChangesError::Tool(format!("cannot run mariadb-binlog (install mariadb-client): {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = child.stdout.take().ok_or_else(|| ChangesError::Tool("no output".into()))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| ChangesError::Tool("no output".into()))?;
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        text
+    });
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.map_err(|e| ChangesError::Tool(format!("its output: {e}")))? {
+        reader.line(&line)?;
+    }
+    let status = child.wait().await.map_err(|e| ChangesError::Tool(e.to_string()))?;
+    if !status.success() {
+        let stderr = errors.await.unwrap_or_default();
         return Err(ChangesError::Tool(stderr.lines().last().unwrap_or("mariadb-binlog failed").to_owned()));
     }
-    String::from_utf8(output.stdout).map_err(|_| ChangesError::Tool("the output is not UTF-8".into()))
+    Ok(())
+}
+
+/// What one round of catching up did.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The source's position the target now has every change up to.
+    pub to: BinlogPos,
+    /// The keys of the moved buckets written on the source meanwhile, copied again.
+    pub touched: Touched,
+    pub written: u64,
+    pub deleted: u64,
+}
+
+impl Round {
+    pub fn keys(&self) -> usize {
+        self.touched.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// Copies to `target` the rows of `buckets` written on `source` (at `url`) since `from`: the
+/// keys its binlog shows touched, each read again from the source as it is now
+/// ([`super::buckets::copy_keys`]).
+pub async fn catch_up(
+    source: &AnyPool,
+    url: &DbUrl,
+    target: &AnyPool,
+    dialect: crate::db::Dialect,
+    buckets: &[u16],
+    from: &BinlogPos,
+) -> Result<Round, ChangesError> {
+    let to = position(source).await?.ok_or_else(|| ChangesError::Tool("the source writes no binlog now".into()))?;
+    if to == *from {
+        return Ok(Round { to, touched: Touched::new(), written: 0, deleted: 0 });
+    }
+    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(source).await?;
+    let mut reader = TouchedReader::new(&database, buckets);
+    read_binlog(url, from, &mut reader).await?;
+    let touched = reader.finish()?;
+    let (written, deleted) =
+        super::buckets::copy_keys(source, target, dialect, &touched).await.map_err(ChangesError::Copy)?;
+    Ok(Round { to, touched, written, deleted })
 }
 
 /// `%XX` escapes of a URL's user or password, decoded.
@@ -85,27 +179,46 @@ struct Image {
 /// or after the update) or deleted in `database`, per table. Rows of other databases, tables and
 /// buckets are passed over.
 pub fn touched(text: &str, database: &str, buckets: &[u16]) -> Result<Touched, ChangesError> {
-    let mut out = Touched::new();
-    let mut image: Option<Image> = None;
-    // Whether the current event is on a per-user table (its images are read) or not.
-    let mut table: Option<&'static PerUserTable> = None;
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
+    let mut reader = TouchedReader::new(database, buckets);
+    for line in text.lines() {
+        reader.line(line)?;
+    }
+    reader.finish()
+}
+
+/// [`touched`] a line at a time, for output too long to hold.
+pub struct TouchedReader<'a> {
+    database: &'a str,
+    buckets: &'a [u16],
+    out: Touched,
+    image: Option<Image>,
+    /// The current event's table, if it is a per-user one (its images are read).
+    table: Option<&'static PerUserTable>,
+    line_no: usize,
+}
+
+impl<'a> TouchedReader<'a> {
+    pub fn new(database: &'a str, buckets: &'a [u16]) -> Self {
+        Self { database, buckets, out: Touched::new(), image: None, table: None, line_no: 0 }
+    }
+
+    pub fn line(&mut self, line: &str) -> Result<(), ChangesError> {
+        self.line_no += 1;
+        let line_no = self.line_no;
         let Some(rest) = line.strip_prefix("###") else {
-            finish(&mut image, buckets, &mut out, line_no)?;
-            continue;
+            return finish(&mut self.image, self.buckets, &mut self.out, line_no);
         };
         let rest = rest.trim_start();
         if let Some(target) =
             ["INSERT INTO ", "UPDATE ", "DELETE FROM "].iter().find_map(|verb| rest.strip_prefix(verb))
         {
-            finish(&mut image, buckets, &mut out, line_no)?;
-            table = table_named(target, database);
+            finish(&mut self.image, self.buckets, &mut self.out, line_no)?;
+            self.table = table_named(target, self.database);
         } else if rest == "SET" || rest == "WHERE" {
-            finish(&mut image, buckets, &mut out, line_no)?;
-            image = table.map(|table| Image { table, values: vec![None; table.columns.len()] });
+            finish(&mut self.image, self.buckets, &mut self.out, line_no)?;
+            self.image = self.table.map(|table| Image { table, values: vec![None; table.columns.len()] });
         } else if let Some(column) = rest.strip_prefix('@') {
-            let Some(img) = image.as_mut() else { continue };
+            let Some(img) = self.image.as_mut() else { return Ok(()) };
             let fail = |message: String| ChangesError::Unreadable { line: line_no, message };
             let (index, value) = column.split_once('=').ok_or_else(|| fail(format!("no value in {line:?}")))?;
             let index: usize = index.parse().map_err(|_| fail(format!("no column number in {line:?}")))?;
@@ -116,9 +229,13 @@ pub fn touched(text: &str, database: &str, buckets: &[u16]) -> Result<Touched, C
                 .ok_or_else(|| fail(format!("{}.{name}: cannot read {value:?}", img.table.name)))?;
             img.values[index - 1] = Some(parsed);
         }
+        Ok(())
     }
-    finish(&mut image, buckets, &mut out, text.lines().count())?;
-    Ok(out)
+
+    pub fn finish(mut self) -> Result<Touched, ChangesError> {
+        finish(&mut self.image, self.buckets, &mut self.out, self.line_no)?;
+        Ok(self.out)
+    }
 }
 
 /// The per-user table a `` `db`.`table` `` names, if it is in `database`.
@@ -152,8 +269,14 @@ fn finish(image: &mut Option<Image>, buckets: &[u16], out: &mut Touched, line: u
     let Some(img) = image.take() else { return Ok(()) };
     let table = img.table;
     let at = |name: &str| table.columns.iter().position(|(c, _)| *c == name);
-    let bucket = at(BUCKET).and_then(|i| img.values[i].clone()).flatten();
-    // A row without its bucket is from before the column: no move takes such rows.
+    let Some(bucket) = at(BUCKET).and_then(|i| img.values[i].clone()) else {
+        // A partial image (`binlog_row_image` other than FULL) cannot say whose row it is.
+        return Err(ChangesError::Unreadable {
+            line,
+            message: format!("{}: a row image without its {BUCKET} column (binlog_row_image must be FULL)", table.name),
+        });
+    };
+    // A row whose bucket is NULL is from before the column: no move takes such rows.
     let Some(Value::Int(bucket)) = bucket else { return Ok(()) };
     if !u16::try_from(bucket).is_ok_and(|b| buckets.contains(&b)) {
         return Ok(());

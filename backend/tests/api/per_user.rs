@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use shopgate_backend::db::Dialect;
-use shopgate_backend::store::buckets::{self, Value, CHUNK_ROWS};
+use shopgate_backend::store::buckets::{self, Pace, Value, CHUNK_ROWS};
 use shopgate_backend::store::per_user::{fill_buckets, unfilled, Kind, PER_USER_TABLES};
 use sqlx::AnyPool;
 use sqlx::Row as _;
@@ -137,7 +137,7 @@ async fn a_bucket_larger_than_a_chunk_is_copied_compared_and_deleted() {
     seed(target, 44, 1, 10, true).await;
     let before_44 = buckets::checksums(target, &[44]).await.unwrap();
 
-    let first = buckets::copy(source, target, dialect, &[42]).await.unwrap();
+    let first = buckets::copy(source, target, dialect, &[42], &mut Pace::flat_out()).await.unwrap();
     assert_eq!(first.rows, 3 + 3 * per_user * 4, "{first:?}");
     assert_eq!((first.written, first.deleted), (first.rows, 0));
     assert_eq!(first.source, buckets::checksums(target, &[42]).await.unwrap());
@@ -159,13 +159,13 @@ async fn a_bucket_larger_than_a_chunk_is_copied_compared_and_deleted() {
         ),
     )
     .await;
-    let again = buckets::copy(source, target, dialect, &[42]).await.unwrap();
+    let again = buckets::copy(source, target, dialect, &[42], &mut Pace::flat_out()).await.unwrap();
     assert_eq!((again.written, again.deleted), (1, 4), "{again:?}");
     assert_eq!(again.source, buckets::checksums(target, &[42]).await.unwrap());
     assert_ne!(again.source, first.source);
     assert_eq!(buckets::checksums(target, &[44]).await.unwrap(), before_44, "bucket 44 was touched");
 
-    let deleted = buckets::delete(source, dialect, &[42]).await.unwrap();
+    let deleted = buckets::delete(source, dialect, &[42], &mut Pace::flat_out()).await.unwrap();
     assert_eq!(deleted, again.rows);
     assert!(buckets::checksums(source, &[42]).await.unwrap().iter().all(|s| s.rows == 0));
     assert_eq!(buckets::checksums(source, &[44]).await.unwrap(), before_44);
@@ -292,27 +292,23 @@ async fn the_check_walks_a_table_of_several_chunks_and_finds_every_misplaced_row
     assert_eq!(ids, ["1", "2", "9000000000000000"]);
 }
 
-/// The catch-up's mechanics on MariaDB: a bucket copied, the source's GTID position noted, then
+/// The catch-up's mechanics on MariaDB: a bucket copied, the source's binlog position noted, then
 /// orders placed, cancelled and keys deleted on the source in the copied bucket and another; the
 /// changes since the position, read from the server's binlog with `mariadb-binlog` and reduced to
 /// the copied bucket's keys, copied again by key, make the target the same as the source for that
-/// bucket, and leave the other bucket alone.
+/// bucket, and leave the other bucket alone; a round from where that one ended finds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_since_a_gtid_position_copied_by_key_catch_a_bucket_up_on_mysql() {
-    use shopgate_backend::store::changes::{read_binlog, touched};
+async fn changes_since_a_binlog_position_copied_by_key_catch_a_bucket_up_on_mysql() {
+    use shopgate_backend::store::changes::{catch_up, position};
     let Some(a) = spawn_on_mysql_with(false, &[]).await else { return };
     // Another database on the same server stands in for the target shard.
     let Some(b) = spawn_on_mysql_with(false, &[]).await else { return };
     let (source, target) = (a.state.db_write(), b.state.db_write());
     seed(source, 42, 2, 50, true).await;
     seed(source, 44, 1, 10, true).await;
-    buckets::copy(source, target, Dialect::MySql, &[42]).await.unwrap();
+    buckets::copy(source, target, Dialect::MySql, &[42], &mut Pace::flat_out()).await.unwrap();
     let target_44 = buckets::checksums(target, &[44]).await.unwrap();
-    let gtid = |db: &AnyPool| {
-        let db = db.clone();
-        async move { sqlx::query_scalar::<_, String>("SELECT @@gtid_binlog_pos").fetch_one(&db).await.unwrap() }
-    };
-    let from = gtid(source).await;
+    let from = position(source).await.unwrap().expect("the server writes a binlog");
 
     // Writes while the copy's result ages: new rows, changed rows, deleted rows; in bucket 44 too.
     exec(
@@ -329,18 +325,22 @@ async fn changes_since_a_gtid_position_copied_by_key_catch_a_bucket_up_on_mysql(
     exec(source, "UPDATE orders SET status = 'cancelled', updated_at = 2 WHERE user_id = 1000042").await;
     exec(source, "DELETE FROM idempotency_keys WHERE user_id = 1001042 AND idem_key IN ('key-1', 'key-2')").await;
     exec(source, "UPDATE users SET email = 'new@example.com' WHERE id = 1000044").await;
-    let to = gtid(source).await;
     assert_ne!(buckets::checksums(source, &[42]).await.unwrap(), buckets::checksums(target, &[42]).await.unwrap());
 
     let url = &a.config.shard("a").unwrap().primary;
-    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(source).await.unwrap();
-    let text = read_binlog(url, &from, &to).await.unwrap();
-    let keys = touched(&text, &database, &[42]).unwrap();
+    let round = catch_up(source, url, target, Dialect::MySql, &[42], &from).await.unwrap();
+    let keys = &round.touched;
     assert_eq!(keys["orders"].len(), 50 + 5, "{:?}", keys.keys());
     assert_eq!(keys["idempotency_keys"].len(), 5 + 2);
-    let (written, deleted) = buckets::copy_keys(source, target, Dialect::MySql, &keys).await.unwrap();
-    assert_eq!(deleted, 2);
-    assert_eq!(written, 1 + 55 + 10 + 5);
+    assert_eq!(round.deleted, 2);
+    assert_eq!(round.written, 1 + 55 + 10 + 5);
     assert_eq!(buckets::checksums(source, &[42]).await.unwrap(), buckets::checksums(target, &[42]).await.unwrap());
+    assert_eq!(buckets::differing_keys(source, target, keys).await.unwrap(), Vec::<String>::new());
+    let again = catch_up(source, url, target, Dialect::MySql, &[42], &round.to).await.unwrap();
+    assert_eq!(again.keys(), 0, "{:?}", again.touched);
+    // And the comparison sees a difference in a touched key.
+    exec(target, "UPDATE orders SET status = 'placed' WHERE user_id = 1000042 LIMIT 1").await;
+    let differ = buckets::differing_keys(source, target, keys).await.unwrap();
+    assert!(differ.len() == 1 && differ[0].starts_with("orders "), "{differ:?}");
     assert_eq!(buckets::checksums(target, &[44]).await.unwrap(), target_44, "bucket 44 was touched");
 }

@@ -145,7 +145,7 @@ async fn users_see(stack: &Stack, shoppers: &[Shopper], step: &str) -> Option<i6
     // `None`: either (right after `switched`, the source may not have taken the map yet; it
     // still holds every row and nobody writes, so its read is the right one).
     let (writes, reads) = match step {
-        "planned" | "copied" | "routed" => (true, Some(true)),
+        "planned" | "copied" | "caught_up" | "routed" => (true, Some(true)),
         "paused" | "verified" => (false, Some(true)),
         "switched" => (false, None),
         _ => (false, Some(false)),
@@ -255,6 +255,7 @@ macro_rules! per_step {
 per_step! {
     killed_after_planned_then_rerun, aborted_after_planned => "planned";
     killed_after_copied_then_rerun, aborted_after_copied => "copied";
+    killed_after_caught_up_then_rerun, aborted_after_caught_up => "caught_up";
     killed_after_paused_then_rerun, aborted_after_paused => "paused";
     killed_after_verified_then_rerun, aborted_after_verified => "verified";
     killed_after_switched_then_rerun, aborted_after_switched => "switched";
@@ -268,7 +269,10 @@ async fn an_uninterrupted_move_reports_its_pause_and_moves_every_row() {
     let before = world(&stack, &moved).await;
     let out = run_move(&stack, &moved, None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(steps_of(&out), ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"]);
+    assert_eq!(
+        steps_of(&out),
+        ["planned", "copied", "caught_up", "paused", "verified", "switched", "opened", "routed", "done"]
+    );
     let summary: Value = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

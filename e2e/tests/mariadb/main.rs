@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod catalog;
+mod catch_up;
 mod chaos;
 mod check;
 mod deadlocks;

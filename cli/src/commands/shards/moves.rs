@@ -7,13 +7,22 @@
 //! | step done  | what it did                                                                   |
 //! |------------|-------------------------------------------------------------------------------|
 //! | `planned`  | the batch is recorded                                                         |
-//! | `copied`   | the target's write fence is closed; the rows are copied while the shop runs   |
+//! | `copied`   | the target's write fence is closed; the source's binlog position noted; the   |
+//! |            | rows copied in key-ordered chunks while the shop runs                         |
+//! | `caught_up`| the source's changes since, read from its binlog, copied by key, round after  |
+//! |            | round; the whole batch compared once (differences only where rows changed     |
+//! |            | meanwhile); rounds again until few changes are left                           |
 //! | `paused`   | the source's fence is closed: writes of these buckets get 503 (reads go on)    |
-//! | `verified` | what changed meanwhile is copied; both sides have the same rows and checksums |
+//! | `verified` | the last changes copied and compared; the target's replica has them           |
 //! | `switched` | new map: the target owns them, state `moving` (nobody serves them)            |
 //! | `opened`   | every backend took that map; the target's fence opens; map: serving           |
 //! | `routed`   | nginx reloaded with the new map; the pause is over                            |
 //! | `done`     | the source's copies are deleted                                               |
+//!
+//! The write pause thus costs what changed since the last round, not what the batch or the shard
+//! holds. Where the source's binlog cannot be read (SQLite; MariaDB without a binlog, or a user
+//! without `REPLICATION SLAVE` and `BINLOG MONITOR`), `verified` copies the whole batch again by
+//! difference and compares checksums: correct, with a pause that grows with the batch.
 //!
 //! Up to `verified`, the source alone has taken writes; up to `opened` nobody but the source has
 //! served, so an abort there reopens the source and deletes the target's copies. Once the target
@@ -28,9 +37,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use shopgate_backend::store::{buckets, fence, per_user};
+use shopgate_backend::store::buckets::{self, Pace};
+use shopgate_backend::store::changes::{self, BinlogPos};
+use shopgate_backend::store::{fence, per_user};
 use shopgate_core::config::{Config, ShardConfig};
-use shopgate_core::control::{self, MoveRecord};
+use shopgate_core::control::{self, MoveRecord, MoveStep};
 use shopgate_core::shardmap::{bucket_ranges, describe_buckets, parse_buckets, BucketState};
 use shopgate_core::time::unix_now_ms;
 use shopgate_core::{ShardMap, ShardName};
@@ -40,8 +51,10 @@ use crate::health::reachable;
 use crate::output::{out, Format};
 use crate::{stack, Context, UsageError};
 
-/// The steps in order; a record's `step` is the last one done.
-const STEPS: [&str; 8] = ["planned", "copied", "paused", "verified", "switched", "opened", "routed", "done"];
+/// Catch-up rounds end when one copies at most this many keys: what is left for the pause.
+const FEW_CHANGES: usize = 200;
+/// The most catch-up rounds in a row, for a source written faster than the rounds keep up with.
+const MAX_ROUNDS: u32 = 30;
 /// Test hook: a move exits abruptly (as if killed) right after recording this step.
 const DIE_AFTER_ENV: &str = "SHOPCTL_MOVE_DIE_AFTER";
 #[derive(clap::Args, Debug)]
@@ -65,6 +78,10 @@ pub(crate) struct MoveArgs {
     /// (the move can then be resumed or aborted).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) wait_seconds: u64,
+    /// Of the time, the share (percent) the copy and the deletes work; they rest the rest, so the
+    /// shop's own queries keep the databases' attention. 100 for a quiet shop.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(5..=100))]
+    pub(crate) pace: u8,
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,7 +143,7 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
 pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyhow::Result<()> {
     let control = stack::control_db(config).await?;
     let map = bounded_control(control::load_or_seed(&control.pool, &config.shard_map)).await?;
-    let mut mover = Mover::new(ctx, config, control, Duration::from_secs(args.wait_seconds))?;
+    let mut mover = Mover::new(ctx, config, control, Duration::from_secs(args.wait_seconds), args.pace)?;
     let unfinished = crate::db::bounded(control::unfinished_moves(&mover.control.pool)).await?;
     if args.abort {
         if unfinished.is_empty() {
@@ -228,21 +245,42 @@ struct Mover<'a> {
     config: &'a Config,
     control: Db,
     primaries: BTreeMap<String, Db>,
+    replicas: BTreeMap<String, Db>,
     waits: Waits,
+    /// `--pace`, as a share.
+    duty: f64,
     report: Report,
     done: Vec<Finished>,
 }
 
 impl<'a> Mover<'a> {
-    fn new(ctx: &Context, config: &'a Config, control: Db, wait: Duration) -> anyhow::Result<Self> {
+    fn new(ctx: &Context, config: &'a Config, control: Db, wait: Duration, pace: u8) -> anyhow::Result<Self> {
         Ok(Self {
             config,
             control,
             primaries: BTreeMap::new(),
+            replicas: BTreeMap::new(),
             waits: Waits::new(wait)?,
+            duty: f64::from(pace) / 100.0,
             report: Report::new(ctx.format),
             done: Vec::new(),
         })
+    }
+
+    /// The pace of work on shard `name`'s primary: `--pace`, and its replica kept close behind.
+    async fn pace(&mut self, name: &str) -> anyhow::Result<Pace> {
+        let shard = self.shard(name)?;
+        let primary = self.primary(name).await?;
+        if primary.dialect != Dialect::MySql {
+            return Ok(Pace::new(self.duty, None));
+        }
+        let primary = primary.pool.clone();
+        let Some(url) = shard.replica.clone() else { return Ok(Pace::new(self.duty, None)) };
+        if !self.replicas.contains_key(name) {
+            let db = Db::connect(&url, &format!("shard {name}'s replica")).await?;
+            self.replicas.insert(name.to_owned(), db);
+        }
+        Ok(Pace::new(self.duty, Some((primary, self.replicas[name].pool.clone()))))
     }
 
     async fn primary(&mut self, name: &str) -> anyhow::Result<&Db> {
@@ -276,22 +314,21 @@ impl<'a> Mover<'a> {
     /// Takes `m` from its last step to `done`, recording each step.
     async fn drive(&mut self, mut m: MoveRecord) -> anyhow::Result<()> {
         let list = parse_buckets(&m.buckets).map_err(anyhow::Error::msg)?;
-        if m.step == "planned" {
-            self.report.step(&m, Duration::ZERO);
-            die_if_asked(&m.step);
+        if m.step == MoveStep::Planned {
+            self.report.step(&m, Duration::ZERO, &Value::Null);
+            die_if_asked(m.step);
         }
-        while m.step != "done" {
-            let next = STEPS.iter().position(|s| *s == m.step).and_then(|i| STEPS.get(i + 1)).copied();
-            let Some(next) = next else { bail!("move {} is at an unknown step {:?}", m.id, m.step) };
+        while m.step != MoveStep::Done {
+            let Some(next) = m.step.next() else { bail!("move {} is at step {}, which has no next", m.id, m.step) };
             let started = Instant::now();
             let mut deadlocks = 0;
-            loop {
+            let detail = loop {
                 // On a copy: a step that fails leaves nothing of its own behind in `m`.
                 let mut attempt = m.clone();
                 match self.step(&mut attempt, next, &list).await {
-                    Ok(()) => {
+                    Ok(detail) => {
                         m = attempt;
-                        break;
+                        break detail;
                     }
                     // Orders running beside the move take locks too; the server rolled the
                     // step's transaction back whole, and each step can be run again (that is
@@ -309,22 +346,24 @@ impl<'a> Mover<'a> {
                         }
                     },
                 }
-            }
-            m.step = next.to_owned();
+            };
+            m.step = next;
             self.save(&m).await?;
-            self.report.step(&m, started.elapsed());
-            die_if_asked(&m.step);
+            self.report.step(&m, started.elapsed(), &detail);
+            die_if_asked(m.step);
         }
         self.done.push(Finished { buckets: list.len() as u64, rows: m.rows_copied, pause_ms: m.pause_ms });
         self.report.batch_done(list.len() as u64);
         Ok(())
     }
 
-    /// The work of one step; each can run again after a crash and ends in the same state.
-    async fn step(&mut self, m: &mut MoveRecord, next: &str, list: &[u16]) -> anyhow::Result<()> {
+    /// The work of one step; each can run again after a crash and ends in the same state. Returns
+    /// what the step's event adds (`--json`'s `detail`), `null` for nothing.
+    async fn step(&mut self, m: &mut MoveRecord, next: MoveStep, list: &[u16]) -> anyhow::Result<Value> {
         let (source, target) = (m.source.clone(), m.target.clone());
         match next {
-            "copied" => {
+            MoveStep::Planned | MoveStep::Aborted => bail!("no move goes to step {next}"),
+            MoveStep::Copied => {
                 // A bucket's rows are found by their bucket column: all of them must have it.
                 let s = self.primary(&source).await?.pool.clone();
                 let unfilled = per_user::unfilled(&s).await?;
@@ -336,10 +375,15 @@ impl<'a> Mover<'a> {
                 }
                 let t = self.primary(&target).await?.pool.clone();
                 fence::set(&t, list, false).await?;
-                let copied = self.copy(&source, &target, list).await?;
+                // Noted before the copy reads anything: every change the copy may miss is after it.
+                m.binlog_pos = self.binlog_position(&source).await?.map(|p| p.to_string()).unwrap_or_default();
+                let mut pace = self.pace(&target).await?;
+                let copied = self.copy(&source, &target, list, &mut pace).await?;
                 m.rows_copied = copied.rows as i64;
+                Ok(json!({"written": copied.written, "rested_ms": pace.rested.as_millis() as u64}))
             }
-            "paused" => {
+            MoveStep::CaughtUp => self.catch_up(m, list).await,
+            MoveStep::Paused => {
                 let s = self.primary(&source).await?.pool.clone();
                 if m.pause_started_ms == 0 {
                     m.pause_started_ms = unix_now_ms();
@@ -353,19 +397,52 @@ impl<'a> Mover<'a> {
                     next.set_state(list, BucketState::WritesPaused);
                     self.publish(&next, &format!("move {}: writes paused", m.id)).await?;
                 }
+                Ok(Value::Null)
             }
-            "verified" => {
-                // Writes are paused: the source's rows, read once by the copy, hold still.
-                let copied = self.copy(&source, &target, list).await?;
-                m.rows_copied = copied.rows as i64;
-                let t = self.primary(&target).await?.pool.clone();
-                let (a, b) = (copied.source, buckets::checksums(&t, list).await?);
-                if a != b {
-                    bail!("after the copy, the two shards differ: {a:?} against {b:?}");
-                }
+            MoveStep::Verified => {
+                // Writes are paused: the source's rows hold still.
+                let detail = match BinlogPos::parse(&m.binlog_pos) {
+                    Some(from) => match self.round(&source, &target, list, &from).await {
+                        Ok(round) => {
+                            let (s, t) =
+                                (self.primary(&source).await?.pool.clone(), self.primary(&target).await?.pool.clone());
+                            let differ = buckets::differing_keys(&s, &t, &round.touched).await?;
+                            if !differ.is_empty() {
+                                bail!(
+                                    "after the last changes, the two shards differ in {}: {}",
+                                    differ.len(),
+                                    first_few(&differ)
+                                );
+                            }
+                            m.binlog_pos = round.to.to_string();
+                            Some(json!({"by": "binlog", "keys": round.keys()}))
+                        }
+                        Err(e) => {
+                            crate::output::warn(format_args!(
+                                "shard {source}'s binlog cannot be read ({e:#}); copying the whole batch again under the pause"
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let detail = match detail {
+                    Some(d) => d,
+                    None => {
+                        let copied = self.copy(&source, &target, list, &mut Pace::flat_out()).await?;
+                        m.rows_copied = copied.rows as i64;
+                        let t = self.primary(&target).await?.pool.clone();
+                        let (a, b) = (copied.source, buckets::checksums(&t, list).await?);
+                        if a != b {
+                            bail!("after the copy, the two shards differ: {a:?} against {b:?}");
+                        }
+                        json!({"by": "copy", "written": copied.written})
+                    }
+                };
                 self.replica_caught_up(&target).await?;
+                Ok(detail)
             }
-            "switched" => {
+            MoveStep::Switched => {
                 let map = self.map().await?;
                 if list.iter().any(|&b| map.owner_of_bucket(b).map(ShardName::as_str) != Some(target.as_str())) {
                     let mut next = map.next_version();
@@ -373,8 +450,9 @@ impl<'a> Mover<'a> {
                     next.set_state(list, BucketState::Moving);
                     self.publish(&next, &format!("move {}: switched to {target}", m.id)).await?;
                 }
+                Ok(Value::Null)
             }
-            "opened" => {
+            MoveStep::Opened => {
                 let map = self.map().await?;
                 let names = [known_shard(self.config, &source)?, known_shard(self.config, &target)?];
                 self.waits.backends(self.config, &names, map.version(), true).await?;
@@ -385,30 +463,136 @@ impl<'a> Mover<'a> {
                     next.set_state(list, BucketState::Serving);
                     self.publish(&next, &format!("move {}: {target} serves", m.id)).await?;
                 }
+                Ok(Value::Null)
             }
-            "routed" => {
+            MoveStep::Routed => {
                 let map = self.map().await?;
                 // The target serves them before nginx sends it their users.
                 let names = [known_shard(self.config, &target)?];
                 self.waits.backends(self.config, &names, map.version(), true).await?;
                 self.waits.reload_nginx(self.config, &map).await?;
                 m.pause_ms = (unix_now_ms() - m.pause_started_ms).max(0);
+                Ok(Value::Null)
             }
-            "done" => {
+            MoveStep::Done => {
+                let mut pace = self.pace(&source).await?;
                 let s = self.primary(&source).await?;
                 let (pool, dialect) = (s.pool.clone(), s.dialect);
-                buckets::delete(&pool, dialect, list).await?;
+                let deleted = buckets::delete(&pool, dialect, list, &mut pace).await?;
+                Ok(json!({"deleted": deleted, "rested_ms": pace.rested.as_millis() as u64}))
             }
-            other => bail!("no such step {other}"),
         }
-        Ok(())
     }
 
-    async fn copy(&mut self, source: &str, target: &str, list: &[u16]) -> anyhow::Result<buckets::Copied> {
+    /// Step `caught_up`: catch-up rounds from the position `copied` noted until few changes are
+    /// left; then the whole batch compared (by a copy of the difference), which may find only
+    /// rows the binlog shows written since the comparison began; then rounds again. Without a
+    /// position, a second copy instead, so that the one under the pause has less to write.
+    async fn catch_up(&mut self, m: &mut MoveRecord, list: &[u16]) -> anyhow::Result<Value> {
+        let (source, target) = (m.source.clone(), m.target.clone());
+        let Some(from) = BinlogPos::parse(&m.binlog_pos) else {
+            let mut pace = self.pace(&target).await?;
+            let copied = self.copy(&source, &target, list, &mut pace).await?;
+            m.rows_copied = copied.rows as i64;
+            return Ok(json!({"by": "copy", "written": copied.written}));
+        };
+        let (mark, mut rounds, mut keys) = self.rounds(&source, &target, list, from).await?;
+        let mut pace = self.pace(&target).await?;
+        let compared = self.copy(&source, &target, list, &mut pace).await?;
+        let since = self.round(&source, &target, list, &mark).await?;
+        let unexplained: Vec<String> = compared
+            .fixed
+            .iter()
+            .flat_map(|(table, ks)| ks.iter().map(move |k| (*table, k)))
+            .filter(|(table, k)| !since.touched.get(table).is_some_and(|t| t.contains(*k)))
+            .map(|(table, k)| format!("{table} {k:?}"))
+            .collect();
+        if !unexplained.is_empty() {
+            bail!(
+                "comparing the copy with the source found {} rows that differed although the source's binlog shows \
+                 no write of them since the last catch-up ({}); the move stops rather than trust the catch-up",
+                unexplained.len(),
+                first_few(&unexplained)
+            );
+        }
+        let (to, more_rounds, more_keys) = self.rounds(&source, &target, list, since.to.clone()).await?;
+        rounds += more_rounds + 1;
+        keys += more_keys + since.keys();
+        m.binlog_pos = to.to_string();
+        m.rows_copied = compared.rows as i64;
+        Ok(json!({
+            "by": "binlog", "rounds": rounds, "keys": keys, "compared_rows": compared.rows,
+            "differed": compared.written + compared.deleted, "rested_ms": pace.rested.as_millis() as u64,
+        }))
+    }
+
+    /// Catch-up rounds from `from` until one copies at most [`FEW_CHANGES`] keys (or
+    /// [`MAX_ROUNDS`] went by); the position reached, the rounds and the keys copied.
+    async fn rounds(
+        &mut self,
+        source: &str,
+        target: &str,
+        list: &[u16],
+        mut from: BinlogPos,
+    ) -> anyhow::Result<(BinlogPos, u32, usize)> {
+        let (mut rounds, mut keys) = (0, 0);
+        loop {
+            let round = self.round(source, target, list, &from).await?;
+            rounds += 1;
+            keys += round.keys();
+            from = round.to.clone();
+            if round.keys() <= FEW_CHANGES || rounds >= MAX_ROUNDS {
+                return Ok((from, rounds, keys));
+            }
+        }
+    }
+
+    /// One catch-up round ([`changes::catch_up`]) from `from`.
+    async fn round(
+        &mut self,
+        source: &str,
+        target: &str,
+        list: &[u16],
+        from: &BinlogPos,
+    ) -> anyhow::Result<changes::Round> {
+        let url = self.shard(source)?.primary.clone();
+        let s = self.primary(source).await?.pool.clone();
+        let t = self.primary(target).await?;
+        let (t, dialect) = (t.pool.clone(), t.dialect);
+        changes::catch_up(&s, &url, &t, dialect, list, from)
+            .await
+            .with_context(|| format!("catching up from shard {source}'s binlog at {from}"))
+    }
+
+    /// Where shard `name`'s primary writes its binlog now, if the move can read it from there;
+    /// otherwise `None`, with a warning saying why and what the pause then costs.
+    async fn binlog_position(&mut self, name: &str) -> anyhow::Result<Option<BinlogPos>> {
+        let db = self.primary(name).await?;
+        if db.dialect != Dialect::MySql {
+            return Ok(None);
+        }
+        let why = match changes::position(&db.pool).await {
+            Ok(Some(pos)) => return Ok(Some(pos)),
+            Ok(None) => "it writes no binlog".to_owned(),
+            Err(e) => format!("{e}; its user needs REPLICATION SLAVE and BINLOG MONITOR"),
+        };
+        crate::output::warn(format_args!(
+            "the move cannot follow shard {name}'s binlog ({why}): the write pause will copy the whole batch again"
+        ));
+        Ok(None)
+    }
+
+    async fn copy(
+        &mut self,
+        source: &str,
+        target: &str,
+        list: &[u16],
+        pace: &mut Pace,
+    ) -> anyhow::Result<buckets::Copied> {
         let s = self.primary(source).await?.pool.clone();
         let t_db = self.primary(target).await?;
         let (t, dialect) = (t_db.pool.clone(), t_db.dialect);
-        Ok(buckets::copy(&s, &t, dialect, list).await?)
+        Ok(buckets::copy(&s, &t, dialect, list, pace).await?)
     }
 
     /// The target's replica holds every row just copied to its primary (MariaDB GTIDs), so its
@@ -442,8 +626,8 @@ impl<'a> Mover<'a> {
         }
         let list = parse_buckets(&m.buckets).map_err(anyhow::Error::msg)?;
         let (source, target) = (m.source.clone(), m.target.clone());
-        if matches!(m.step.as_str(), "opened" | "routed") {
-            if m.step == "opened" {
+        if matches!(m.step, MoveStep::Opened | MoveStep::Routed) {
+            if m.step == MoveStep::Opened {
                 // nginx first learns the target serves them, as a finished move would leave it.
                 let map = self.map().await?;
                 self.waits.reload_nginx(self.config, &map).await?;
@@ -451,9 +635,9 @@ impl<'a> Mover<'a> {
             let undo =
                 crate::db::bounded(control::insert_move(&self.control.pool, &target, &source, &m.buckets, "undo"))
                     .await?;
-            m.step = "aborted".into();
+            m.step = MoveStep::Aborted;
             self.save(&m).await?;
-            self.report.step(&m, Duration::ZERO);
+            self.report.step(&m, Duration::ZERO, &Value::Null);
             return self.drive(undo).await;
         }
         let map = self.map().await?;
@@ -476,10 +660,10 @@ impl<'a> Mover<'a> {
         let t = self.primary(&target).await?;
         let (t, dialect) = (t.pool.clone(), t.dialect);
         fence::set(&t, &list, false).await?;
-        buckets::delete(&t, dialect, &list).await?;
-        m.step = "aborted".into();
+        buckets::delete(&t, dialect, &list, &mut Pace::flat_out()).await?;
+        m.step = MoveStep::Aborted;
         self.save(&m).await?;
-        self.report.step(&m, Duration::ZERO);
+        self.report.step(&m, Duration::ZERO, &Value::Null);
         Ok(())
     }
 }
@@ -491,9 +675,20 @@ fn deadlock_retry(e: &anyhow::Error, deadlocks: u32) -> Option<Duration> {
     shopgate_core::db::retry_after_deadlock(db_error, deadlocks)
 }
 
+/// The first few of `items`, for an error message.
+fn first_few(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+    let more = items.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 /// The test hook: exit abruptly, as a killed process would, right after recording `step`.
-fn die_if_asked(step: &str) {
-    if std::env::var(DIE_AFTER_ENV).is_ok_and(|s| s == step) {
+fn die_if_asked(step: MoveStep) {
+    if std::env::var(DIE_AFTER_ENV).is_ok_and(|s| s == step.as_str()) {
         std::process::abort();
     }
 }
@@ -619,14 +814,15 @@ impl Report {
         self.bar = Some(bar);
     }
 
-    fn step(&self, m: &MoveRecord, took: Duration) {
+    fn step(&self, m: &MoveRecord, took: Duration, detail: &Value) {
         if self.json {
             // One line per event (JSON Lines), so a script can follow them as they come.
             out(json!({
                 "event": "step", "move": m.id, "kind": m.kind, "source": m.source, "target": m.target,
-                "buckets": m.buckets, "step": m.step, "rows": m.rows_copied,
+                "buckets": m.buckets, "step": m.step.as_str(), "rows": m.rows_copied,
                 "ms": took.as_millis() as u64,
                 "pause_ms": (m.pause_ms >= 0).then_some(m.pause_ms),
+                "detail": detail,
             }));
         } else if let Some(bar) = &self.bar {
             bar.set_message(format!("{} -> {} {}: {}", m.source, m.target, m.buckets, m.step));
