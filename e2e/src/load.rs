@@ -1,13 +1,17 @@
 //! A load client for the tests that change a running shop (adding a shard, moving buckets): many
-//! users, each looping "create an order, read" through nginx until stopped, every answer recorded;
-//! then the checks such a change must pass.
+//! users, each looping "create an order, read" through nginx until stopped, now and then also
+//! cancelling one of their orders or writing their profile, every answer recorded; then the checks
+//! such a change must pass.
 //!
 //! Each user is registered and logged in through the stack ([`register_spread`]), with ids spread
 //! evenly over the buckets, so that whatever half of a shard's buckets a move picks, some users
 //! move and some stay. A create carries an `Idempotency-Key` and is sent again under the same key,
 //! after a 503 or a failed connection, until it has a final answer: the client a move promises to
-//! serve without losing or doubling an order. Reads (`GET /api/orders`, `GET /api/orders/{id}`)
-//! are sent once and must show the user's own acknowledged orders.
+//! serve without losing or doubling an order. Cancels (`POST /api/orders/{id}/cancel`) and profile
+//! writes (`POST /api/users`) are retried the same way: both are idempotent in effect (a second
+//! cancel answers 200 with the order already cancelled; a second profile write, 200 with the
+//! profile as it is). Reads (`GET /api/orders`, `GET /api/orders/{id}`) are sent once and must
+//! show the user's own acknowledged orders.
 //!
 //! The checks read the databases directly: [`Record::check_orders`] (every acknowledged order
 //! exactly once, on the shard that owns its user, with its items and its idempotency key) and
@@ -30,19 +34,23 @@ use crate::Stack;
 #[derive(Debug, Clone)]
 pub struct Shopper {
     pub id: u64,
+    /// The email registered, which the token carries and the shard's profile must hold.
+    pub email: String,
     pub token: String,
 }
 
 /// How the load behaves.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Each user's pause after a create and a read, so that many users make a steady load a
-    /// 2-core machine can serve beside the change under test.
+    /// Each user's pause after each round (a create, perhaps a cancel or a profile write, a
+    /// read), so that many users make a steady load a 2-core machine can serve beside the change
+    /// under test.
     pub think: Duration,
-    /// The wait before a create is sent again. Shorter than the `Retry-After` a 503 asks for, on
+    /// The wait before a write is sent again. Shorter than the `Retry-After` a 503 asks for, on
     /// purpose: the checks measure how long the 503s lasted, which needs dense samples.
     pub retry_every: Duration,
-    /// A create without a final answer after this long is given up (and counted as an error).
+    /// A write (create, cancel, profile) without a final answer after this long is given up (and
+    /// counted as an error).
     pub give_up_after: Duration,
 }
 
@@ -65,6 +73,19 @@ pub enum Kind {
     List,
     /// `GET /api/orders/{id}` of an order the user was acknowledged.
     Get,
+    /// `POST /api/orders/{id}/cancel` of an order the user was acknowledged.
+    Cancel,
+    /// `POST /api/users`: the caller's profile on its shard, created or returned as it is.
+    Profile,
+}
+
+/// A profile as an answer of `POST /api/users` shows it, or as a shard's `users` row holds it
+/// (its `created_at`, unix seconds there, in the API's RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub email: String,
+    pub is_active: bool,
+    pub created_at: String,
 }
 
 /// One answer (or its absence) the load got.
@@ -85,10 +106,12 @@ pub struct Answer {
     /// When the request was sent, from the start of the load.
     pub start: Duration,
     pub took: Duration,
-    /// The order a create made or found (201 or 200), or the one a `Get` asked for.
+    /// The order a create made or found (201 or 200), or the one a `Get` or a `Cancel` named.
     pub order_id: Option<i64>,
     /// The create's `Idempotency-Key`.
     pub key: Option<String>,
+    /// The profile a 200 or 201 to a `Profile` showed.
+    pub profile: Option<Profile>,
 }
 
 impl Answer {
@@ -105,6 +128,7 @@ impl Answer {
             took,
             order_id: None,
             key: None,
+            profile: None,
         }
     }
 
@@ -119,9 +143,17 @@ impl Answer {
         self.start + self.took
     }
 
-    /// A 201, or the 200 a retry under the same key gets once the first attempt made the order.
+    /// Whether this is a write's success, with a body that shows it: for a create, a 201, or the
+    /// 200 a retry under the same key gets once the first attempt made the order; for a cancel, a
+    /// 200 (the order cancelled, now or before); for a profile, a 201 or a 200 (it existed).
+    /// Reads acknowledge nothing.
     fn acknowledges(&self) -> bool {
-        self.kind == Kind::Create && matches!(self.status, Some(200 | 201)) && self.problem.is_none()
+        let ok = match self.kind {
+            Kind::Create | Kind::Profile => matches!(self.status, Some(200 | 201)),
+            Kind::Cancel => self.status == Some(200),
+            Kind::List | Kind::Get => false,
+        };
+        ok && self.problem.is_none()
     }
 }
 
@@ -169,7 +201,8 @@ pub async fn register_spread(stack: &Stack, n: usize) -> Vec<Shopper> {
         let user = stack.register(&email).await;
         let id = user["id"].as_u64().unwrap_or_else(|| panic!("no id in {user}"));
         assert_eq!(id, next, "the auth database did not take the raised next id");
-        users.push(Shopper { id, token: stack.login(&email).await });
+        let token = stack.login(&email).await;
+        users.push(Shopper { id, email, token });
     }
     auth.close().await;
     users
@@ -242,8 +275,8 @@ impl Load {
         self.started
     }
 
-    /// Stops every user after its current create has a final answer (so no order is left
-    /// half-acknowledged) and returns every answer.
+    /// Stops every user after its current round, each write of it with a final answer (so no
+    /// order, cancel or profile is left half-acknowledged), and returns every answer.
     pub async fn stop(self) -> Record {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
@@ -261,9 +294,12 @@ impl Load {
 type Got = Result<(u16, bool, Value), reqwest::Error>;
 
 impl Client {
-    /// One user's loop: create, read, think, until stopped.
+    /// One user's loop until stopped: create; every third round cancel one of its acknowledged
+    /// orders not yet tried (picked by the round, so that new and old ones are cancelled); every
+    /// fourth round write its profile; read; think.
     async fn shop(&self, user: Shopper, stop: &AtomicBool) {
         let mut acknowledged: Vec<i64> = Vec::new();
+        let mut tried: BTreeSet<i64> = BTreeSet::new();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
@@ -271,6 +307,17 @@ impl Client {
             let made = self.create(&user, &key, n).await;
             if let Some(id) = made {
                 acknowledged.push(id);
+            }
+            if n.is_multiple_of(3) {
+                let open: Vec<i64> = acknowledged.iter().copied().filter(|id| !tried.contains(id)).collect();
+                if !open.is_empty() {
+                    let id = open[(n as usize / 3) % open.len()];
+                    tried.insert(id);
+                    self.cancel(&user, id).await;
+                }
+            }
+            if n % 4 == 2 {
+                self.profile(&user).await;
             }
             if n.is_multiple_of(2) || acknowledged.is_empty() {
                 self.list(&user, made).await;
@@ -286,39 +333,100 @@ impl Client {
     /// `POST /api/orders` under `key` until a final answer; the order id if acknowledged.
     async fn create(&self, user: &Shopper, key: &str, n: u64) -> Option<i64> {
         let body = json!({"items": [{"product_id": 1 + n % 12, "quantity": 1 + n % 3}]});
-        let first = Instant::now();
-        loop {
-            let request = self
-                .http
+        let request = || {
+            self.http
                 .post(format!("{}/api/orders", self.url))
                 .bearer_auth(&user.token)
                 .header("Idempotency-Key", key)
-                .json(&body);
-            let (start, got) = self.send(request).await;
-            let mut answer = self.answer(user, Kind::Create, start, &got);
-            answer.key = Some(key.to_owned());
+                .json(&body)
+        };
+        let stamp = |a: &mut Answer| a.key = Some(key.to_owned());
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            if matches!(status, 200 | 201) {
+                a.order_id = body["id"].as_i64();
+                if a.order_id.is_none() || body["user_id"].as_u64() != Some(user.id) {
+                    a.problem = Some(format!("{status} with an unexpected body {body}"));
+                }
+            }
+        };
+        let last = self.write(user, Kind::Create, request, stamp, judge).await?;
+        last.acknowledges().then_some(last.order_id).flatten()
+    }
+
+    /// `POST /api/orders/{id}/cancel` until a final answer: 200 with that order of the user's,
+    /// cancelled, whether this request cancelled it or an earlier attempt did.
+    async fn cancel(&self, user: &Shopper, id: i64) {
+        let request =
+            || self.http.post(format!("{}/api/orders/{id}/cancel", self.url)).bearer_auth(&user.token).json(&json!({}));
+        let stamp = |a: &mut Answer| a.order_id = Some(id);
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            let right = body["id"].as_i64() == Some(id)
+                && body["user_id"].as_u64() == Some(user.id)
+                && body["status"] == "cancelled";
+            if status == 200 && !right {
+                a.problem = Some(format!("cancelled order {id}, got {body}"));
+            }
+        };
+        self.write(user, Kind::Cancel, request, stamp, judge).await;
+    }
+
+    /// `POST /api/users` until a final answer: 201 or 200 with the user's profile, its email the
+    /// token's. The body is the original design's; the backend takes nothing from it.
+    async fn profile(&self, user: &Shopper) {
+        let body = json!({"email": user.email, "is_active": true});
+        let request = || self.http.post(format!("{}/api/users", self.url)).bearer_auth(&user.token).json(&body);
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            if !matches!(status, 200 | 201) {
+                return;
+            }
+            let seen = match (body["email"].as_str(), body["is_active"].as_bool(), body["created_at"].as_str()) {
+                (Some(email), Some(is_active), Some(created_at)) => {
+                    Some(Profile { email: email.to_owned(), is_active, created_at: created_at.to_owned() })
+                }
+                _ => None,
+            };
+            match seen {
+                Some(p) if body["id"].as_u64() == Some(user.id) && p.email == user.email => a.profile = Some(p),
+                _ => a.problem = Some(format!("{status} with an unexpected profile {body}")),
+            }
+        };
+        self.write(user, Kind::Profile, request, |_| {}, judge).await;
+    }
+
+    /// Sends the write `request` builds until it has a final answer: anything but a 503 or a
+    /// failed connection, which are sent again after [`LoadOptions::retry_every`] (at once if
+    /// the connection closed unanswered). Every answer is recorded as `kind`, `stamp`ed with what
+    /// the write is about, and a final one is `judge`d by its status and body. Past
+    /// [`LoadOptions::give_up_after`] a last answer records that it was given up, and there is
+    /// no final answer (`None`).
+    async fn write<R, S, J>(&self, user: &Shopper, kind: Kind, request: R, stamp: S, judge: J) -> Option<Answer>
+    where
+        R: Fn() -> reqwest::RequestBuilder,
+        S: Fn(&mut Answer),
+        J: Fn(&mut Answer, u16, &Value),
+    {
+        let first = Instant::now();
+        loop {
+            let (start, got) = self.send(request()).await;
+            let mut answer = self.answer(user, kind, start, &got);
+            stamp(&mut answer);
             let retry = match &got {
-                Ok((status @ (200 | 201), _, body)) => {
-                    answer.order_id = body["id"].as_i64();
-                    if answer.order_id.is_none() || body["user_id"].as_u64() != Some(user.id) {
-                        answer.problem = Some(format!("{status} with an unexpected body {body}"));
-                    }
+                Ok((503, _, _)) | Err(_) => true,
+                Ok((status, _, body)) => {
+                    judge(&mut answer, *status, body);
                     false
                 }
-                Ok((503, _, _)) => true,
-                Ok(_) => false,
-                Err(_) => true,
             };
-            let acknowledged = answer.acknowledges().then_some(answer.order_id).flatten();
             let resent = answer.resent;
-            self.record(answer);
             if !retry {
-                return acknowledged;
+                self.record(answer.clone());
+                return Some(answer);
             }
+            self.record(answer);
             if first.elapsed() > self.options.give_up_after {
-                let mut gave_up = Answer::new(user.id, Kind::Create, self.started.elapsed(), Duration::ZERO);
+                let mut gave_up = Answer::new(user.id, kind, self.started.elapsed(), Duration::ZERO);
                 gave_up.problem = Some(format!("no final answer after {:?}; given up", self.options.give_up_after));
-                gave_up.key = Some(key.to_owned());
+                stamp(&mut gave_up);
                 self.record(gave_up);
                 return None;
             }
