@@ -14,7 +14,9 @@
 //! show the user's own acknowledged orders.
 //!
 //! The checks read the databases directly: [`Record::check_orders`] (every acknowledged order
-//! exactly once, on the shard that owns its user, with its items and its idempotency key) and
+//! exactly once, on the shard that owns its user, with its items and its idempotency key),
+//! [`Record::check_writes`] (acknowledged cancels and profiles as acknowledged, on the owning
+//! shard, and no order cancelled that the load never tried to cancel) and
 //! [`Record::check_errors`] (who saw which errors, and when).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shopgate_core::shardmap::{bucket, ShardMap, BUCKETS};
+use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::Row as _;
 
@@ -86,6 +89,16 @@ pub struct Profile {
     pub email: String,
     pub is_active: bool,
     pub created_at: String,
+}
+
+/// Whether the load cancelled an order, by its answers ([`Record::cancels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// A cancel of it was acknowledged (200, the order cancelled): it must stay cancelled.
+    Acknowledged,
+    /// Cancels of it were sent but none was acknowledged (given up, or an error that may have
+    /// come after the write): either status is right.
+    Unsure,
 }
 
 /// One answer (or its absence) the load got.
@@ -566,6 +579,23 @@ pub struct Pause {
     pub length: Duration,
 }
 
+/// What [`Record::check_writes`] looked at.
+#[derive(Debug, Clone, Default)]
+pub struct WritesChecked {
+    /// Orders whose cancel was acknowledged, and those whose cancels all went unacknowledged.
+    pub cancels_acknowledged: usize,
+    pub cancels_unsure: usize,
+    /// Acknowledged cancels that met a 503 first (sent during their bucket's pause).
+    pub cancels_after_503: usize,
+    /// Acknowledged cancels per shard their order is found cancelled on.
+    pub cancelled_per_shard: BTreeMap<String, usize>,
+    /// Acknowledged profile writes, and the users they were for.
+    pub profiles_acknowledged: usize,
+    pub profile_users: usize,
+    /// Acknowledged profile writes that met a 503 first.
+    pub profiles_after_503: usize,
+}
+
 /// What [`Record::check_errors`] found, when it passes.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorsChecked {
@@ -589,6 +619,30 @@ impl Record {
             .iter()
             .filter(|a| a.acknowledges())
             .filter_map(|a| Some(Ack { user: a.user, key: a.key.clone()?, order_id: a.order_id? }))
+            .collect()
+    }
+
+    /// The orders the load sent cancels of, and whether one was acknowledged. Every other order
+    /// of the load's users must still be placed.
+    pub fn cancels(&self) -> BTreeMap<i64, Cancel> {
+        let mut out = BTreeMap::new();
+        for a in self.answers.iter().filter(|a| a.kind == Kind::Cancel) {
+            let Some(id) = a.order_id else { continue };
+            let state = out.entry(id).or_insert(Cancel::Unsure);
+            if a.acknowledges() {
+                *state = Cancel::Acknowledged;
+            }
+        }
+        out
+    }
+
+    /// Each user's last acknowledged profile: what the user's row must hold. A user's writes run
+    /// one after another, so the last sent is the last acknowledged.
+    pub fn profiles(&self) -> BTreeMap<u64, Profile> {
+        self.answers
+            .iter()
+            .filter(|a| a.kind == Kind::Profile && a.acknowledges())
+            .filter_map(|a| Some((a.user, a.profile.clone()?)))
             .collect()
     }
 
@@ -704,6 +758,67 @@ impl Record {
         }
     }
 
+    /// The writes besides creates, on every shard's primary: each order whose cancel was
+    /// acknowledged is cancelled on the shard that owns its user by `map`; no copy of an order
+    /// of the load's users that the load never tried to cancel is cancelled (one whose cancels
+    /// all went unacknowledged may be either); each user with an acknowledged profile write has
+    /// exactly one profile row, on the owning shard, holding what the last such write showed
+    /// (email, `is_active`, `created_at`); and no user of the load has a profile row on a shard
+    /// that does not own it. Every problem found, one line each.
+    pub async fn check_writes(&self, stack: &Stack, map: &ShardMap) -> Result<WritesChecked, Vec<String>> {
+        let mut orders: BTreeMap<i64, Vec<OrderCopy>> = BTreeMap::new();
+        let mut profiles: BTreeMap<u64, Vec<(String, Profile)>> = BTreeMap::new();
+        for shard in &stack.config.shards {
+            let name = shard.name.to_string();
+            let db = stack.shard_db(&name).await;
+            let rows = sqlx::query_as::<_, (i64, i64, String)>("SELECT id, user_id, status FROM orders")
+                .fetch_all(&db)
+                .await
+                .unwrap_or_else(|e| panic!("orders on shard {name}: {e}"));
+            for (id, user, status) in rows {
+                orders.entry(id).or_default().push(OrderCopy { shard: name.clone(), user: user as u64, status });
+            }
+            let rows =
+                sqlx::query_as::<_, (i64, String, i64, i64)>("SELECT id, email, is_active, created_at FROM users")
+                    .fetch_all(&db)
+                    .await
+                    .unwrap_or_else(|e| panic!("profiles on shard {name}: {e}"));
+            for (id, email, is_active, created_at) in rows {
+                let profile = Profile { email, is_active: is_active != 0, created_at: rfc3339(created_at) };
+                profiles.entry(id as u64).or_default().push((name.clone(), profile));
+            }
+            db.close().await;
+        }
+        let owner = |user: u64| map.shard_for(user_id(user)).to_string();
+        let users: BTreeSet<u64> = self.users.iter().copied().collect();
+        let cancels = self.cancels();
+        let last = self.profiles();
+        let mut problems = cancel_problems(&cancels, &orders, &users, owner);
+        problems.extend(profile_problems(&last, &profiles, &users, owner));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut checked = WritesChecked {
+            profiles_acknowledged: self.answers.iter().filter(|a| a.kind == Kind::Profile && a.acknowledges()).count(),
+            profile_users: last.len(),
+            profiles_after_503: after_503(&self.answers, Kind::Profile),
+            cancels_after_503: after_503(&self.answers, Kind::Cancel),
+            ..Default::default()
+        };
+        for (id, state) in &cancels {
+            match state {
+                Cancel::Acknowledged => {
+                    checked.cancels_acknowledged += 1;
+                    for copy in orders.get(id).into_iter().flatten() {
+                        *checked.cancelled_per_shard.entry(copy.shard.clone()).or_default() += 1;
+                    }
+                }
+                Cancel::Unsure => checked.cancels_unsure += 1,
+            }
+        }
+        Ok(checked)
+    }
+
     /// Point (b): users in buckets that did not move saw no error at all; users in the `moved`
     /// buckets saw only 503 with `Retry-After`, during their bucket's pause (up to `margin`
     /// after it), and for no longer than that pause's length plus `margin`.
@@ -777,6 +892,106 @@ impl Record {
             Err(problems)
         }
     }
+}
+
+/// One copy of an order on a shard, as [`Record::check_writes`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCopy {
+    pub shard: String,
+    pub user: u64,
+    /// `placed` or `cancelled`.
+    pub status: String,
+}
+
+/// What is wrong with the orders' statuses (`orders`: every copy of every order, by id) against
+/// the load's `cancels`: an acknowledged cancel's order not cancelled on the shard that `owner`
+/// says owns its user; a copy of an order of the load's `users` cancelled though the load never
+/// sent a cancel of it.
+fn cancel_problems(
+    cancels: &BTreeMap<i64, Cancel>,
+    orders: &BTreeMap<i64, Vec<OrderCopy>>,
+    users: &BTreeSet<u64>,
+    owner: impl Fn(u64) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let none = Vec::new();
+    for (id, state) in cancels {
+        let copies = orders.get(id).unwrap_or(&none);
+        if *state == Cancel::Acknowledged {
+            let owned = copies.iter().find(|c| c.shard == owner(c.user));
+            match owned {
+                Some(c) if c.status == "cancelled" => {}
+                Some(c) => problems.push(format!(
+                    "order {id} of user {} is {} on shard {}, but its cancel was acknowledged",
+                    c.user, c.status, c.shard
+                )),
+                None => problems.push(format!("order {id}, cancel acknowledged, is on no owning shard: {copies:?}")),
+            }
+        }
+    }
+    for (id, copies) in orders {
+        if cancels.contains_key(id) {
+            continue;
+        }
+        for c in copies.iter().filter(|c| users.contains(&c.user) && c.status != "placed") {
+            problems.push(format!(
+                "order {id} of user {} is {} on shard {}, but no cancel of it was sent",
+                c.user, c.status, c.shard
+            ));
+        }
+    }
+    problems
+}
+
+/// What is wrong with the profiles (`rows`: every shard's `users` rows, by user) against each
+/// user's `last` acknowledged profile: a user of `users` on several shards or on one that `owner`
+/// says does not own it; a user with an acknowledged profile without its row, or whose row holds
+/// something else.
+fn profile_problems(
+    last: &BTreeMap<u64, Profile>,
+    rows: &BTreeMap<u64, Vec<(String, Profile)>>,
+    users: &BTreeSet<u64>,
+    owner: impl Fn(u64) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let none = Vec::new();
+    for user in users {
+        let owned = owner(*user);
+        let copies = rows.get(user).unwrap_or(&none);
+        match copies.as_slice() {
+            [] | [_] => {}
+            many => problems.push(format!("user {user} has a profile on several shards: {many:?}")),
+        }
+        for (shard, _) in copies.iter().filter(|(shard, _)| *shard != owned) {
+            problems.push(format!("user {user} has a profile on shard {shard}, but {owned} owns the user"));
+        }
+        let Some(want) = last.get(user) else { continue };
+        match copies.iter().find(|(shard, _)| *shard == owned) {
+            Some((_, have)) if have == want => {}
+            Some((_, have)) => problems.push(format!(
+                "user {user}'s profile on shard {owned} is {have:?}, the last acknowledged was {want:?}"
+            )),
+            None => problems.push(format!("user {user}'s acknowledged profile is not on its shard {owned}")),
+        }
+    }
+    problems
+}
+
+/// How many writes of `kind` met a 503 and then were acknowledged: writes are told apart by user
+/// and, for a cancel, by order; a user's writes of one kind run one after another, so a 503
+/// belongs to the next final answer of its user (and order).
+fn after_503(answers: &[Answer], kind: Kind) -> usize {
+    let mut waiting: BTreeSet<(u64, Option<i64>)> = BTreeSet::new();
+    let mut n = 0;
+    for a in answers.iter().filter(|a| a.kind == kind) {
+        let write = (a.user, a.order_id.filter(|_| kind == Kind::Cancel));
+        if a.status == Some(503) {
+            waiting.insert(write);
+        } else if a.status.is_some() && waiting.remove(&write) && a.acknowledges() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The buckets whose owner differs between two maps.
@@ -867,6 +1082,122 @@ mod tests {
         wrong.problem = Some("another user's order".into());
         assert!(!resent.is_error());
         assert!(wrong.is_error());
+    }
+
+    /// A cancel of `order` (or a profile write) answered `status`, sent at `start_ms`.
+    fn write(user: u64, kind: Kind, status: Option<u16>, order: Option<i64>, start_ms: u64) -> Answer {
+        let mut a = Answer::new(user, kind, Duration::from_millis(start_ms), Duration::from_millis(1));
+        (a.status, a.order_id, a.retry_after) = (status, order, status == Some(503));
+        if kind == Kind::Profile && matches!(status, Some(200 | 201)) {
+            a.profile = Some(profile(&format!("u{user}@example.com"), start_ms as i64));
+        }
+        a
+    }
+
+    fn profile(email: &str, created_at: i64) -> Profile {
+        Profile { email: email.into(), is_active: true, created_at: rfc3339(created_at) }
+    }
+
+    /// Even users on shard a, odd ones on b.
+    fn owner(user: u64) -> String {
+        if user.is_multiple_of(2) { "a" } else { "b" }.to_owned()
+    }
+
+    fn copy(shard: &str, user: u64, status: &str) -> OrderCopy {
+        OrderCopy { shard: shard.into(), user, status: status.into() }
+    }
+
+    #[test]
+    fn a_cancel_is_acknowledged_by_a_200_after_any_number_of_retries_else_unsure() {
+        let mut wrong_body = write(1, Kind::Cancel, Some(200), Some(9), 40);
+        wrong_body.problem = Some("cancelled order 9, got {}".into());
+        let mut gave_up = write(1, Kind::Cancel, None, Some(8), 30);
+        gave_up.problem = Some("no final answer after 60s; given up".into());
+        let r = record(vec![
+            write(1, Kind::Cancel, Some(503), Some(7), 0),
+            write(1, Kind::Cancel, None, Some(7), 10),
+            write(1, Kind::Cancel, Some(200), Some(7), 20),
+            write(1, Kind::Cancel, Some(503), Some(8), 25),
+            gave_up,
+            wrong_body,
+            write(1, Kind::Cancel, Some(404), Some(10), 50),
+            write(1, Kind::Get, Some(200), Some(11), 60),
+        ]);
+        let want =
+            BTreeMap::from([(7, Cancel::Acknowledged), (8, Cancel::Unsure), (9, Cancel::Unsure), (10, Cancel::Unsure)]);
+        assert_eq!(r.cancels(), want);
+        assert_eq!(after_503(&r.answers, Kind::Cancel), 1, "order 7 only: 8 was given up");
+        assert!(r.acknowledged().is_empty(), "a cancel acknowledges no order");
+    }
+
+    #[test]
+    fn only_an_acknowledged_cancel_must_show_and_only_a_sent_one_may() {
+        let users = BTreeSet::from([2, 3]);
+        let cancels = BTreeMap::from([(10, Cancel::Acknowledged), (11, Cancel::Unsure), (12, Cancel::Unsure)]);
+        let orders = BTreeMap::from([
+            (10, vec![copy("a", 2, "cancelled")]),
+            (11, vec![copy("b", 3, "cancelled")]),
+            (12, vec![copy("b", 3, "placed")]),
+            (13, vec![copy("a", 2, "placed")]),
+            // Not a user of the load: its orders are someone else's business.
+            (14, vec![copy("a", 4, "cancelled")]),
+        ]);
+        assert_eq!(cancel_problems(&cancels, &orders, &users, owner), Vec::<String>::new());
+
+        let mut wrong = orders.clone();
+        wrong.insert(10, vec![copy("a", 2, "placed")]);
+        wrong.insert(13, vec![copy("a", 2, "cancelled")]);
+        let problems = cancel_problems(&cancels, &wrong, &users, owner);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("order 10 of user 2 is placed on shard a, but its cancel was"), "{problems:?}");
+        assert!(problems[1].starts_with("order 13 of user 2 is cancelled on shard a, but no cancel"), "{problems:?}");
+
+        // Cancelled only on a shard that does not own the user (a move that lost the update).
+        wrong = orders.clone();
+        wrong.insert(10, vec![copy("b", 2, "cancelled")]);
+        let problems = cancel_problems(&cancels, &wrong, &users, owner);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("is on no owning shard"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_profile_must_be_once_on_its_shard_as_last_acknowledged() {
+        let r = record(vec![
+            write(2, Kind::Profile, Some(201), None, 5),
+            write(2, Kind::Profile, Some(503), None, 6),
+            write(2, Kind::Profile, Some(200), None, 7),
+            write(3, Kind::Profile, Some(503), None, 8),
+            write(3, Kind::Create, Some(201), Some(1), 9),
+        ]);
+        let last = r.profiles();
+        assert_eq!(last, BTreeMap::from([(2, profile("u2@example.com", 7))]));
+        assert_eq!(after_503(&r.answers, Kind::Profile), 1);
+        let users = BTreeSet::from([2, 3]);
+        let good = BTreeMap::from([
+            (2, vec![("a".to_owned(), profile("u2@example.com", 7))]),
+            (3, vec![("b".to_owned(), profile("u3@example.com", 1))]),
+        ]);
+        assert_eq!(profile_problems(&last, &good, &users, owner), Vec::<String>::new());
+
+        let mut changed = good.clone();
+        changed.insert(2, vec![("a".to_owned(), profile("u2@example.com", 5))]);
+        let problems = profile_problems(&last, &changed, &users, owner);
+        assert!(problems[0].starts_with("user 2's profile on shard a is"), "{problems:?}");
+
+        let mut gone = good.clone();
+        gone.remove(&2);
+        let problems = profile_problems(&last, &gone, &users, owner);
+        assert_eq!(problems, vec!["user 2's acknowledged profile is not on its shard a".to_owned()]);
+
+        let mut twice = good.clone();
+        twice.insert(
+            3,
+            vec![("b".to_owned(), profile("u3@example.com", 1)), ("c".to_owned(), profile("u3@example.com", 1))],
+        );
+        let problems = profile_problems(&last, &twice, &users, owner);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("user 3 has a profile on several shards"), "{problems:?}");
+        assert_eq!(problems[1], "user 3 has a profile on shard c, but b owns the user");
     }
 
     #[test]
