@@ -223,9 +223,12 @@ pub const SWITCH_MARGIN: Duration = Duration::from_millis(500);
 /// below 40 per address): 40 users load shards `a` and `b`; shard `c` is added (on the database
 /// `c_overrides` give, else SQLite) and half of `a`'s and half of `b`'s buckets move to it with
 /// `--batch 100`; the load runs a few seconds more. Then every acknowledged order is once, on its
-/// user's shard by the final map; users whose bucket stayed saw no error; those whose bucket moved
-/// saw only 503 + `Retry-After`, within their batch's pause as the move reports it, plus
-/// [`SWITCH_MARGIN`]; every part routes with the final map; `shopctl shards check` is clean.
+/// user's shard by the final map; every acknowledged cancel and profile write is there as
+/// acknowledged, and no order the load did not cancel is cancelled (at least one cancel and one
+/// profile write per user on average, some cancelled orders on `c`); users whose bucket stayed
+/// saw no error; those whose bucket moved saw only 503 + `Retry-After`, within their batch's
+/// pause as the move reports it, plus [`SWITCH_MARGIN`]; every part routes with the final map;
+/// `shopctl shards check` is clean.
 pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String)>) {
     let users = crate::load::register_spread(stack, 40).await;
     let before = stack.current_map().await;
@@ -256,6 +259,16 @@ pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String
     eprintln!("orders: {orders:?}");
     assert!(orders.acknowledged >= 2 * users.len(), "too little load to tell: {orders:?}");
     assert!(orders.per_shard.get("c").is_some_and(|n| *n > 0), "no acknowledged order ended on c: {orders:?}");
+    let writes = record.check_writes(stack, &after).await.unwrap_or_else(|p| panic!("cancels and profiles: {p:#?}"));
+    eprintln!("cancels and profiles: {writes:?}");
+    assert!(
+        writes.cancels_acknowledged >= users.len() && writes.profiles_acknowledged >= users.len(),
+        "too few cancels or profile writes to tell: {writes:?}"
+    );
+    assert!(
+        writes.cancelled_per_shard.get("c").is_some_and(|n| *n > 0),
+        "no acknowledged cancel ended on c: {writes:?}"
+    );
 
     let pauses = moved_by.pauses();
     assert_eq!(pauses.keys().copied().collect::<BTreeSet<u16>>(), moved, "the step events against the maps");

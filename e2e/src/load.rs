@@ -1,16 +1,22 @@
 //! A load client for the tests that change a running shop (adding a shard, moving buckets): many
-//! users, each looping "create an order, read" through nginx until stopped, every answer recorded;
-//! then the checks such a change must pass.
+//! users, each looping "create an order, read" through nginx until stopped, now and then also
+//! cancelling one of their orders or writing their profile, every answer recorded; then the checks
+//! such a change must pass.
 //!
 //! Each user is registered and logged in through the stack ([`register_spread`]), with ids spread
 //! evenly over the buckets, so that whatever half of a shard's buckets a move picks, some users
 //! move and some stay. A create carries an `Idempotency-Key` and is sent again under the same key,
 //! after a 503 or a failed connection, until it has a final answer: the client a move promises to
-//! serve without losing or doubling an order. Reads (`GET /api/orders`, `GET /api/orders/{id}`)
-//! are sent once and must show the user's own acknowledged orders.
+//! serve without losing or doubling an order. Cancels (`POST /api/orders/{id}/cancel`) and profile
+//! writes (`POST /api/users`) are retried the same way: both are idempotent in effect (a second
+//! cancel answers 200 with the order already cancelled; a second profile write, 200 with the
+//! profile as it is). Reads (`GET /api/orders`, `GET /api/orders/{id}`) are sent once and must
+//! show the user's own acknowledged orders.
 //!
 //! The checks read the databases directly: [`Record::check_orders`] (every acknowledged order
-//! exactly once, on the shard that owns its user, with its items and its idempotency key) and
+//! exactly once, on the shard that owns its user, with its items and its idempotency key),
+//! [`Record::check_writes`] (acknowledged cancels and profiles as acknowledged, on the owning
+//! shard, and no order cancelled that the load never tried to cancel) and
 //! [`Record::check_errors`] (who saw which errors, and when).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shopgate_core::shardmap::{bucket, ShardMap, BUCKETS};
+use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::Row as _;
 
@@ -30,19 +37,23 @@ use crate::Stack;
 #[derive(Debug, Clone)]
 pub struct Shopper {
     pub id: u64,
+    /// The email registered, which the token carries and the shard's profile must hold.
+    pub email: String,
     pub token: String,
 }
 
 /// How the load behaves.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Each user's pause after a create and a read, so that many users make a steady load a
-    /// 2-core machine can serve beside the change under test.
+    /// Each user's pause after each round (a create, perhaps a cancel or a profile write, a
+    /// read), so that many users make a steady load a 2-core machine can serve beside the change
+    /// under test.
     pub think: Duration,
-    /// The wait before a create is sent again. Shorter than the `Retry-After` a 503 asks for, on
+    /// The wait before a write is sent again. Shorter than the `Retry-After` a 503 asks for, on
     /// purpose: the checks measure how long the 503s lasted, which needs dense samples.
     pub retry_every: Duration,
-    /// A create without a final answer after this long is given up (and counted as an error).
+    /// A write (create, cancel, profile) without a final answer after this long is given up (and
+    /// counted as an error).
     pub give_up_after: Duration,
 }
 
@@ -65,6 +76,29 @@ pub enum Kind {
     List,
     /// `GET /api/orders/{id}` of an order the user was acknowledged.
     Get,
+    /// `POST /api/orders/{id}/cancel` of an order the user was acknowledged.
+    Cancel,
+    /// `POST /api/users`: the caller's profile on its shard, created or returned as it is.
+    Profile,
+}
+
+/// A profile as an answer of `POST /api/users` shows it, or as a shard's `users` row holds it
+/// (its `created_at`, unix seconds there, in the API's RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub email: String,
+    pub is_active: bool,
+    pub created_at: String,
+}
+
+/// Whether the load cancelled an order, by its answers ([`Record::cancels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// A cancel of it was acknowledged (200, the order cancelled): it must stay cancelled.
+    Acknowledged,
+    /// Cancels of it were sent but none was acknowledged (given up, or an error that may have
+    /// come after the write): either status is right.
+    Unsure,
 }
 
 /// One answer (or its absence) the load got.
@@ -85,10 +119,12 @@ pub struct Answer {
     /// When the request was sent, from the start of the load.
     pub start: Duration,
     pub took: Duration,
-    /// The order a create made or found (201 or 200), or the one a `Get` asked for.
+    /// The order a create made or found (201 or 200), or the one a `Get` or a `Cancel` named.
     pub order_id: Option<i64>,
     /// The create's `Idempotency-Key`.
     pub key: Option<String>,
+    /// The profile a 200 or 201 to a `Profile` showed.
+    pub profile: Option<Profile>,
 }
 
 impl Answer {
@@ -105,6 +141,7 @@ impl Answer {
             took,
             order_id: None,
             key: None,
+            profile: None,
         }
     }
 
@@ -119,9 +156,17 @@ impl Answer {
         self.start + self.took
     }
 
-    /// A 201, or the 200 a retry under the same key gets once the first attempt made the order.
+    /// Whether this is a write's success, with a body that shows it: for a create, a 201, or the
+    /// 200 a retry under the same key gets once the first attempt made the order; for a cancel, a
+    /// 200 (the order cancelled, now or before); for a profile, a 201 or a 200 (it existed).
+    /// Reads acknowledge nothing.
     fn acknowledges(&self) -> bool {
-        self.kind == Kind::Create && matches!(self.status, Some(200 | 201)) && self.problem.is_none()
+        let ok = match self.kind {
+            Kind::Create | Kind::Profile => matches!(self.status, Some(200 | 201)),
+            Kind::Cancel => self.status == Some(200),
+            Kind::List | Kind::Get => false,
+        };
+        ok && self.problem.is_none()
     }
 }
 
@@ -169,7 +214,8 @@ pub async fn register_spread(stack: &Stack, n: usize) -> Vec<Shopper> {
         let user = stack.register(&email).await;
         let id = user["id"].as_u64().unwrap_or_else(|| panic!("no id in {user}"));
         assert_eq!(id, next, "the auth database did not take the raised next id");
-        users.push(Shopper { id, token: stack.login(&email).await });
+        let token = stack.login(&email).await;
+        users.push(Shopper { id, email, token });
     }
     auth.close().await;
     users
@@ -242,8 +288,8 @@ impl Load {
         self.started
     }
 
-    /// Stops every user after its current create has a final answer (so no order is left
-    /// half-acknowledged) and returns every answer.
+    /// Stops every user after its current round, each write of it with a final answer (so no
+    /// order, cancel or profile is left half-acknowledged), and returns every answer.
     pub async fn stop(self) -> Record {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
@@ -261,9 +307,12 @@ impl Load {
 type Got = Result<(u16, bool, Value), reqwest::Error>;
 
 impl Client {
-    /// One user's loop: create, read, think, until stopped.
+    /// One user's loop until stopped: create; every third round cancel one of its acknowledged
+    /// orders not yet tried (picked by the round, so that new and old ones are cancelled); every
+    /// fourth round write its profile; read; think.
     async fn shop(&self, user: Shopper, stop: &AtomicBool) {
         let mut acknowledged: Vec<i64> = Vec::new();
+        let mut tried: BTreeSet<i64> = BTreeSet::new();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
@@ -271,6 +320,17 @@ impl Client {
             let made = self.create(&user, &key, n).await;
             if let Some(id) = made {
                 acknowledged.push(id);
+            }
+            if n.is_multiple_of(3) {
+                let open: Vec<i64> = acknowledged.iter().copied().filter(|id| !tried.contains(id)).collect();
+                if !open.is_empty() {
+                    let id = open[(n as usize / 3) % open.len()];
+                    tried.insert(id);
+                    self.cancel(&user, id).await;
+                }
+            }
+            if n % 4 == 2 {
+                self.profile(&user).await;
             }
             if n.is_multiple_of(2) || acknowledged.is_empty() {
                 self.list(&user, made).await;
@@ -286,39 +346,100 @@ impl Client {
     /// `POST /api/orders` under `key` until a final answer; the order id if acknowledged.
     async fn create(&self, user: &Shopper, key: &str, n: u64) -> Option<i64> {
         let body = json!({"items": [{"product_id": 1 + n % 12, "quantity": 1 + n % 3}]});
-        let first = Instant::now();
-        loop {
-            let request = self
-                .http
+        let request = || {
+            self.http
                 .post(format!("{}/api/orders", self.url))
                 .bearer_auth(&user.token)
                 .header("Idempotency-Key", key)
-                .json(&body);
-            let (start, got) = self.send(request).await;
-            let mut answer = self.answer(user, Kind::Create, start, &got);
-            answer.key = Some(key.to_owned());
+                .json(&body)
+        };
+        let stamp = |a: &mut Answer| a.key = Some(key.to_owned());
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            if matches!(status, 200 | 201) {
+                a.order_id = body["id"].as_i64();
+                if a.order_id.is_none() || body["user_id"].as_u64() != Some(user.id) {
+                    a.problem = Some(format!("{status} with an unexpected body {body}"));
+                }
+            }
+        };
+        let last = self.write(user, Kind::Create, request, stamp, judge).await?;
+        last.acknowledges().then_some(last.order_id).flatten()
+    }
+
+    /// `POST /api/orders/{id}/cancel` until a final answer: 200 with that order of the user's,
+    /// cancelled, whether this request cancelled it or an earlier attempt did.
+    async fn cancel(&self, user: &Shopper, id: i64) {
+        let request =
+            || self.http.post(format!("{}/api/orders/{id}/cancel", self.url)).bearer_auth(&user.token).json(&json!({}));
+        let stamp = |a: &mut Answer| a.order_id = Some(id);
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            let right = body["id"].as_i64() == Some(id)
+                && body["user_id"].as_u64() == Some(user.id)
+                && body["status"] == "cancelled";
+            if status == 200 && !right {
+                a.problem = Some(format!("cancelled order {id}, got {body}"));
+            }
+        };
+        self.write(user, Kind::Cancel, request, stamp, judge).await;
+    }
+
+    /// `POST /api/users` until a final answer: 201 or 200 with the user's profile, its email the
+    /// token's. The body is the original design's; the backend takes nothing from it.
+    async fn profile(&self, user: &Shopper) {
+        let body = json!({"email": user.email, "is_active": true});
+        let request = || self.http.post(format!("{}/api/users", self.url)).bearer_auth(&user.token).json(&body);
+        let judge = |a: &mut Answer, status: u16, body: &Value| {
+            if !matches!(status, 200 | 201) {
+                return;
+            }
+            let seen = match (body["email"].as_str(), body["is_active"].as_bool(), body["created_at"].as_str()) {
+                (Some(email), Some(is_active), Some(created_at)) => {
+                    Some(Profile { email: email.to_owned(), is_active, created_at: created_at.to_owned() })
+                }
+                _ => None,
+            };
+            match seen {
+                Some(p) if body["id"].as_u64() == Some(user.id) && p.email == user.email => a.profile = Some(p),
+                _ => a.problem = Some(format!("{status} with an unexpected profile {body}")),
+            }
+        };
+        self.write(user, Kind::Profile, request, |_| {}, judge).await;
+    }
+
+    /// Sends the write `request` builds until it has a final answer: anything but a 503 or a
+    /// failed connection, which are sent again after [`LoadOptions::retry_every`] (at once if
+    /// the connection closed unanswered). Every answer is recorded as `kind`, `stamp`ed with what
+    /// the write is about, and a final one is `judge`d by its status and body. Past
+    /// [`LoadOptions::give_up_after`] a last answer records that it was given up, and there is
+    /// no final answer (`None`).
+    async fn write<R, S, J>(&self, user: &Shopper, kind: Kind, request: R, stamp: S, judge: J) -> Option<Answer>
+    where
+        R: Fn() -> reqwest::RequestBuilder,
+        S: Fn(&mut Answer),
+        J: Fn(&mut Answer, u16, &Value),
+    {
+        let first = Instant::now();
+        loop {
+            let (start, got) = self.send(request()).await;
+            let mut answer = self.answer(user, kind, start, &got);
+            stamp(&mut answer);
             let retry = match &got {
-                Ok((status @ (200 | 201), _, body)) => {
-                    answer.order_id = body["id"].as_i64();
-                    if answer.order_id.is_none() || body["user_id"].as_u64() != Some(user.id) {
-                        answer.problem = Some(format!("{status} with an unexpected body {body}"));
-                    }
+                Ok((503, _, _)) | Err(_) => true,
+                Ok((status, _, body)) => {
+                    judge(&mut answer, *status, body);
                     false
                 }
-                Ok((503, _, _)) => true,
-                Ok(_) => false,
-                Err(_) => true,
             };
-            let acknowledged = answer.acknowledges().then_some(answer.order_id).flatten();
             let resent = answer.resent;
-            self.record(answer);
             if !retry {
-                return acknowledged;
+                self.record(answer.clone());
+                return Some(answer);
             }
+            self.record(answer);
             if first.elapsed() > self.options.give_up_after {
-                let mut gave_up = Answer::new(user.id, Kind::Create, self.started.elapsed(), Duration::ZERO);
+                let mut gave_up = Answer::new(user.id, kind, self.started.elapsed(), Duration::ZERO);
                 gave_up.problem = Some(format!("no final answer after {:?}; given up", self.options.give_up_after));
-                gave_up.key = Some(key.to_owned());
+                stamp(&mut gave_up);
                 self.record(gave_up);
                 return None;
             }
@@ -458,6 +579,23 @@ pub struct Pause {
     pub length: Duration,
 }
 
+/// What [`Record::check_writes`] looked at.
+#[derive(Debug, Clone, Default)]
+pub struct WritesChecked {
+    /// Orders whose cancel was acknowledged, and those whose cancels all went unacknowledged.
+    pub cancels_acknowledged: usize,
+    pub cancels_unsure: usize,
+    /// Acknowledged cancels that met a 503 first (sent during their bucket's pause).
+    pub cancels_after_503: usize,
+    /// Acknowledged cancels per shard their order is found cancelled on.
+    pub cancelled_per_shard: BTreeMap<String, usize>,
+    /// Acknowledged profile writes, and the users they were for.
+    pub profiles_acknowledged: usize,
+    pub profile_users: usize,
+    /// Acknowledged profile writes that met a 503 first.
+    pub profiles_after_503: usize,
+}
+
 /// What [`Record::check_errors`] found, when it passes.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorsChecked {
@@ -481,6 +619,30 @@ impl Record {
             .iter()
             .filter(|a| a.acknowledges())
             .filter_map(|a| Some(Ack { user: a.user, key: a.key.clone()?, order_id: a.order_id? }))
+            .collect()
+    }
+
+    /// The orders the load sent cancels of, and whether one was acknowledged. Every other order
+    /// of the load's users must still be placed.
+    pub fn cancels(&self) -> BTreeMap<i64, Cancel> {
+        let mut out = BTreeMap::new();
+        for a in self.answers.iter().filter(|a| a.kind == Kind::Cancel) {
+            let Some(id) = a.order_id else { continue };
+            let state = out.entry(id).or_insert(Cancel::Unsure);
+            if a.acknowledges() {
+                *state = Cancel::Acknowledged;
+            }
+        }
+        out
+    }
+
+    /// Each user's last acknowledged profile: what the user's row must hold. A user's writes run
+    /// one after another, so the last sent is the last acknowledged.
+    pub fn profiles(&self) -> BTreeMap<u64, Profile> {
+        self.answers
+            .iter()
+            .filter(|a| a.kind == Kind::Profile && a.acknowledges())
+            .filter_map(|a| Some((a.user, a.profile.clone()?)))
             .collect()
     }
 
@@ -596,6 +758,67 @@ impl Record {
         }
     }
 
+    /// The writes besides creates, on every shard's primary: each order whose cancel was
+    /// acknowledged is cancelled on the shard that owns its user by `map`; no copy of an order
+    /// of the load's users that the load never tried to cancel is cancelled (one whose cancels
+    /// all went unacknowledged may be either); each user with an acknowledged profile write has
+    /// exactly one profile row, on the owning shard, holding what the last such write showed
+    /// (email, `is_active`, `created_at`); and no user of the load has a profile row on a shard
+    /// that does not own it. Every problem found, one line each.
+    pub async fn check_writes(&self, stack: &Stack, map: &ShardMap) -> Result<WritesChecked, Vec<String>> {
+        let mut orders: BTreeMap<i64, Vec<OrderCopy>> = BTreeMap::new();
+        let mut profiles: BTreeMap<u64, Vec<(String, Profile)>> = BTreeMap::new();
+        for shard in &stack.config.shards {
+            let name = shard.name.to_string();
+            let db = stack.shard_db(&name).await;
+            let rows = sqlx::query_as::<_, (i64, i64, String)>("SELECT id, user_id, status FROM orders")
+                .fetch_all(&db)
+                .await
+                .unwrap_or_else(|e| panic!("orders on shard {name}: {e}"));
+            for (id, user, status) in rows {
+                orders.entry(id).or_default().push(OrderCopy { shard: name.clone(), user: user as u64, status });
+            }
+            let rows =
+                sqlx::query_as::<_, (i64, String, i64, i64)>("SELECT id, email, is_active, created_at FROM users")
+                    .fetch_all(&db)
+                    .await
+                    .unwrap_or_else(|e| panic!("profiles on shard {name}: {e}"));
+            for (id, email, is_active, created_at) in rows {
+                let profile = Profile { email, is_active: is_active != 0, created_at: rfc3339(created_at) };
+                profiles.entry(id as u64).or_default().push((name.clone(), profile));
+            }
+            db.close().await;
+        }
+        let owner = |user: u64| map.shard_for(user_id(user)).to_string();
+        let users: BTreeSet<u64> = self.users.iter().copied().collect();
+        let cancels = self.cancels();
+        let last = self.profiles();
+        let mut problems = cancel_problems(&cancels, &orders, &users, owner);
+        problems.extend(profile_problems(&last, &profiles, &users, owner));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut checked = WritesChecked {
+            profiles_acknowledged: self.answers.iter().filter(|a| a.kind == Kind::Profile && a.acknowledges()).count(),
+            profile_users: last.len(),
+            profiles_after_503: after_503(&self.answers, Kind::Profile),
+            cancels_after_503: after_503(&self.answers, Kind::Cancel),
+            ..Default::default()
+        };
+        for (id, state) in &cancels {
+            match state {
+                Cancel::Acknowledged => {
+                    checked.cancels_acknowledged += 1;
+                    for copy in orders.get(id).into_iter().flatten() {
+                        *checked.cancelled_per_shard.entry(copy.shard.clone()).or_default() += 1;
+                    }
+                }
+                Cancel::Unsure => checked.cancels_unsure += 1,
+            }
+        }
+        Ok(checked)
+    }
+
     /// Point (b): users in buckets that did not move saw no error at all; users in the `moved`
     /// buckets saw only 503 with `Retry-After`, during their bucket's pause (up to `margin`
     /// after it), and for no longer than that pause's length plus `margin`.
@@ -669,6 +892,106 @@ impl Record {
             Err(problems)
         }
     }
+}
+
+/// One copy of an order on a shard, as [`Record::check_writes`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCopy {
+    pub shard: String,
+    pub user: u64,
+    /// `placed` or `cancelled`.
+    pub status: String,
+}
+
+/// What is wrong with the orders' statuses (`orders`: every copy of every order, by id) against
+/// the load's `cancels`: an acknowledged cancel's order not cancelled on the shard that `owner`
+/// says owns its user; a copy of an order of the load's `users` cancelled though the load never
+/// sent a cancel of it.
+fn cancel_problems(
+    cancels: &BTreeMap<i64, Cancel>,
+    orders: &BTreeMap<i64, Vec<OrderCopy>>,
+    users: &BTreeSet<u64>,
+    owner: impl Fn(u64) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let none = Vec::new();
+    for (id, state) in cancels {
+        let copies = orders.get(id).unwrap_or(&none);
+        if *state == Cancel::Acknowledged {
+            let owned = copies.iter().find(|c| c.shard == owner(c.user));
+            match owned {
+                Some(c) if c.status == "cancelled" => {}
+                Some(c) => problems.push(format!(
+                    "order {id} of user {} is {} on shard {}, but its cancel was acknowledged",
+                    c.user, c.status, c.shard
+                )),
+                None => problems.push(format!("order {id}, cancel acknowledged, is on no owning shard: {copies:?}")),
+            }
+        }
+    }
+    for (id, copies) in orders {
+        if cancels.contains_key(id) {
+            continue;
+        }
+        for c in copies.iter().filter(|c| users.contains(&c.user) && c.status != "placed") {
+            problems.push(format!(
+                "order {id} of user {} is {} on shard {}, but no cancel of it was sent",
+                c.user, c.status, c.shard
+            ));
+        }
+    }
+    problems
+}
+
+/// What is wrong with the profiles (`rows`: every shard's `users` rows, by user) against each
+/// user's `last` acknowledged profile: a user of `users` on several shards or on one that `owner`
+/// says does not own it; a user with an acknowledged profile without its row, or whose row holds
+/// something else.
+fn profile_problems(
+    last: &BTreeMap<u64, Profile>,
+    rows: &BTreeMap<u64, Vec<(String, Profile)>>,
+    users: &BTreeSet<u64>,
+    owner: impl Fn(u64) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let none = Vec::new();
+    for user in users {
+        let owned = owner(*user);
+        let copies = rows.get(user).unwrap_or(&none);
+        match copies.as_slice() {
+            [] | [_] => {}
+            many => problems.push(format!("user {user} has a profile on several shards: {many:?}")),
+        }
+        for (shard, _) in copies.iter().filter(|(shard, _)| *shard != owned) {
+            problems.push(format!("user {user} has a profile on shard {shard}, but {owned} owns the user"));
+        }
+        let Some(want) = last.get(user) else { continue };
+        match copies.iter().find(|(shard, _)| *shard == owned) {
+            Some((_, have)) if have == want => {}
+            Some((_, have)) => problems.push(format!(
+                "user {user}'s profile on shard {owned} is {have:?}, the last acknowledged was {want:?}"
+            )),
+            None => problems.push(format!("user {user}'s acknowledged profile is not on its shard {owned}")),
+        }
+    }
+    problems
+}
+
+/// How many writes of `kind` met a 503 and then were acknowledged: writes are told apart by user
+/// and, for a cancel, by order; a user's writes of one kind run one after another, so a 503
+/// belongs to the next final answer of its user (and order).
+fn after_503(answers: &[Answer], kind: Kind) -> usize {
+    let mut waiting: BTreeSet<(u64, Option<i64>)> = BTreeSet::new();
+    let mut n = 0;
+    for a in answers.iter().filter(|a| a.kind == kind) {
+        let write = (a.user, a.order_id.filter(|_| kind == Kind::Cancel));
+        if a.status == Some(503) {
+            waiting.insert(write);
+        } else if a.status.is_some() && waiting.remove(&write) && a.acknowledges() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The buckets whose owner differs between two maps.
@@ -759,6 +1082,122 @@ mod tests {
         wrong.problem = Some("another user's order".into());
         assert!(!resent.is_error());
         assert!(wrong.is_error());
+    }
+
+    /// A cancel of `order` (or a profile write) answered `status`, sent at `start_ms`.
+    fn write(user: u64, kind: Kind, status: Option<u16>, order: Option<i64>, start_ms: u64) -> Answer {
+        let mut a = Answer::new(user, kind, Duration::from_millis(start_ms), Duration::from_millis(1));
+        (a.status, a.order_id, a.retry_after) = (status, order, status == Some(503));
+        if kind == Kind::Profile && matches!(status, Some(200 | 201)) {
+            a.profile = Some(profile(&format!("u{user}@example.com"), start_ms as i64));
+        }
+        a
+    }
+
+    fn profile(email: &str, created_at: i64) -> Profile {
+        Profile { email: email.into(), is_active: true, created_at: rfc3339(created_at) }
+    }
+
+    /// Even users on shard a, odd ones on b.
+    fn owner(user: u64) -> String {
+        if user.is_multiple_of(2) { "a" } else { "b" }.to_owned()
+    }
+
+    fn copy(shard: &str, user: u64, status: &str) -> OrderCopy {
+        OrderCopy { shard: shard.into(), user, status: status.into() }
+    }
+
+    #[test]
+    fn a_cancel_is_acknowledged_by_a_200_after_any_number_of_retries_else_unsure() {
+        let mut wrong_body = write(1, Kind::Cancel, Some(200), Some(9), 40);
+        wrong_body.problem = Some("cancelled order 9, got {}".into());
+        let mut gave_up = write(1, Kind::Cancel, None, Some(8), 30);
+        gave_up.problem = Some("no final answer after 60s; given up".into());
+        let r = record(vec![
+            write(1, Kind::Cancel, Some(503), Some(7), 0),
+            write(1, Kind::Cancel, None, Some(7), 10),
+            write(1, Kind::Cancel, Some(200), Some(7), 20),
+            write(1, Kind::Cancel, Some(503), Some(8), 25),
+            gave_up,
+            wrong_body,
+            write(1, Kind::Cancel, Some(404), Some(10), 50),
+            write(1, Kind::Get, Some(200), Some(11), 60),
+        ]);
+        let want =
+            BTreeMap::from([(7, Cancel::Acknowledged), (8, Cancel::Unsure), (9, Cancel::Unsure), (10, Cancel::Unsure)]);
+        assert_eq!(r.cancels(), want);
+        assert_eq!(after_503(&r.answers, Kind::Cancel), 1, "order 7 only: 8 was given up");
+        assert!(r.acknowledged().is_empty(), "a cancel acknowledges no order");
+    }
+
+    #[test]
+    fn only_an_acknowledged_cancel_must_show_and_only_a_sent_one_may() {
+        let users = BTreeSet::from([2, 3]);
+        let cancels = BTreeMap::from([(10, Cancel::Acknowledged), (11, Cancel::Unsure), (12, Cancel::Unsure)]);
+        let orders = BTreeMap::from([
+            (10, vec![copy("a", 2, "cancelled")]),
+            (11, vec![copy("b", 3, "cancelled")]),
+            (12, vec![copy("b", 3, "placed")]),
+            (13, vec![copy("a", 2, "placed")]),
+            // Not a user of the load: its orders are someone else's business.
+            (14, vec![copy("a", 4, "cancelled")]),
+        ]);
+        assert_eq!(cancel_problems(&cancels, &orders, &users, owner), Vec::<String>::new());
+
+        let mut wrong = orders.clone();
+        wrong.insert(10, vec![copy("a", 2, "placed")]);
+        wrong.insert(13, vec![copy("a", 2, "cancelled")]);
+        let problems = cancel_problems(&cancels, &wrong, &users, owner);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("order 10 of user 2 is placed on shard a, but its cancel was"), "{problems:?}");
+        assert!(problems[1].starts_with("order 13 of user 2 is cancelled on shard a, but no cancel"), "{problems:?}");
+
+        // Cancelled only on a shard that does not own the user (a move that lost the update).
+        wrong = orders.clone();
+        wrong.insert(10, vec![copy("b", 2, "cancelled")]);
+        let problems = cancel_problems(&cancels, &wrong, &users, owner);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("is on no owning shard"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_profile_must_be_once_on_its_shard_as_last_acknowledged() {
+        let r = record(vec![
+            write(2, Kind::Profile, Some(201), None, 5),
+            write(2, Kind::Profile, Some(503), None, 6),
+            write(2, Kind::Profile, Some(200), None, 7),
+            write(3, Kind::Profile, Some(503), None, 8),
+            write(3, Kind::Create, Some(201), Some(1), 9),
+        ]);
+        let last = r.profiles();
+        assert_eq!(last, BTreeMap::from([(2, profile("u2@example.com", 7))]));
+        assert_eq!(after_503(&r.answers, Kind::Profile), 1);
+        let users = BTreeSet::from([2, 3]);
+        let good = BTreeMap::from([
+            (2, vec![("a".to_owned(), profile("u2@example.com", 7))]),
+            (3, vec![("b".to_owned(), profile("u3@example.com", 1))]),
+        ]);
+        assert_eq!(profile_problems(&last, &good, &users, owner), Vec::<String>::new());
+
+        let mut changed = good.clone();
+        changed.insert(2, vec![("a".to_owned(), profile("u2@example.com", 5))]);
+        let problems = profile_problems(&last, &changed, &users, owner);
+        assert!(problems[0].starts_with("user 2's profile on shard a is"), "{problems:?}");
+
+        let mut gone = good.clone();
+        gone.remove(&2);
+        let problems = profile_problems(&last, &gone, &users, owner);
+        assert_eq!(problems, vec!["user 2's acknowledged profile is not on its shard a".to_owned()]);
+
+        let mut twice = good.clone();
+        twice.insert(
+            3,
+            vec![("b".to_owned(), profile("u3@example.com", 1)), ("c".to_owned(), profile("u3@example.com", 1))],
+        );
+        let problems = profile_problems(&last, &twice, &users, owner);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("user 3 has a profile on several shards"), "{problems:?}");
+        assert_eq!(problems[1], "user 3 has a profile on shard c, but b owns the user");
     }
 
     #[test]
