@@ -10,6 +10,7 @@ pub(crate) mod commands;
 pub mod credentials;
 pub mod db;
 pub(crate) mod health;
+pub mod mover;
 pub mod openapi;
 pub mod output;
 pub(crate) mod stack;

@@ -2,7 +2,7 @@
 //! users through nginx, writes their ids and buckets to `--users-out` as soon as they exist, then
 //! has each place an order (with an `Idempotency-Key`, sent again after a 503 or a dropped
 //! connection until it gets a final answer) and list its orders, pausing `--think-ms` between
-//! rounds, for `--seconds`. Every answer goes to `--out` as CSV: `start_ms` (unix), `latency_us`,
+//! rounds, for `--seconds` or until `--stop-file` exists. Every answer goes to `--out` as CSV: `start_ms` (unix), `latency_us`,
 //! `user`, `bucket`, `kind` (`create` or `list`), `status` (0 for no answer).
 //!
 //! `cargo build --release -p shopgate-e2e --example shop_load`, then e.g.
@@ -32,6 +32,9 @@ struct Args {
     out: std::path::PathBuf,
     #[arg(long)]
     users_out: std::path::PathBuf,
+    /// Stop early once this file exists.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 const PASSWORD: &str = "Load-test-1!";
@@ -80,9 +83,10 @@ async fn main() {
     let mut tasks = Vec::new();
     for (user, token) in users {
         let (http, url, answers, run) = (http.clone(), args.url.clone(), answers.clone(), run.clone());
+        let stop_file = args.stop_file.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
-            while Instant::now() < until {
+            while Instant::now() < until && !stop_file.as_ref().is_some_and(|f| f.exists()) {
                 n += 1;
                 let key = format!("load-{run}-{user}-{n}");
                 loop {

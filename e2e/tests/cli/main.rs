@@ -4,6 +4,7 @@
 mod bad_input;
 mod catalog;
 mod doctor;
+mod mover;
 mod moves;
 mod operators;
 mod operators_mariadb;

@@ -8,27 +8,28 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shopgate_backend::store::{buckets, fence};
+use shopgate_core::control::MoveStep;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::{ShardMap, UserId};
 use shopgate_e2e::cli::pool;
 use shopgate_e2e::{Options, Stack};
 
 /// A shop user with a token and the orders they were told were placed.
-struct Shopper {
-    id: u64,
+pub(crate) struct Shopper {
+    pub(crate) id: u64,
     token: String,
-    orders: Vec<i64>,
+    pub(crate) orders: Vec<i64>,
 }
 
 /// Everything a move changes, for the moved buckets: who owns them, each shard's rows of them
 /// (count and checksum per table) and which shard's fence takes their writes.
 #[derive(Debug, PartialEq, Eq)]
-struct World {
-    owners: Vec<String>,
-    rows_a: Vec<buckets::TableSum>,
-    rows_b: Vec<buckets::TableSum>,
-    open_a: Vec<u16>,
-    open_b: Vec<u16>,
+pub(crate) struct World {
+    pub(crate) owners: Vec<String>,
+    pub(crate) rows_a: Vec<buckets::TableSum>,
+    pub(crate) rows_b: Vec<buckets::TableSum>,
+    pub(crate) open_a: Vec<u16>,
+    pub(crate) open_b: Vec<u16>,
 }
 
 async fn current_map(stack: &Stack) -> ShardMap {
@@ -36,7 +37,7 @@ async fn current_map(stack: &Stack) -> ShardMap {
     shopgate_core::control::current(&auth).await.unwrap().expect("a stored map")
 }
 
-async fn world(stack: &Stack, moved: &[u16]) -> World {
+pub(crate) async fn world(stack: &Stack, moved: &[u16]) -> World {
     let map = current_map(stack).await;
     let (a, b) = (pool(&stack.config.shards[0].primary).await, pool(&stack.config.shards[1].primary).await);
     let open = |all: Vec<u16>| all.into_iter().filter(|x| moved.contains(x)).collect::<Vec<_>>();
@@ -69,7 +70,7 @@ async fn place(stack: &Stack, s: &Shopper) -> reqwest::Response {
     }
 }
 
-async fn order_ids(stack: &Stack, s: &Shopper) -> (StatusCode, Vec<i64>) {
+pub(crate) async fn order_ids(stack: &Stack, s: &Shopper) -> (StatusCode, Vec<i64>) {
     let get = || stack.http.get(stack.api("/api/orders?limit=100")).bearer_auth(&s.token).send();
     let r = match get().await {
         Ok(r) => r,
@@ -85,7 +86,7 @@ async fn order_ids(stack: &Stack, s: &Shopper) -> (StatusCode, Vec<i64>) {
 
 /// A stack (nginx with its master, so it can reload) and shoppers: two in distinct buckets of
 /// shard a (the ones to move), one elsewhere on a, one on b; each with two orders.
-async fn setup() -> (Stack, Vec<Shopper>, Vec<u16>) {
+pub(crate) async fn setup() -> (Stack, Vec<Shopper>, Vec<u16>) {
     let stack = Stack::start_with(Options { nginx_master: true, ..Options::default() }).await;
     let map = current_map(&stack).await;
     let a = &stack.config.shards[0].name;
@@ -114,7 +115,7 @@ async fn setup() -> (Stack, Vec<Shopper>, Vec<u16>) {
     (stack, all, moved)
 }
 
-fn spec(moved: &[u16]) -> String {
+pub(crate) fn spec(moved: &[u16]) -> String {
     moved.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
@@ -139,16 +140,21 @@ fn steps_of(out: &std::process::Output) -> Vec<String> {
 
 /// What the moved users see at a kill point: what the issue allows, nothing else. Returns the id
 /// of an order the write made, if it was accepted.
-async fn users_see(stack: &Stack, shoppers: &[Shopper], step: &str) -> Option<i64> {
+pub(crate) async fn users_see(stack: &Stack, shoppers: &[Shopper], step: &str) -> Option<i64> {
     let (mover, other) = (&shoppers[0], &shoppers[2]);
     // Before the pause a's, after the routing b's: served. Paused: reads only. Switching: 503.
     // `None`: either (right after `switched`, the source may not have taken the map yet; it
-    // still holds every row and nobody writes, so its read is the right one).
+    // still holds every row and nobody writes, so its read is the right one). Every step says
+    // what it promises: a step added without its line here does not compile.
+    let step = MoveStep::parse(step).unwrap_or_else(|| panic!("no step {step:?}"));
     let (writes, reads) = match step {
-        "planned" | "copied" | "caught_up" | "routed" => (true, Some(true)),
-        "paused" | "verified" => (false, Some(true)),
-        "switched" => (false, None),
-        _ => (false, Some(false)),
+        MoveStep::Planned | MoveStep::Copied | MoveStep::CaughtUp | MoveStep::Routed | MoveStep::Done => {
+            (true, Some(true))
+        }
+        MoveStep::Paused | MoveStep::Verified => (false, Some(true)),
+        MoveStep::Switched => (false, None),
+        MoveStep::Opened => (false, Some(false)),
+        MoveStep::Aborted => panic!("users_see is for the steps of a move under way"),
     };
     let r = place(stack, mover).await;
     let status = r.status();
@@ -171,7 +177,7 @@ async fn users_see(stack: &Stack, shoppers: &[Shopper], step: &str) -> Option<i6
 }
 
 /// Every order each shopper was told about (plus `extra`), read back through nginx, exactly.
-async fn every_order_is_served_once(stack: &Stack, shoppers: &[Shopper], extra: &[(usize, i64)]) {
+pub(crate) async fn every_order_is_served_once(stack: &Stack, shoppers: &[Shopper], extra: &[(usize, i64)]) {
     for (i, s) in shoppers.iter().enumerate() {
         let mut want = s.orders.clone();
         want.extend(extra.iter().filter(|(j, _)| *j == i).map(|(_, id)| *id));
