@@ -111,20 +111,21 @@ impl<'a, P: Progress> Mover<'a, P> {
         &self.control.pool
     }
 
-    /// The pace of work on shard `name`'s primary: `--pace`, and its replica kept close behind.
-    async fn pace(&mut self, name: &str) -> anyhow::Result<Pace> {
+    /// The pace of work on shard `name`'s primary: `duty` of the time, and its replica kept close
+    /// behind.
+    async fn pace(&mut self, name: &str, duty: f64) -> anyhow::Result<Pace> {
         let shard = self.shard(name)?;
         let primary = self.primary(name).await?;
         if primary.dialect != Dialect::MySql {
-            return Ok(Pace::new(self.duty, None));
+            return Ok(Pace::new(duty, None));
         }
         let primary = primary.pool.clone();
-        let Some(url) = shard.replica.clone() else { return Ok(Pace::new(self.duty, None)) };
+        let Some(url) = shard.replica.clone() else { return Ok(Pace::new(duty, None)) };
         if !self.replicas.contains_key(name) {
             let db = Db::connect(&url, &format!("shard {name}'s replica")).await?;
             self.replicas.insert(name.to_owned(), db);
         }
-        Ok(Pace::new(self.duty, Some((primary, self.replicas[name].pool.clone()))))
+        Ok(Pace::new(duty, Some((primary, self.replicas[name].pool.clone()))))
     }
 
     async fn primary(&mut self, name: &str) -> anyhow::Result<&Db> {
@@ -226,7 +227,7 @@ impl<'a, P: Progress> Mover<'a, P> {
                 fence::set(&t, list, false).await?;
                 // Noted before the copy reads anything: every change the copy may miss is after it.
                 m.binlog_pos = self.binlog_position(&source).await?.map(|p| p.to_string()).unwrap_or_default();
-                let mut pace = self.pace(&target).await?;
+                let mut pace = self.pace(&target, self.duty).await?;
                 let copied = self.copy(&source, &target, list, &mut pace).await?;
                 m.rows_copied = copied.rows as i64;
                 Ok(json!({"written": copied.written, "rested_ms": pace.rested.as_millis() as u64}))
@@ -324,7 +325,9 @@ impl<'a, P: Progress> Mover<'a, P> {
                 Ok(Value::Null)
             }
             MoveStep::Done => {
-                let mut pace = self.pace(&source).await?;
+                // Nothing waits for the deletes, and they weigh most on the source (every index of
+                // every row, replayed by its replica): half the pace.
+                let mut pace = self.pace(&source, self.duty / 2.0).await?;
                 let s = self.primary(&source).await?;
                 let (pool, dialect) = (s.pool.clone(), s.dialect);
                 let deleted = buckets::delete(&pool, dialect, list, &mut pace).await?;
@@ -349,12 +352,12 @@ impl<'a, P: Progress> Mover<'a, P> {
         };
         let Ok((mark, mut rounds, mut keys)) = first else {
             m.binlog_pos = self.binlog_position(&source).await?.map(|p| p.to_string()).unwrap_or_default();
-            let mut pace = self.pace(&target).await?;
+            let mut pace = self.pace(&target, self.duty).await?;
             let copied = self.copy(&source, &target, list, &mut pace).await?;
             m.rows_copied = copied.rows as i64;
             return Ok(json!({"by": "copy", "written": copied.written}));
         };
-        let mut pace = self.pace(&target).await?;
+        let mut pace = self.pace(&target, self.duty).await?;
         let compared = self.copy(&source, &target, list, &mut pace).await?;
         let since = self.round(&source, &target, list, &mark).await?;
         let unexplained: Vec<String> = compared

@@ -20,8 +20,12 @@ pub use super::per_user::Value;
 use super::per_user::{bind_all, PerUserTable, BUCKET, PER_USER_TABLES};
 use crate::db::Dialect;
 
-/// Rows read, compared or deleted per statement.
+/// Rows read or compared per statement.
 pub const CHUNK_ROWS: usize = 2000;
+/// Rows deleted per statement: fewer than are read, as a delete writes every index of each row
+/// and the replicas replay each statement in one go; a shorter statement holds the server (and
+/// the shop's queries behind it) for less.
+pub const DELETE_ROWS: usize = 500;
 
 /// A row: its key's values, then the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,10 +185,10 @@ fn chunk_sql(table: &PerUserTable, after: bool, upto: bool, limit: usize) -> Str
 fn delete_sql(table: &PerUserTable, dialect: Dialect) -> String {
     match dialect {
         Dialect::MySql => {
-            format!("DELETE FROM {} WHERE {BUCKET} = ? ORDER BY {} LIMIT {CHUNK_ROWS}", table.name, table.key_list())
+            format!("DELETE FROM {} WHERE {BUCKET} = ? ORDER BY {} LIMIT {DELETE_ROWS}", table.name, table.key_list())
         }
         Dialect::Sqlite => format!(
-            "DELETE FROM {0} WHERE rowid IN (SELECT rowid FROM {0} WHERE {BUCKET} = ? LIMIT {CHUNK_ROWS})",
+            "DELETE FROM {0} WHERE rowid IN (SELECT rowid FROM {0} WHERE {BUCKET} = ? LIMIT {DELETE_ROWS})",
             table.name
         ),
     }
@@ -522,7 +526,7 @@ async fn delete_keys(db: &mut AnyConnection, table: &PerUserTable, keys: &[&[Val
     Ok(())
 }
 
-/// Deletes every row of `buckets` (items before their orders), [`CHUNK_ROWS`] per statement
+/// Deletes every row of `buckets` (items before their orders), [`DELETE_ROWS`] per statement
 /// through the bucket index, so no statement holds many locks, at `pace`; returns how many went.
 pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16], pace: &mut Pace) -> sqlx::Result<u64> {
     let mut deleted = 0;
@@ -535,7 +539,7 @@ pub async fn delete(db: &AnyPool, dialect: Dialect, buckets: &[u16], pace: &mut 
                 let n = sqlx::query(&sql).bind(i64::from(bucket)).execute(db).await?.rows_affected();
                 pace.rest(started.elapsed()).await?;
                 deleted += n;
-                if n < CHUNK_ROWS as u64 {
+                if n < DELETE_ROWS as u64 {
                     break;
                 }
             }

@@ -42,9 +42,10 @@ pub(crate) struct MoveArgs {
     /// (the move can then be resumed or aborted).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) wait_seconds: u64,
-    /// Of the time, the share (percent) the copy and the deletes work; they rest the rest, so the
-    /// shop's own queries keep the databases' attention. 100 for a quiet shop.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(5..=100))]
+    /// Of the time, the share (percent) the copy and the comparison work, the deletes half of it;
+    /// they rest the rest, so the shop's own queries keep the databases' attention. 100 for a
+    /// quiet shop.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u8).range(5..=100))]
     pub(crate) pace: u8,
 }
 
