@@ -148,6 +148,17 @@ impl Stack {
         MoveRun { run, steps, summary, started, ended }
     }
 
+    /// `shopctl --json shards move --to TARGET BUCKETS --wait-seconds 20` to its end, killed right
+    /// after recording step `die_after` if given (shopctl's test hook, `SHOPCTL_MOVE_DIE_AFTER`).
+    pub fn shards_move(&self, target: &str, buckets: &str, die_after: Option<&str>) -> std::process::Output {
+        let mut cmd = self.shopctl();
+        cmd.args(["--json", "shards", "move", "--to", target, buckets, "--wait-seconds", "20"]);
+        if let Some(step) = die_after {
+            cmd.env("SHOPCTL_MOVE_DIE_AFTER", step);
+        }
+        cmd.output().unwrap_or_else(|e| panic!("running shopctl shards move: {e}"))
+    }
+
     /// The shard map in force: the current version in its one home, the auth database (read
     /// with the same `shopgate_core::control` functions every part uses; version 1, the
     /// config's, is stored there first if no part has yet).
@@ -316,4 +327,13 @@ impl Stack {
             }
         }
     }
+}
+
+/// The step events (`{"event":"step",…}`) a `shopctl --json shards move` printed, in order.
+pub fn step_events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "step")
+        .collect()
 }

@@ -12,6 +12,7 @@ use shopgate_core::control::MoveStep;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::{ShardMap, UserId};
 use shopgate_e2e::cli::pool;
+use shopgate_e2e::grow::step_events;
 use shopgate_e2e::{Options, Stack};
 
 /// A shop user with a token and the orders they were told were placed.
@@ -121,21 +122,11 @@ pub(crate) fn spec(moved: &[u16]) -> String {
 
 /// `shopctl shards move --to b BUCKETS`, killed right after `step` if given.
 fn run_move(stack: &Stack, moved: &[u16], die_after: Option<&str>) -> std::process::Output {
-    let mut cmd = stack.shopctl();
-    cmd.args(["--json", "shards", "move", "--to", "b", &spec(moved), "--wait-seconds", "20"]);
-    if let Some(step) = die_after {
-        cmd.env("SHOPCTL_MOVE_DIE_AFTER", step);
-    }
-    cmd.output().unwrap()
+    stack.shards_move("b", &spec(moved), die_after)
 }
 
 fn steps_of(out: &std::process::Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "step")
-        .map(|e| e["step"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    step_events(&out.stdout).iter().map(|e| e["step"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
 /// What the moved users see at a kill point: what the issue allows, nothing else. Returns the id

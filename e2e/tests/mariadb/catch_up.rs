@@ -9,26 +9,34 @@ use serde_json::Value;
 use shopgate_backend::store::buckets;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
+use shopgate_e2e::grow::step_events;
 use shopgate_e2e::mariadb::Topology;
 use shopgate_e2e::Stack;
 
-/// `shopctl --json shards move --to b BUCKET`, killed after `die_after` if given; its step events.
-fn run_move(stack: &Stack, moved: u16, die_after: Option<&str>) -> (bool, Vec<Value>) {
-    let mut cmd = stack.shopctl();
-    cmd.args(["--json", "shards", "move", "--to", "b", &moved.to_string(), "--wait-seconds", "20"]);
-    if let Some(step) = die_after {
-        cmd.env("SHOPCTL_MOVE_DIE_AFTER", step);
-    }
-    let out = cmd.output().unwrap();
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "step")
-        .collect();
+/// `shopctl --json shards move --to b BUCKET`, killed after `die_after` if given: whether it
+/// succeeded, its step events and its standard error. A run not asked to die must succeed.
+fn run_move(stack: &Stack, moved: u16, die_after: Option<&str>) -> (bool, Vec<Value>, String) {
+    let out = stack.shards_move("b", &moved.to_string(), die_after);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if die_after.is_none() {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
     }
-    (out.status.success(), events)
+    (out.status.success(), step_events(&out.stdout), stderr)
+}
+
+/// A MariaDB stack (nginx with its master, to reload) and a shopper of shard a: its token and
+/// bucket, the one to move.
+async fn setup() -> (Topology, Stack, String, u16) {
+    let topology = Topology::start().await;
+    let stack = Stack::start_with(shopgate_e2e::Options { nginx_master: true, ..topology.stack_options(5) }).await;
+    let map = stack.config.shard_map.clone();
+    loop {
+        let (id, token) = stack.shopper().await;
+        let user = UserId::new(id).unwrap();
+        if map.shard_for(user).as_str() == "a" {
+            return (topology, stack, token, bucket(user));
+        }
+    }
 }
 
 /// The user's orders and their statuses through nginx, sorted. The move's reload of nginx may
@@ -81,27 +89,18 @@ async fn write_meanwhile(stack: &Stack, token: &str, open: &mut Vec<i64>) -> (i6
 
 #[tokio::test]
 async fn a_resumed_move_catches_up_from_the_binlog_position_it_recorded() {
-    let topology = Topology::start().await;
-    let stack = Stack::start_with(shopgate_e2e::Options { nginx_master: true, ..topology.stack_options(5) }).await;
-    let map = stack.config.shard_map.clone();
-    let (user, token) = loop {
-        let (id, token) = stack.shopper().await;
-        if map.shard_for(UserId::new(id).unwrap()).as_str() == "a" {
-            break (id, token);
-        }
-    };
-    let moved = bucket(UserId::new(user).unwrap());
+    let (_topology, stack, token, moved) = setup().await;
     let mut open = Vec::new();
     for _ in 0..4 {
         open.push(stack.order(&token).await["id"].as_i64().unwrap());
     }
     let mut cancelled = Vec::new();
 
-    let (ok, events) = run_move(&stack, moved, Some("copied"));
+    let (ok, events, _) = run_move(&stack, moved, Some("copied"));
     assert!(!ok && events.last().unwrap()["step"] == "copied", "{events:?}");
     cancelled.push(write_meanwhile(&stack, &token, &mut open).await.1);
 
-    let (ok, events) = run_move(&stack, moved, Some("caught_up"));
+    let (ok, events, _) = run_move(&stack, moved, Some("caught_up"));
     assert!(!ok && events.last().unwrap()["step"] == "caught_up", "{events:?}");
     let caught_up = &event(&events, "caught_up")["detail"];
     assert_eq!(caught_up["by"], "binlog", "{caught_up}");
@@ -112,7 +111,7 @@ async fn a_resumed_move_catches_up_from_the_binlog_position_it_recorded() {
     let a = shopgate_e2e::cli::pool(&stack.config.shards[0].primary).await;
     let on_a = buckets::checksums(&a, &[moved]).await.unwrap();
 
-    let (_, events) = run_move(&stack, moved, None);
+    let (_, events, _) = run_move(&stack, moved, None);
     let verified = &event(&events, "verified")["detail"];
     assert_eq!(verified["by"], "binlog", "{verified}");
     assert!(verified["keys"].as_u64().unwrap() >= 3, "{verified}");
@@ -133,18 +132,9 @@ async fn a_resumed_move_catches_up_from_the_binlog_position_it_recorded() {
 /// position instead of stopping for good, and still ends with every acknowledged write on b.
 #[tokio::test]
 async fn a_move_whose_binlog_was_purged_copies_again_and_goes_on() {
-    let topology = Topology::start().await;
-    let stack = Stack::start_with(shopgate_e2e::Options { nginx_master: true, ..topology.stack_options(5) }).await;
-    let map = stack.config.shard_map.clone();
-    let (user, token) = loop {
-        let (id, token) = stack.shopper().await;
-        if map.shard_for(UserId::new(id).unwrap()).as_str() == "a" {
-            break (id, token);
-        }
-    };
-    let moved = bucket(UserId::new(user).unwrap());
+    let (topology, stack, token, moved) = setup().await;
     let mut open = vec![stack.order(&token).await["id"].as_i64().unwrap()];
-    let (ok, _) = run_move(&stack, moved, Some("copied"));
+    let (ok, _, _) = run_move(&stack, moved, Some("copied"));
     assert!(!ok);
     let cancelled = write_meanwhile(&stack, &token, &mut open).await.1;
 
@@ -164,18 +154,8 @@ async fn a_move_whose_binlog_was_purged_copies_again_and_goes_on() {
     })
     .await;
 
-    let mut cmd = stack.shopctl();
-    cmd.args(["--json", "shards", "move", "--to", "b", &moved.to_string(), "--wait-seconds", "20"]);
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stderr.contains("copying the batch again from a new position"), "{stderr}\n{stdout}");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "step")
-        .collect();
+    let (_, events, stderr) = run_move(&stack, moved, None);
+    assert!(stderr.contains("copying the batch again from a new position"), "{stderr}\n{events:?}");
     assert_eq!(event(&events, "caught_up")["detail"]["by"], "copy", "{events:?}");
     assert_eq!(event(&events, "verified")["detail"]["by"], "binlog", "{events:?}");
     let seen = orders_of(&stack, &token).await;
