@@ -11,6 +11,12 @@ async fn verify_at(stack: &Stack, i: usize, token: &str) -> u16 {
     stack.http.get(format!("http://{addr}/verify")).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
 
+/// `POST /auth/token` through nginx with the OAuth2 form of `email` and `password`.
+async fn log_in(stack: &Stack, email: &str, password: &str) -> reqwest::Response {
+    let form = [("username", email), ("password", password)];
+    stack.http.post(stack.api("/auth/token")).form(&form).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_logout_on_one_verifier_holds_on_both_within_the_bound() {
     let stack = Stack::start_with(Options { verifiers: 2, ..Default::default() }).await;
@@ -88,21 +94,9 @@ async fn changing_the_password_revokes_every_earlier_token() {
             }
         }
     }
-    let old = stack
-        .http
-        .post(stack.api("/auth/token"))
-        .form(&[("username", email.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let old = log_in(&stack, email.as_str(), PASSWORD).await;
     assert_eq!(old.status(), 401);
-    let new = stack
-        .http
-        .post(stack.api("/auth/token"))
-        .form(&[("username", email.as_str()), ("password", "N3w-Password!")])
-        .send()
-        .await
-        .unwrap();
+    let new = log_in(&stack, email.as_str(), "N3w-Password!").await;
     assert_eq!(new.status(), 200);
     let token = new.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(verify_at(&stack, 0, &token).await, 200, "a token issued right after the change works");
@@ -116,13 +110,7 @@ async fn password_guessing_meets_429_with_retry_after() {
     stack.register(&email).await;
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let r = stack
-            .http
-            .post(stack.api("/auth/token"))
-            .form(&[("username", email.as_str()), ("password", &format!("Guess-{i}!"))])
-            .send()
-            .await
-            .unwrap();
+        let r = log_in(&stack, email.as_str(), &format!("Guess-{i}!")).await;
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
@@ -134,24 +122,12 @@ async fn password_guessing_meets_429_with_retry_after() {
     assert!(statuses[..limit].iter().all(|&s| s == 401), "{statuses:?}");
     assert!(statuses[limit..].iter().all(|&s| s == 429), "{statuses:?}");
     // Even the right password waits out the window: the account is locked, not the guess.
-    let r = stack
-        .http
-        .post(stack.api("/auth/token"))
-        .form(&[("username", email.as_str()), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let r = log_in(&stack, email.as_str(), PASSWORD).await;
     assert_eq!(r.status(), 429);
     // Unknown emails are throttled the same way, so 429 says nothing about which emails exist.
     let mut unknown = Vec::new();
     for _ in 0..(limit + 1) {
-        let r = stack
-            .http
-            .post(stack.api("/auth/token"))
-            .form(&[("username", "nobody-here@example.com"), ("password", "Guess-1!")])
-            .send()
-            .await
-            .unwrap();
+        let r = log_in(&stack, "nobody-here@example.com", "Guess-1!").await;
         unknown.push(r.status().as_u16());
     }
     assert_eq!(unknown.last(), Some(&429), "{unknown:?}");
@@ -166,13 +142,7 @@ async fn a_guessing_address_meets_429_across_accounts() {
     .await;
     let mut last = 0;
     for i in 0..8 {
-        let r = stack
-            .http
-            .post(stack.api("/auth/token"))
-            .form(&[("username", format!("spray{i}@example.com").as_str()), ("password", "Guess-1!")])
-            .send()
-            .await
-            .unwrap();
+        let r = log_in(&stack, format!("spray{i}@example.com").as_str(), "Guess-1!").await;
         last = r.status().as_u16();
     }
     assert_eq!(last, 429, "one address spraying many accounts is throttled");
@@ -197,13 +167,7 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
         let stack = &stack;
         async move {
             let t = Instant::now();
-            let r = stack
-                .http
-                .post(stack.api("/auth/token"))
-                .form(&[("username", user.as_str()), ("password", "Wrong-Pass-1!")])
-                .send()
-                .await
-                .unwrap();
+            let r = log_in(stack, user.as_str(), "Wrong-Pass-1!").await;
             assert_eq!(r.status(), 401);
             t.elapsed()
         }
@@ -233,13 +197,7 @@ async fn a_login_flood_gets_503_with_retry_after_and_the_check_path_still_answer
     for i in 0..40 {
         let stack = stack.clone();
         tasks.push(tokio::spawn(async move {
-            let r = stack
-                .http
-                .post(stack.api("/auth/token"))
-                .form(&[("username", format!("flood{i}@example.com").as_str()), ("password", "Guess-1!")])
-                .send()
-                .await
-                .unwrap();
+            let r = log_in(&stack, format!("flood{i}@example.com").as_str(), "Guess-1!").await;
             let retry = r.headers().get("retry-after").is_some();
             (r.status().as_u16(), retry)
         }));
