@@ -2,19 +2,23 @@
 //!
 //! A write joins a queue and then either gets its answer or becomes a leader: one of at most
 //! `leaders` callers at a time that takes what is queued (the oldest first, up to a size) and runs
-//! it as one batch, answering each member. Nothing waits on a timer: a write that arrives when no
-//! batch is running is led at once, alone, and batches grow only as far as writes pile up behind
-//! the ones being committed, so under load many orders share a `BEGIN`, one statement per table
-//! and one `COMMIT` (one flush to disk), and when the shop is quiet an order costs what it did.
+//! it as one batch, answering each member. A write that arrives when the shop is quiet (the last
+//! batch was one write) is led at once, alone: it costs what it did. Under load batches grow as
+//! writes pile up behind the ones being committed, and a leader waits a moment (`linger`, at most)
+//! for as many writes as the last batch had before it takes them: many orders share a `BEGIN`,
+//! one statement per table and one `COMMIT` (one flush to disk), and the database's cost per
+//! order falls with the batch's size.
 //!
 //! Callers must run [`GroupCommit::submit`] in a task that nothing cancels ([`crate::db::Db::write`]
 //! does that): a leader dropped half-way would leave the members of its batch without an answer
 //! (they would get `None`, never a wrong one).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 /// One queued write and where its answer goes.
 pub(crate) struct Member<J, R> {
@@ -34,13 +38,27 @@ pub(crate) struct GroupCommit<J, R> {
     leaders: Semaphore,
     /// A batch stops growing once the weights of its members reach this (it always takes one).
     max_weight: usize,
+    /// How many the last batch took.
+    last: AtomicUsize,
+    /// Woken at every write queued, for a leader that is gathering.
+    arrived: Notify,
+    /// The longest a leader waits for its batch to fill.
+    linger: Duration,
 }
 
 impl<J, R> GroupCommit<J, R> {
     /// At most `leaders` batches run at once; each takes members until their weights reach
-    /// `max_weight`.
-    pub(crate) fn new(leaders: usize, max_weight: usize) -> Self {
-        Self { queue: Mutex::new(Vec::new()), leaders: Semaphore::new(leaders), max_weight }
+    /// `max_weight`. Under load a leader waits up to `linger` for as many members as the last
+    /// batch had ([`Self::gather`]).
+    pub(crate) fn new(leaders: usize, max_weight: usize, linger: Duration) -> Self {
+        Self {
+            queue: Mutex::new(Vec::new()),
+            leaders: Semaphore::new(leaders),
+            max_weight,
+            last: AtomicUsize::new(0),
+            arrived: Notify::new(),
+            linger,
+        }
     }
 
     /// Queues `job` and returns its answer, leading batches (with `run`, which must answer every
@@ -53,13 +71,16 @@ impl<J, R> GroupCommit<J, R> {
     {
         let (reply, mut answer) = oneshot::channel();
         self.lock().push(Member { job, reply });
+        self.arrived.notify_waiters();
         loop {
             tokio::select! {
                 biased;
                 answered = &mut answer => return answered.ok(),
                 permit = self.leaders.acquire() => {
                     let permit = permit.ok()?;
+                    self.gather().await;
                     let batch = self.take(&weight);
+                    self.last.store(batch.len(), Ordering::Relaxed);
                     if batch.is_empty() {
                         // Another leader took ours: it answers.
                         drop(permit);
@@ -67,6 +88,29 @@ impl<J, R> GroupCommit<J, R> {
                     }
                     run(batch).await;
                 }
+            }
+        }
+    }
+
+    /// Under load (the last batch took more than one write), waits until as many are queued, for
+    /// `linger` at most; at once when the shop is quiet. Without it a batch took only what had
+    /// arrived during the last commit, and with the clients split over shards the batches stayed
+    /// small and each order paid a large share of its batch's statements (BENCHMARKS.md, issue 30).
+    async fn gather(&self) {
+        let want = self.last.load(Ordering::Relaxed);
+        if want < 2 || self.linger.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.linger;
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.lock().len() >= want {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return;
             }
         }
     }
@@ -112,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_write_is_its_own_batch() {
-        let group = GroupCommit::new(2, 100);
+        let group = GroupCommit::new(2, 100, Duration::ZERO);
         let sizes = Mutex::new(Vec::new());
         assert_eq!(group.submit(7, |_| 1, |b| slow_sum(b, &sizes)).await, Some(7));
         assert_eq!(*sizes.lock().unwrap(), vec![1]);
@@ -120,7 +164,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_that_pile_up_share_batches_and_each_gets_its_batch_answer() {
-        let group = Arc::new(GroupCommit::new(1, 100));
+        let group = Arc::new(GroupCommit::new(1, 100, Duration::ZERO));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let answered = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..40u32)
@@ -150,7 +194,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_stops_at_its_weight() {
-        let group = Arc::new(GroupCommit::new(1, 10));
+        let group = Arc::new(GroupCommit::new(1, 10, Duration::ZERO));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let tasks: Vec<_> = (0..20u32)
             .map(|_| {
@@ -164,5 +208,39 @@ mod tests {
         let sizes = sizes.lock().unwrap().clone();
         assert!(sizes.iter().all(|&s| (1..=2).contains(&s)), "weight 4 each, at most 10 a batch: {sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 20);
+    }
+
+    /// Under load a leader waits for as many writes as its last batch had; when the shop is
+    /// quiet it leads at once. Time is paused: the runtime jumps to each timer, so the steps are
+    /// exact. Without the wait D and E, 10 ms apart, would be two batches of one.
+    #[tokio::test(start_paused = true)]
+    async fn under_load_a_leader_gathers_as_many_as_the_last_batch_had() {
+        let group = Arc::new(GroupCommit::new(1, 100, Duration::from_millis(50)));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let submit = |job: u32| {
+            let (group, sizes) = (group.clone(), sizes.clone());
+            tokio::spawn(async move { group.submit(job, |_| 1, |b| slow_sum(b, &sizes)).await })
+        };
+        let started = tokio::time::Instant::now();
+        // A, alone: led at once, though the linger is long (the shop was quiet).
+        let a = submit(1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // B and C wait behind A's commit (20 ms) and go together: the last batch had two.
+        let (b, c) = (submit(2), submit(3));
+        assert_eq!(a.await.unwrap(), Some(1));
+        assert_eq!(started.elapsed(), Duration::from_millis(20), "a lone write waits for nothing");
+        assert_eq!((b.await.unwrap(), c.await.unwrap()), (Some(5), Some(5)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // D's leader waits for a second write; E comes 10 ms later and shares D's batch.
+        let d = submit(4);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let e = submit(5);
+        assert_eq!((d.await.unwrap(), e.await.unwrap()), (Some(9), Some(9)));
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 2, 2]);
+        // Past the linger, a leader takes what it has: F alone, after 50 ms.
+        let f_started = tokio::time::Instant::now();
+        assert_eq!(submit(6).await.unwrap(), Some(6));
+        assert_eq!(f_started.elapsed(), Duration::from_millis(70), "50 ms of linger, 20 of commit");
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 2, 2, 1]);
     }
 }

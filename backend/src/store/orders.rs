@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use shopgate_core::shardmap::bucket;
@@ -107,8 +108,14 @@ const MAX_BATCH_LINES: usize = 2_000;
 /// cost less per order (`scripts/bench-orders`, 2026-11-30).
 const BATCHES_AT_ONCE: usize = 1;
 
+/// Under load, how long a batch's leader waits at most for as many orders as the last batch had.
+/// Less than one flush to disk (≈ 3 ms on the development machine); at 16 clients over two
+/// shards 2 ms cut the databases' CPU per order by a fifth, 4 ms did no better
+/// (`scripts/bench --only orders`, 2026-12-06, BENCHMARKS.md). A quiet shop never waits.
+const LINGER: Duration = Duration::from_millis(2);
+
 pub(crate) fn batches() -> Batches {
-    GroupCommit::new(BATCHES_AT_ONCE, MAX_BATCH_LINES)
+    GroupCommit::new(BATCHES_AT_ONCE, MAX_BATCH_LINES, LINGER)
 }
 
 /// Places an order for `user`. Prices come from the catalog; the total is checked integer cents.
