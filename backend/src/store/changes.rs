@@ -97,9 +97,12 @@ pub async fn read_binlog(url: &DbUrl, from: &BinlogPos, reader: &mut TouchedRead
         let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
         text
     });
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.map_err(|e| ChangesError::Tool(format!("its output: {e}")))? {
-        reader.line(&line)?;
+    // Lines as bytes: a row image prints binary values as they are (a VARBINARY of any table or
+    // database on the server), which are no UTF-8; the keys read here are numbers and keys of
+    // visible ASCII, which come through a lossy decoding unchanged.
+    let mut lines = tokio::io::BufReader::new(stdout).split(b'\n');
+    while let Some(line) = lines.next_segment().await.map_err(|e| ChangesError::Tool(format!("its output: {e}")))? {
+        reader.line(&String::from_utf8_lossy(&line))?;
     }
     let status = child.wait().await.map_err(|e| ChangesError::Tool(e.to_string()))?;
     if !status.success() {
