@@ -918,16 +918,16 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         p
     }
 
-    fn tmp() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("shopgate-cfg-{}", crate::token::new_jti()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A folder of the test's own, removed when it is dropped (it holds a key).
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("shopgate-cfg-").tempdir().unwrap()
     }
 
     #[test]
     fn loads_and_resolves() {
-        let d = tmp();
-        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef\n");
+        let dir = tmp();
+        let d = dir.path();
+        let p = write(d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef\n");
         let c = Config::load_with_env(&p, []).unwrap();
         assert_eq!(c.shards.len(), 2);
         assert_eq!(c.shard("a").unwrap().primary.expose(), format!("sqlite://{}/data/a.db", d.display()));
@@ -953,26 +953,28 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         for local in ["127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080", "0.0.0.0:8080", "[::]:8080"] {
             assert_eq!(default_trusted_proxies(addr(local)), Vec::<IpAddr>::new(), "{local}");
         }
-        let d = tmp();
-        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        let dir = tmp();
+        let d = dir.path();
+        let p = write(d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
         assert_eq!(Config::load_with_env(&p, []).unwrap().verifier.trusted_proxies, Vec::<IpAddr>::new());
         // Set, it is kept as it is, loopback included.
         let text = SAMPLE.replace(
             "database_url = \"sqlite:data/auth.db\"",
             "database_url = \"sqlite:data/auth.db\"\ntrusted_proxies = [\"127.0.0.1\"]",
         );
-        let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &text, "k3y-0123456789abcdef0123456789abcdef");
         assert_eq!(Config::load_with_env(&p, []).unwrap().verifier.trusted_proxies, [ip("127.0.0.1")]);
     }
 
     #[test]
     fn local_verifiers_have_a_socket_in_the_socket_dir() {
-        let d = tmp();
+        let dir = tmp();
+        let d = dir.path();
         let text = SAMPLE.replace(
             "listen = [\"127.0.0.1:8090\"]",
             "listen = [\"127.0.0.1:8090\", \"0.0.0.0:8093\", \"10.0.0.2:8090\"]",
         );
-        let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &text, "k3y-0123456789abcdef0123456789abcdef");
         let c = Config::load_with_env(&p, []).unwrap();
         let sockets: Vec<_> = c.verifier.listen.iter().map(|a| c.verifier.socket_path(*a)).collect();
         // Relative to the config's folder, like the SQLite files; none for a verifier on another host.
@@ -989,7 +991,7 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(err.contains("over 107 bytes"), "{err}");
         let twice =
             SAMPLE.replace("listen = [\"127.0.0.1:8090\"]", "listen = [\"127.0.0.1:8090\", \"127.0.0.2:8090\"]");
-        let p = write(&d, &twice, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &twice, "k3y-0123456789abcdef0123456789abcdef");
         let err = Config::load_with_env(&p, []).unwrap_err().to_string();
         assert!(err.contains("share the socket"), "{err}");
         assert!(Config::load_with_env(&p, env("")).is_ok(), "without sockets, one port on two addresses is fine");
@@ -997,16 +999,17 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
 
     #[test]
     fn nginx_user_is_an_account_name() {
-        let d = tmp();
+        let dir = tmp();
+        let d = dir.path();
         let with = |user: &str| SAMPLE.replace("[jwt]", &format!("[nginx]\nuser = {user:?}\n[jwt]"));
-        let p = write(&d, &with("shopgate-nginx"), "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &with("shopgate-nginx"), "k3y-0123456789abcdef0123456789abcdef");
         assert_eq!(Config::load_with_env(&p, []).unwrap().nginx.user.as_deref(), Some("shopgate-nginx"));
         assert_eq!(
-            Config::load_with_env(&write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef"), []).unwrap().nginx.user,
+            Config::load_with_env(&write(d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef"), []).unwrap().nginx.user,
             None
         );
         for bad in ["", "a b", "root;", "-x", "nginx\nuser"] {
-            let p = write(&d, &with(bad), "k3y-0123456789abcdef0123456789abcdef");
+            let p = write(d, &with(bad), "k3y-0123456789abcdef0123456789abcdef");
             let err = Config::load_with_env(&p, []).unwrap_err().to_string();
             assert!(err.contains("is not an account name"), "{bad:?}: {err}");
         }
@@ -1014,8 +1017,9 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
 
     #[test]
     fn env_overrides_the_file() {
-        let d = tmp();
-        let p = write(&d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        let dir = tmp();
+        let d = dir.path();
+        let p = write(d, SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
         let env = [
             ("SHOP__NGINX__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
             ("SHOP__SHARDS__A__NUMBER".to_string(), "7".to_string()),
@@ -1036,7 +1040,8 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
 
     #[test]
     fn refuses_bad_configs_with_one_line() {
-        let d = tmp();
+        let dir = tmp();
+        let d = dir.path();
         let cases = [
             (SAMPLE.replace("buckets = \"odd\"", "buckets = \"1,3\""), "assigned to no shard"),
             (SAMPLE.replace("number = 1", "number = 0"), "used twice"),
@@ -1054,23 +1059,24 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
             (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = 8091"), "or a list of addresses"),
         ];
         for (text, want) in cases {
-            let p = write(&d, &text, "k3y-0123456789abcdef0123456789abcdef");
+            let p = write(d, &text, "k3y-0123456789abcdef0123456789abcdef");
             let err = Config::load_with_env(&p, []).unwrap_err().to_string();
             assert!(err.contains(want), "{err} lacks {want}");
         }
         let no_capacity = SAMPLE.replace("[jwt]", "[backend]\nmax_in_flight = 0\n[jwt]");
-        let p = write(&d, &no_capacity, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &no_capacity, "k3y-0123456789abcdef0123456789abcdef");
         let err = Config::load_with_env(&p, []).unwrap_err().to_string();
         assert!(err.contains("backend.max_in_flight"), "{err}");
-        let p = write(&d, SAMPLE, "changeme");
+        let p = write(d, SAMPLE, "changeme");
         assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("placeholder"));
     }
 
     #[test]
     fn a_shard_listens_on_one_address_or_one_per_process() {
-        let d = tmp();
+        let dir = tmp();
+        let d = dir.path();
         let two = SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = [\"127.0.0.1:8091\", \"127.0.0.1:8093\"]");
-        let p = write(&d, &two, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &two, "k3y-0123456789abcdef0123456789abcdef");
         let c = Config::load_with_env(&p, []).unwrap();
         let (a, b) = (c.shard("a").unwrap(), c.shard("b").unwrap());
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -1085,7 +1091,7 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert_eq!(c.shard("b").unwrap().listen, vec![addr(7001), addr(7002)]);
         let many: Vec<String> = (0..65).map(|i| format!("\"127.0.0.1:{}\"", 10_000 + i)).collect();
         let too_many = SAMPLE.replace("listen = \"127.0.0.1:8091\"", &format!("listen = [{}]", many.join(", ")));
-        let p = write(&d, &too_many, "k3y-0123456789abcdef0123456789abcdef");
+        let p = write(d, &too_many, "k3y-0123456789abcdef0123456789abcdef");
         assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("not 65"));
     }
 }
