@@ -80,12 +80,12 @@ impl<J, R> GroupCommit<J, R> {
                     let permit = permit.ok()?;
                     self.gather().await;
                     let batch = self.take(&weight);
-                    self.last.store(batch.len(), Ordering::Relaxed);
                     if batch.is_empty() {
                         // Another leader took ours: it answers.
                         drop(permit);
                         return answer.await.ok();
                     }
+                    self.last.store(batch.len(), Ordering::Relaxed);
                     run(batch).await;
                 }
             }
