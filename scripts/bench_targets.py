@@ -27,17 +27,20 @@ CPU_NAMES = {"cpu-per-order": "cpu-per-order seed/stack", "cpu-per-check": "cpu-
 
 
 def read_ratios(lines):
-    """name -> median, in the order first seen; a later line of the same name replaces the value."""
+    """name -> (median, "median (min-max)" as printed), in the order first seen; a later line of
+    the same name replaces the earlier."""
     out = {}
     for line in lines:
         line = line.strip()
         m = CPU_RATIO.match(line)
         if m:
-            out[CPU_NAMES.get(m.group(1), f"{m.group(1)} {m.group(2)}")] = float(m.group(3))
-            continue
-        m = RATIO.match(line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
+            name, (median, low, high) = CPU_NAMES.get(m.group(1), f"{m.group(1)} {m.group(2)}"), m.groups()[2:]
+        else:
+            m = RATIO.match(line)
+            if not m:
+                continue
+            name, (median, low, high) = m.group(1), m.groups()[1:]
+        out[name] = (float(median), median + (f" ({low}-{high})" if low else ""))
     return out
 
 
