@@ -10,13 +10,15 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use shopgate_backend::store::fence;
 
-use crate::helpers::{json, spawn_app, TestApp};
+use crate::helpers::{json, spawn_app_with, TestApp};
 use crate::mysql::spawn_on_mysql_with;
 
 /// Users of shard `a` (even buckets); the last one's bucket gets its fence closed.
 const USERS: [u64; 6] = [42, 44, 46, 48, 50, 52];
 const FENCED: u64 = 52;
 const UNKNOWN_PRODUCT: i64 = 987_654;
+/// The whole burst is admitted at once: none waits for a slot while the test holds the lock.
+const ALL_IN_FLIGHT: &[(&str, &str)] = &[("SHOP__BACKEND__MAX_IN_FLIGHT", "64")];
 
 /// What each request of the burst is, and so what it must get.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +50,11 @@ async fn a_burst_shares_transactions_and_answers_each_as_alone(app: TestApp) {
         };
         plan.push((i, kind));
     }
+    // Hold the shard's write lock (SQLite) and every fence row (MariaDB: orders share-lock theirs)
+    // while the burst arrives: its first transaction waits, the rest queue behind it, and sharing
+    // does not depend on how fast this machine happens to run the requests.
+    let mut hold = app.state.db.begin_write().await.unwrap();
+    sqlx::query("UPDATE bucket_fence SET writes_open = writes_open").execute(&mut *hold).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, kind) in plan {
         let app = app.clone();
@@ -73,6 +80,8 @@ async fn a_burst_shares_transactions_and_answers_each_as_alone(app: TestApp) {
             (kind, user, status, body)
         });
     }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    hold.commit().await.unwrap();
     let mut created: Vec<Value> = Vec::new();
     let mut shared_ids = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -129,11 +138,11 @@ async fn a_burst_shares_transactions_and_answers_each_as_alone(app: TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_orders_on_sqlite() {
-    a_burst_shares_transactions_and_answers_each_as_alone(spawn_app().await).await;
+    a_burst_shares_transactions_and_answers_each_as_alone(spawn_app_with("a", ALL_IN_FLIGHT).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_orders_on_mysql() {
-    let Some(app) = spawn_on_mysql_with(false, &[]).await else { return };
+    let Some(app) = spawn_on_mysql_with(false, ALL_IN_FLIGHT).await else { return };
     a_burst_shares_transactions_and_answers_each_as_alone(app).await;
 }
