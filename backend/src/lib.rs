@@ -35,6 +35,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use shopgate_core::config::Config;
+use shopgate_core::service::Threads;
 use tokio::net::TcpListener;
 
 use crate::db::InitError;
@@ -203,7 +204,8 @@ pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static
         let answer = tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new));
         async move { answer.await.unwrap_or_else(|never| match never {}) }
     };
-    shopgate_core::service::serve_http1(listener, shopgate_core::service::http1_builder(), handler, shutdown).await;
+    let builder = shopgate_core::service::http1_builder();
+    shopgate_core::service::serve_http1(listener, builder, Threads::Shared, handler, shutdown).await;
     if tokio::time::timeout(Duration::from_secs(4), state.db.close()).await.is_err() {
         tracing::warn!("database pools did not close in time");
     }

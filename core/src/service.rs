@@ -113,6 +113,7 @@ pub fn http1_builder() -> http1::Builder {
 pub async fn serve_http1<L, H, F, B>(
     listener: L,
     builder: http1::Builder,
+    threads: Threads,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -125,6 +126,7 @@ pub async fn serve_http1<L, H, F, B>(
 {
     let server = Connections {
         builder,
+        threads,
         handler,
         draining: Arc::new(AtomicBool::new(false)),
         close: watch::channel(false),
@@ -134,7 +136,7 @@ pub async fn serve_http1<L, H, F, B>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => server.spawn(stream, peer),
+                Ok((stream, peer)) => server.spawn::<L, _, _>(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -149,7 +151,7 @@ pub async fn serve_http1<L, H, F, B>(
     let queued = listener.take_queued();
     let count = queued.len();
     for (stream, peer) in queued {
-        server.spawn(stream, peer);
+        server.spawn::<L, _, _>(stream, peer);
     }
     tracing::info!(queued = count, "stopping: no new connections; finishing requests in flight");
     let Connections { close: (close, _), open: (open, mut all_closed), .. } = server;
@@ -178,6 +180,8 @@ pub trait Listener: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Who is at the other end, as the handler is told.
     type Peer: Copy + Send + Sync + 'static;
+    /// A connection between runtimes: the plain socket.
+    type Detached: Send + 'static;
 
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, Self::Peer)>> + Send;
 
@@ -185,11 +189,17 @@ pub trait Listener: Send + 'static {
     /// directly (not the reactor, which may not have seen them yet), then closes it. Closing it
     /// with connections still queued would reset them.
     fn take_queued(self) -> Vec<(Self::Stream, Self::Peer)>;
+
+    /// A connection as a plain socket, out of the runtime that accepted it ...
+    fn detach(stream: Self::Stream) -> std::io::Result<Self::Detached>;
+    /// ... and back in the runtime of the thread that calls this (a [`ConnectionThreads`] one).
+    fn attach(socket: Self::Detached) -> std::io::Result<Self::Stream>;
 }
 
 impl Listener for TcpListener {
     type Stream = TcpStream;
     type Peer = SocketAddr;
+    type Detached = std::net::TcpStream;
 
     async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = TcpListener::accept(self).await?;
@@ -209,6 +219,14 @@ impl Listener for TcpListener {
         }
         queued
     }
+
+    fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
+        stream.into_std()
+    }
+
+    fn attach(socket: std::net::TcpStream) -> std::io::Result<TcpStream> {
+        TcpStream::from_std(socket)
+    }
 }
 
 /// A unix socket's peer has no address: `()`.
@@ -216,6 +234,7 @@ impl Listener for TcpListener {
 impl Listener for UnixListener {
     type Stream = UnixStream;
     type Peer = ();
+    type Detached = std::os::unix::net::UnixStream;
 
     async fn accept(&self) -> std::io::Result<(UnixStream, ())> {
         let (stream, _) = UnixListener::accept(self).await?;
@@ -233,10 +252,80 @@ impl Listener for UnixListener {
         }
         queued
     }
+
+    fn detach(stream: UnixStream) -> std::io::Result<std::os::unix::net::UnixStream> {
+        stream.into_std()
+    }
+
+    fn attach(socket: std::os::unix::net::UnixStream) -> std::io::Result<UnixStream> {
+        UnixStream::from_std(socket)
+    }
+}
+
+/// Where [`serve_http1`] runs its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// On the runtime that accepted them (tokio's shared one, whose idle workers steal work from
+    /// busy ones): for handlers whose cost varies and that wait on databases (the backend).
+    Shared,
+    /// Each on one of [`ConnectionThreads`] for its whole life: for handlers that are short and
+    /// alike (the verifier's check), where stealing buys nothing and costs a wake-up a request.
+    Pinned,
+}
+
+/// The threads that serve pinned connections: one single-threaded runtime each, as many as the
+/// machine has cores, each connection on one of them (in turn) for its whole life. On tokio's
+/// shared runtime a request woke one worker for the socket and often a second to look for work
+/// to steal, and a connection's task moved between them: in interleaved rounds (BENCHMARKS.md)
+/// a check cost the verifier 13.4 µs of CPU at 4 connections and 8.7 at 32, pinned 10.4 and 7.8.
+/// For the backend the same cost its order lists 10% more CPU and throughput: with no stealing,
+/// one thread queues requests while the other idles. What a request's handler spawns runs on its
+/// connection's thread too; the rest of a service (its database pools' upkeep, background tasks)
+/// stays on the main runtime.
+struct ConnectionThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl ConnectionThreads {
+    /// The process's, started at the first connection. Empty if no thread could be started: then
+    /// connections are served on the runtime that accepted them.
+    fn get() -> &'static ConnectionThreads {
+        static THREADS: std::sync::OnceLock<ConnectionThreads> = std::sync::OnceLock::new();
+        THREADS.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            let handles = (0..cores)
+                .map_while(|i| match Self::start(i) {
+                    Ok(handle) => Some(handle),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not start a connection thread");
+                        None
+                    }
+                })
+                .collect();
+            ConnectionThreads { handles, next: std::sync::atomic::AtomicUsize::new(0) }
+        })
+    }
+
+    fn start(i: usize) -> std::io::Result<tokio::runtime::Handle> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name(format!("connections-{i}"))
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        Ok(handle)
+    }
+
+    /// The thread for the next connection.
+    fn pick(&self) -> Option<&tokio::runtime::Handle> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.handles.get(n % self.handles.len().max(1))
+    }
 }
 
 struct Connections<H> {
     builder: http1::Builder,
+    threads: Threads,
     handler: H,
     /// Set at the stop signal: every answer from then on closes its connection.
     draining: Arc<AtomicBool>,
@@ -247,11 +336,11 @@ struct Connections<H> {
 }
 
 impl<H> Connections<H> {
-    fn spawn<S, P, F, B>(&self, stream: S, peer: P)
+    /// Serves `stream` on a connection thread ([`ConnectionThreads`]).
+    fn spawn<L, F, B>(&self, stream: L::Stream, peer: L::Peer)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        P: Copy + Send + Sync + 'static,
-        H: Fn(Request<RequestBody>, P) -> F + Clone + Send + Sync + 'static,
+        L: Listener,
+        H: Fn(Request<RequestBody>, L::Peer) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
@@ -276,17 +365,36 @@ impl<H> Connections<H> {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(stream), service);
-        let (mut close, open) = (self.close.1.clone(), self.open.0.clone());
-        tokio::spawn(async move {
+        let (builder, mut close, open) = (self.builder.clone(), self.close.1.clone(), self.open.0.clone());
+        let serve = move |stream: L::Stream| async move {
             let _open = open;
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = close.wait_for(|now| *now) => conn.as_mut().graceful_shutdown(),
             }
             let _ = conn.await;
-        });
+        };
+        let pinned = match self.threads {
+            Threads::Shared => None,
+            Threads::Pinned => ConnectionThreads::get().pick(),
+        };
+        let Some(thread) = pinned else {
+            tokio::spawn(serve(stream));
+            return;
+        };
+        match L::detach(stream) {
+            Ok(socket) => {
+                thread.spawn(async move {
+                    match L::attach(socket) {
+                        Ok(stream) => serve(stream).await,
+                        Err(e) => tracing::warn!(error = %e, "could not serve a connection"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "could not serve a connection"),
+        }
     }
 }
 
@@ -364,7 +472,7 @@ mod tests {
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_http1(listener, http1_builder(), handler, std::future::pending()));
+        tokio::spawn(serve_http1(listener, http1_builder(), Threads::Pinned, handler, std::future::pending()));
         addr
     }
 

@@ -30,6 +30,7 @@ use anyhow::Context as _;
 use shopgate_core::config::Config;
 use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
+use shopgate_core::service::Threads;
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
@@ -218,13 +219,18 @@ impl App {
         };
         let state = self.state.clone();
         let handler = move |req, peer| routes::handle(state.clone(), routes::Peer::Tcp(peer), req);
-        let tcp =
-            shopgate_core::service::serve_http1(self.listener, builder.clone(), handler, stopped(stopping.clone()));
+        let tcp = shopgate_core::service::serve_http1(
+            self.listener,
+            builder.clone(),
+            Threads::Pinned,
+            handler,
+            stopped(stopping.clone()),
+        );
         let state = self.state.clone();
         let unix = async move {
             let Some(socket::Socket { listener, file }) = self.socket else { return };
             let handler = move |req, ()| routes::handle(state.clone(), routes::Peer::Nginx, req);
-            shopgate_core::service::serve_http1(listener, builder, handler, stopped(stopping)).await;
+            shopgate_core::service::serve_http1(listener, builder, Threads::Pinned, handler, stopped(stopping)).await;
             file.remove();
         };
         let signal = async move {
