@@ -88,11 +88,19 @@ PY
 # The resident set of process PID in MiB, one decimal ("12.3").
 rss_mib() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 
-profile_dir() { if [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"; else echo "$ROOT/target/release"; fi; }
+# Where the binaries are: SHOP_BIN if set (a folder of other builds, for scripts/bench-builds), else
+# target/release, or target/debug with SHOP_PROFILE=debug.
+profile_dir() {
+  if [ -n "${SHOP_BIN:-}" ]; then echo "$SHOP_BIN"
+  elif [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"
+  else echo "$ROOT/target/release"; fi
+}
 
-# SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running).
+# SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running), and
+# so does SHOP_BIN.
 build_binaries() {
   [ "${SHOP_BUILD:-1}" = 0 ] && return 0
+  [ -n "${SHOP_BIN:-}" ] && return 0
   local flag=--release
   [ "${SHOP_PROFILE:-release}" = debug ] && flag=
   local profile=debug

@@ -276,12 +276,14 @@ pub enum Threads {
 /// The threads that serve pinned connections: one single-threaded runtime each, as many as the
 /// machine has cores, each connection on one of them (in turn) for its whole life. On tokio's
 /// shared runtime a request woke one worker for the socket and often a second to look for work
-/// to steal, and a connection's task moved between them: in interleaved rounds (BENCHMARKS.md)
-/// a check cost the verifier 13.4 µs of CPU at 4 connections and 8.7 at 32, pinned 10.4 and 7.8.
-/// For the backend the same cost its order lists 10% more CPU and throughput: with no stealing,
-/// one thread queues requests while the other idles. What a request's handler spawns runs on its
-/// connection's thread too; the rest of a service (its database pools' upkeep, background tasks)
-/// stays on the main runtime.
+/// to steal, and a connection's task moved between them. Old against new build in interleaved
+/// rounds (`scripts/bench-builds`, BENCHMARKS.md): a check straight to the verifier cost 8.9 µs of
+/// CPU at 32 connections and 13.4 at 4, pinned 8.1 and 10.5. The price: behind nginx at 2,400-3,000
+/// checks a second (each thread woken for nearly every one) 27-32 µs, pinned 33-40. For the
+/// backend pinning cost its order lists 10% in CPU and rate: with no stealing, one thread queues
+/// requests while the other idles. What a request's handler spawns runs on its connection's
+/// thread too; the rest of a service (its database pools' upkeep, background tasks) stays on the
+/// main runtime.
 struct ConnectionThreads {
     handles: Vec<tokio::runtime::Handle>,
     next: std::sync::atomic::AtomicUsize,
