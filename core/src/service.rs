@@ -278,7 +278,7 @@ pub enum Threads {
 /// shared runtime a request woke one worker for the socket and often a second to look for work
 /// to steal, and a connection's task moved between them. Old against new build in interleaved
 /// rounds (`scripts/bench-builds`, BENCHMARKS.md): a check straight to the verifier cost 8.9 µs of
-/// CPU at 32 connections and 13.4 at 4, pinned 8.1 and 10.5. The price: behind nginx at 2,400-3,000
+/// CPU at 32 connections and 12.7 at 4, pinned 8.1 and 10.5. The price: behind nginx at 2,400-3,000
 /// checks a second (each thread woken for nearly every one) 27-32 µs, pinned 33-40. For the
 /// backend pinning cost its order lists 10% in CPU and rate: with no stealing, one thread queues
 /// requests while the other idles. What a request's handler spawns runs on its connection's
