@@ -338,7 +338,8 @@ struct Connections<H> {
 }
 
 impl<H> Connections<H> {
-    /// Serves `stream` on a connection thread ([`ConnectionThreads`]).
+    /// Serves `stream` where `self.threads` says: on the runtime that accepted it, or on one of
+    /// the [`ConnectionThreads`].
     fn spawn<L, F, B>(&self, stream: L::Stream, peer: L::Peer)
     where
         L: Listener,
@@ -508,6 +509,34 @@ mod tests {
 
     fn ok() -> Response<Full<Bytes>> {
         Response::new(Full::new(Bytes::from_static(b"ok")))
+    }
+
+    /// A pinned connection is served on one of the connection threads, every request of it on the
+    /// same one; a shared one on the runtime that accepted it (this test's own thread).
+    #[tokio::test]
+    async fn pinned_connections_are_served_on_a_connection_thread_of_their_own() {
+        for threads in [Threads::Pinned, Threads::Shared] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let handler = |_req, _peer| async {
+                let name = std::thread::current().name().unwrap_or_default().to_owned();
+                Response::new(Full::new(Bytes::from(name)))
+            };
+            tokio::spawn(serve_http1(listener, http1_builder(), threads, handler, std::future::pending()));
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answers = String::new();
+            stream.read_to_string(&mut answers).await.unwrap();
+            let names: Vec<&str> =
+                answers.split("HTTP/1.1 ").skip(1).map(|a| a.rsplit("\r\n").next().unwrap()).collect();
+            assert_eq!(names.len(), 2, "{answers}");
+            assert_eq!(names[0], names[1], "one connection, one thread: {answers}");
+            let on_a_connection_thread = names[0].starts_with("connections-");
+            assert_eq!(on_a_connection_thread, threads == Threads::Pinned, "{threads:?}: served on {:?}", names[0]);
+        }
     }
 
     /// A handler that never reads the body (a GET's, a body-less POST's): the 1 MiB that nginx
