@@ -96,6 +96,16 @@ profile_dir() {
   else echo "$ROOT/target/release"; fi
 }
 
+# users_file FILE FIRST_ID COUNT STEP: "ID TOKEN" lines for wrk's scripts, COUNT users from FIRST_ID
+# STEP apart, each token minted by $(profile_dir)/shopctl with SHOP_CONFIG's key.
+users_file() {
+  local id shopctl
+  shopctl="$(profile_dir)/shopctl"
+  for ((id = $2; id < $2 + $3 * $4; id += $4)); do
+    echo "$id $("$shopctl" tokens mint --user-id "$id" --email "bench$id@example.com")"
+  done >"$1"
+}
+
 # SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running), and
 # so does SHOP_BIN.
 build_binaries() {
