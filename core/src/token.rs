@@ -21,7 +21,9 @@
 //! all use the base64 crate's strict `URL_SAFE_NO_PAD`; `non_canonical_base64url_is_malformed`
 //! pins it.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -34,7 +36,7 @@ use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk as PublicJwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use serde::de::Error as _;
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::UserId;
@@ -77,11 +79,41 @@ pub struct Claims {
 }
 
 /// RFC 7519 allows `aud` as one string or an array of strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+/// By hand rather than serde's `untagged`, which first copies the value into a buffer of its own
+/// to try each variant on: this is on every check's path.
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrMany;
+
+        impl<'de> Visitor<'de> for OneOrMany {
+            type Value = Audience;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+                let mut all = Vec::new();
+                while let Some(one) = seq.next_element()? {
+                    all.push(one);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+
+        deserializer.deserialize_any(OneOrMany)
+    }
 }
 
 impl Audience {
@@ -111,7 +143,7 @@ impl<'de> Deserialize<'de> for OurClaims {
         let user = UserId::new(claims.user_id).map_err(|_| D::Error::custom("user_id out of range"))?;
         // An email no account can have (registration holds it to 254) would also overflow the
         // header nginx takes from the check's answer.
-        if claims.sub != claims.user_id.to_string()
+        if !is_decimal_of(&claims.sub, claims.user_id)
             || claims.jti.is_empty()
             || claims.jti.len() > 64
             || claims.email.len() > MAX_EMAIL_BYTES
@@ -126,13 +158,14 @@ impl<'de> Deserialize<'de> for OurClaims {
 /// takes an array for an object, knows no `alg` it was not built with (a JSON error rather than a
 /// wrong algorithm) and accepts `crit: ["b64"]`.
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default, borrow)]
     #[allow(dead_code)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
+    typ: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kid: Option<Cow<'a, str>>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
 }
@@ -606,6 +639,20 @@ pub fn new_claims(user: UserId, email: &str, policy: &Policy, now: i64, ttl_seco
 
 /// Takes the token out of an `Authorization` header value: `Bearer <token>`, the scheme
 /// case-insensitive (RFC 7235), exactly one space, no further whitespace.
+/// Whether `text` is `n` as `n.to_string()` writes it (no sign, no leading zero), without writing it.
+fn is_decimal_of(text: &str, n: u64) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit())
+        && (text.len() == 1 || !text.starts_with('0'))
+        && text.parse::<u64>().is_ok_and(|parsed| parsed == n)
+}
+
+/// A base64url character or the dot between a token's parts. Without branches, so that the check
+/// of a whole token ([`bearer`], every request) compiles to a few vector instructions.
+fn is_token_byte(b: u8) -> bool {
+    let lower = b | 0x20;
+    (b.is_ascii_digit()) | (lower.wrapping_sub(b'a') < 26) | (b == b'-') | (b == b'_') | (b == b'.')
+}
+
 pub fn bearer(header: Option<&[u8]>) -> Result<&str, TokenError> {
     let raw = header.ok_or(TokenError::Missing)?;
     if raw.len() > MAX_TOKEN_BYTES + 7 {
@@ -616,7 +663,7 @@ pub fn bearer(header: Option<&[u8]>) -> Result<&str, TokenError> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(TokenError::Missing);
     }
-    if token.is_empty() || token.bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')) {
+    if token.is_empty() || !token.bytes().fold(true, |ok, b| ok & is_token_byte(b)) {
         return Err(TokenError::Malformed);
     }
     Ok(token)
@@ -922,6 +969,43 @@ mod tests {
 
     fn claims_with_jti(jti: &str) -> Claims {
         Claims { jti: jti.into(), ..claims() }
+    }
+
+    #[test]
+    fn a_subject_is_the_user_id_exactly_as_written_in_decimal() {
+        for n in [1u64, 7, 10, 42, 1_000_000, u64::MAX] {
+            assert!(is_decimal_of(&n.to_string(), n), "{n}");
+        }
+        for (text, n) in [("07", 7), ("+7", 7), ("7 ", 7), ("", 0), ("8", 7), ("18446744073709551616", 0), ("-1", 1)] {
+            assert!(!is_decimal_of(text, n), "{text:?} taken for {n}");
+        }
+    }
+
+    #[test]
+    fn an_audience_is_one_string_or_an_array_of_strings() {
+        let one: Audience = serde_json::from_str(r#""shopgate-api""#).unwrap();
+        assert_eq!(one, Audience::One("shopgate-api".into()));
+        let many: Audience = serde_json::from_str(r#"["a", "shopgate-api"]"#).unwrap();
+        assert_eq!(many, Audience::Many(vec!["a".into(), "shopgate-api".into()]));
+        assert!(many.contains("shopgate-api") && !many.contains("b"));
+        for bad in ["1", "null", r#"{"a":1}"#, r#"["a", 1]"#, "true"] {
+            assert!(serde_json::from_str::<Audience>(bad).is_err(), "{bad}");
+        }
+        // Written back as it came.
+        assert_eq!(serde_json::to_string(&many).unwrap(), r#"["a","shopgate-api"]"#);
+        assert_eq!(serde_json::to_string(&one).unwrap(), r#""shopgate-api""#);
+    }
+
+    #[test]
+    fn a_token_byte_is_exactly_base64url_or_a_dot() {
+        for b in 0..=u8::MAX {
+            let expected = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+            assert_eq!(is_token_byte(b), expected, "byte {b:#04x}");
+            let token = format!("Bearer ab{}cd", char::from(b));
+            if b.is_ascii() && b != b' ' {
+                assert_eq!(bearer(Some(token.as_bytes())).is_ok(), expected, "byte {b:#04x}");
+            }
+        }
     }
 
     #[test]
