@@ -42,6 +42,7 @@ pub use shopgate_core::db::{is_unavailable, is_unique_violation, Dialect};
 use shopgate_core::UserId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
@@ -129,6 +130,9 @@ pub struct Db {
     /// some writers waited a second or more while others went ahead). Other processes on the
     /// same file still meet the busy timeout, as before.
     writer: Option<AnyPool>,
+    /// MariaDB only: the connection the order batches' leader keeps between its transactions
+    /// ([`Db::kept_writer`]), with when it was given back.
+    kept: Mutex<Option<(PoolConnection<Any>, Instant)>>,
     /// Each running [`Db::write`] holds a permit; [`Db::close`] waits until it can take them all.
     writes: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -195,6 +199,7 @@ impl Db {
             marks: WriteMarks::new(MAX_TRACKED_WRITERS),
             last_beat_ms: AtomicI64::new(0),
             heartbeat_row: i64::from(instance) + 1,
+            kept: Mutex::new(None),
             writes: Arc::new(Semaphore::new(WRITE_PERMITS as usize)),
             metrics,
         })
@@ -327,6 +332,43 @@ impl Db {
         begun.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}")))))
     }
 
+    /// A connection to the primary for one who runs one write transaction at a time and gives the
+    /// connection back with [`Db::keep`] after each commit (the order batches' leader,
+    /// [`crate::store::orders`]). On MariaDB that is the connection kept from the last commit, if
+    /// it was given back less than [`RECHECK_IDLE_AFTER`] ago: a busy shard pays, per batch, none
+    /// of the two round trips a connection costs as it goes back to the pool (sqlx's ping, the
+    /// transaction check of [`checked_pool`]), a fifth of a batch's. Otherwise it comes from the
+    /// pool, checked as every pooled one is. On SQLite always from the pool: its one write
+    /// connection is never kept from the other writers.
+    ///
+    /// Not cancel-safe, like [`db::begin_write_on`] that follows it: for a caller nothing drops
+    /// ([`Db::write`]).
+    pub async fn kept_writer(&self) -> sqlx::Result<PoolConnection<Any>> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match kept {
+            Some((conn, since)) if since.elapsed() < RECHECK_IDLE_AFTER => Ok(conn),
+            // Back to the pool, which checks it, and one from the pool.
+            _ => self.writer.as_ref().unwrap_or(&self.primary).acquire().await,
+        }
+    }
+
+    /// Keeps `conn` for the next [`Db::kept_writer`] (MariaDB), if sqlx knows it to be outside
+    /// any transaction: the caller gives back only a connection whose transaction committed.
+    /// Anything else goes back to the pool, through its check.
+    pub fn keep(&self, conn: PoolConnection<Any>) {
+        if self.dialect != Dialect::MySql || conn.is_in_transaction() {
+            drop(conn);
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        // Once [`Db::close`] has begun (it closes `writes` and then empties `kept`, under this
+        // lock), nothing is kept: the pool's close waits for every connection.
+        if !self.writes.is_closed() {
+            // One kept before (there is none: one leader at a time) would go back to the pool.
+            *kept = Some((conn, Instant::now()));
+        }
+    }
+
     /// Creates or updates the schema, seeds the demo catalog if it is empty and returns the
     /// largest order id stored (0 if none), for the order id generator. The processes of a shard
     /// start together and each does this; on MySQL/MariaDB they take turns under a named lock
@@ -436,6 +478,8 @@ impl Db {
             _ => tracing::warn!("writes still running at shutdown; closing the pools under them"),
         }
         self.writes.close();
+        // The pool's close waits for every connection to come back, the kept one too.
+        drop(self.kept.lock().unwrap_or_else(|p| p.into_inner()).take());
         self.primary.close().await;
         if let Some(w) = &self.writer {
             w.close().await;

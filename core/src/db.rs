@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyConnectOptions};
 use sqlx::error::DatabaseError as _;
-use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 
 use crate::config::DbUrl;
 
@@ -113,6 +113,14 @@ pub async fn begin_write(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<Trans
     match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
         Dialect::MySql => pool.begin().await,
+    }
+}
+
+/// [`begin_write`] on a connection of one's own.
+pub async fn begin_write_on(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<Transaction<'_, Any>> {
+    match dialect {
+        Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::MySql => conn.begin().await,
     }
 }
 

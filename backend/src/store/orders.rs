@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use shopgate_core::db::begin_write_on;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
@@ -209,36 +210,55 @@ async fn place_batch(state: &AppState, mut batch: Vec<Member<Arc<Request>, Outco
 /// alone. If any statement fails before the commit (a key already claimed, a deadlock, a lost
 /// connection), nothing was written and every order is placed alone. A batch that cannot start, or
 /// whose `COMMIT` fails (its outcome unknown), is every order's error, as it would be for one.
+///
+/// A batch runs on the connection the last one kept if it committed ([`crate::db::Db::kept_writer`]), and
+/// keeps its own if it commits.
 async fn write_batch(state: &AppState, requests: &[Arc<Request>]) -> Vec<Outcome> {
-    let mut tx = match state.db.begin_write().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let e = ApiError::from(e);
-            tracing::warn!(error = %e, orders = requests.len(), "could not start a batch of orders");
-            return requests.iter().map(|_| Outcome::Done(Err(copy_of(&e)))).collect();
-        }
+    let cannot_start = |e: sqlx::Error| {
+        let e = ApiError::from(e);
+        tracing::warn!(error = %e, orders = requests.len(), "could not start a batch of orders");
+        requests.iter().map(|_| Outcome::Done(Err(copy_of(&e)))).collect()
+    };
+    let mut conn = match state.db.kept_writer().await {
+        Ok(conn) => conn,
+        Err(e) => return cannot_start(e),
     };
     // `None`: in the transaction; what is still `None` at the end is placed alone.
     let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
-    match stage_batch(state, &mut tx, requests, &mut outcomes).await {
-        // Dropping the transaction rolls it back: nothing of the batch was written.
-        Err(e) => tracing::debug!(error = %e, "a batch of orders failed before its commit; placing them alone"),
-        Ok(orders) if orders.is_empty() => {}
-        Ok(orders) => match tx.commit().await {
-            Ok(()) => {
-                state.metrics.order_transaction();
-                for (i, order) in orders {
-                    outcomes[i] = Some(Outcome::Done(Ok(placed(state, requests[i].user.id, order, requests[i].now))));
-                }
-            }
+    let committed = {
+        let mut tx = match begin_write_on(&mut conn, state.db.dialect()).await {
+            Ok(tx) => tx,
+            Err(e) => return cannot_start(e),
+        };
+        match stage_batch(state, &mut tx, requests, &mut outcomes).await {
+            // Dropping the transaction rolls it back: nothing of the batch was written.
             Err(e) => {
-                let e = ApiError::from(e);
-                tracing::warn!(error = %e, orders = orders.len(), "the commit of a batch of orders failed");
-                for (i, _) in orders {
-                    outcomes[i] = Some(Outcome::Done(Err(copy_of(&e))));
-                }
+                tracing::debug!(error = %e, "a batch of orders failed before its commit; placing them alone");
+                false
             }
-        },
+            Ok(orders) if orders.is_empty() => false,
+            Ok(orders) => match tx.commit().await {
+                Ok(()) => {
+                    state.metrics.order_transaction();
+                    for (i, order) in orders {
+                        outcomes[i] =
+                            Some(Outcome::Done(Ok(placed(state, requests[i].user.id, order, requests[i].now))));
+                    }
+                    true
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    tracing::warn!(error = %e, orders = orders.len(), "the commit of a batch of orders failed");
+                    for (i, _) in orders {
+                        outcomes[i] = Some(Outcome::Done(Err(copy_of(&e))));
+                    }
+                    false
+                }
+            },
+        }
+    };
+    if committed {
+        state.db.keep(conn);
     }
     outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Alone)).collect()
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use shopgate_backend::db::Dialect;
 use shopgate_backend::router;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Executor as _};
+use sqlx::{Any, Connection as _, Executor as _};
 use tower::ServiceExt as _;
 
 use crate::helpers::{json, spawn_app, TestApp, ANN, BOB};
@@ -168,4 +168,90 @@ async fn a_connection_left_inside_a_transaction_is_never_handed_out_again_on_mys
 async fn requests_dropped_mid_transaction_leave_no_connection_in_a_transaction_on_mysql() {
     let Some(app) = spawn_on_mysql_with(false, &[]).await else { return };
     requests_dropped_at_random_moments_leave_nothing_open(&app, 300).await;
+}
+
+/// The order batches' leader keeps its connection between commits (`Db::kept_writer`): on
+/// MariaDB the next batch gets the same one, never one sqlx knows to be inside a transaction, and
+/// none after a second of rest (then the pool's, checked), and closing the pools closes it; on
+/// SQLite never (its one write connection would be kept from the other writers).
+async fn the_leader_keeps_its_connection_between_commits(app: &TestApp) {
+    let db = &app.state.db;
+    let id = |mut conn: PoolConnection<Any>| async move {
+        let id: i64 = sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn).await.unwrap();
+        (id, conn)
+    };
+    match db.dialect() {
+        Dialect::MySql => {
+            let (first, conn) = id(db.kept_writer().await.unwrap()).await;
+            db.keep(conn);
+            // Every other connection of the pool is free meanwhile, and busy here: the next
+            // batch's can only be the kept one.
+            let mut others = Vec::new();
+            for _ in 1..app.state.db_write().options().get_max_connections() {
+                others.push(app.state.db_write().acquire().await.unwrap());
+            }
+            let (again, mut conn) = id(db.kept_writer().await.unwrap()).await;
+            assert_eq!(again, first, "the kept connection was not the next batch's");
+            drop(others);
+            // One that sqlx knows to be inside a transaction is not kept.
+            let tx = conn.begin().await.unwrap();
+            std::mem::forget(tx);
+            assert!(conn.is_in_transaction());
+            db.keep(conn);
+            let (next, conn) = id(db.kept_writer().await.unwrap()).await;
+            assert_ne!(next, first, "a connection inside a transaction was kept");
+            // Kept, then left a second and more: it goes back to the pool, whose check finds
+            // what happened to it meanwhile (here: the server closed it).
+            db.keep(conn);
+            sqlx::query(&format!("KILL {next}")).execute(app.state.db_write()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let (fresh, conn) = id(db.kept_writer().await.unwrap()).await;
+            assert_ne!(fresh, next);
+            db.keep(conn);
+            // Closing the pools closes the kept connection too.
+            db.close().await;
+            let server = std::env::var("SHOPGATE_TEST_MYSQL").unwrap();
+            let mut admin = sqlx::mysql::MySqlConnection::connect(&server).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?")
+                    .bind(fresh)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+                if open == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let rows: Vec<(i64, String, Option<String>)> =
+                        sqlx::query_as("SELECT ID, COMMAND, DB FROM information_schema.PROCESSLIST")
+                            .fetch_all(&mut admin)
+                            .await
+                            .unwrap();
+                    panic!("the kept connection {fresh} outlived the pools' close: {rows:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Dialect::Sqlite => {
+            let conn = db.kept_writer().await.unwrap();
+            db.keep(conn);
+            // The one write connection is free at once: another writer begins without waiting.
+            let started = Instant::now();
+            let tx = tokio::time::timeout(Duration::from_secs(3), db.begin_write()).await;
+            assert!(tx.is_ok_and(|tx| tx.is_ok()), "the write connection was kept from other writers");
+            assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_order_leader_keeps_its_connection_between_commits() {
+    the_leader_keeps_its_connection_between_commits(&spawn_app().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_leader_keeps_its_connection_between_commits_on_mysql() {
+    let Some(app) = spawn_on_mysql_with(false, &[]).await else { return };
+    the_leader_keeps_its_connection_between_commits(&app).await;
 }
