@@ -19,7 +19,8 @@ function headerFault(r) {
 }
 
 // The request's path for the access log: as nginx decoded it ($uri), with every byte outside
-// printable ASCII (and '%' itself) percent-escaped. escape=json escapes quotes, backslashes and
+// printable ASCII (and '%' itself) percent-escaped. The config's map asks only for the paths that
+// hold such a byte; it logs the others as they are. escape=json escapes quotes, backslashes and
 // control characters but writes bytes >= 0x80 as they are, so a path with raw or escaped high
 // bytes that are not UTF-8 made a line no strict JSON parser reads.
 function logPath(r) {
