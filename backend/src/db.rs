@@ -362,7 +362,7 @@ impl Db {
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         // Once [`Db::close`] has begun (it closes `writes` and then empties `kept`, under this
-        // lock), nothing is kept: the pool's close waits for every connection.
+        // lock), nothing is kept: a connection kept then would stay open past the pools' close.
         if !self.writes.is_closed() {
             // One kept before (there is none: one leader at a time) would go back to the pool.
             *kept = Some((conn, Instant::now()));
@@ -478,7 +478,7 @@ impl Db {
             _ => tracing::warn!("writes still running at shutdown; closing the pools under them"),
         }
         self.writes.close();
-        // The pool's close waits for every connection to come back, the kept one too.
+        // The pools' close closes only the connections they hold: the kept one goes back first.
         drop(self.kept.lock().unwrap_or_else(|p| p.into_inner()).take());
         self.primary.close().await;
         if let Some(w) = &self.writer {
