@@ -327,9 +327,14 @@ impl Db {
     /// transaction that is dropped (rolled back) whole, never a connection whose `BEGIN` went out
     /// and whose answer nobody read.
     pub async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Any>> {
-        let (pool, dialect) = (self.writer.as_ref().unwrap_or(&self.primary).clone(), self.dialect);
+        let (pool, dialect) = (self.write_pool().clone(), self.dialect);
         let begun = tokio::spawn(async move { db::begin_write(&pool, dialect).await });
         begun.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}")))))
+    }
+
+    /// Where write transactions take their connection: SQLite's one writer, else the primary's pool.
+    fn write_pool(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.primary)
     }
 
     /// A connection to the primary for one who runs one write transaction at a time and gives the
@@ -348,7 +353,7 @@ impl Db {
         match kept {
             Some((conn, since)) if since.elapsed() < RECHECK_IDLE_AFTER => Ok(conn),
             // Back to the pool, which checks it, and one from the pool.
-            _ => self.writer.as_ref().unwrap_or(&self.primary).acquire().await,
+            _ => self.write_pool().acquire().await,
         }
     }
 
