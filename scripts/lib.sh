@@ -106,6 +106,18 @@ users_file() {
   done >"$1"
 }
 
+# stack_procs VAR LABEL [DB_LABEL]: the `--proc NAME=PID` arguments of scripts/rounds for the stack
+# under VAR: nginx, verifier, backend-a and backend-b as NAME-LABEL and, if its shards are on MariaDB,
+# a-primary, a-replica, b-primary and b-replica as NAME-DB_LABEL (NAME alone without DB_LABEL).
+stack_procs() {
+  local var=$1 label=$2 db=${3:+-$3} svc inst
+  echo "--proc nginx-$label=$(cat "$var/nginx/nginx.pid")"
+  for svc in verifier backend-a backend-b; do echo "--proc $svc-$label=$(cat "$var/run/$svc.pid")"; done
+  if [ -d "$var/mariadb" ]; then
+    for inst in a-primary a-replica b-primary b-replica; do echo "--proc $inst$db=$(cat "$var/mariadb/$inst/mysqld.pid")"; done
+  fi
+}
+
 # SHOP_BUILD=0 skips the build (a benchmark that has built once, or a build already running), and
 # so does SHOP_BIN.
 build_binaries() {
