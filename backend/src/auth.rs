@@ -1,22 +1,17 @@
 //! Who is asking. nginx forwards only requests the verifier accepted, with `X-User-Id` set from its
 //! answer; the backend checks both again itself, so a backend port reached directly grants nothing.
 //!
-//! [`AuthUser`] requires a bearer token that verifies with the shared key and policy, exactly one
+//! [`AuthUser`] (extracted from a request in `crate::extract`) requires a bearer token that verifies with the shared key and policy, exactly one
 //! `X-User-Id` equal to the token's user, and that user to belong to this shard (else 421, before
 //! anything is read or written), and the token not revoked (logout, password change, disabled
 //! user: the same list every verifier holds, see [`shopgate_core::revocation`]). Tokens are
 //! never logged; only the refusal reason is.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use shopgate_core::shardmap::Admission;
-use shopgate_core::time::unix_now;
 use shopgate_core::token::{bearer, TokenError, Verified, Verifier};
 use shopgate_core::UserId;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 pub(crate) const USER_ID_HEADER: &str = "x-user-id";
 
@@ -32,36 +27,13 @@ pub(crate) struct AuthUser {
 
 impl AuthUser {
     /// Ok if this user's writes may go ahead (the shard's write fence still decides, in the
-    /// write's transaction: `store::fence`).
+    /// write's transaction: `service::fence`).
     pub(crate) fn may_write(&self) -> Result<(), ApiError> {
         if self.writes {
             Ok(())
         } else {
             Err(ApiError::Moving)
         }
-    }
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let verified = authenticate(&parts.headers, &state.verifier, unix_now())
-            .and_then(|v| if state.revocations.is_revoked(&v.claims) { Err("revoked") } else { Ok(v) })
-            .map_err(|reason| {
-                state.metrics.auth_failure(reason);
-                ApiError::InvalidToken(reason)
-            })?;
-        if !state.revocations.is_loaded() {
-            return Err(ApiError::NotReady);
-        }
-        let writes = match state.admit(verified.user)? {
-            Admission::Serve { writes } => writes,
-            Admission::Moving => return Err(ApiError::Moving),
-            Admission::Elsewhere(owner) => return Err(ApiError::Misdirected { user: verified.user, owner }),
-        };
-        tracing::Span::current().record("user_id", verified.user.get());
-        Ok(Self { id: verified.user, email: verified.claims.email, writes })
     }
 }
 

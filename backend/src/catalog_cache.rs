@@ -27,7 +27,7 @@ use axum::http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::store::catalog::ProductPage;
+use shopgate_store::catalog::ProductPage;
 
 /// Answers kept at most.
 pub(crate) const MAX_ENTRIES: usize = 1024;

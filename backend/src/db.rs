@@ -15,8 +15,8 @@
 //! result is `shop_replica_lag_seconds` in `/metrics` and `replica` in `/readyz`.
 //!
 //! Every pool has bounded acquire and connect timeouts, so a dead database is a fast 503, not a
-//! hung request. The schema comes from `migrations/sqlite` or `migrations/mysql` (same versions and
-//! names), chosen by the URL's scheme and run on the primary at start.
+//! hung request. The schema is the store's (`store/migrations/sqlite` or `store/migrations/mysql`,
+//! same versions and names), chosen by the URL's scheme and run on the primary at start.
 //!
 //! A request's database work either completes or is rolled back, whatever its client does:
 //! [`Db::write`] runs it in a task of its own that a dropped request does not cancel, and no pooled
@@ -28,8 +28,6 @@
 //! found inside a transaction is closed, which rolls the transaction back, and counted in
 //! `shop_db_leaked_transactions_total`.
 
-pub(crate) mod replica;
-
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,16 +38,16 @@ use shopgate_core::config::{DbUrl, ShardConfig};
 use shopgate_core::db::{self, Open};
 pub use shopgate_core::db::{is_unavailable, is_unique_violation, Dialect};
 use shopgate_core::UserId;
+use shopgate_store::{heartbeat, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
-use self::replica::{ReplicaState, Stamps, Verdict, WriteMarks};
-use crate::metrics::Metrics;
-use crate::seed;
+use crate::metrics::{Handover, Metrics};
+use crate::replica::{ReplicaState, Stamps, Verdict, WriteMarks};
 
 /// How long a request waits for a primary connection, connecting included, before it gets 503.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -81,9 +79,6 @@ const MIGRATE_TRIES: u32 = 5;
 /// How long a starting process waits for another process of the shard to finish setting up the
 /// database (MySQL/MariaDB, [`Db::init`]).
 const INIT_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// Why the schema could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +334,7 @@ impl Db {
 
     /// A connection to the primary for one who runs one write transaction at a time and gives the
     /// connection back with [`Db::keep`] after each commit (the order batches' leader,
-    /// [`crate::store::orders`]). On MariaDB that is the connection kept from the last commit, if
+    /// [`crate::service::orders`]). On MariaDB that is the connection kept from the last commit, if
     /// it was given back less than [`RECHECK_IDLE_AFTER`] ago: a busy shard pays, per batch, none
     /// of the two round trips a connection costs as it goes back to the pool (sqlx's ping, the
     /// transaction check of [`checked_pool`]), a fifth of a batch's. Otherwise it comes from the
@@ -419,7 +414,7 @@ impl Db {
             }
             Dialect::MySql => MYSQL_MIGRATIONS.run(&self.primary).await?,
         }
-        seed::demo_catalog_if_empty(self).await?;
+        self.demo_catalog_if_empty().await?;
         let max_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders").fetch_one(&self.primary).await?;
         if self.replica.is_some() {
             // The migration makes instance 0's row; another instance makes its own.
@@ -432,6 +427,18 @@ impl Db {
             self.beat().await?;
         }
         Ok(max_id.unwrap_or(0))
+    }
+
+    /// The demo catalog ([`shopgate_store::demo`]) in a write transaction of its own, if the
+    /// shard has no products yet.
+    async fn demo_catalog_if_empty(&self) -> sqlx::Result<()> {
+        let mut tx = self.begin_write().await?;
+        if shopgate_store::demo::insert_if_empty(&mut tx).await? {
+            tx.commit().await?;
+            let (products, categories) = (shopgate_store::demo::PRODUCTS.len(), shopgate_store::demo::CATEGORIES.len());
+            tracing::info!(products, categories, "seeded the demo catalog");
+        }
+        Ok(())
     }
 
     /// Stamps the heartbeat row on the primary; replicas copy it, and their copy tells their lag
@@ -599,14 +606,6 @@ async fn migrate_sqlite(primary: &AnyPool) -> Result<(), MigrateError> {
     }
 }
 
-/// The newest stamp of any process's heartbeat row in `db` (a primary or its replica), in unix
-/// milliseconds: how far the shard's writes have come, or the replica's copy of them.
-pub async fn heartbeat(db: &AnyPool) -> sqlx::Result<i64> {
-    let newest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(beat_ms) FROM replication_heartbeat").fetch_one(db).await?;
-    Ok(newest.unwrap_or(0))
-}
-
 /// The stamp of heartbeat row `row` (one process's) in `db`. A replica that has not copied the
 /// row yet is an error, like one that does not answer: reads go to the primary meanwhile.
 async fn heartbeat_row(db: &AnyPool, row: i64) -> sqlx::Result<i64> {
@@ -641,22 +640,6 @@ impl Drop for SetOnDrop {
     fn drop(&mut self) {
         if let Some(flag) = &self.0 {
             flag.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Where the pool checks a connection: as it hands one out, or as one comes back.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Handover {
-    Acquire,
-    Release,
-}
-
-impl Handover {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Acquire => "acquire",
-            Self::Release => "release",
         }
     }
 }
@@ -759,22 +742,6 @@ pub use shopgate_core::time::{unix_now as now_secs, unix_now_ms as now_ms};
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn names(dir: &str) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
-        let mut v: Vec<String> =
-            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn both_migration_folders_list_the_same_files() {
-        let (lite, my) = (names("sqlite"), names("mysql"));
-        assert!(!lite.is_empty());
-        assert_eq!(lite, my, "migrations/sqlite and migrations/mysql must have the same versions and names");
-        assert_eq!(SQLITE_MIGRATIONS.iter().count(), MYSQL_MIGRATIONS.iter().count());
-    }
 
     #[test]
     fn the_abandoned_flag_is_set_by_a_dropped_guard_and_freed_either_way() {

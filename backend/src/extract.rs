@@ -1,5 +1,6 @@
 //! axum's extractors with their rejections turned into [`ApiError`], so a bad body, path or query
-//! gets our JSON error and never axum's plain-text one.
+//! gets our JSON error and never axum's plain-text one; and the caller, [`AuthUser`], from the
+//! request's token (the checks are `crate::auth`'s).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -8,8 +9,35 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use shopgate_core::json::ObjectOnly;
+use shopgate_core::shardmap::Admission;
+use shopgate_core::time::unix_now;
 
+use crate::auth::{authenticate, AuthUser};
 use crate::error::ApiError;
+use crate::state::AppState;
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let verified = authenticate(&parts.headers, &state.verifier, unix_now())
+            .and_then(|v| if state.revocations.is_revoked(&v.claims) { Err("revoked") } else { Ok(v) })
+            .map_err(|reason| {
+                state.metrics.auth_failure(reason);
+                ApiError::InvalidToken(reason)
+            })?;
+        if !state.revocations.is_loaded() {
+            return Err(ApiError::NotReady);
+        }
+        let writes = match state.admit(verified.user)? {
+            Admission::Serve { writes } => writes,
+            Admission::Moving => return Err(ApiError::Moving),
+            Admission::Elsewhere(owner) => return Err(ApiError::Misdirected { user: verified.user, owner }),
+        };
+        tracing::Span::current().record("user_id", verified.user.get());
+        Ok(Self { id: verified.user, email: verified.claims.email, writes })
+    }
+}
 
 /// A JSON body, which must be an object. Syntax errors, wrong types (an array for an object too),
 /// missing or unknown fields: 400; no JSON content type: 415; over the body limit: 413.

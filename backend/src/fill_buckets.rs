@@ -1,13 +1,13 @@
 //! Fills the bucket column (migration 0006) of rows written before it existed, or by a backend of
 //! an older version during a rolling upgrade: at start and every minute, a few thousand rows a
 //! statement with a pause between, so order traffic goes on beside it. A move refuses to start
-//! while any row of its source lacks its bucket (`store::per_user::unfilled`).
+//! while any row of its source lacks its bucket (`shopgate_store::per_user::unfilled`).
 
 use std::time::Duration;
 
 use crate::db::is_unavailable;
 use crate::state::AppState;
-use crate::store::per_user::fill_buckets;
+use shopgate_store::per_user::fill_buckets;
 
 /// Rows per table and statement.
 const BATCH: u32 = 5000;

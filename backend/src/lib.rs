@@ -20,10 +20,10 @@ pub(crate) mod middleware;
 pub mod openapi;
 pub(crate) mod order_id;
 pub(crate) mod purge;
+pub(crate) mod replica;
 pub(crate) mod routes;
-pub(crate) mod seed;
+pub(crate) mod service;
 pub mod state;
-pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -16,8 +16,7 @@ use shopgate_core::metrics::prometheus_client::registry::Registry;
 use shopgate_core::metrics::{self, HttpMetrics};
 
 use crate::catalog_cache::Outcome;
-use crate::db::replica::ReplicaState;
-use crate::db::Handover;
+use crate::replica::ReplicaState;
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -289,6 +288,22 @@ impl Metrics {
     /// The Prometheus text format; every series carries `shard`.
     pub fn render(&self) -> String {
         metrics::render(&self.registry)
+    }
+}
+
+/// Where the pool checks a connection: as it hands one out, or as one comes back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Handover {
+    Acquire,
+    Release,
+}
+
+impl Handover {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Acquire => "acquire",
+            Self::Release => "release",
+        }
     }
 }
 

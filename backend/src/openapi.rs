@@ -1,20 +1,22 @@
 //! The shop API's OpenAPI 3 description, generated from the handlers' `#[utoipa::path]`
-//! attributes and the request and response types. `shopctl openapi` merges it with the auth
-//! API's (`shopgate_verifier::openapi`) into the one document nginx serves at `/openapi.json`.
+//! attributes and the request and response types, and committed as `backend/openapi.json` (a test
+//! here fails when the file is not what the handlers say; `SHOPGATE_BLESS=1 cargo test -p
+//! shopgate-backend openapi` rewrites it). `shopctl openapi` merges that file with the auth API's
+//! (`shopgate_verifier::openapi`) into the one document nginx serves at `/openapi.json`, without
+//! depending on the backend.
 //!
 //! Statuses are the ones a client of the gateway can get: the handler's own, plus nginx's in front
 //! of it (401 from the token check, 413 over 1 MiB, 503 when the verifier or the shard is down).
 
-use serde::Serialize;
 use shopgate_core::openapi::{
     BadRequest, BearerScheme, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use shopgate_core::ErrorBody;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
-use crate::routes::{catalog, orders, users};
-use crate::store::catalog::{Category, Product};
-use crate::store::orders::Order;
+use crate::routes::catalog::{self, CategoryList, ProductList};
+use crate::routes::orders::{self, OrderPage};
+use crate::routes::users;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,30 +48,30 @@ use crate::store::orders::Order;
 )]
 pub struct ApiDoc;
 
-/// `GET /api/products`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ProductList {
-    pub(crate) products: Vec<Product>,
-}
-
-/// `GET /api/categories`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CategoryList {
-    pub(crate) categories: Vec<Category>,
-}
-
-/// `GET /api/orders`: newest first.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct OrderPage {
-    pub orders: Vec<Order>,
-    /// Pass as `before` for the next page; `null` on the last one.
-    pub(crate) next_before: Option<i64>,
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The committed description, as pretty JSON with a final newline.
+    fn generated() -> String {
+        serde_json::to_string_pretty(&ApiDoc::openapi()).unwrap() + "\n"
+    }
+
+    #[test]
+    fn the_committed_description_is_what_the_handlers_say() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        let now = generated();
+        if std::env::var_os("SHOPGATE_BLESS").is_some() {
+            std::fs::write(&path, &now).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "backend/openapi.json differs from the handlers' description: run \
+             `SHOPGATE_BLESS=1 cargo test -p shopgate-backend openapi` and commit the file"
+        );
+    }
 
     #[test]
     fn every_shop_operation_is_described() {

@@ -11,7 +11,7 @@ use sqlx::AnyPool;
 use crate::db::{is_unavailable, now_secs, Dialect};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::orders::purge_expired_keys;
+use shopgate_store::orders::purge_expired_keys;
 
 /// Starts the purge for `state`'s shard; it stops when the primary's pool is closed.
 pub fn spawn(state: &AppState) {

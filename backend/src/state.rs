@@ -21,7 +21,8 @@ use crate::catalog_cache::{Answer, CatalogCache, Key};
 use crate::db::{self, Db, InitError};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::order_id::OrderIdGen;
+use crate::service::orders::Orders;
+use crate::service::Shard;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -36,9 +37,8 @@ pub struct Inner {
     pub(crate) map: Arc<MapWatch>,
     pub verifier: Verifier,
     pub db: Db,
-    pub(crate) order_ids: OrderIdGen,
-    /// Orders waiting to share a transaction with others ([`crate::group_commit`]).
-    pub(crate) order_batches: crate::store::orders::Batches,
+    /// Order ids and the orders waiting to share a transaction ([`crate::service::orders`]).
+    pub(crate) orders: Orders,
     /// The catalog's answers, each at most `[backend] catalog_cache_ms` old.
     catalog: CatalogCache,
     pub metrics: Arc<Metrics>,
@@ -67,8 +67,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new(shard.name.as_str()));
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
-            order_ids: OrderIdGen::new(shard.number, instance),
-            order_batches: crate::store::orders::batches(),
+            orders: Orders::new(shard.number, instance),
             catalog: CatalogCache::new(config.backend.catalog_cache()),
             shard,
             backend: config.backend.clone(),
@@ -105,6 +104,11 @@ impl AppState {
     /// The primary.
     pub fn db_write(&self) -> &AnyPool {
         self.db.db_write()
+    }
+
+    /// The parts the service layer works with, for one call ([`crate::service`]).
+    pub(crate) fn service(&self) -> Shard<'_> {
+        Shard { db: &self.db, metrics: &self.metrics, orders: &self.orders }
     }
 
     /// Runs the read `query` on the replica when that is safe for `user` (else on the primary),
@@ -184,13 +188,13 @@ impl AppState {
                     .await
                     .map_err(|e| InitError::Control(e.to_string()))?,
             };
-            crate::store::fence::fill_if_empty(self.db_write(), self.db.dialect(), &map.buckets_of(&self.shard.name))
+            shopgate_store::fence::fill_if_empty(self.db_write(), self.db.dialect(), &map.buckets_of(&self.shard.name))
                 .await?;
             Ok::<_, InitError>(max_order_id)
         };
         match initialised.await {
             Ok(max_order_id) => {
-                self.order_ids.observe_max(max_order_id);
+                self.orders.ids.observe_max(max_order_id);
                 self.ready.store(true, Ordering::Release);
                 // DbUrl's Display masks any password.
                 let primary = &self.shard.primary;

@@ -29,7 +29,7 @@
 //! Up to `verified`, the source alone has taken writes; up to `opened` nobody but the source has
 //! served, so an abort there reopens the source and deletes the target's copies. Once the target
 //! has opened, writes may have reached it: an abort then moves the buckets back the same way.
-//! The fences (`shopgate_backend::store::fence`) make sure of the one-writer rule in the databases
+//! The fences (`shopgate_store::fence`) make sure of the one-writer rule in the databases
 //! themselves; the map versions and the wait for every backend keep reads to one shard too.
 
 use std::collections::BTreeMap;
@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use shopgate_backend::store::buckets::{self, Pace};
-use shopgate_backend::store::changes::{self, BinlogPos};
-use shopgate_backend::store::{fence, per_user};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::control::{self, MoveRecord, MoveStep};
 use shopgate_core::shardmap::{parse_buckets, BucketState};
 use shopgate_core::time::unix_now_ms;
 use shopgate_core::{ShardMap, ShardName};
+use shopgate_store::buckets::{self, Pace};
+use shopgate_store::changes::{self, BinlogPos};
+use shopgate_store::{fence, per_user};
 use sqlx::AnyPool;
 
 use crate::db::{bounded_control, Db, Dialect};

@@ -19,10 +19,9 @@ use serde_json::json;
 use crate::catalog_cache::{Answer, Key};
 use crate::error::ApiError;
 use crate::extract::{int_param, ApiPath, ApiQuery};
-use crate::openapi::{CategoryList, ProductList};
 use crate::state::AppState;
-use crate::store::catalog::{self, Product, ProductPage};
 use shopgate_core::openapi::{BadRequest, NotFound, Unavailable};
+use shopgate_store::catalog::{self, Category, Product, ProductPage};
 
 /// What every catalog answer says about caching it.
 const CACHE_CONTROL_VALUE: &str = "public, no-cache";
@@ -142,4 +141,16 @@ pub(crate) async fn show_product(
 ) -> Result<Response, ApiError> {
     let answer = state.catalog_read(Key::Product(id), |db| async move { catalog::product(&db, id).await }).await?;
     answer.map(|a| respond(&a, &headers)).ok_or(ApiError::NotFound("no such product"))
+}
+
+/// `GET /api/products`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ProductList {
+    pub(crate) products: Vec<Product>,
+}
+
+/// `GET /api/categories`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CategoryList {
+    pub(crate) categories: Vec<Category>,
 }

@@ -12,9 +12,10 @@ use crate::auth::AuthUser;
 use crate::domain::{IdempotencyKey, OrderLines};
 use crate::error::ApiError;
 use crate::extract::{int_param, whole_number, ApiJson, ApiPath, ApiQuery};
-use crate::openapi::OrderPage;
 use crate::state::AppState;
-use crate::store::orders::{self, Order, Placed};
+use shopgate_store::orders::{self, Order};
+
+use crate::service::orders::{self as placing, Placed};
 use shopgate_core::openapi::{
     BadRequest, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
@@ -83,7 +84,7 @@ pub(crate) async fn create(
     // either all there, logged and counted, or not at all.
     let work = {
         let state = state.clone();
-        async move { orders::place(&state, &user, key, lines).await }
+        async move { placing::place(&state.service(), &user, key, lines).await }
     };
     let (status, order) = match state.db.write(work).await? {
         Placed::Created(order) => (StatusCode::CREATED, order),
@@ -186,7 +187,15 @@ pub(crate) async fn cancel(
 ) -> Result<Json<Order>, ApiError> {
     let work = {
         let state = state.clone();
-        async move { orders::cancel(&state, &user, id).await }
+        async move { placing::cancel(&state.service(), &user, id).await }
     };
     state.db.write(work).await?.map(Json).ok_or(ApiError::NotFound("no such order"))
+}
+
+/// `GET /api/orders`: newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct OrderPage {
+    pub orders: Vec<Order>,
+    /// Pass as `before` for the next page; `null` on the last one.
+    pub(crate) next_before: Option<i64>,
 }

@@ -12,7 +12,9 @@ use crate::db::now_secs;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use crate::store::users::{self, Profile};
+use shopgate_store::users::{self, Profile};
+
+use crate::service::profiles;
 use shopgate_core::openapi::{
     BadRequest, Misdirected, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
@@ -88,7 +90,7 @@ pub(crate) async fn create(
     let work = {
         let state = state.clone();
         async move {
-            let created = users::create_for(&state, &user, now_secs()).await?;
+            let created = profiles::create(&state.service(), &user, now_secs()).await?;
             if created {
                 state.db.note_write(user.id);
                 tracing::info!("profile created");

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use shopgate_backend::store::fence;
+use shopgate_store::fence;
 
 use crate::helpers::{json, spawn_app_with, TestApp};
 use crate::mysql::spawn_on_mysql_with;

@@ -164,7 +164,7 @@ async fn idempotency_keys_past_the_retention_are_purged_in_batches_while_orders_
 /// purged once the bucket opens again.
 async fn a_fenced_buckets_keys_wait_for_it_to_open(app: TestApp) {
     let db = app.state.db_write();
-    shopgate_backend::store::fence::set(db, &[46], false).await.unwrap();
+    shopgate_store::fence::set(db, &[46], false).await.unwrap();
     for (user, bucket) in [(1044_i64, 44), (1046, 46)] {
         let sql = format!(
             "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, order_id, created_at, bucket) VALUES {}",
@@ -190,7 +190,7 @@ async fn a_fenced_buckets_keys_wait_for_it_to_open(app: TestApp) {
     }
     // The purge has run (44's are gone); 46's are all there.
     assert_eq!(left(46).await, 50);
-    shopgate_backend::store::fence::set(db, &[46], true).await.unwrap();
+    shopgate_store::fence::set(db, &[46], true).await.unwrap();
     while left(46).await > 0 {
         assert!(Instant::now() < deadline, "bucket 46's expired keys were not purged once it opened");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use shopgate_backend::store::per_user::PER_USER_TABLES;
-use shopgate_backend::store::shard::{foreign_rows, totals, ForeignRow};
-use shopgate_backend::store::{orders, users};
 use shopgate_core::UserId;
+use shopgate_store::per_user::PER_USER_TABLES;
+use shopgate_store::shard::{foreign_rows, totals, ForeignRow};
+use shopgate_store::{orders, users};
 
 use crate::helpers::{spawn_app, ANN, ODD};
 

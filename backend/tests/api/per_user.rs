@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use shopgate_backend::db::Dialect;
-use shopgate_backend::store::buckets::{self, Pace, Value, CHUNK_ROWS};
-use shopgate_backend::store::per_user::{fill_buckets, unfilled, Kind, PER_USER_TABLES};
+use shopgate_store::buckets::{self, Pace, Value, CHUNK_ROWS};
+use shopgate_store::per_user::{fill_buckets, unfilled, Kind, PER_USER_TABLES};
 use sqlx::AnyPool;
 use sqlx::Row as _;
 
@@ -265,7 +265,7 @@ async fn every_bucket_query_uses_the_bucket_index_on_mysql() {
 /// user's, are all found, counted and listed.
 #[tokio::test]
 async fn the_check_walks_a_table_of_several_chunks_and_finds_every_misplaced_row() {
-    use shopgate_backend::store::shard::{foreign_rows, CHECK_CHUNK};
+    use shopgate_store::shard::{foreign_rows, CHECK_CHUNK};
     let app = spawn_app().await;
     let db = app.state.db_write();
     seed(db, 42, 2, CHECK_CHUNK * 3 / 4, true).await;
@@ -300,7 +300,7 @@ async fn the_check_walks_a_table_of_several_chunks_and_finds_every_misplaced_row
 /// A binary value in the binlog (no UTF-8) is read past.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_since_a_binlog_position_copied_by_key_catch_a_bucket_up_on_mysql() {
-    use shopgate_backend::store::changes::{catch_up, position};
+    use shopgate_store::changes::{catch_up, position};
     let Some(a) = spawn_on_mysql_with(false, &[]).await else { return };
     // Another database on the same server stands in for the target shard.
     let Some(b) = spawn_on_mysql_with(false, &[]).await else { return };

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use shopgate_backend::store::catalog::{self, ProductUpsert};
 use shopgate_core::config::Config;
+use shopgate_store::catalog::{self, ProductUpsert};
 
 use crate::catalog_file::{self, Format, Product};
 use crate::db::{bounded, Db};

@@ -9,12 +9,12 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use shopgate_backend::store::{orders, users as profiles};
 use shopgate_core::config::Config;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::token::revoke_all_cutoff;
 use shopgate_core::{Email, UserId};
+use shopgate_store::{orders, users as profiles};
 use shopgate_verifier::users::{self, User};
 
 use crate::client::now;

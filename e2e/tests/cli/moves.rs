@@ -7,13 +7,13 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shopgate_backend::store::{buckets, fence};
 use shopgate_core::control::MoveStep;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::{ShardMap, UserId};
 use shopgate_e2e::cli::pool;
 use shopgate_e2e::grow::step_events;
 use shopgate_e2e::{Options, Stack};
+use shopgate_store::{buckets, fence};
 
 /// A shop user with a token and the orders they were told were placed.
 pub(crate) struct Shopper {

@@ -6,12 +6,12 @@
 //! exactly the orders, statuses and keys the user was told about.
 
 use serde_json::Value;
-use shopgate_backend::store::buckets;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
 use shopgate_e2e::grow::step_events;
 use shopgate_e2e::mariadb::Topology;
 use shopgate_e2e::Stack;
+use shopgate_store::buckets;
 
 /// `shopctl --json shards move --to b BUCKET`, killed after `die_after` if given: whether it
 /// succeeded, its step events and its standard error. A run not asked to die must succeed.

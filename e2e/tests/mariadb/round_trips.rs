@@ -2,8 +2,8 @@
 //! arrive together share them (group commit). Counted with the server's own counters
 //! (`Questions`: statements; `Com_admin_commands`: pings) around 40 orders placed one after another
 //! through nginx, less what the same stretch of time costs idle (the replication heartbeat). The
-//! budget is what `store::orders::place_alone` documents: `BEGIN`, the fence and the prices (one
-//! statement), the key's claim, the order, its items, the profile, `COMMIT`, and the pool's check
+//! budget is what the backend's `service::orders::place_alone` documents: `BEGIN`, the fence and
+//! the prices (one statement), the key's claim, the order, its items, the profile, `COMMIT`, and the pool's check
 //! as the connection comes back: 8 statements and sqlx's ping. It was 15 and 3 when a keyed order
 //! read its key first, read prices on a second pooled connection and each connection was checked
 //! as it was handed out as well as when it came back; 9 and 1 while the fence and the prices were

@@ -6,11 +6,11 @@
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use shopgate_backend::store::per_user::PER_USER_TABLES;
-use shopgate_backend::store::shard::{self, ForeignRow};
 use shopgate_core::config::{Config, ShardConfig};
 use shopgate_core::time::{rfc3339, unix_now_ms as now_ms};
 use shopgate_core::{ShardMap, UserId};
+use shopgate_store::per_user::PER_USER_TABLES;
+use shopgate_store::shard::{self, ForeignRow};
 use sqlx::Row as _;
 
 use crate::db::{bounded, Db, DbError, Dialect};
@@ -336,7 +336,7 @@ async fn replication_lag(replica: &Db, primary: Option<&Db>) -> Lag {
 }
 
 async fn heartbeat(db: &Db) -> sqlx::Result<i64> {
-    bounded(shopgate_backend::db::heartbeat(&db.pool)).await
+    bounded(shopgate_store::heartbeat(&db.pool)).await
 }
 
 // ---- check ----

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use shopgate_backend::store::fence;
 use shopgate_core::config::Config;
 use shopgate_core::control::{self, MoveRecord, MoveStep};
 use shopgate_core::shardmap::{bucket_ranges, describe_buckets, parse_buckets};
 use shopgate_core::ShardMap;
+use shopgate_store::fence;
 
 use crate::db::{bounded_control, Db};
 use crate::mover::{known_shard, Finished, Mover, Progress, Waits};

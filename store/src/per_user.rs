@@ -11,7 +11,7 @@
 use shopgate_core::shardmap::BUCKETS;
 use sqlx::AnyPool;
 
-use crate::db::Dialect;
+use crate::Dialect;
 
 /// A column's type as the Any driver reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,10 +8,7 @@ use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::{AnyConnection, AnyPool};
 
-use crate::auth::AuthUser;
-use crate::db::Dialect;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Dialect;
 
 /// The caller's profile on their shard: the id of the auth database, the email from the token.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -22,7 +19,7 @@ pub struct Profile {
     pub is_active: bool,
     /// RFC 3339.
     #[schema(format = DateTime)]
-    pub(crate) created_at: String,
+    pub created_at: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -58,23 +55,21 @@ pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64
     insert_unless_present(db, insert).await
 }
 
-/// [`create_if_missing`] for a request: in a write transaction behind the user's write fence.
-pub(crate) async fn create_for(state: &AppState, user: &AuthUser, now: i64) -> Result<bool, ApiError> {
-    let mut tx = super::fence::begin(state, user).await?;
+/// Creates the profile inside a write transaction (behind the user's write fence: the backend's
+/// `service::profiles`); false if it exists already, which leaves the transaction unusable on
+/// some engines, so the caller drops it.
+pub async fn create(tx: &mut AnyConnection, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
     let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
-        .bind(user.id.as_i64())
-        .bind(&user.email)
+        .bind(user.as_i64())
+        .bind(email)
         .bind(now)
-        .bind(i64::from(bucket(user.id)))
-        .execute(&mut *tx)
+        .bind(i64::from(bucket(user)))
+        .execute(tx)
         .await;
     match inserted {
-        Ok(_) => {
-            tx.commit().await?;
-            Ok(true)
-        }
-        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e.into()),
+        Ok(_) => Ok(true),
+        Err(e) if shopgate_core::db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -92,11 +87,7 @@ pub async fn set_active(db: &AnyPool, user: UserId, active: bool) -> sqlx::Resul
 /// Creates each profile or refreshes its email, inside an order's transaction (or a batch's):
 /// `(user, email, now)`, one row per user, ascending by user so that batches running at once
 /// lock their users' rows in the same order.
-pub(crate) async fn upsert(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    profiles: &[(UserId, &str, i64)],
-) -> sqlx::Result<()> {
+pub async fn upsert(conn: &mut AnyConnection, dialect: Dialect, profiles: &[(UserId, &str, i64)]) -> sqlx::Result<()> {
     let rows = vec!["(?, ?, 1, ?, ?)"; profiles.len()].join(", ");
     let sql = match dialect {
         Dialect::Sqlite => format!(

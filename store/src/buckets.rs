@@ -18,7 +18,7 @@ use sqlx::{Any, AnyConnection, AnyPool};
 
 pub use super::per_user::Value;
 use super::per_user::{bind_all, PerUserTable, BUCKET, PER_USER_TABLES};
-use crate::db::Dialect;
+use crate::Dialect;
 
 /// Rows read or compared per statement.
 pub const CHUNK_ROWS: usize = 2000;

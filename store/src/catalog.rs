@@ -3,8 +3,7 @@
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
-use super::placeholders;
-use crate::db::Dialect;
+use crate::{placeholders, Dialect};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({"id": 1, "name": "Books"}))]
@@ -27,9 +26,9 @@ pub struct Product {
 
 /// Which page of products: optionally one category, `limit` rows from `offset`, by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ProductPage {
+pub struct ProductPage {
     pub category_id: Option<i64>,
-    pub(crate) limit: i64,
+    pub limit: i64,
     pub offset: i64,
 }
 
@@ -124,7 +123,7 @@ async fn upsert_batch(
     q.execute(conn).await.map(|_| ())
 }
 
-pub(crate) async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Product>> {
+pub async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Vec<Product>> {
     match page.category_id {
         Some(category_id) => {
             sqlx::query_as(&format!(
@@ -146,7 +145,7 @@ pub(crate) async fn products(db: &AnyPool, page: ProductPage) -> sqlx::Result<Ve
     }
 }
 
-pub(crate) async fn product(db: &AnyPool, id: i64) -> sqlx::Result<Option<Product>> {
+pub async fn product(db: &AnyPool, id: i64) -> sqlx::Result<Option<Product>> {
     sqlx::query_as(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?")).bind(id).fetch_optional(db).await
 }
 

@@ -136,7 +136,7 @@ pub async fn catch_up(
     source: &AnyPool,
     url: &DbUrl,
     target: &AnyPool,
-    dialect: crate::db::Dialect,
+    dialect: crate::Dialect,
     buckets: &[u16],
     from: &BinlogPos,
 ) -> Result<Round, ChangesError> {
@@ -307,7 +307,7 @@ mod tests {
     /// Real output of `mariadb-binlog -R --start-position=GTID --stop-position=GTID
     /// --base64-output=DECODE-ROWS -v` from MariaDB 10.11 (a key with a quote and a backslash, a
     /// row without its bucket, an update that moves a row's bucket, a delete).
-    const SAMPLE: &str = include_str!("../../tests/fixtures/binlog_rows.txt");
+    const SAMPLE: &str = include_str!("../tests/fixtures/binlog_rows.txt");
 
     fn key(user: i64, text: &str) -> Vec<Value> {
         vec![Value::Int(user), Value::Text(text.into())]

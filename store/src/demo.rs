@@ -2,12 +2,12 @@
 //! every shard holds the same catalog and an order's product ids mean the same thing everywhere.
 //! `shopctl catalog import` replaces it with a real one.
 
-use crate::db::Db;
+use sqlx::AnyConnection;
 
-pub(crate) const CATEGORIES: &[(i64, &str)] = &[(1, "Books"), (2, "Kitchen"), (3, "Garden"), (4, "Electronics")];
+pub const CATEGORIES: &[(i64, &str)] = &[(1, "Books"), (2, "Kitchen"), (3, "Garden"), (4, "Electronics")];
 
 /// (id, sku, name, category_id, price_cents, description)
-pub(crate) const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
+pub const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
     (1, "BK-0001", "The Rust Programming Language", 1, 3999, "The book, in print."),
     (2, "BK-0002", "Designing Data-Intensive Applications", 1, 4550, "Replication, partitioning, transactions."),
     (3, "BK-0003", "High Performance MySQL", 1, 5299, "Replication and sharding in practice."),
@@ -22,13 +22,12 @@ pub(crate) const PRODUCTS: &[(i64, &str, &str, i64, i64, &str)] = &[
     (12, "EL-0003", "Noise-Cancelling Headphones", 4, 24999, "Over-ear, 30 h battery."),
 ];
 
-/// Inserts the demo catalog in one transaction if `products` is empty; the check runs inside the
-/// transaction so two starting processes cannot both insert.
-pub(crate) async fn demo_catalog_if_empty(db: &Db) -> sqlx::Result<()> {
-    let mut tx = db.begin_write().await?;
+/// Inserts the demo catalog in `tx` if `products` is empty, and says whether it did. The check
+/// runs inside the caller's write transaction, so two starting processes cannot both insert.
+pub async fn insert_if_empty(tx: &mut AnyConnection) -> sqlx::Result<bool> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products").fetch_one(&mut *tx).await?;
     if count > 0 {
-        return tx.rollback().await;
+        return Ok(false);
     }
     for (id, name) in CATEGORIES {
         sqlx::query("DELETE FROM categories WHERE id = ?").bind(id).execute(&mut *tx).await?;
@@ -47,7 +46,5 @@ pub(crate) async fn demo_catalog_if_empty(db: &Db) -> sqlx::Result<()> {
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    tracing::info!(products = PRODUCTS.len(), categories = CATEGORIES.len(), "seeded the demo catalog");
-    Ok(())
+    Ok(true)
 }

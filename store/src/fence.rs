@@ -11,37 +11,21 @@
 
 use shopgate_core::shardmap::{bucket, BUCKETS};
 use shopgate_core::UserId;
-use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use sqlx::{AnyConnection, AnyPool};
 
-use super::placeholders;
-use crate::auth::AuthUser;
-use crate::db::Dialect;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::{placeholders, Dialect};
 
-/// A write transaction for `user`'s rows, started behind their bucket's fence: 503 `moving`, with
-/// nothing written, if the map pauses their writes or this shard's fence is closed for them.
-pub(crate) async fn begin(state: &AppState, user: &AuthUser) -> Result<Transaction<'static, Any>, ApiError> {
-    user.may_write()?;
-    let mut tx = state.db.begin_write().await?;
-    check(&mut tx, state.db.dialect(), user.id).await?;
-    Ok(tx)
-}
-
-/// Inside a write transaction, before anything is written: Ok if `user`'s bucket is open here.
-/// On MariaDB the row stays share-locked until the transaction ends (see the module doc).
-async fn check(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> Result<(), ApiError> {
+/// Inside a write transaction, before anything is written: whether `user`'s bucket is open here.
+/// On MariaDB the row stays share-locked until the transaction ends (see the module doc), so a
+/// move's closing of the fence waits for this transaction.
+pub async fn is_open(tx: &mut AnyConnection, dialect: Dialect, user: UserId) -> sqlx::Result<bool> {
     let b = bucket(user);
-    if open_among(tx, dialect, &[b]).await?.contains(&b) {
-        Ok(())
-    } else {
-        Err(ApiError::Moving)
-    }
+    Ok(open_among(tx, dialect, &[b]).await?.contains(&b))
 }
 
 /// Those of `buckets` whose writes are open here, read with [`select_sql`] (share-locked on
-/// MariaDB). Orders read theirs together with the prices (`store::orders`).
-async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
+/// MariaDB). Orders read theirs together with the prices ([`crate::orders`]).
+pub async fn open_among(tx: &mut AnyConnection, dialect: Dialect, buckets: &[u16]) -> sqlx::Result<Vec<u16>> {
     let sql = select_sql(dialect, buckets.len());
     let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql);
     for b in buckets {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use shopgate_core::UserId;
 
-use super::now_ms;
+use shopgate_core::time::unix_now_ms as now_ms;
 
 /// What the replica looked like at its last probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
