@@ -172,8 +172,8 @@ fn server_line(target: impl std::fmt::Display) -> String {
 
 /// nginx's prefix folder, absolute.
 fn prefix_dir(config: &Config) -> anyhow::Result<PathBuf> {
-    let prefix = config.nginx.prefix.clone().unwrap_or_else(|| PathBuf::from("nginx"));
-    Ok(std::path::absolute(&prefix).unwrap_or(prefix))
+    let prefix = &config.nginx.prefix;
+    Ok(std::path::absolute(prefix).unwrap_or_else(|_| prefix.clone()))
 }
 
 /// A path as nginx config can hold it unquoted.
