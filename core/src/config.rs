@@ -19,6 +19,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 mod builder;
+#[cfg(test)]
+mod other_files;
 
 pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
 
