@@ -47,11 +47,10 @@ pub use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How often the JWT key file is checked for a change.
 pub(crate) const KEY_WATCH_EVERY: Duration = Duration::from_secs(1);
-/// An `/api` request still running after this gets 503; nginx waits as long for a shard's answer
-/// (its `proxy_read_timeout` for `/api`), then answers 503 itself, so a shard's users get an answer
-/// within 5 s even when its host cannot be reached. Its time in the admission queue counts. A write
-/// it started runs on to its end regardless.
-pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// An `/api` request still running after this gets 503. Defined in core, beside nginx's
+/// `proxy_read_timeout` for `/api`, which `shopctl nginx render` writes from the same constant.
+/// A write the request started runs on to its end regardless.
+pub(crate) use shopgate_core::timeouts::REQUEST_DEADLINE;
 /// How long a starting backend waits for its first load of revocations before serving anyway
 /// (authenticated requests get 503 until one load succeeds).
 pub(crate) const FIRST_REVOCATION_LOAD: Duration = Duration::from_secs(5);

@@ -19,6 +19,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 mod builder;
+#[cfg(test)]
+mod other_files;
 
 pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
 
@@ -26,8 +28,10 @@ use crate::ids::ShardName;
 use crate::shardmap::{ShardMap, ShardMapError};
 use crate::token::{Claims, EdKeys, Hs256Key, KeyError, KeyFile, Keys, Policy, Verifier};
 
-/// A string that never prints: database URLs may carry passwords, keys are keys.
+/// A string that never prints: database URLs may carry passwords, keys are keys. (Tests serialize
+/// the config's defaults to list its keys; nothing else may write one out.)
 #[derive(Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(transparent)]
 pub(crate) struct Secret(String);
 
@@ -48,6 +52,7 @@ impl fmt::Debug for Secret {
 
 /// A database URL. Shown with any password masked.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(transparent)]
 pub struct DbUrl(Secret);
 
@@ -116,7 +121,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The file as written, one field per table. `[jwt]`, `[verifier]` and at least one
+/// `[shards.NAME]` must be there; `[nginx]` and `[backend]` may be left out.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(Default, serde::Serialize))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -128,44 +136,64 @@ struct RawConfig {
     shards: BTreeMap<String, RawShard>,
 }
 
+/// `[jwt]` as written; [`Config::check`] loads the keys and makes it a [`JwtConfig`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
 struct RawJwt {
-    #[serde(default = "default_alg")]
     algorithm: String,
     /// HS256: a file holding the secret as text, or `base64url:` and the secret's bytes encoded.
-    #[serde(default)]
     key_file: Option<PathBuf>,
     /// EdDSA: a JWK set file `{"signing_kid": .., "keys": [..]}` (the README's "Keys" says how to
     /// write one; `KeyFile::generate_jwk` makes a key).
-    #[serde(default)]
     keys_file: Option<PathBuf>,
-    #[serde(default = "default_issuer")]
     issuer: String,
-    #[serde(default = "default_audience")]
     audience: String,
-    #[serde(default = "default_ttl")]
     ttl_seconds: i64,
-    #[serde(default = "default_leeway")]
     leeway_seconds: i64,
 }
 
+impl Default for RawJwt {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            key_file: None,
+            keys_file: None,
+            issuer: "shopgate".into(),
+            audience: "shopgate-api".into(),
+            ttl_seconds: 3600,
+            leeway_seconds: 30,
+        }
+    }
+}
+
+/// `[shards.NAME]` as written; [`Config::check`] makes it a [`ShardConfig`]. `number`, `buckets`,
+/// `listen` and `primary` have no default: `None` here is a key the file left out, which
+/// [`Config::check`] refuses, naming the shard.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
 struct RawShard {
-    number: u8,
-    buckets: String,
-    listen: Listen,
-    primary: DbUrl,
-    #[serde(default)]
+    number: Option<u8>,
+    buckets: Option<String>,
+    listen: Option<Listen>,
+    primary: Option<DbUrl>,
     replica: Option<DbUrl>,
-    #[serde(default = "default_max_lag")]
+    /// Past this lag reads go to the primary. monitoring/alerts.yml's `ReplicaLagging` fires at the
+    /// same bound, which a test holds equal to this default.
     replica_max_lag_seconds: u64,
+}
+
+impl Default for RawShard {
+    fn default() -> Self {
+        Self { number: None, buckets: None, listen: None, primary: None, replica: None, replica_max_lag_seconds: 5 }
+    }
 }
 
 /// `[shards.NAME] listen`: one address (one backend process, as before) or a list of them, one
 /// per backend process of the shard. Parsed in [`check_listen`], which names the shard in errors.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(untagged, expecting = "an address (\"IP:port\") or a list of addresses, one per backend process")]
 enum Listen {
     One(String),
@@ -184,32 +212,28 @@ impl Listen {
 /// The most backend processes one shard may have: each gets its own six-bit slot in order ids.
 pub const MAX_PROCESSES_PER_SHARD: usize = 64;
 
-/// nginx: where it listens and what the rendered config switches on.
+/// nginx: where it listens and what the rendered config switches on. Every key has a default, so
+/// a config without `[nginx]` means exactly [`NginxConfig::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
 pub struct NginxConfig {
-    #[serde(default = "default_nginx_listen")]
     pub listen: SocketAddr,
-    /// nginx's prefix folder (pid, logs, temp files). Default: `nginx/` beside the config.
-    #[serde(default)]
-    pub prefix: Option<PathBuf>,
+    /// nginx's prefix folder (pid, logs, temp files), relative to the config's folder until
+    /// [`Config::load`] joins it to that folder.
+    pub prefix: PathBuf,
     /// Adds `X-Shop-Shard` and `X-Shop-Upstream` to answers: which backend served.
-    #[serde(default)]
     pub debug_headers: bool,
     /// Seconds nginx caches the verifier's 200 answers per token; 0 = off (revocation is then
     /// in force within the verifier's refresh bound alone).
-    #[serde(default)]
     pub auth_cache_seconds: u32,
     /// Seconds nginx keeps each catalog answer (the catalog is public: one answer serves every
     /// client); 0 = off. A price change reaches clients within this plus `[backend]
     /// catalog_cache_ms`.
-    #[serde(default = "default_catalog_cache_seconds")]
     pub catalog_cache_seconds: u32,
-    #[serde(default = "default_workers")]
     pub worker_processes: String,
     /// Where nginx serves its own numbers (`/stub_status`, for `prometheus-nginx-exporter`), on
     /// a listener of its own that is never published; none = not served.
-    #[serde(default)]
     pub status_listen: Option<SocketAddr>,
     /// The account nginx's worker processes run as when its master runs as root (rendered as
     /// `user NAME;`; nginx gives them the group of the same name). The verifiers' unix sockets are
@@ -217,78 +241,91 @@ pub struct NginxConfig {
     /// users do not. None: nginx's own default (`nobody`, which other daemons share) for a root
     /// master, and sockets for the verifiers' own user only (an unprivileged nginx's workers are
     /// that user).
-    #[serde(default)]
     pub user: Option<String>,
 }
 
 impl Default for NginxConfig {
     fn default() -> Self {
         Self {
-            listen: default_nginx_listen(),
-            prefix: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            prefix: PathBuf::from("nginx"),
             debug_headers: false,
             auth_cache_seconds: 0,
-            catalog_cache_seconds: default_catalog_cache_seconds(),
-            worker_processes: default_workers(),
+            catalog_cache_seconds: 1,
+            worker_processes: "auto".into(),
             status_listen: None,
             user: None,
         }
     }
 }
 
+/// The verifiers: where they listen, their auth database, their hashing pool and login limits.
+/// `listen` and `database_url` have no default: [`Config::check`] refuses a config whose file left
+/// them empty (the empty values of [`VerifierConfig::default`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
 pub struct VerifierConfig {
     /// Every verifier instance's address; nginx balances over all of them. A verifier process
     /// binds the first unless told `--listen`.
     pub listen: Vec<SocketAddr>,
+    /// The auth database (accounts, revocations, the shard map).
     pub database_url: DbUrl,
     /// Threads that hash passwords at once; default: one less than the cores, at least one, so
     /// logins never take every core from the check path.
-    #[serde(default)]
     pub hash_workers: Option<usize>,
     /// Password checks that may wait for a hashing thread before new ones get 503.
-    #[serde(default = "default_hash_queue")]
     pub hash_queue: usize,
     /// The nice value (0-19) the hashing threads run at: 19, the lowest priority, so a login
     /// flood hashes on what the check path and the API leave over rather than taking a core from
     /// them; 0 hashes at the same priority as everything else.
-    #[serde(default = "default_hash_nice")]
     pub hash_nice: u8,
     /// The most of the machine's CPU time (all cores together), in percent, that hashing may
     /// take, whatever else wants it: after each hash a hashing thread rests in proportion to how
     /// long the hash took. Default 25 (half a core of two). Past it logins queue, then get 503.
-    #[serde(default = "default_hash_cpu_percent")]
     pub hash_cpu_percent: u8,
     /// How often each verifier reloads revocations from the auth database. A revocation is in
     /// force on every verifier within this plus one query ([`VerifierConfig::revocation_bound`]).
-    #[serde(default = "default_refresh_ms")]
     pub(crate) revocation_refresh_ms: u64,
     /// Failed logins per account, and per client address, within `login_window_seconds` before
     /// further attempts get 429.
-    #[serde(default = "default_account_failures")]
     pub login_max_failures_per_account: u32,
-    #[serde(default = "default_address_failures")]
     pub login_max_failures_per_address: u32,
-    #[serde(default = "default_login_window")]
     pub login_window_seconds: u64,
     /// Registrations per client address within `register_window_seconds`; past that, 429.
-    #[serde(default = "default_registrations")]
     pub register_max_per_address: u32,
-    #[serde(default = "default_register_window")]
     pub register_window_seconds: u64,
     /// TCP peers whose `X-Real-IP` header is believed (like nginx's `set_real_ip_from`): the
     /// address nginx connects from, when it connects over TCP (a verifier on another host). Default:
     /// nginx's listen address if that is another host's ([`default_trusted_proxies`]), else none.
     /// Any other peer is itself the client address. Requests over a verifier's unix socket are
     /// nginx's and are always believed.
-    #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
     /// The folder of the unix sockets nginx reaches the verifiers on its host through
     /// ([`VerifierConfig::socket_path`]); relative to the config's folder; `""`: none, nginx
     /// connects over TCP.
-    #[serde(default = "default_socket_dir")]
     pub(crate) socket_dir: PathBuf,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            database_url: DbUrl::new(""),
+            hash_workers: None,
+            hash_queue: 64,
+            hash_nice: 19,
+            hash_cpu_percent: 25,
+            revocation_refresh_ms: 500,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_address: 50,
+            login_window_seconds: 300,
+            register_max_per_address: 20,
+            register_window_seconds: 3600,
+            trusted_proxies: Vec::new(),
+            socket_dir: PathBuf::from("run"),
+        }
+    }
 }
 
 impl VerifierConfig {
@@ -326,54 +363,47 @@ fn is_own_host(ip: IpAddr) -> bool {
 const MAX_SOCKET_PATH: usize = 107;
 
 /// What every shard backend shares: its capacity and how long it keeps idempotency keys.
-/// Every field has a default, so a config without `[backend]` means exactly these.
+/// Every field has a default, so a config without `[backend]` means exactly
+/// [`BackendConfig::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
 pub struct BackendConfig {
     /// `/api` requests one backend works on at once.
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Requests that may wait for one of those slots; past that, 503 with `Retry-After` at once.
-    #[serde(default = "default_max_queued")]
     pub max_queued: usize,
     /// How long a request waits for a slot before it gets 503 with `Retry-After`.
-    #[serde(default = "default_queue_wait_ms")]
     pub(crate) queue_wait_ms: u64,
     /// An `Idempotency-Key` is kept at least this long (default 24 h): a retry within it returns
     /// the original order. Older keys are purged; a retry after that makes a new order.
-    #[serde(default = "default_idempotency_retention")]
     pub idempotency_retention_seconds: u64,
     /// How often the purge looks for expired keys.
-    #[serde(default = "default_purge_every")]
     pub(crate) idempotency_purge_every_seconds: u64,
     /// Keys deleted per statement, and the pause between two statements, so that a purge never
     /// holds locks or the database for long.
-    #[serde(default = "default_purge_batch")]
     pub idempotency_purge_batch: u32,
-    #[serde(default = "default_purge_pause_ms")]
     pub(crate) idempotency_purge_pause_ms: u64,
     /// A shard whose database was down at start tries to set up its schema again, driven by
     /// requests and `/readyz`, at most this often; between tries they get 503 at once.
-    #[serde(default = "default_init_retry_ms")]
     pub(crate) init_retry_ms: u64,
     /// A catalog answer is served from memory until it is this old (0: never kept). This is the
     /// bound on how stale a price may be in `GET /api/products` beyond the database read.
-    #[serde(default = "default_catalog_cache_ms")]
     pub(crate) catalog_cache_ms: u64,
 }
 
 impl Default for BackendConfig {
     fn default() -> Self {
         Self {
-            max_in_flight: default_max_in_flight(),
-            max_queued: default_max_queued(),
-            queue_wait_ms: default_queue_wait_ms(),
-            idempotency_retention_seconds: default_idempotency_retention(),
-            idempotency_purge_every_seconds: default_purge_every(),
-            idempotency_purge_batch: default_purge_batch(),
-            idempotency_purge_pause_ms: default_purge_pause_ms(),
-            init_retry_ms: default_init_retry_ms(),
-            catalog_cache_ms: default_catalog_cache_ms(),
+            max_in_flight: 32,
+            max_queued: 64,
+            queue_wait_ms: 1000,
+            idempotency_retention_seconds: 24 * 3600,
+            idempotency_purge_every_seconds: 60,
+            idempotency_purge_batch: 500,
+            idempotency_purge_pause_ms: 100,
+            init_retry_ms: 1000,
+            catalog_cache_ms: 1000,
         }
     }
 }
@@ -612,6 +642,10 @@ impl Config {
     }
 
     fn check(raw: RawConfig, base: &Path, env_key: Option<Secret>, path: &Path) -> Result<Self, ConfigError> {
+        // The keys without a default first, as the parse would report them if serde knew them.
+        if raw.verifier.database_url.expose().is_empty() {
+            return Err(missing("verifier.database_url"));
+        }
         let source = match (raw.jwt.algorithm.as_str(), env_key, &raw.jwt.key_file, &raw.jwt.keys_file) {
             ("HS256", Some(k), _, _) => KeySource::Hs256Env(k),
             ("HS256", None, Some(file), _) => KeySource::Hs256File(base.join(file)),
@@ -642,19 +676,24 @@ impl Config {
         let mut shards = Vec::new();
         for (name, s) in raw.shards {
             let name = ShardName::parse(&name).map_err(ConfigError::Invalid)?;
-            if s.number > 63 {
+            let key = |key: &str| missing(&format!("shards.{name}.{key}"));
+            let number = s.number.ok_or_else(|| key("number"))?;
+            let buckets = s.buckets.ok_or_else(|| key("buckets"))?;
+            let listen = s.listen.ok_or_else(|| key("listen"))?;
+            let primary = s.primary.ok_or_else(|| key("primary"))?;
+            if number > 63 {
                 return Err(ConfigError::Invalid(format!("shards.{name}.number must be 0-63")));
             }
-            if shards.iter().any(|o: &ShardConfig| o.number == s.number) {
-                return Err(ConfigError::Invalid(format!("shards.{name}.number {} is used twice", s.number)));
+            if shards.iter().any(|o: &ShardConfig| o.number == number) {
+                return Err(ConfigError::Invalid(format!("shards.{name}.number {number} is used twice")));
             }
-            let listen = check_listen(&name, s.listen)?;
+            let listen = check_listen(&name, listen)?;
             shards.push(ShardConfig {
                 name,
-                number: s.number,
-                buckets: s.buckets,
+                number,
+                buckets,
                 listen,
-                primary: resolve_sqlite(s.primary, base),
+                primary: resolve_sqlite(primary, base),
                 replica: s.replica.map(|r| resolve_sqlite(r, base)),
                 replica_max_lag_seconds: s.replica_max_lag_seconds,
             });
@@ -677,7 +716,7 @@ impl Config {
             }
         }
         let mut nginx = raw.nginx;
-        nginx.prefix = Some(base.join(nginx.prefix.unwrap_or_else(|| PathBuf::from("nginx"))));
+        nginx.prefix = base.join(&nginx.prefix);
         Ok(Self {
             path: path.to_owned(),
             nginx,
@@ -706,6 +745,11 @@ impl Config {
     pub fn shard(&self, name: &str) -> Option<&ShardConfig> {
         self.shards.iter().find(|s| s.name.as_str() == name)
     }
+}
+
+/// A key the file must give (it has no default) and left out.
+fn missing(key: &str) -> ConfigError {
+    ConfigError::Invalid(format!("{key} is missing; it has no default"))
 }
 
 /// Which TCP peers' `X-Real-IP` is believed, when the config does not say: nginx's listen address
@@ -801,91 +845,6 @@ fn apply_override(root: &mut toml::Value, path: &str, val: &str) -> Result<(), S
         .unwrap_or_else(|| toml::Value::String(val.to_owned()));
     table.insert(last.clone(), parsed);
     Ok(())
-}
-
-fn default_alg() -> String {
-    "HS256".into()
-}
-fn default_issuer() -> String {
-    "shopgate".into()
-}
-fn default_audience() -> String {
-    "shopgate-api".into()
-}
-fn default_ttl() -> i64 {
-    3600
-}
-fn default_leeway() -> i64 {
-    30
-}
-fn default_max_lag() -> u64 {
-    5
-}
-fn default_hash_queue() -> usize {
-    64
-}
-fn default_hash_nice() -> u8 {
-    19
-}
-fn default_hash_cpu_percent() -> u8 {
-    25
-}
-fn default_socket_dir() -> PathBuf {
-    PathBuf::from("run")
-}
-fn default_refresh_ms() -> u64 {
-    500
-}
-fn default_account_failures() -> u32 {
-    5
-}
-fn default_address_failures() -> u32 {
-    50
-}
-fn default_login_window() -> u64 {
-    300
-}
-fn default_registrations() -> u32 {
-    20
-}
-fn default_register_window() -> u64 {
-    3600
-}
-fn default_max_in_flight() -> usize {
-    32
-}
-fn default_max_queued() -> usize {
-    64
-}
-fn default_queue_wait_ms() -> u64 {
-    1000
-}
-fn default_idempotency_retention() -> u64 {
-    24 * 3600
-}
-fn default_purge_every() -> u64 {
-    60
-}
-fn default_purge_batch() -> u32 {
-    500
-}
-fn default_purge_pause_ms() -> u64 {
-    100
-}
-fn default_init_retry_ms() -> u64 {
-    1000
-}
-fn default_catalog_cache_ms() -> u64 {
-    1000
-}
-fn default_workers() -> String {
-    "auto".into()
-}
-fn default_catalog_cache_seconds() -> u32 {
-    1
-}
-fn default_nginx_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
 #[cfg(test)]
@@ -1057,6 +1016,18 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
                 "\"localhost\" is not an IP:port",
             ),
             (SAMPLE.replace("listen = \"127.0.0.1:8091\"", "listen = 8091"), "or a list of addresses"),
+            // The keys without a default, left out.
+            (SAMPLE.replace("database_url = \"sqlite:data/auth.db\"", ""), "verifier.database_url is missing"),
+            (SAMPLE.replace("listen = [\"127.0.0.1:8090\"]", ""), "verifier.listen needs at least one address"),
+            (SAMPLE.replace("primary = \"sqlite:data/a.db\"", ""), "shards.a.primary is missing"),
+            (SAMPLE.replace("number = 1\n", ""), "shards.b.number is missing"),
+            (SAMPLE.replace("buckets = \"even\"", ""), "shards.a.buckets is missing"),
+            (SAMPLE.replace("listen = \"127.0.0.1:8092\"", ""), "shards.b.listen is missing"),
+            (
+                SAMPLE
+                    .replace("[verifier]\nlisten = [\"127.0.0.1:8090\"]\ndatabase_url = \"sqlite:data/auth.db\"\n", ""),
+                "missing field `verifier`",
+            ),
         ];
         for (text, want) in cases {
             let p = write(d, &text, "k3y-0123456789abcdef0123456789abcdef");

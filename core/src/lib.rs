@@ -1,7 +1,8 @@
 //! What every shopgate part shares, kept in one place so the parts cannot drift apart:
 //! the token format and its checks ([`token`]), the shard map and the routing function that
 //! nginx's generated map must agree with ([`shardmap`]), the stack's typed config ([`config`]),
-//! the newtypes input is parsed into at the edge ([`ids`]) and the JSON error body ([`error`]).
+//! the newtypes input is parsed into at the edge ([`ids`]), the JSON error body ([`error`]) and the
+//! times nginx's config and the services must agree on ([`timeouts`]).
 
 pub mod config;
 #[cfg(feature = "control")]
@@ -24,6 +25,7 @@ pub mod revocation;
 pub mod service;
 pub mod shardmap;
 pub mod time;
+pub mod timeouts;
 pub mod token;
 
 pub use error::ErrorBody;

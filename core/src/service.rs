@@ -29,15 +29,9 @@ use tracing_subscriber::EnvFilter;
 /// dropped. `scripts/down` waits longer than this before it kills.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// From the stop signal, how long idle keep-alive connections stay open for their client to close
-/// them. It must exceed nginx's upstream `keepalive_timeout` (3 s, in nginx/shopgate.conf.in and
-/// the rendered shard upstreams): nginx then closes every idle connection itself, and never sends a
-/// request on one this side is closing (for a POST that is a 502, not retried elsewhere).
-pub(crate) const IDLE_GRACE: Duration = Duration::from_secs(4);
-
-/// How long a connection may sit idle, or take to send a request's headers, in normal operation.
-/// Also above nginx's upstream `keepalive_timeout`, for the same reason as [`IDLE_GRACE`].
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The services' idle times, defined beside nginx's upstream keep-alive they must outlast.
+pub(crate) use crate::timeouts::IDLE_GRACE;
+pub use crate::timeouts::IDLE_TIMEOUT;
 
 /// The most of a request body a service reads and drops after answering without reading it all
 /// (a `GET` with a body, a 413, a route that takes none): above nginx's `client_max_body_size`

@@ -1,7 +1,8 @@
 //! `shopctl nginx render`: the nginx config, generated from the stack config and its shard map.
 //!
 //! The template is `nginx/shopgate.conf.in`; this fills in the addresses, the switches and the
-//! shard map, rendered by the same `ShardMap` the backends route with.
+//! shard map, rendered by the same `ShardMap` the backends route with, and the timeouts that must
+//! equal the services' own (`shopgate_core::timeouts`), from the same constants.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
 use shopgate_core::config::Config;
+use shopgate_core::timeouts::{REQUEST_DEADLINE, UPSTREAM_KEEPALIVE};
 use shopgate_core::ShardMap;
 
 use crate::output::{out_raw, Format};
@@ -172,8 +174,8 @@ fn server_line(target: impl std::fmt::Display) -> String {
 
 /// nginx's prefix folder, absolute.
 fn prefix_dir(config: &Config) -> anyhow::Result<PathBuf> {
-    let prefix = config.nginx.prefix.clone().unwrap_or_else(|| PathBuf::from("nginx"));
-    Ok(std::path::absolute(&prefix).unwrap_or(prefix))
+    let prefix = &config.nginx.prefix;
+    Ok(std::path::absolute(prefix).unwrap_or_else(|_| prefix.clone()))
 }
 
 /// A path as nginx config can hold it unquoted.
@@ -222,7 +224,11 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
             // The catalog's upstream has every process of every shard.
             let _ = writeln!(catalog_servers, "{}", server_line(addr));
         }
-        let _ = writeln!(shards, "        keepalive 32;\n        keepalive_timeout 3s;\n    }}");
+        let _ = writeln!(
+            shards,
+            "        keepalive 32;\n        keepalive_timeout {};\n    }}",
+            nginx_time(UPSTREAM_KEEPALIVE)
+        );
     }
     let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
     let (cache_path, cache) = match config.nginx.auth_cache_seconds {
@@ -275,5 +281,117 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@CATALOG_CACHE_PATH@\n", &catalog_path)
         .replace("@CATALOG_CACHE_SECONDS@", &config.nginx.catalog_cache_seconds.to_string())
         .replace("@CATALOG_CACHE@\n", &format!("{catalog_cache}\n"))
-        .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n")))
+        .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n"))
+        .replace("@REQUEST_DEADLINE@", &nginx_time(REQUEST_DEADLINE))
+        .replace("@UPSTREAM_KEEPALIVE@", &nginx_time(UPSTREAM_KEEPALIVE)))
+}
+
+/// `d` as nginx config writes a time: whole seconds as `5s`, anything finer in milliseconds.
+fn nginx_time(d: std::time::Duration) -> String {
+    match d.subsec_millis() {
+        0 => format!("{}s", d.as_secs()),
+        _ => format!("{}ms", d.as_millis()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use shopgate_core::config::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+    use shopgate_core::timeouts::{IDLE_GRACE, IDLE_TIMEOUT};
+
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// The config nginx would run for two shards, the second with two backend processes.
+    fn rendered() -> String {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+        let config = ConfigBuilder::new(addr(8080), &[addr(9000)])
+            .shard("a", 0, "even", addr(9001))
+            .shard_processes("b", 1, "odd", &[addr(9002), addr(9012)])
+            .write(&dir.path().join("shop.toml"))
+            .unwrap();
+        render_with(&config, &config.shard_map, &dir.path().join("openapi.json")).unwrap()
+    }
+
+    /// The location block that opens with `opening`, up to its closing brace.
+    fn location<'a>(text: &'a str, opening: &str) -> &'a str {
+        let start = text.find(opening).unwrap_or_else(|| panic!("no {opening:?} in the render"));
+        let len = text[start..].find("\n        }\n").unwrap();
+        &text[start..start + len]
+    }
+
+    /// An nginx time (`5s`, `500ms`).
+    fn parse_time(text: &str) -> Duration {
+        let bad = || panic!("{text:?} is not an nginx time in s or ms");
+        match text.strip_suffix("ms") {
+            Some(ms) => Duration::from_millis(ms.parse().unwrap_or_else(|_| bad())),
+            None => Duration::from_secs(text.strip_suffix('s').and_then(|s| s.parse().ok()).unwrap_or_else(bad)),
+        }
+    }
+
+    /// The times set by every `directive` line of `block`.
+    fn times(block: &str, directive: &str) -> Vec<Duration> {
+        block
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(directive)?.strip_prefix(' ')?.strip_suffix(';'))
+            .map(parse_time)
+            .collect()
+    }
+
+    #[test]
+    fn nginx_writes_times_as_it_reads_them() {
+        for d in [Duration::from_secs(5), Duration::from_millis(2500), Duration::from_millis(40)] {
+            assert_eq!(parse_time(&nginx_time(d)), d);
+        }
+        assert_eq!(nginx_time(Duration::from_secs(3)), "3s");
+    }
+
+    /// nginx waits for a shard's answer exactly as long as the backend works on it before its own
+    /// 503: the API's and the catalog's `proxy_read_timeout` are the backend's REQUEST_DEADLINE.
+    /// And a late answer cannot make nginx send the request to another process: the API's
+    /// `proxy_next_upstream_timeout` ends first.
+    #[test]
+    fn nginx_waits_for_a_shard_as_long_as_its_request_deadline() {
+        let text = rendered();
+        let api = location(&text, "location ~ ^(/backend)?/api/ {");
+        let catalog = location(&text, "location ~ \"^(/backend)?/api/(products|categories)(/|$)\" {");
+        for block in [api, catalog] {
+            assert_eq!(times(block, "proxy_read_timeout"), [REQUEST_DEADLINE], "{block}");
+        }
+        let retry_window = times(api, "proxy_next_upstream_timeout");
+        assert!(retry_window.len() == 1 && retry_window[0] < REQUEST_DEADLINE, "{api}");
+    }
+
+    /// Every upstream (the verifiers, each shard, the catalog) closes idle connections after
+    /// UPSTREAM_KEEPALIVE, before the services close them (IDLE_TIMEOUT, IDLE_GRACE).
+    #[test]
+    fn nginx_closes_idle_upstream_connections_before_the_services_do() {
+        let text = rendered();
+        let keepalives = times(&text, "keepalive_timeout");
+        assert_eq!(keepalives, [UPSTREAM_KEEPALIVE; 4], "verifier, shard_a, shard_b, shop_catalog");
+        assert!(UPSTREAM_KEEPALIVE < IDLE_GRACE && UPSTREAM_KEEPALIVE < IDLE_TIMEOUT);
+    }
+
+    /// No `@NAME@` placeholder of the template is left for nginx to trip over.
+    #[test]
+    fn every_placeholder_is_filled() {
+        let text = rendered();
+        // Every text between two `@`s (named locations such as `@unauthorized` have one `@`).
+        let parts: Vec<&str> = text.split('@').collect();
+        let between = parts.get(1..parts.len() - 1).unwrap_or_default();
+        let left: Vec<&&str> = between
+            .iter()
+            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        assert!(left.is_empty(), "unfilled: {left:?}");
+    }
 }
