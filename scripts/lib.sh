@@ -4,10 +4,26 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Everything a running stack writes: config, key, databases, logs, pids, nginx prefix.
 VAR=$(realpath -m -- "${SHOP_VAR:-$ROOT/var}")
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself reads it.
+TARGET=$(realpath -m -- "${CARGO_TARGET_DIR:-$ROOT/target}")
 
 say() { printf '%s\n' "$*" >&2; }
 # One `error:` line on stderr, then exit 1. DIED tells an EXIT trap the reason is said already.
 die() { say "error: $*"; DIED=1; exit 1; }
+
+# The calling script's header comment (after the shebang, up to the first line that is not a
+# comment): its --help.
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
+
+# For a script whose settings are environment variables and which takes no argument: --help
+# prints its header and exits 0; any other argument is refused (exit 2) before it does anything.
+takes_no_arguments() {
+  [ $# -eq 0 ] && return 0
+  case $1 in
+    -h | --help) usage; exit 0 ;;
+    *) say "error: $(basename "$0") takes no arguments, not '$1' (its settings are environment variables: see --help)"; exit 2 ;;
+  esac
+}
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -89,11 +105,11 @@ PY
 rss_mib() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 
 # Where the binaries are: SHOP_BIN if set (a folder of other builds, for scripts/bench-builds), else
-# target/release, or target/debug with SHOP_PROFILE=debug.
+# $TARGET/release, or $TARGET/debug with SHOP_PROFILE=debug.
 profile_dir() {
   if [ -n "${SHOP_BIN:-}" ]; then echo "$SHOP_BIN"
-  elif [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$ROOT/target/debug"
-  else echo "$ROOT/target/release"; fi
+  elif [ "${SHOP_PROFILE:-release}" = debug ]; then echo "$TARGET/debug"
+  else echo "$TARGET/release"; fi
 }
 
 # users_file FILE FIRST_ID COUNT STEP: "ID TOKEN" lines for wrk's scripts, COUNT users from FIRST_ID
@@ -127,7 +143,7 @@ build_binaries() {
   [ "${SHOP_PROFILE:-release}" = debug ] && flag=
   local profile=debug
   [ -n "$flag" ] && profile=release
-  if [ -x "$ROOT/target/$profile/verifier" ]; then
+  if [ -x "$TARGET/$profile/verifier" ]; then
     say "building ($profile) ..."
   else
     say "building ($profile) for the first time: about 5 minutes on 2 cores; cargo shows its progress"
@@ -153,7 +169,8 @@ STOP_WAIT=${SHOP_STOP_WAIT:-15}
 
 # Stops the processes named by pid files: SIGNAL (default TERM: the services stop accepting,
 # finish what is in flight and close their pools) to all, then waits up to STOP_WAIT seconds for
-# all of them; only then SIGKILL to what is left, and to its children (nginx's workers).
+# all of them; only then SIGKILL to what is left, and to its children (nginx's workers). Adds to
+# STOPPED how many it signalled.
 stop_pidfiles() {
   local sig=TERM pids=() f pid i alive
   if [ "${1:-}" = --signal ]; then sig=$2; shift 2; fi
@@ -166,6 +183,7 @@ stop_pidfiles() {
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ours "$pid"; then
       kill -"$sig" "$pid" 2>/dev/null || true
       pids+=("$pid")
+      STOPPED=$((${STOPPED:-0} + 1))
     fi
   done
   for ((i = 0; i < STOP_WAIT * 10 && ${#pids[@]} > 0; i++)); do
