@@ -15,6 +15,18 @@ die() { say "error: $*"; DIED=1; exit 1; }
 # comment): its --help.
 usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
 
+# For a script that takes only positional arguments: --help prints its header and exits 0; an
+# option (a word starting with -) is refused (exit 2) before it does anything.
+takes_no_options() {
+  local a
+  for a in "$@"; do
+    case $a in
+      -h | --help) usage; exit 0 ;;
+      -*) say "error: $(basename "$0") takes no option '$a' (see --help)"; exit 2 ;;
+    esac
+  done
+}
+
 # For a script whose settings are environment variables and which takes no argument: --help
 # prints its header and exits 0; any other argument is refused (exit 2) before it does anything.
 takes_no_arguments() {
