@@ -10,9 +10,12 @@
 //! file within a second (`rotate` publishes the new key a reload before it signs, waiting twice
 //! the reload interval after each write; it does not ask the processes), and after the old
 //! tokens' life `retire` removes the old key (waiting the same). The file is replaced by a rename, so a process watching it never
-//! reads half of one. HS256 has one key and no key ids, so it cannot be rotated without failing
+//! reads half of one. `rotate` notes beside the key set when each old key's last tokens expire
+//! (`FILE.retirable`), and `retire` refuses an earlier retire, which would log their users out,
+//! unless `--force`. HS256 has one key and no key ids, so it cannot be rotated without failing
 //! tokens (nor can a rotation change the algorithm): `rotate` refuses it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
 use shopgate_core::config::Config;
+use shopgate_core::time::{rfc3339, unix_now};
 use shopgate_core::token::{EdKeys, Hs256Key, KeyFile};
 
 use crate::output::{out, Format};
@@ -83,6 +87,9 @@ pub(crate) struct RetireArgs {
     /// The EdDSA key set [default: the stack config's jwt.keys_file].
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
+    /// Retire it even though tokens it signed may still be valid: their users are logged out.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 pub async fn run(ctx: &Context, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -155,6 +162,14 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
     // When the old keys' last tokens have expired: ttl + leeway after every process has reloaded.
     let wait = config.as_ref().map(|c| c.jwt.ttl_seconds + c.jwt.policy.leeway_seconds + 1);
     let retire: Vec<String> = old.iter().map(|k| format!("shopctl keys retire {k}")).collect();
+    if let Some(wait) = wait {
+        // A key retired by an earlier rotation keeps its own, earlier, time.
+        let mut retirable = read_retirable(&path)?;
+        for k in &old {
+            retirable.entry(k.clone()).or_insert(unix_now() + wait);
+        }
+        write_retirable(&path, &retirable)?;
+    }
     if ctx.format != Format::Table {
         ctx.format.print(&json!({
             "file": path,
@@ -191,7 +206,30 @@ async fn retire(ctx: &Context, a: RetireArgs) -> anyhow::Result<()> {
     if file.keys.is_empty() {
         anyhow::bail!("{} is the last key of {}: a key set needs one", a.kid, path.display());
     }
+    let mut retirable = read_retirable(&path)?;
+    if !a.force {
+        let now = unix_now();
+        match retirable.get(&a.kid) {
+            Some(&at) if at <= now => {}
+            Some(&at) => anyhow::bail!(
+                "tokens signed by {} can still be valid for {} s (until {}): run this again then, or add --force \
+                 to make them fail now (their users are logged out)",
+                a.kid,
+                at - now,
+                rfc3339(at)
+            ),
+            None => anyhow::bail!(
+                "no record of when {}'s tokens expire (shopctl keys rotate keeps one in {}): they may still be \
+                 valid; add --force once they have expired",
+                a.kid,
+                retirable_path(&path).display()
+            ),
+        }
+    }
     replace_private(&path, &key_set_text(&file)?)?;
+    if retirable.remove(&a.kid).is_some() {
+        write_retirable(&path, &retirable)?;
+    }
     tokio::time::sleep(RELOAD_WAIT).await;
     if ctx.format != Format::Table {
         ctx.format.print(&json!({"file": path, "retired": a.kid, "signing_kid": file.signing_kid}));
@@ -203,6 +241,27 @@ async fn retire(ctx: &Context, a: RetireArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Beside key set `keys`: when each key it no longer signs with may be retired, unix seconds by
+/// key id.
+fn retirable_path(keys: &Path) -> PathBuf {
+    let mut name = keys.as_os_str().to_owned();
+    name.push(".retirable");
+    PathBuf::from(name)
+}
+
+fn read_retirable(keys: &Path) -> anyhow::Result<BTreeMap<String, i64>> {
+    let path = retirable_path(keys);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_retirable(keys: &Path, retirable: &BTreeMap<String, i64>) -> anyhow::Result<()> {
+    replace_private(&retirable_path(keys), &(serde_json::to_string_pretty(retirable)? + "\n"))
 }
 
 /// `--file`, else the stack config's `jwt.keys_file`; and the stack config if there is one (for
@@ -390,8 +449,23 @@ mod tests {
         let refused = shopctl(&config, &["keys", "retire", &signing]).await.unwrap_err();
         assert!(format!("{refused:#}").contains("signing key"), "{refused:#}");
         assert!(format!("{:#}", shopctl(&config, &["keys", "retire", "k7"]).await.unwrap_err()).contains("no key"));
+        // Not while its tokens may be valid: rotate noted when they expire.
+        let early = shopctl(&config, &["keys", "retire", "k1"]).await.unwrap_err();
+        assert!(format!("{early:#}").contains("--force"), "{early:#}");
+        assert_eq!(key_set(&keys).keys.len(), 3, "a refused retire leaves the key set alone");
+        let retirable = dir.path().join("keys.json.retirable");
+        assert_eq!(mode(&retirable), 0o600);
+        let mut times: BTreeMap<String, i64> =
+            serde_json::from_str(&std::fs::read_to_string(&retirable).unwrap()).unwrap();
+        assert_eq!(times.keys().collect::<Vec<_>>(), ["k1", "k2"]);
+        assert!(times["k1"] > unix_now() + 3000, "an hour's tokens: {times:?}");
+        // Once that time has passed it goes without --force, and its note with it.
+        times.insert("k1".into(), unix_now() - 1);
+        std::fs::write(&retirable, serde_json::to_string(&times).unwrap()).unwrap();
         shopctl(&config, &["keys", "retire", "k1"]).await.unwrap();
-        shopctl(&config, &["keys", "retire", "--file", keys.to_str().unwrap(), "k2"]).await.unwrap();
+        let times: BTreeMap<String, i64> = serde_json::from_str(&std::fs::read_to_string(&retirable).unwrap()).unwrap();
+        assert!(!times.contains_key("k1"), "{times:?}");
+        shopctl(&config, &["keys", "retire", "--file", keys.to_str().unwrap(), "k2", "--force"]).await.unwrap();
         let left = key_set(&keys);
         assert_eq!(left.keys.len(), 1);
         assert_eq!(left.signing_kid, Some(signing));

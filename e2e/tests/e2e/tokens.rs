@@ -351,10 +351,14 @@ async fn key_rotation_with_shopctl_without_a_failed_request() {
     assert!(sent > 10, "only {sent} old-key requests during the rotation");
     assert_eq!(failed, 0, "{failed} of {sent} old-key requests failed during the rotation");
 
-    // The signing key cannot be retired; the old one can, and its tokens then fail at once.
+    // The signing key cannot be retired; the old one not while its tokens may be valid (an hour
+    // here), unless forced, and its tokens then fail at once.
     let refused = stack.ctl(&["keys", "retire", "k2"]);
     assert!(refused.one_line_error(1).contains("signing key"), "{refused}");
-    ctl(&["keys", "retire", "k1"]).await.unwrap();
+    let early = stack.ctl(&["keys", "retire", "k1"]);
+    assert!(early.one_line_error(1).contains("--force"), "{early}");
+    assert_eq!(status(&stack, &old_token).await, 200, "a refused retire left the key in place");
+    ctl(&["keys", "retire", "k1", "--force"]).await.unwrap();
     assert_eq!(status(&stack, &old_token).await, 401, "a retired key's token still passes");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_fresh.store(true, Ordering::Relaxed);
