@@ -167,12 +167,16 @@ pub fn retry_after_deadlock(e: &sqlx::Error, deadlocks: u32) -> Option<Duration>
     (is_deadlock(e) && deadlocks < DEADLOCK_RETRIES).then(|| Duration::from_millis(50 * u64::from(deadlocks + 1)))
 }
 
-/// Runs an `INSERT`: true if it stored the row, false if a unique or primary key already holds
-/// one (so concurrent inserts of the same key cannot both succeed, on either engine).
-pub async fn insert_unless_present<'q>(
-    db: &AnyPool,
+/// Runs an `INSERT` on `db` (a pool, or a connection inside a transaction): true if it stored the
+/// row, false if a unique or primary key already holds one (so concurrent inserts of the same key
+/// cannot both succeed, on either engine).
+pub async fn insert_unless_present<'q, 'c, E>(
+    db: E,
     insert: sqlx::query::Query<'q, Any, AnyArguments<'q>>,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<bool>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
     match insert.execute(db).await {
         Ok(_) => Ok(true),
         Err(e) if is_unique_violation(&e) => Ok(false),

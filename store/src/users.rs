@@ -6,7 +6,9 @@ use shopgate_core::db::insert_unless_present;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool};
 
 use crate::Dialect;
 
@@ -47,30 +49,23 @@ pub async fn find(db: &AnyPool, user: UserId) -> sqlx::Result<Option<Profile>> {
 /// Creates the profile unless it exists; true if this call created it. Portable: the primary key
 /// decides, so two concurrent calls cannot both create. (Operators' path: no write fence.)
 pub async fn create_if_missing(db: &AnyPool, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
-    let insert = sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
-        .bind(user.as_i64())
-        .bind(email)
-        .bind(now)
-        .bind(i64::from(bucket(user)));
-    insert_unless_present(db, insert).await
+    insert_unless_present(db, insert(user, email, now)).await
 }
 
 /// Creates the profile inside a write transaction (behind the user's write fence: the backend's
 /// `service::profiles`); false if it exists already, which leaves the transaction unusable on
 /// some engines, so the caller drops it.
 pub async fn create(tx: &mut AnyConnection, user: UserId, email: &str, now: i64) -> sqlx::Result<bool> {
-    let inserted = sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
+    insert_unless_present(tx, insert(user, email, now)).await
+}
+
+/// The `INSERT` of a new, active profile.
+fn insert(user: UserId, email: &str, now: i64) -> Query<'_, Any, AnyArguments<'_>> {
+    sqlx::query("INSERT INTO users (id, email, is_active, created_at, bucket) VALUES (?, ?, 1, ?, ?)")
         .bind(user.as_i64())
         .bind(email)
         .bind(now)
         .bind(i64::from(bucket(user)))
-        .execute(tx)
-        .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(e) if shopgate_core::db::is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// Sets the profile's `is_active` (shopctl's `users disable|enable` keeps it the same as the auth

@@ -165,8 +165,9 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
     if let Some(wait) = wait {
         // A key retired by an earlier rotation keeps its own, earlier, time.
         let mut retirable = read_retirable(&path)?;
+        let at = unix_now() + wait;
         for k in &old {
-            retirable.entry(k.clone()).or_insert(unix_now() + wait);
+            retirable.entry(k.clone()).or_insert(at);
         }
         write_retirable(&path, &retirable)?;
     }
