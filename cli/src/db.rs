@@ -111,7 +111,7 @@ fn too_slow() -> sqlx::Error {
 }
 
 /// `sqlite:///a/b.db?x` and `sqlite:b.db` -> the file path.
-fn sqlite_path(url: &str) -> &str {
+pub(crate) fn sqlite_path(url: &str) -> &str {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     rest.split('?').next().unwrap_or(rest)
 }

@@ -119,6 +119,13 @@ pub enum ConfigError {
     ShardMap(#[from] ShardMapError),
     #[error("config: {0}")]
     Invalid(String),
+    /// The shard map in force gives buckets to a shard the config lacks ([`Config::check_owners`]).
+    #[error(
+        "config {path}: the shard map (version {version}) gives buckets {buckets} to shard {shard}, which the \
+         config has no [shards.{shard}] for: put that section back (its databases and backend with it), or \
+         move those buckets to a shard it has first"
+    )]
+    Unowned { path: PathBuf, version: u64, shard: String, buckets: String },
 }
 
 /// The file as written, one field per table. `[jwt]`, `[verifier]` and at least one
@@ -745,6 +752,22 @@ impl Config {
     pub fn shard(&self, name: &str) -> Option<&ShardConfig> {
         self.shards.iter().find(|s| s.name.as_str() == name)
     }
+
+    /// Whether every shard `map` gives buckets to is in this config: a stack started from it
+    /// would otherwise have no backend and no nginx upstream for those buckets, and their users
+    /// would get errors until the config has the shard again. The error names the first shard
+    /// missing and its buckets.
+    pub fn check_owners(&self, map: &ShardMap) -> Result<(), ConfigError> {
+        match map.summary().into_keys().find(|owner| self.shard(owner.as_str()).is_none()) {
+            None => Ok(()),
+            Some(shard) => Err(ConfigError::Unowned {
+                path: self.path.clone(),
+                version: map.version(),
+                shard: shard.to_string(),
+                buckets: crate::shardmap::describe_buckets(&map.buckets_of(shard)),
+            }),
+        }
+    }
 }
 
 /// A key the file must give (it has no default) and left out.
@@ -901,6 +924,21 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         );
         assert_eq!(c.backend.idempotency_retention(), Duration::from_secs(86_400));
         assert_eq!(c.backend.idempotency_purge_batch, 500);
+    }
+
+    #[test]
+    fn a_map_owner_the_config_lacks_is_named_with_its_buckets() {
+        let dir = tmp();
+        let p = write(dir.path(), SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        let config = Config::load_with_env(&p, []).unwrap();
+        assert!(config.check_owners(&config.shard_map).is_ok());
+        // Shard c took buckets 500-749 in a move; a config without [shards.c] cannot serve them.
+        let c = ShardName::parse("c").unwrap();
+        let mut grown = config.shard_map.next_version();
+        grown.set_owner(&(500..750).collect::<Vec<u16>>(), &c);
+        let err = config.check_owners(&grown).unwrap_err().to_string();
+        assert!(err.contains("(version 2) gives buckets 500-749 to shard c,"), "{err}");
+        assert!(err.contains("[shards.c]") && err.contains(&p.display().to_string()), "{err}");
     }
 
     #[test]

@@ -1,24 +1,32 @@
-//! `shopctl config init`: writes a stack's `shop.toml` (and its development key), as `scripts/up`
-//! does on every start. The file's layout is `shopgate_core::config::ConfigBuilder`'s, the one
-//! writer the tests use too.
+//! `shopctl config`: writing a stack's `shop.toml` (and its development key), as `scripts/up`
+//! does on every start, and reading back its shape. The file's layout is
+//! `shopgate_core::config::ConfigBuilder`'s, the one writer the tests use too.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{json, Value};
 use shopgate_core::config::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
 
 use crate::output::Format;
-use crate::{Context, UsageError};
+use crate::{stack, Context, UsageError};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ConfigCommand {
-    /// Write a stack config: nginx, the verifiers and shards `a` (even buckets) and `b` (odd), with
-    /// SQLite files beside it unless told otherwise, and a random HS256 key in `jwt.key` if there is
-    /// none. Checks that what it wrote loads.
+    /// Write a stack config: nginx, the verifiers and the shards, with SQLite files beside it
+    /// unless told otherwise, and a random HS256 key in `jwt.key` if there is none. A new file's
+    /// first shard owns the even buckets and its second the odd ones (a lone shard owns them all);
+    /// a shard added later owns none until `shards move`. Checks that what it wrote loads.
     Init(InitArgs),
+    /// The stack's shards, one row each: name, number, backend processes, and the buckets the
+    /// config started them with (the map in force is `shards status`'s).
+    Shards,
+    /// Check the config against the shard map in force: every shard that owns buckets must be in
+    /// it. Exit 1, naming the shard and its buckets, if one is not.
+    Check,
 }
 
 #[derive(clap::Args, Debug)]
@@ -26,7 +34,7 @@ pub(crate) enum ConfigCommand {
 environment instead, by the names every part reads at load time: SHOP__SHARDS__A__PRIMARY=mysql://… \
 shopctl config init … writes that URL into the file.")]
 pub(crate) struct InitArgs {
-    /// The file to write (replaced if it exists; mode 0600).
+    /// The file to write (replaced if it exists, unless --keep; mode 0600).
     pub(crate) file: PathBuf,
     /// Where nginx listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -34,13 +42,15 @@ pub(crate) struct InitArgs {
     /// Where a verifier listens (repeat for several).
     #[arg(long = "verifier", value_name = "ADDR", required = true)]
     pub verifiers: Vec<SocketAddr>,
-    /// Where shard `a` listens (repeat for several backend processes of the shard, one address
-    /// each: `backend --shard a --instance N` listens on the Nth).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub(crate) shard_a: Vec<SocketAddr>,
-    /// Where shard `b` listens (repeat for several backend processes, as for `--shard-a`).
-    #[arg(long, value_name = "ADDR", required = true)]
-    pub(crate) shard_b: Vec<SocketAddr>,
+    /// A shard and where one of its backend processes listens, `a=127.0.0.1:9001`; repeat the
+    /// shard for several processes (`backend --shard a --instance N` listens on its Nth).
+    #[arg(long = "shard", value_name = "NAME=ADDR", required = true, value_parser = shard_address)]
+    pub(crate) shards: Vec<(String, SocketAddr)>,
+    /// If FILE exists, keep it: its shards (numbers, buckets, settings) and every other setting
+    /// stay; the addresses and the databases given here replace its own. Each of its shards must
+    /// be given an address: a shard is never dropped.
+    #[arg(long)]
+    pub(crate) keep: bool,
     /// The folder, relative to the file, for the SQLite databases.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
@@ -50,11 +60,61 @@ pub(crate) struct InitArgs {
     pub settings: Vec<String>,
 }
 
+/// `--shard NAME=ADDR`.
+fn shard_address(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) =
+        text.split_once('=').ok_or_else(|| format!("{text:?}: expected NAME=ADDR, like a=127.0.0.1:9001"))?;
+    let name = shopgate_core::ShardName::parse(name)?;
+    let addr = addr.parse().map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:9001"))?;
+    Ok((name.as_str().to_owned(), addr))
+}
+
 pub async fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
-    let ConfigCommand::Init(a) = cmd;
-    let mut builder = ConfigBuilder::new(a.nginx, &a.verifiers)
-        .shard_processes("a", 0, "even", &a.shard_a)
-        .shard_processes("b", 1, "odd", &a.shard_b);
+    match cmd {
+        ConfigCommand::Init(a) => init(ctx, a),
+        ConfigCommand::Shards => shards(ctx),
+        ConfigCommand::Check => check(ctx).await,
+    }
+}
+
+fn init(ctx: &Context, a: InitArgs) -> anyhow::Result<()> {
+    // The shards in the order first given, each with its processes' addresses.
+    let mut shards: Vec<(String, Vec<SocketAddr>)> = Vec::new();
+    for (name, addr) in a.shards {
+        match shards.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, addrs)) => addrs.push(addr),
+            None => shards.push((name, vec![addr])),
+        }
+    }
+    let mut builder = if a.keep && a.file.exists() {
+        let kept = ConfigBuilder::from_file(&a.file)?;
+        let given: BTreeMap<&str, ()> = shards.iter().map(|(n, _)| (n.as_str(), ())).collect();
+        if let Some(missing) = kept.shard_names().into_iter().find(|n| !given.contains_key(n.as_str())) {
+            return Err(UsageError(format!(
+                "{} has shard {missing}: give it an address (--shard {missing}=ADDR); a kept shard is never dropped",
+                a.file.display()
+            ))
+            .into());
+        }
+        let mut builder = kept.listen(a.nginx, &a.verifiers).forget_databases();
+        for (name, addrs) in &shards {
+            builder = builder.shard_listen(name, addrs);
+        }
+        builder
+    } else {
+        let mut builder = ConfigBuilder::new(a.nginx, &a.verifiers);
+        let owns = |i: usize| match (shards.len(), i) {
+            (1, _) => "all",
+            (_, 0) => "even",
+            (_, 1) => "odd",
+            _ => "",
+        };
+        for (i, (name, addrs)) in shards.iter().enumerate() {
+            let number = u8::try_from(i).map_err(|_| UsageError("at most 256 shards".into()))?;
+            builder = builder.shard_processes(name, number, owns(i), addrs);
+        }
+        builder
+    };
     if let Some(dir) = a.data_dir {
         builder = builder.data_dir(dir);
     }
@@ -73,6 +133,45 @@ pub async fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
         ctx.format.print(&json!({ "config": a.file, "shards": config.shards.len() }));
     } else {
         println!("{}", a.file.display());
+    }
+    Ok(())
+}
+
+/// `config shards`: what `scripts/up` reads to start every shard a config has.
+fn shards(ctx: &Context) -> anyhow::Result<()> {
+    let config = stack::load_config(ctx)?;
+    let rows: Vec<Value> = config
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.name.as_str(),
+                "number": s.number,
+                "processes": s.listen.len(),
+                "listen": s.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "config_buckets": s.buckets,
+            })
+        })
+        .collect();
+    ctx.format.print_in(&crate::output::list(rows, Value::Null), &["shard", "number", "processes", "config_buckets"]);
+    Ok(())
+}
+
+/// `config check`: the config can serve the map in force.
+async fn check(ctx: &Context) -> anyhow::Result<()> {
+    let config = stack::load_config(ctx)?;
+    let auth = &config.verifier.database_url;
+    if auth.is_sqlite() && !std::path::Path::new(crate::db::sqlite_path(auth.expose())).exists() {
+        // A stack never started (or its data removed): the map will be seeded from this config.
+        ctx.format.print(&json!({"config": config.path, "map_version": null, "ok": true}));
+        return Ok(());
+    }
+    let map = stack::current_map(&config).await?;
+    config.check_owners(&map)?;
+    if ctx.format == Format::Table {
+        println!("{}: every shard of the shard map (version {}) is in it", config.path.display(), map.version());
+    } else {
+        ctx.format.print(&json!({"config": config.path, "map_version": map.version(), "ok": true}));
     }
     Ok(())
 }

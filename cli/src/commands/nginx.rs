@@ -190,6 +190,8 @@ fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
 /// The whole nginx config, serving the API description at `/openapi.json` from `openapi_file`.
 /// The whole nginx config routing by `map` (the current one, from the auth database).
 pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Path) -> anyhow::Result<String> {
+    // A bucket whose owner has no upstream here would fail every request of its users.
+    config.check_owners(map)?;
     let prefix = nginx_path("nginx prefix", &prefix_dir(config)?)?;
     let js_file = nginx_path("njs module file", &openapi_file.with_file_name(JS_FILE_NAME))?;
     let openapi_file = nginx_path("API description file", openapi_file)?;

@@ -56,6 +56,74 @@ impl ConfigBuilder {
         Self { doc: doc.into(), data_dir: None, error: None }
     }
 
+    /// The file at `path` as it stands, to be changed and written again: every setting in it is
+    /// kept unless changed here. Its `SHOP__…` overrides are not applied (they are not the file's).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let doc: toml::Value = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })?;
+        Ok(Self { doc, data_dir: None, error: None })
+    }
+
+    /// The shards' names in the file so far, in name order.
+    pub fn shard_names(&self) -> Vec<String> {
+        let shards = self.doc.get("shards").and_then(toml::Value::as_table);
+        shards.map(|t| t.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Where nginx and the verifiers listen, replacing what the file said.
+    pub fn listen(mut self, nginx: SocketAddr, verifiers: &[SocketAddr]) -> Self {
+        if let Some(section) = self.section("nginx") {
+            section.insert("listen".into(), nginx.to_string().into());
+        }
+        let listen: Vec<toml::Value> = verifiers.iter().map(|a| a.to_string().into()).collect();
+        if let Some(section) = self.section("verifier") {
+            section.insert("listen".into(), listen.into());
+        }
+        self
+    }
+
+    /// Shard `name`'s processes listen on `listen`: a shard already in the file keeps its number,
+    /// its buckets and its other settings; a new one gets the lowest number no shard has and owns
+    /// no bucket (a move gives it some).
+    pub fn shard_listen(self, name: &str, listen: &[SocketAddr]) -> Self {
+        let existing = self.doc.get("shards").and_then(|t| t.get(name)).and_then(toml::Value::as_table).cloned();
+        let Some(mut shard) = existing else {
+            let taken: Vec<i64> = self
+                .doc
+                .get("shards")
+                .and_then(toml::Value::as_table)
+                .map(|t| t.values().filter_map(|s| s.get("number")?.as_integer()).collect())
+                .unwrap_or_default();
+            let number = (0..64).find(|n| !taken.contains(n)).unwrap_or(0);
+            return self.shard_processes(name, u8::try_from(number).unwrap_or(0), "", listen);
+        };
+        shard.insert("listen".into(), listen_value(listen));
+        let mut this = self;
+        if let Some(shards) = this.section("shards") {
+            shards.insert(name.to_owned(), shard.into());
+        }
+        this
+    }
+
+    /// Forgets every database URL (the auth database's, each shard's primary and replica): they
+    /// are set again from `SHOP__…` variables ([`apply_env`](Self::apply_env)), or become the
+    /// default SQLite files when written.
+    pub fn forget_databases(mut self) -> Self {
+        if let Some(verifier) = self.section("verifier") {
+            verifier.remove("database_url");
+        }
+        if let Some(shards) = self.section("shards") {
+            for (_, shard) in shards.iter_mut() {
+                let Some(shard) = shard.as_table_mut() else { continue };
+                shard.remove("primary");
+                shard.remove("replica");
+            }
+        }
+        self
+    }
+
     /// The default SQLite files (the auth database, each shard's) go in `dir`, relative to the
     /// config's folder, instead of beside it.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -85,11 +153,7 @@ impl ConfigBuilder {
         let mut shard = toml::Table::new();
         shard.insert("number".into(), i64::from(number).into());
         shard.insert("buckets".into(), buckets.into());
-        let listen: toml::Value = match listen {
-            [one] => one.to_string().into(),
-            many => many.iter().map(|a| toml::Value::from(a.to_string())).collect::<Vec<_>>().into(),
-        };
-        shard.insert("listen".into(), listen);
+        shard.insert("listen".into(), listen_value(listen));
         if let Some(shards) = self.section("shards") {
             shards.insert(name.to_owned(), shard.into());
         }
@@ -187,6 +251,14 @@ impl ConfigBuilder {
     }
 }
 
+/// A shard's `listen`: one address as a string, several as an array.
+fn listen_value(listen: &[SocketAddr]) -> toml::Value {
+    match listen {
+        [one] => one.to_string().into(),
+        many => many.iter().map(|a| toml::Value::from(a.to_string())).collect::<Vec<_>>().into(),
+    }
+}
+
 /// A new random HS256 key (32 bytes, hex) in `path`, unless the file is there and not empty:
 /// a development stack's key, made once and kept across restarts.
 pub fn ensure_dev_key(path: &Path) -> std::io::Result<()> {
@@ -246,6 +318,41 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             assert_eq!(std::fs::metadata(dir.join(DEV_KEY_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_kept_file_keeps_its_shards_and_settings_and_takes_new_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.toml");
+        ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+        two_shards()
+            .shard("c", 2, "", addr(9005))
+            .set("backend.max_in_flight", "7")
+            .set("shards.c.replica_max_lag_seconds", "3")
+            .set("shards.c.primary", "mysql://shop:pw@127.0.0.1:3999/shard_c")
+            .write(&path)
+            .unwrap();
+        let kept = ConfigBuilder::from_file(&path).unwrap();
+        assert_eq!(kept.shard_names(), ["a", "b", "c"]);
+        let config = kept
+            .listen(addr(7080), &[addr(7000)])
+            .shard_listen("a", &[addr(7001)])
+            .shard_listen("b", &[addr(7002)])
+            .shard_listen("c", &[addr(7003), addr(7013)])
+            .shard_listen("d", &[addr(7004)])
+            .forget_databases()
+            .write(&path)
+            .unwrap();
+        assert_eq!((config.nginx.listen, config.verifier.listen.clone()), (addr(7080), vec![addr(7000)]));
+        assert_eq!(config.backend.max_in_flight, 7, "an operator's setting is kept");
+        let c = config.shard("c").unwrap();
+        assert_eq!((c.number, c.buckets.as_str(), c.listen.clone()), (2, "", vec![addr(7003), addr(7013)]));
+        assert_eq!(c.replica_max_lag_seconds, 3);
+        assert!(c.primary.expose().starts_with("sqlite:"), "the databases are set again: {}", c.primary.expose());
+        let b = config.shard("b").unwrap();
+        assert_eq!((b.number, b.buckets.as_str()), (1, "odd"));
+        let d = config.shard("d").unwrap();
+        assert_eq!((d.number, d.buckets.as_str()), (3, ""), "a new shard: the lowest free number, no bucket");
     }
 
     #[test]
