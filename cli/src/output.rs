@@ -134,7 +134,10 @@ fn flatten(name: String, v: &Value, fields: &mut Vec<(String, String)>) {
                 flatten(inner_name, inner, fields);
             }
         }
-        Value::Array(_) => fields.push((if name.is_empty() { "value".into() } else { name }, v.to_string())),
+        // One scalar per cell: a list is counted here; `--json` keeps it.
+        Value::Array(list) => {
+            fields.push((if name.is_empty() { "value".into() } else { name }, list.len().to_string()))
+        }
         other => fields.push((if name.is_empty() { "value".into() } else { name }, cell(other))),
     }
 }
@@ -284,7 +287,8 @@ mod tests {
         // An object with `items` of its own (an order's lines) is one row, not a list.
         let order = json!({"id": 7, "items": [{"product_id": 1}], "status": "placed"});
         assert_eq!(super::flat_rows(&order, &["id"]).0, ["id", "items", "status"]);
-        assert_eq!(super::tsv(&headers, &rows), "email\tok\ttags\na@b.c\ttrue\t[1,2]\n");
+        // A list in a cell is counted (`--json` keeps it): one scalar per cell.
+        assert_eq!(super::tsv(&headers, &rows), "email\tok\ttags\na@b.c\ttrue\t2\n");
     }
 
     #[test]

@@ -218,13 +218,15 @@ pub struct MoveRecord {
     /// The source's binlog position (MariaDB GTIDs) up to which the target has its changes; empty
     /// where there is none (SQLite, or a move that copies again under the pause instead).
     pub binlog_pos: String,
+    /// When the last step was recorded (unix seconds).
+    pub updated_at: i64,
 }
 
 /// Moves not finished: not `done` nor `aborted`, oldest first.
 pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
     let rows = sqlx::query(
-        "SELECT id, source, target, buckets, kind, step, rows_copied, pause_started_ms, pause_ms, binlog_pos \
-         FROM shard_moves WHERE step NOT IN ('done', 'aborted') ORDER BY id",
+        "SELECT id, source, target, buckets, kind, step, rows_copied, pause_started_ms, pause_ms, binlog_pos, \
+         updated_at FROM shard_moves WHERE step NOT IN ('done', 'aborted') ORDER BY id",
     )
     .fetch_all(pool)
     .await?;
@@ -245,6 +247,7 @@ pub async fn unfinished_moves(pool: &AnyPool) -> sqlx::Result<Vec<MoveRecord>> {
                 pause_started_ms: r.try_get("pause_started_ms")?,
                 pause_ms: r.try_get("pause_ms")?,
                 binlog_pos: r.try_get("binlog_pos")?,
+                updated_at: r.try_get("updated_at")?,
             })
         })
         .collect()
@@ -260,6 +263,7 @@ pub async fn insert_move(
 ) -> sqlx::Result<MoveRecord> {
     let step = MoveStep::Planned;
     loop {
+        let now = unix_now();
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM shard_moves").fetch_one(pool).await?;
         let id = max.unwrap_or(0) + 1;
         let insert = sqlx::query(
@@ -272,8 +276,8 @@ pub async fn insert_move(
         .bind(buckets)
         .bind(kind)
         .bind(step.as_str())
-        .bind(unix_now())
-        .bind(unix_now());
+        .bind(now)
+        .bind(now);
         if insert_unless_present(pool, insert).await? {
             let (source, target, buckets, kind) = (source.into(), target.into(), buckets.into(), kind.into());
             return Ok(MoveRecord {
@@ -287,6 +291,7 @@ pub async fn insert_move(
                 pause_started_ms: 0,
                 pause_ms: -1,
                 binlog_pos: String::new(),
+                updated_at: now,
             });
         }
     }

@@ -292,6 +292,15 @@ pub fn describe_buckets(sorted: &[u16]) -> String {
     }
 }
 
+/// Buckets as a spec, never cut: `even`, `odd`, `all`, else the ranges (`"0-2,5"`; empty for none).
+/// What `shards status` prints for scripts, and what `shards move` takes back.
+pub fn bucket_spec(sorted: &[u16]) -> String {
+    match describe_buckets(sorted).as_str() {
+        named @ ("even" | "odd" | "all") => named.to_owned(),
+        _ => compress_ranges(sorted),
+    }
+}
+
 /// Buckets as a compact range string (`"0-2,5"`), the form specs take.
 pub fn bucket_ranges(sorted: &[u16]) -> String {
     compress_ranges(sorted)

@@ -1,6 +1,7 @@
 //! `shopctl doctor`: every part of the stack checked at once, each failure named with what to do.
 //!
-//! In order: the config; the auth database (where the current shard map lives); nginx's
+//! In order: the config; the auth database (where the current shard map lives); that every shard
+//! owning buckets in that map is in the config; a bucket move left unfinished; nginx's
 //! `/healthz`; each verifier's and each backend process's `/readyz`; each shard's primary and
 //! replica (reachable, replicating within the shard's lag bound); the shard map version each
 //! process routes with against the current one; and the kept login, if there is one. Exit 1 if
@@ -9,7 +10,7 @@
 use serde_json::{json, Value};
 use shopgate_core::config::Config;
 
-use super::shards::{shard_status, Lag};
+use super::shards::{moves, shard_status, Lag};
 use crate::client::{Client, LoginNeeded};
 use crate::health::{Answer, Prober};
 use crate::output::{self, out, status_table, Format, Mark};
@@ -95,6 +96,15 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
     let current = match stack::current_map(config).await {
         Ok(map) => {
             checks.push(Check::ok("auth database", format!("shard map version {}", map.version())));
+            // Every bucket's owner is a shard of this config (so has backends and an upstream).
+            checks.push(match config.check_owners(&map) {
+                Ok(()) => Check::ok("shard map", "every shard that owns buckets is in the config"),
+                Err(e) => Check::failed(
+                    "shard map",
+                    e.to_string(),
+                    "those users get errors until the shard is back in the config and running",
+                ),
+            });
             Some(map.version())
         }
         Err(e) => {
@@ -105,6 +115,23 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
             ));
             None
         }
+    };
+    // A move stopped midway holds its buckets' users up until it is resumed or rolled back.
+    let unfinished = match stack::control_db(config).await {
+        Ok(db) => {
+            let moves = crate::db::bounded(shopgate_core::control::unfinished_moves(&db.pool)).await.ok();
+            db.close().await;
+            moves.unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    };
+    if let [what, how] = moves::unfinished_lines(&unfinished).as_slice() {
+        checks.push(Check::failed("moves", what.clone(), how.clone()));
+    }
+    let behind = if unfinished.is_empty() {
+        "reload nginx with the current map: shopctl nginx render --output FILE, then nginx -s reload"
+    } else {
+        "a bucket move is unfinished (see moves): resuming it routes nginx"
     };
     let routes = |part: String, answer: &Answer, fix_down: &str, fix_version: &str| -> Check {
         match (answer, current) {
@@ -125,7 +152,7 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
         "nginx".to_owned(),
         &nginx.answer,
         "start nginx (scripts/up), or look at its error log",
-        "reload nginx with the current map: shopctl nginx render --output FILE, then nginx -s reload",
+        behind,
     ));
     for v in prober.verifiers(config).await {
         checks.push(routes(

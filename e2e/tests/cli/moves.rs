@@ -322,3 +322,47 @@ async fn buckets_of_many_chunks_move_whole() {
     let check = stack.ctl(&["--json", "shards", "check"]).ok().json();
     assert_eq!(check["misplaced_total"], 0, "{check}");
 }
+
+/// Issue 31 point 2: a move killed while its buckets' writes are paused is shown by `shards status`
+/// (which batch, which step, whom it holds up, the commands) and by `doctor` (exit 1, naming the
+/// resume command, not a reload of nginx); a bare `shards move` resumes and finishes it.
+#[tokio::test]
+async fn an_interrupted_move_is_shown_and_a_bare_move_resumes_it() {
+    let (stack, shoppers, moved, _) = interrupted_at("paused").await;
+    let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
+    let unfinished = &status["unfinished_moves"];
+    let batch = &unfinished["batches"][0];
+    assert_eq!((batch["step"].as_str(), batch["held_up"].as_str()), (Some("paused"), Some("writes")), "{status}");
+    assert_eq!((batch["source"].as_str(), batch["target"].as_str()), (Some("a"), Some("b")), "{status}");
+    assert_eq!(batch["buckets"].as_str(), Some(spec(&moved).as_str()), "{status}");
+    assert!(batch["since_unix"].as_i64().is_some(), "{status}");
+    assert_eq!(unfinished["resume"], "shopctl shards move", "{status}");
+    // For people (and piped): the same, with the commands.
+    let tsv = stack.ctl(&["--format", "tsv", "shards", "status"]).ok();
+    assert!(tsv.stderr.contains("stopped after step `paused`"), "{tsv}");
+    assert!(tsv.stderr.contains("resume it with `shopctl shards move`"), "{tsv}");
+    // One scalar per cell: bucket counts and specs, never a list.
+    assert!(!tsv.stdout.contains('[') && !tsv.stdout.contains('{'), "{tsv}");
+
+    let doctor = stack.ctl(&["--json", "doctor"]);
+    assert_eq!(doctor.code, 1, "{doctor}");
+    let checks = doctor.json();
+    let failed: Vec<&Value> = checks["items"].as_array().unwrap().iter().filter(|c| c["ok"] != true).collect();
+    let moves = failed.iter().find(|c| c["part"] == "moves").unwrap_or_else(|| panic!("no moves check:\n{doctor}"));
+    assert!(moves["fix"].as_str().unwrap().contains("`shopctl shards move`"), "{doctor}");
+    assert!(
+        failed.iter().all(|c| !c["fix"].as_str().unwrap_or_default().contains("nginx -s reload")),
+        "doctor advises a reload for an unfinished move:\n{doctor}"
+    );
+
+    let resumed = stack.ctl(&["shards", "move"]);
+    assert_eq!(resumed.code, 0, "a bare shards move did not resume:\n{resumed}");
+    let after = world(&stack, &moved).await;
+    assert_eq!(after.owners, vec!["b".to_owned(); moved.len()], "after the bare resume");
+    every_order_is_served_once(&stack, &shoppers, &[]).await;
+    let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
+    assert_eq!(status["unfinished_moves"], Value::Null, "{status}");
+    // With nothing to resume, a bare move says what it needs.
+    let nothing = stack.ctl(&["shards", "move"]);
+    assert!(nothing.one_line_error(2).contains("nothing to resume"), "{nothing}");
+}

@@ -18,7 +18,7 @@ use crate::health::{Prober, Process};
 use crate::output::{out, status_table, table, Format, Mark};
 use crate::{stack, Context};
 
-mod moves;
+pub(crate) mod moves;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ShardsCommand {
@@ -125,9 +125,22 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         all.push((t.await?, processes));
     }
     let current = map.as_ref().ok().map(ShardMap::version);
-    // Full ranges for scripts; for people, `even`, `odd` or ranges cut to fit a column.
+    let bucket_count = |s: &ShardConfig| match &map {
+        Ok(m) => m.buckets_of(&s.name).len(),
+        Err(_) => shopgate_core::shardmap::parse_buckets(&s.buckets).map_or(0, |b| b.len()),
+    };
+    // An unfinished move (and what it holds up), from the auth database.
+    let unfinished = match stack::control_db(config).await {
+        Ok(db) => {
+            let moves = crate::db::bounded(shopgate_core::control::unfinished_moves(&db.pool)).await.ok();
+            db.close().await;
+            moves.unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    };
+    // Full specs for scripts (`even`, `odd` or ranges); for people, ranges cut to fit a column.
     let buckets_of = |s: &ShardConfig| match &map {
-        Ok(m) => shopgate_core::shardmap::bucket_ranges(&m.buckets_of(&s.name)),
+        Ok(m) => shopgate_core::shardmap::bucket_spec(&m.buckets_of(&s.name)),
         Err(_) => s.buckets.clone(),
     };
     let buckets_shown = |s: &ShardConfig| match &map {
@@ -142,6 +155,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
                     "shard": s.shard.name.as_str(),
                     "number": s.shard.number,
                     "buckets": buckets_of(&s.shard),
+                    "bucket_count": bucket_count(&s.shard),
                     "backends": backends.iter().map(Process::json).collect::<Vec<_>>(),
                     "backends_ready": backends.iter().filter(|b| b.answer.is_ready()).count(),
                     "backend_map_version": lowest_version(backends),
@@ -164,12 +178,19 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         let mut answer = crate::output::list(shards, Value::Null);
         answer["map_version"] = json!(current);
         answer["nginx_map_version"] = json!(nginx.answer.map_version());
+        answer["unfinished_moves"] = moves::unfinished_json(&unfinished);
+        if ctx.format == Format::Tsv {
+            for line in moves::unfinished_lines(&unfinished) {
+                crate::output::warn(line);
+            }
+        }
         ctx.format.print_in(
             &answer,
             &[
                 "shard",
                 "number",
                 "buckets",
+                "bucket_count",
                 "backends_ready",
                 "backend_map_version",
                 "primary.reachable",
@@ -231,6 +252,9 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
             &["shard", "buckets", "backends", "map", "primary", "replica", "lag", "users", "orders", "last write"],
             rows,
         ));
+        for line in moves::unfinished_lines(&unfinished) {
+            crate::output::warn(line);
+        }
         for (s, _) in &all {
             // A primary that is down is the error line below; a replica that is down is a warning.
             if let Some(Err(e)) = &s.replica {

@@ -26,8 +26,9 @@ pub(crate) struct MoveArgs {
     /// The buckets to move: `5`, `10-19,30`, `even`. Their current owners are the sources.
     #[arg(conflicts_with = "half_of")]
     pub(crate) buckets: Option<String>,
-    /// The shard the buckets go to.
-    #[arg(long, required_unless_present = "abort")]
+    /// The shard the buckets go to. Without BUCKETS, --half-of and --to, an unfinished move is
+    /// resumed (there must be one).
+    #[arg(long)]
     pub(crate) to: Option<String>,
     /// Instead of BUCKETS: the upper half of each named shard's buckets, e.g. `a,b`.
     #[arg(long, value_name = "SHARDS")]
@@ -124,7 +125,13 @@ pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyho
         return Ok(());
     }
     let batches = if unfinished.is_empty() {
-        let target = args.to.as_deref().unwrap_or_default();
+        let Some(target) = args.to.as_deref() else {
+            let what = match (&args.buckets, &args.half_of) {
+                (None, None) => "no move is unfinished, so there is nothing to resume: name the buckets and --to SHARD",
+                _ => "name the shard the buckets go to: --to SHARD",
+            };
+            return Err(UsageError(what.into()).into());
+        };
         let plan = plan(config, &map, target, args.buckets.as_deref(), args.half_of.as_deref(), args.batch)?;
         let mut records = Vec::new();
         for (source, spec) in plan {
@@ -144,6 +151,67 @@ pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyho
     }
     mover.progress.summary(&mover.done);
     Ok(())
+}
+
+/// The command that resumes an unfinished move, and the one that rolls it back.
+pub(crate) const RESUME: &str = "shopctl shards move";
+pub(crate) const ABORT: &str = "shopctl shards move --abort";
+
+/// Who an unfinished move holds up, by the last step it recorded.
+fn held_up(step: MoveStep) -> &'static str {
+    match step {
+        MoveStep::Paused | MoveStep::Verified => "writes",
+        MoveStep::Switched | MoveStep::Opened => "all",
+        _ => "none",
+    }
+}
+
+/// The batch an unfinished move stopped in: the first one past `planned`, else the first.
+fn current_batch(moves: &[MoveRecord]) -> Option<(usize, &MoveRecord)> {
+    moves.iter().enumerate().find(|(_, m)| m.step != MoveStep::Planned).or_else(|| moves.iter().enumerate().next())
+}
+
+/// For people: what is unfinished, whom it holds up, since when, and the command to go on.
+pub(crate) fn unfinished_lines(moves: &[MoveRecord]) -> Vec<String> {
+    let Some((i, m)) = current_batch(moves) else { return Vec::new() };
+    let ago = (shopgate_core::time::unix_now() - m.updated_at).max(0);
+    let since = shopgate_core::time::rfc3339(m.updated_at);
+    let who = match held_up(m.step) {
+        "writes" => format!("writes of buckets {}'s users get 503 (reads go on)", m.buckets),
+        "all" => format!("buckets {}'s users get 503", m.buckets),
+        _ => "nobody is held up yet".to_owned(),
+    };
+    vec![
+        format!(
+            "a bucket move is unfinished: batch {} of {} ({} {} -> {}, buckets {}) stopped after step `{}` {ago} s ago ({since}); {who}",
+            i + 1,
+            moves.len(),
+            m.kind,
+            m.source,
+            m.target,
+            m.buckets,
+            m.step,
+        ),
+        format!("if no `shards move` runs now: resume it with `{RESUME}`, or roll it back with `{ABORT}`"),
+    ]
+}
+
+/// For scripts: every unfinished batch, and the commands.
+pub(crate) fn unfinished_json(moves: &[MoveRecord]) -> Value {
+    if moves.is_empty() {
+        return Value::Null;
+    }
+    let batches: Vec<Value> = moves
+        .iter()
+        .map(|m| {
+            json!({
+                "move": m.id, "kind": m.kind, "source": m.source, "target": m.target, "buckets": m.buckets,
+                "step": m.step.as_str(), "since": shopgate_core::time::rfc3339(m.updated_at),
+                "since_unix": m.updated_at, "held_up": held_up(m.step),
+            })
+        })
+        .collect();
+    json!({"batches": batches, "resume": RESUME, "abort": ABORT})
 }
 
 fn count(spec: &str) -> u64 {
