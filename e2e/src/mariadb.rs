@@ -11,6 +11,12 @@
 //! [`Topology::start_with`] starts a part of one elsewhere: some shards without the auth instance,
 //! inside a network namespace, bound to that namespace's address (`crate::netns`).
 //!
+//! [`Topology::start_in_background`] starts one the operator's way, `scripts/mariadb start DIR`
+//! (background supervisors, stopped by `scripts/mariadb stop` when dropped; a test process killed
+//! outright leaves them running), and
+//! [`Topology::start_again`] runs `start` again on a topology that runs, as after a killed instance
+//! or to add a shard.
+//!
 //! No MariaDB on the machine is a failure with a clear message, not a skip: CI must run these.
 
 use std::collections::BTreeMap;
@@ -65,8 +71,8 @@ impl Spec {
         usize::from(self.auth) + 2 * self.shards.len()
     }
 
-    /// `scripts/mariadb run DIR …`, inside the namespace if there is one.
-    fn command(&self, root: &Path) -> Command {
+    /// `scripts/mariadb VERB DIR …` (`run` or `start`), inside the namespace if there is one.
+    fn command(&self, verb: &str, root: &Path) -> Command {
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -75,7 +81,7 @@ impl Spec {
             }
             None => Command::new(script()),
         };
-        c.arg("run").arg(root).arg("--shards").arg(self.shards.join(" "));
+        c.arg(verb).arg(root).arg("--shards").arg(self.shards.join(" "));
         if !self.auth {
             c.arg("--no-auth");
         }
@@ -94,7 +100,8 @@ pub struct Topology {
     /// What the script wrote to `DIR/topology.env`.
     env: BTreeMap<String, String>,
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
-    _slot: SemaphorePermit<'static>,
+    /// One per instance this topology has had.
+    slots: SemaphorePermit<'static>,
 }
 
 impl Topology {
@@ -126,7 +133,7 @@ impl Topology {
         let log_path = dir.path().join("mariadb.log");
         let log = File::create(&log_path)?;
         let mut child = spec
-            .command(&root)
+            .command("run", &root)
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -138,7 +145,7 @@ impl Topology {
             root: root.clone(),
             env: BTreeMap::new(),
             supervisor: Mutex::new(Some((child, stdin))),
-            _slot: slot,
+            slots: slot,
         };
         let env_file = root.join("topology.env");
         let started = Instant::now();
@@ -162,8 +169,66 @@ impl Topology {
         Ok(topology)
     }
 
+    /// The instances `spec` names (not in a namespace), started by `scripts/mariadb start`: it
+    /// returns once they are ready and leaves them to supervisors in the background. An error if
+    /// the script could not start them.
+    pub async fn start_in_background(spec: &Spec) -> anyhow::Result<Topology> {
+        anyhow::ensure!(spec.netns.is_none(), "scripts/mariadb start runs here; a namespace's topology uses run");
+        let slots = u32::try_from(spec.instances().clamp(1, MAX_INSTANCES))?;
+        let slot = SLOTS.acquire_many(slots).await.context("topology slots closed")?;
+        let dir = tempfile::Builder::new().prefix("shopgate-mdb.").tempdir_in("/tmp")?;
+        let root = dir.path().join("db");
+        let mut topology =
+            Topology { dir, root: root.clone(), env: BTreeMap::new(), supervisor: Mutex::new(None), slots: slot };
+        let command = spec.command("start", &root);
+        let out = tokio::task::spawn_blocking(move || output_of(command)).await??;
+        anyhow::ensure!(out.status.success(), "scripts/mariadb start: {}", String::from_utf8_lossy(&out.stderr));
+        topology.env = parse_env(&std::fs::read_to_string(root.join("topology.env"))?);
+        Ok(topology)
+    }
+
+    /// `scripts/mariadb start DIR --shards SHARDS` on this topology while it runs (`--no-auth` if
+    /// it has no auth instance): what it answered. On success `topology.env` is read again.
+    pub async fn start_again(&mut self, shards: &str) -> anyhow::Result<std::process::Output> {
+        let known = self.var("MARIADB_SHARDS").split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let new = shards.split_whitespace().filter(|s| !known.iter().any(|k| k == s)).count();
+        if new > 0 {
+            let more = SLOTS.acquire_many(u32::try_from(2 * new)?).await.context("topology slots closed")?;
+            self.slots.merge(more);
+        }
+        let mut command = Command::new(script());
+        command.arg("start").arg(&self.root).arg("--shards").arg(shards);
+        if !self.var("MARIADB_INSTANCES").split_whitespace().any(|i| i == "auth") {
+            command.arg("--no-auth");
+        }
+        let out = tokio::task::spawn_blocking(move || output_of(command)).await??;
+        if out.status.success() {
+            self.env = parse_env(&std::fs::read_to_string(self.root.join("topology.env"))?);
+        }
+        Ok(out)
+    }
+
+    /// `scripts/mariadb CMD DIR` (`status`, `stop`): what it answered.
+    pub fn script(&self, cmd: &str) -> std::process::Output {
+        let mut command = Command::new(script());
+        command.arg(cmd).arg(&self.root);
+        output_of(command).unwrap_or_else(|e| panic!("scripts/mariadb {cmd}: {e:#}"))
+    }
+
+    /// The folder handed to the script (`DIR`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The pid in `instance`'s pid file: its `mariadbd`, or the last one if it is down.
+    pub fn pid(&self, instance: &str) -> u32 {
+        let path = self.instance_var(instance, "PID_FILE");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.trim().parse().unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// A value from `topology.env`, e.g. `var("MARIADB_A_PRIMARY_PORT")`.
-    pub(crate) fn var(&self, key: &str) -> &str {
+    pub fn var(&self, key: &str) -> &str {
         self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("{key} is not in topology.env"))
     }
 
@@ -291,6 +356,11 @@ impl Drop for Topology {
             std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))));
         }
     }
+}
+
+/// What `command` printed, run to its end with stdin closed.
+fn output_of(mut command: Command) -> anyhow::Result<std::process::Output> {
+    command.stdin(Stdio::null()).output().with_context(|| format!("running {}", script().display()))
 }
 
 /// `KEY='value'` lines (comments and blank lines skipped), as `scripts/mariadb` writes them.

@@ -16,6 +16,7 @@ mod orders;
 mod ownership;
 mod processes;
 mod replication;
+mod restart;
 mod round_trips;
 mod unlock;
 
