@@ -355,6 +355,18 @@ async fn an_interrupted_move_is_shown_and_a_bare_move_resumes_it() {
         "doctor advises a reload for an unfinished move:\n{doctor}"
     );
 
+    // A dry run says what resuming, or rolling back, would work on, and changes nothing.
+    for (args, action) in [
+        (vec!["--json", "shards", "move", "--dry-run"], "resume"),
+        (vec!["--json", "shards", "move", "--abort", "--dry-run"], "roll back"),
+    ] {
+        let plan = stack.ctl(&args).ok().json();
+        assert_eq!(plan["items"][0]["action"], action, "{plan}");
+        assert_eq!(plan["items"][0]["buckets"].as_str(), Some(spec(&moved).as_str()), "{plan}");
+    }
+    let still = stack.ctl(&["--json", "shards", "status"]).ok().json();
+    assert_eq!(still["unfinished_moves"]["batches"][0]["step"], "paused", "a dry run changed the move: {still}");
+
     let resumed = stack.ctl(&["shards", "move"]);
     assert_eq!(resumed.code, 0, "a bare shards move did not resume:\n{resumed}");
     let after = world(&stack, &moved).await;
@@ -362,7 +374,16 @@ async fn an_interrupted_move_is_shown_and_a_bare_move_resumes_it() {
     every_order_is_served_once(&stack, &shoppers, &[]).await;
     let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
     assert_eq!(status["unfinished_moves"], Value::Null, "{status}");
-    // With nothing to resume, a bare move says what it needs.
+    // With nothing to resume, a bare move says what it needs; a dry run of a new move, its plan.
     let nothing = stack.ctl(&["shards", "move"]);
     assert!(nothing.one_line_error(2).contains("nothing to resume"), "{nothing}");
+    let plan = stack.ctl(&["--json", "shards", "move", "--dry-run", "--to", "a", &spec(&moved)]).ok().json();
+    let batch = &plan["items"][0];
+    assert_eq!(
+        (batch["action"].as_str(), batch["source"].as_str(), batch["target"].as_str()),
+        (Some("move"), Some("b"), Some("a")),
+        "{plan}"
+    );
+    let status = stack.ctl(&["--json", "shards", "status"]).ok().json();
+    assert_eq!(status["unfinished_moves"], Value::Null, "a dry run recorded a move: {status}");
 }

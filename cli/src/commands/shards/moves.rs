@@ -39,6 +39,10 @@ pub(crate) struct MoveArgs {
     /// Roll back the unfinished move (the map and every row as they were before it).
     #[arg(long, conflicts_with_all = ["buckets", "half_of", "to"])]
     pub(crate) abort: bool,
+    /// Say what would be moved (or resumed, or with --abort rolled back), batch by batch, and
+    /// change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// How long to wait for every backend and nginx to take a new map version before stopping
     /// (the move can then be resumed or aborted).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -107,6 +111,9 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
 }
 
 pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyhow::Result<()> {
+    if args.dry_run {
+        return dry_run(ctx, config, &args).await;
+    }
     let control = stack::control_db(config).await?;
     let map = bounded_control(control::load_or_seed(&control.pool, &config.shard_map)).await?;
     let mut mover =
@@ -150,6 +157,58 @@ pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyho
         mover.drive(m).await?;
     }
     mover.progress.summary(&mover.done);
+    Ok(())
+}
+
+/// `shards move --dry-run`: the batches the command would work on, and what it would do with
+/// them; no move is recorded, no row or map changed.
+async fn dry_run(ctx: &Context, config: &Config, args: &MoveArgs) -> anyhow::Result<()> {
+    let map = stack::current_map(config).await?;
+    let control = stack::control_db(config).await?;
+    let unfinished = crate::db::bounded(control::unfinished_moves(&control.pool)).await;
+    control.close().await;
+    let unfinished = unfinished?;
+    let (action, batches): (&str, Vec<(String, String, String)>) = if !unfinished.is_empty() {
+        let action = if args.abort { "roll back" } else { "resume" };
+        (action, unfinished.iter().map(|m| (m.source.clone(), m.target.clone(), m.buckets.clone())).collect())
+    } else if args.abort {
+        ("roll back", Vec::new())
+    } else {
+        let Some(target) = args.to.as_deref() else {
+            return Err(UsageError("no move is unfinished: name the buckets and --to SHARD".into()).into());
+        };
+        let plan = plan(config, &map, target, args.buckets.as_deref(), args.half_of.as_deref(), args.batch)?;
+        ("move", plan.into_iter().map(|(source, spec)| (source, target.to_owned(), spec)).collect())
+    };
+    let rows: Vec<Value> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, (source, target, spec))| {
+            json!({"batch": i + 1, "action": action, "source": source, "target": target,
+                   "buckets": spec, "bucket_count": count(spec)})
+        })
+        .collect();
+    if ctx.format == Format::Table {
+        if rows.is_empty() {
+            out(format!("nothing to {action}"));
+        }
+        for r in &rows {
+            out(format!(
+                "would {action} batch {}: {} -> {}, {} buckets ({})",
+                r["batch"],
+                r["source"].as_str().unwrap_or_default(),
+                r["target"].as_str().unwrap_or_default(),
+                r["bucket_count"],
+                r["buckets"].as_str().unwrap_or_default()
+            ));
+        }
+        out(format!("(dry run: nothing changed; shard map version {})", map.version()));
+    } else {
+        ctx.format.print_in(
+            &crate::output::list(rows, Value::Null),
+            &["batch", "action", "source", "target", "bucket_count", "buckets"],
+        );
+    }
     Ok(())
 }
 
