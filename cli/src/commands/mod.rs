@@ -28,12 +28,13 @@ use anyhow::Context as _;
 pub struct AccountArgs {
     /// Your email address.
     pub email: String,
-    /// Read the password from standard input instead of asking.
+    /// Read the password from standard input (its first line) instead of asking.
     #[arg(long)]
     pub(crate) password_stdin: bool,
 }
 
-/// Reads a password from stdin (`--password-stdin`) or asks without echo on a terminal.
+/// Reads a password: one line of standard input (`--password-stdin`), or asked without echo on a
+/// terminal. Called again, it reads the next line of standard input.
 pub(crate) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     let pw = if from_stdin {
         let mut line = String::new();
@@ -46,6 +47,18 @@ pub(crate) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<St
     };
     if pw.is_empty() {
         return Err(crate::UsageError("the password is empty".into()).into());
+    }
+    Ok(pw)
+}
+
+/// Reads a password the account will have from now on (register, change-password): on a
+/// terminal it is asked twice, and two different answers are refused before anything is sent,
+/// since a typo there would lock the account out. From standard input it is one line: a script
+/// has no typo to catch.
+pub(crate) fn read_new_password(from_stdin: bool, prompt: &str, again: &str) -> anyhow::Result<String> {
+    let pw = read_password(from_stdin, prompt)?;
+    if !from_stdin && read_password(false, again)? != pw {
+        anyhow::bail!("the two passwords differ: nothing was sent, run the command again");
     }
     Ok(pw)
 }

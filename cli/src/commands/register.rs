@@ -9,7 +9,7 @@ use crate::Context;
 pub use super::AccountArgs as Args;
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let password = super::read_password(args.password_stdin, "New password: ")?;
+    let password = super::read_new_password(args.password_stdin, "Password: ", "Repeat the password: ")?;
     let user =
         Client::new(ctx)?.post_json("/auth/register", &json!({"email": args.email, "password": password}), &[]).await?;
     if ctx.format != Format::Table {

@@ -4,6 +4,8 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use shopgate_e2e::{Stack, PASSWORD};
 
+use super::pty::Pty;
+
 #[tokio::test]
 async fn a_shoppers_whole_session_from_register_to_logout() {
     let stack = Stack::start().await;
@@ -149,4 +151,39 @@ async fn too_many_failed_logins_say_how_long_to_wait() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no wait in {line:?}"));
     assert!((1..=stack.config.verifier.login_window_seconds).contains(&secs), "{line}");
+}
+
+#[tokio::test]
+async fn register_on_a_terminal_asks_for_the_password_twice_without_echo() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-typo");
+    // Two different answers: refused before anything is sent.
+    let mut t = Pty::spawn(stack.shopctl(), &["register", &email], 100);
+    t.expect("Password: ");
+    t.type_password(PASSWORD);
+    t.expect("Repeat the password: ");
+    t.type_password("Corr3ct-Horse?");
+    let (code, screen) = t.finish();
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("shopctl: the two passwords differ: nothing was sent"), "{screen}");
+    assert!(!screen.contains("Corr3ct"), "a password was echoed:\n{screen}");
+    let r = stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(r.one_line_error(1).contains("wrong email or password"), "registered after all: {r}");
+
+    // The same answer twice: registered, with that password.
+    let mut t = Pty::spawn(stack.shopctl(), &["register", &email], 100);
+    t.expect("Password: ");
+    t.type_password(PASSWORD);
+    t.expect("Repeat the password: ");
+    t.type_password(PASSWORD);
+    let (code, screen) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains(&format!("Next: shopctl login {email}")), "{screen}");
+    assert!(!screen.contains("Corr3ct"), "a password was echoed:\n{screen}");
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+
+    // From standard input it stays one line: a second line is not asked for.
+    let other = super::email("cli-stdin");
+    let user = stack.ctl_stdin(&["--json", "register", &other, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+    assert_eq!(user.json()["email"], other.as_str());
 }
