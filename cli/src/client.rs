@@ -91,6 +91,12 @@ impl Client {
         &self.base
     }
 
+    /// The email of the kept login whose token this client sends; `None` for `SHOPCTL_TOKEN`
+    /// or no token.
+    pub(crate) fn kept_email(&self) -> Option<&str> {
+        Some(self.email.as_str()).filter(|e| !e.is_empty() && !self.token_from_env && self.token.is_some())
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let rb = self.http.request(method, format!("{}{}", self.base, path));
         match &self.token {

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     Logout(commands::logout::Args),
     /// Show who the kept token belongs to.
     Whoami(commands::whoami::Args),
+    /// Change your password: every earlier token is refused, and you are logged in again here.
+    ChangePassword(commands::change_password::Args),
     /// List the catalog (no login needed).
     Products(commands::products::Args),
     /// List the catalog's categories (no login needed).
@@ -120,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(a) => commands::login::run(&ctx, a).await,
         Command::Logout(a) => commands::logout::run(&ctx, a).await,
         Command::Whoami(a) => commands::whoami::run(&ctx, a).await,
+        Command::ChangePassword(a) => commands::change_password::run(&ctx, a).await,
         Command::Products(a) => commands::products::run(&ctx, a).await,
         Command::Categories(a) => commands::categories::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,

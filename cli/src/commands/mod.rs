@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub(crate) mod categories;
+pub(crate) mod change_password;
 pub(crate) mod completions;
 pub mod config;
 pub(crate) mod doctor;

@@ -187,3 +187,86 @@ async fn register_on_a_terminal_asks_for_the_password_twice_without_echo() {
     let user = stack.ctl_stdin(&["--json", "register", &other, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
     assert_eq!(user.json()["email"], other.as_str());
 }
+
+const NEW_PASSWORD: &str = "N3w-Battery-Staple!";
+
+#[tokio::test]
+async fn change_password_from_stdin_refuses_every_old_token_and_keeps_this_login() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-newpw");
+    stack.register(&email).await;
+    // Without a login, it says so before asking anything.
+    assert!(stack.ctl(&["change-password"]).one_line_error(4).contains("not logged in"));
+    let elsewhere = stack.login(&email).await;
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+    let old = stack.kept_token().expect("login kept a token");
+
+    let wrong = stack.ctl_stdin(&["change-password", "--password-stdin"], &format!("Wrong-0ne!\n{NEW_PASSWORD}\n"));
+    assert!(wrong.one_line_error(1).contains("the current password is wrong"), "{wrong}");
+    let one_line = stack.ctl_stdin(&["change-password", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(
+        one_line.one_line_error(2).contains("reads two lines: the current password, then the new one"),
+        "{one_line}"
+    );
+    let weak = stack.ctl_stdin(&["change-password", "--password-stdin"], &format!("{PASSWORD}\nshort\n"));
+    assert!(weak.one_line_error(1).contains("weak_password"), "{weak}");
+    assert_eq!(stack.kept_token().as_ref(), Some(&old), "a refused change touched the login");
+
+    let changed =
+        stack.ctl_stdin(&["--json", "change-password", "--password-stdin"], &format!("{PASSWORD}\n{NEW_PASSWORD}\n"));
+    let changed = changed.ok().json();
+    assert_eq!(
+        (&changed["changed"], &changed["logged_in"], &changed["email"]),
+        (&true.into(), &true.into(), &email.as_str().into())
+    );
+    let new = stack.kept_token().expect("the new login is kept");
+    assert_ne!(new, old);
+    // Every token issued before is refused, as the API promises: this one's and another session's.
+    let bound = stack.config.verifier.revocation_bound();
+    for token in [&old, &elsewhere] {
+        assert!(stack.answers_within("/api/orders", token, 401, bound).await.is_some(), "an old token still works");
+    }
+    assert_eq!(stack.ctl(&["--json", "whoami"]).ok().json()["email"], email.as_str());
+    let r = stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert!(r.one_line_error(1).contains("wrong email or password"), "{r}");
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{NEW_PASSWORD}\n")).ok();
+}
+
+#[tokio::test]
+async fn change_password_on_a_terminal_asks_the_new_one_twice_without_echo() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-newpw-tty");
+    stack.register(&email).await;
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+    let old = stack.kept_token();
+
+    let mut t = Pty::spawn(stack.shopctl(), &["change-password"], 100);
+    t.expect("Current password: ");
+    t.type_password(PASSWORD);
+    t.expect("New password: ");
+    t.type_password(NEW_PASSWORD);
+    t.expect("Repeat the new password: ");
+    t.type_password("N3w-Battery-Stapel!");
+    let (code, screen) = t.finish();
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("the two passwords differ: nothing was sent"), "{screen}");
+    assert_eq!(stack.kept_token(), old);
+    stack.ctl(&["whoami"]).ok();
+
+    let mut t = Pty::spawn(stack.shopctl(), &["change-password"], 100);
+    t.expect("Current password: ");
+    t.type_password(PASSWORD);
+    t.expect("New password: ");
+    t.type_password(NEW_PASSWORD);
+    t.expect("Repeat the new password: ");
+    t.type_password(NEW_PASSWORD);
+    let (code, screen) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains(&format!("Logged in again to {} as {email}", stack.url)), "{screen}");
+    for pw in [PASSWORD, NEW_PASSWORD, "Battery", "Horse"] {
+        assert!(!screen.contains(pw), "{pw:?} was echoed:\n{screen}");
+    }
+    assert_ne!(stack.kept_token(), old);
+    stack.ctl(&["whoami"]).ok();
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{NEW_PASSWORD}\n")).ok();
+}
