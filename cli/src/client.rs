@@ -156,6 +156,11 @@ impl Client {
         Ok(self.send(rb).await?.1)
     }
 
+    /// [`Client::post_json`] that also says which success it was (201 created, 200 there already).
+    pub(crate) async fn post_json_status(&self, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
     pub(crate) async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
         Ok(self.send(self.request(Method::POST, path).form(form)).await?.1)
     }

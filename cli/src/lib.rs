@@ -61,6 +61,9 @@ pub(crate) enum Command {
     Whoami(commands::whoami::Args),
     /// Change your password: every earlier token is refused, and you are logged in again here.
     ChangePassword(commands::change_password::Args),
+    /// Show or create your profile on your shard.
+    #[command(subcommand)]
+    Profile(commands::profile::ProfileCommand),
     /// List the catalog (no login needed).
     Products(commands::products::Args),
     /// List the catalog's categories (no login needed).
@@ -123,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(a) => commands::logout::run(&ctx, a).await,
         Command::Whoami(a) => commands::whoami::run(&ctx, a).await,
         Command::ChangePassword(a) => commands::change_password::run(&ctx, a).await,
+        Command::Profile(c) => commands::profile::run(&ctx, c).await,
         Command::Products(a) => commands::products::run(&ctx, a).await,
         Command::Categories(a) => commands::categories::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,

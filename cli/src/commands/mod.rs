@@ -14,6 +14,7 @@ pub(crate) mod nginx;
 pub mod openapi;
 pub mod orders;
 pub(crate) mod products;
+pub(crate) mod profile;
 pub mod register;
 pub(crate) mod shards;
 pub(crate) mod tokens;

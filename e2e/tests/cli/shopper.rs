@@ -270,3 +270,24 @@ async fn change_password_on_a_terminal_asks_the_new_one_twice_without_echo() {
     stack.ctl(&["whoami"]).ok();
     stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{NEW_PASSWORD}\n")).ok();
 }
+
+#[tokio::test]
+async fn profile_show_and_create_on_the_users_shard() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-profile");
+    let user = stack.register(&email).await;
+    assert!(stack.ctl(&["profile", "show"]).one_line_error(4).contains("not logged in"));
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+
+    let none = stack.ctl(&["profile", "show"]);
+    assert!(none.one_line_error(1).contains("no profile on your shard yet: `shopctl profile create`"), "{none}");
+    let created = stack.ctl(&["--format", "table", "profile", "create"]).ok();
+    assert!(created.stdout.contains(&email) && created.stdout.contains("Created."), "{created}");
+    let again = stack.ctl(&["--format", "table", "profile", "create"]).ok();
+    assert!(again.stdout.contains("It was there already."), "{again}");
+
+    let shown = stack.ctl(&["--json", "profile", "show"]).ok().json();
+    assert_eq!((&shown["id"], &shown["email"], &shown["is_active"]), (&user["id"], &user["email"], &true.into()));
+    let tsv = stack.ctl(&["profile", "show"]).ok();
+    assert_eq!(tsv.stdout.lines().next(), Some("id\temail\tis_active\tcreated_at"), "{tsv}");
+}
