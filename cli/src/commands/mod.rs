@@ -64,3 +64,17 @@ pub(crate) fn read_new_password(from_stdin: bool, prompt: &str, again: &str) -> 
     }
     Ok(pw)
 }
+/// How an account (`POST /auth/register`, `GET /auth/me`) is printed, by every command that
+/// prints one: the same columns in the same order, as a table or TSV; JSON as the shop gave it.
+pub(crate) fn print_account(ctx: &crate::Context, user: &serde_json::Value) {
+    use crate::output::{cell, out, table, Format};
+    const FIELDS: [&str; 5] = ["id", "email", "is_active", "is_admin", "created_at"];
+    if ctx.format != Format::Table {
+        ctx.format.print_in(user, &FIELDS);
+    } else {
+        out(table(
+            &["id", "email", "active", "admin", "created"],
+            vec![FIELDS.iter().map(|f| cell(&user[*f])).collect()],
+        ));
+    }
+}

@@ -291,3 +291,24 @@ async fn profile_show_and_create_on_the_users_shard() {
     let tsv = stack.ctl(&["profile", "show"]).ok();
     assert_eq!(tsv.stdout.lines().next(), Some("id\temail\tis_active\tcreated_at"), "{tsv}");
 }
+
+#[tokio::test]
+async fn register_and_whoami_print_the_account_with_the_same_columns() {
+    let stack = Stack::start().await;
+    let (a, b) = (super::email("cli-cols-a"), super::email("cli-cols-b"));
+    let pw = format!("{PASSWORD}\n");
+    let registered = stack.ctl_stdin(&["register", &a, "--password-stdin"], &pw).ok();
+    let table = stack.ctl_stdin(&["--format", "table", "register", &b, "--password-stdin"], &pw).ok();
+    stack.ctl_stdin(&["login", &a, "--password-stdin"], &pw).ok();
+    let me = stack.ctl(&["whoami"]).ok();
+    let me_table = stack.ctl(&["--format", "table", "whoami"]).ok();
+    let header = |out: &str, n: usize| out.lines().nth(n).unwrap_or_default().to_owned();
+    assert_eq!(header(&registered.stdout, 0), "id\temail\tis_active\tis_admin\tcreated_at", "{registered}");
+    assert_eq!(header(&me.stdout, 0), header(&registered.stdout, 0), "{me}");
+    // The table's header is its second line, under the top border.
+    let names = |out: &str| {
+        header(out, 1).split(['│', '┆']).map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(names(&me_table.stdout), "id,email,active,admin,created", "{me_table}");
+    assert_eq!(names(&table.stdout), names(&me_table.stdout), "{table}");
+}
