@@ -312,3 +312,21 @@ async fn register_and_whoami_print_the_account_with_the_same_columns() {
     assert_eq!(names(&me_table.stdout), "id,email,active,admin,created", "{me_table}");
     assert_eq!(names(&table.stdout), names(&me_table.stdout), "{table}");
 }
+
+#[tokio::test]
+async fn tables_fit_an_80_column_terminal_without_cutting_a_header() {
+    let stack = Stack::start().await;
+    let email = super::email("cli-a-rather-long-address-for-a-shopper-of-this");
+    stack.register(&email).await;
+    stack.ctl_stdin(&["login", &email, "--password-stdin"], &format!("{PASSWORD}\n")).ok();
+    // On a terminal, without colour (NO_COLOR): the table still knows the terminal's width.
+    let (code, screen) = Pty::spawn(stack.shopctl(), &["whoami"], 80).finish();
+    assert_eq!(code, 0, "{screen}");
+    for line in screen.lines() {
+        assert!(line.trim_end_matches('\r').chars().count() <= 80, "a line over 80 columns:\n{screen}");
+    }
+    for header in ["id", "email", "active", "admin", "created"] {
+        let whole = screen.lines().any(|l| l.split(['│', '┆']).any(|c| c.trim() == header));
+        assert!(whole, "the header {header:?} is cut:\n{screen}");
+    }
+}
