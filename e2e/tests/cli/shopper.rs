@@ -330,3 +330,37 @@ async fn tables_fit_an_80_column_terminal_without_cutting_a_header() {
         assert!(whole, "the header {header:?} is cut:\n{screen}");
     }
 }
+
+#[tokio::test]
+async fn without_a_config_or_url_shopctl_says_where_it_connects() {
+    let stack = Stack::start().await;
+    let nowhere = tempfile::tempdir().expect("tempdir");
+    // No --config, SHOP_CONFIG or var/shop.toml above the working folder, and no --url or SHOPCTL_URL.
+    let bare = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(shopgate_e2e::bin("shopctl"));
+        cmd.args(args)
+            .env_remove("SHOP_CONFIG")
+            .env_remove("SHOPCTL_URL")
+            .env("XDG_CONFIG_HOME", nowhere.path())
+            .current_dir(nowhere.path());
+        shopgate_e2e::cli::run(cmd, None)
+    };
+    let notes = |stderr: &str| stderr.lines().filter(|l| l.starts_with("note:")).map(str::to_owned).collect::<Vec<_>>();
+    // logout without a kept login needs the URL and nothing else: it connects nowhere. The note
+    // comes once, although logout looks the URL up twice.
+    let r = bare(&["--format", "table", "logout"]).ok();
+    assert_eq!(notes(&r.stderr), ["note: no stack config found and no --url: using http://127.0.0.1:8080"], "{r}");
+    assert!(r.stdout.contains("Not logged in to http://127.0.0.1:8080"), "{r}");
+    let r = bare(&["--config", "/nonexistent/shop.toml", "--json", "logout"]).ok();
+    let said = notes(&r.stderr).join("\n");
+    assert!(said.contains("the stack config is unusable (cannot read config /nonexistent/shop.toml"), "{r}");
+    assert!(said.ends_with("and no --url: using http://127.0.0.1:8080"), "{r}");
+    assert_eq!(r.json()["url"], "http://127.0.0.1:8080", "{r}");
+    // Told where, by --url or by a config: not a word.
+    let r = bare(&["--url", &stack.url, "logout"]).ok();
+    assert!(notes(&r.stderr).is_empty(), "{r}");
+    let mut cmd = stack.shopctl();
+    cmd.env_remove("SHOPCTL_URL").args(["--json", "products", "--limit", "1"]);
+    let r = shopgate_e2e::cli::run(cmd, None).ok();
+    assert!(notes(&r.stderr).is_empty(), "{r}");
+}
