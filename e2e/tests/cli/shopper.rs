@@ -364,3 +364,23 @@ async fn without_a_config_or_url_shopctl_says_where_it_connects() {
     let r = shopgate_e2e::cli::run(cmd, None).ok();
     assert!(notes(&r.stderr).is_empty(), "{r}");
 }
+
+#[tokio::test]
+async fn an_empty_idempotency_key_through_nginx_is_400_and_places_nothing() {
+    let stack = Stack::start().await;
+    let token = stack.mint(4242);
+    let order = serde_json::json!({"items": [{"product_id": 1, "quantity": 1}]});
+    // The header sent with an empty value (what curl sends for `-H 'Idempotency-Key;'`): nginx
+    // passes it on, and the backend refuses it rather than take it for no key.
+    let r = stack.http.post(stack.api("/api/orders")).bearer_auth(&token).header("Idempotency-Key", "").json(&order);
+    let r = r.send().await.expect("POST /api/orders");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "invalid_idempotency_key", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.starts_with("Idempotency-Key is empty")), "{body}");
+    let r =
+        stack.ctl_env(&["orders", "create", "--item", "1:1", "--idempotency-key", ""], &[("SHOPCTL_TOKEN", &token)]);
+    assert!(r.one_line_error(1).contains("Idempotency-Key is empty"), "{r}");
+    let placed: i64 = stack.count_per_shard("orders").await.iter().map(|(_, n)| n).sum();
+    assert_eq!(placed, 0, "an order was placed");
+}
