@@ -32,7 +32,19 @@ impl IdempotencyKey {
     }
 
     pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
-        if raw.is_empty() || raw.len() > Self::MAX_LEN || !raw.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        // An empty header is not "no key": a client that meant one but sent nothing would get a
+        // second order on its retry. Said apart, since curl's `-H 'Idempotency-Key:'` sends no
+        // header at all and `-H 'Idempotency-Key;'` an empty one.
+        if raw.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "Idempotency-Key is empty: send 1 to {} visible ASCII characters, or no Idempotency-Key header",
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        if raw.len() > Self::MAX_LEN || !raw.iter().all(|b| (0x21..=0x7e).contains(b)) {
             return Err(ApiError::bad_request(
                 "invalid_idempotency_key",
                 format!("Idempotency-Key must be 1 to {} visible ASCII characters", Self::MAX_LEN),

@@ -91,6 +91,12 @@ impl Client {
         &self.base
     }
 
+    /// The email of the kept login whose token this client sends; `None` for `SHOPCTL_TOKEN`
+    /// or no token.
+    pub(crate) fn kept_email(&self) -> Option<&str> {
+        Some(self.email.as_str()).filter(|e| !e.is_empty() && !self.token_from_env && self.token.is_some())
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let rb = self.http.request(method, format!("{}{}", self.base, path));
         match &self.token {
@@ -148,6 +154,11 @@ impl Client {
             rb = rb.header(*k, *v);
         }
         Ok(self.send(rb).await?.1)
+    }
+
+    /// [`Client::post_json`] that also says which success it was (201 created, 200 there already).
+    pub(crate) async fn post_json_status(&self, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(self.request(Method::POST, path).json(body)).await
     }
 
     pub(crate) async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {

@@ -34,20 +34,23 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// Print JSON (the same as --format json): lists as {"items": [...], "next": ...}, errors as
     /// {"error": {...}} on standard error.
-    #[arg(long, global = true, conflicts_with = "format")]
+    #[arg(long, global = true, conflicts_with = "format", help_heading = GLOBAL)]
     pub(crate) json: bool,
     /// table, tsv or json [default: table on a terminal, else tab-separated rows with a header].
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", help_heading = GLOBAL)]
     pub(crate) format: Option<output::Format>,
     /// The gateway's URL [default: the running stack's, else http://127.0.0.1:8080].
-    #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL", value_parser = gateway_url)]
+    #[arg(long, global = true, env = "SHOPCTL_URL", value_name = "URL", value_parser = gateway_url, help_heading = GLOBAL)]
     pub url: Option<String>,
     /// The stack's config file [default: var/shop.toml in this checkout or a parent folder].
-    #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
+
+/// The help section of the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
@@ -59,6 +62,11 @@ pub(crate) enum Command {
     Logout(commands::logout::Args),
     /// Show who the kept token belongs to.
     Whoami(commands::whoami::Args),
+    /// Change your password: every earlier token is refused, and you are logged in again here.
+    ChangePassword(commands::change_password::Args),
+    /// Show or create your profile on your shard.
+    #[command(subcommand)]
+    Profile(commands::profile::ProfileCommand),
     /// List the catalog (no login needed).
     Products(commands::products::Args),
     /// List the catalog's categories (no login needed).
@@ -120,6 +128,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(a) => commands::login::run(&ctx, a).await,
         Command::Logout(a) => commands::logout::run(&ctx, a).await,
         Command::Whoami(a) => commands::whoami::run(&ctx, a).await,
+        Command::ChangePassword(a) => commands::change_password::run(&ctx, a).await,
+        Command::Profile(c) => commands::profile::run(&ctx, c).await,
         Command::Products(a) => commands::products::run(&ctx, a).await,
         Command::Categories(a) => commands::categories::run(&ctx, a).await,
         Command::Orders(c) => commands::orders::run(&ctx, c).await,
@@ -196,6 +206,20 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_have_a_help_section_of_their_own() {
+        for args in
+            [&["shopctl", "register", "--help"][..], &["shopctl", "orders", "list", "--help"], &["shopctl", "--help"]]
+        {
+            let help = super::Cli::try_parse_from(args).unwrap_err().render().to_string();
+            let (own, global) = help.split_once("\nGlobal options:\n").unwrap_or_else(|| panic!("{args:?}:\n{help}"));
+            for flag in ["--json", "--format <FORMAT>", "--url <URL>", "--config <FILE>"] {
+                assert!(global.contains(flag) && !own.contains(flag), "{args:?}: {flag} not apart:\n{help}");
+            }
+            assert!(own.contains("-h, --help"), "{args:?}: the command's own options:\n{help}");
+        }
     }
 
     #[test]

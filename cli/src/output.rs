@@ -14,7 +14,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table};
+use comfy_table::{Attribute, Cell, Color, ColumnConstraint, ContentArrangement, Table, Width};
 use serde_json::Value;
 
 /// Whether standard output is a terminal that wants colour (`NO_COLOR` unset, `TERM` not dumb).
@@ -204,14 +204,21 @@ pub(crate) fn warn(text: impl Display) {
 }
 
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let plain = rows.into_iter().map(|r| r.into_iter().map(|text| (text, Mark::Plain)).collect()).collect();
-    status_table(headers, plain)
+    status_table(headers, plain(rows))
+}
+
+fn plain(rows: Vec<Vec<String>>) -> Vec<Vec<(String, Mark)>> {
+    rows.into_iter().map(|r| r.into_iter().map(|text| (text, Mark::Plain)).collect()).collect()
 }
 
 /// A table whose cells may be marked good (green) or bad (red) on a terminal.
 pub(crate) fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> String {
-    let colour = stdout_colour();
-    let mut t = new_table();
+    render(headers, rows, stdout_colour(), None)
+}
+
+/// The table, `width` columns wide at most (`None`: the terminal's, if it has a usable one).
+fn render(headers: &[&str], rows: Vec<Vec<(String, Mark)>>, colour: bool, width: Option<u16>) -> String {
+    let mut t = new_table(width);
     if colour {
         t.set_header(headers.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
     } else {
@@ -228,18 +235,54 @@ pub(crate) fn status_table(headers: &[&str], rows: Vec<Vec<(String, Mark)>>) -> 
             }
         }));
     }
+    keep_header_words_whole(&mut t, headers);
     t.to_string()
 }
 
 /// Columns fit the terminal's width when it is known and usable; a terminal that reports no width
 /// (or a silly one: 0 columns under some `script` or serial consoles) gets columns at full width
-/// instead of one character each.
-fn new_table() -> Table {
+/// instead of one character each. The width is set on the table, not looked up again when it is
+/// drawn: `force_no_tty` (no colour) would hide the terminal from comfy-table, and with it the width.
+fn new_table(width: Option<u16>) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    let usable = t.width().is_some_and(|w| w >= MIN_TABLE_WIDTH);
-    t.set_content_arrangement(if usable { ContentArrangement::Dynamic } else { ContentArrangement::Disabled });
+    match width.or_else(|| t.width()).filter(|w| *w >= MIN_TABLE_WIDTH) {
+        Some(w) => {
+            t.set_width(w);
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
     t
+}
+
+/// Headers are read before anything else: a column is never narrower than its header's longest
+/// word, so a header may break between its words but never inside one, and the cells wrap
+/// instead. If the words of all the headers do not fit the width with the usual padding (ten
+/// columns on 80), the padding goes first, one side, then both; past that the table is wider
+/// than the terminal rather than cut its headers.
+fn keep_header_words_whole(t: &mut Table, headers: &[&str]) {
+    let Some(width) = t.width() else { return };
+    let words: Vec<u16> = headers
+        .iter()
+        .map(|h| h.split_whitespace().map(|w| w.chars().count()).max().unwrap_or(0))
+        .map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+        .collect();
+    let columns = u16::try_from(words.len()).unwrap_or(u16::MAX);
+    // Content, then one border before each column and one after the last.
+    let bare = words.iter().fold(columns.saturating_add(1), |sum, w| sum.saturating_add(*w));
+    let padding = match bare {
+        b if b.saturating_add(2 * columns) <= width => (1, 1),
+        b if b.saturating_add(columns) <= width => (0, 1),
+        _ => (0, 0),
+    };
+    for (column, word) in t.column_iter_mut().zip(&words) {
+        column.set_padding(padding);
+        // comfy-table's boundaries include the padding.
+        column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(word + padding.0 + padding.1)));
+    }
 }
 
 const MIN_TABLE_WIDTH: u16 = 40;
@@ -289,6 +332,42 @@ mod tests {
         assert_eq!(super::flat_rows(&order, &["id"]).0, ["id", "items", "status"]);
         // A list in a cell is counted (`--json` keeps it): one scalar per cell.
         assert_eq!(super::tsv(&headers, &rows), "email\tok\ttags\na@b.c\ttrue\t2\n");
+    }
+
+    /// Every line of `table` at most `width` characters, and every word of every header whole on
+    /// one line.
+    fn assert_fits_with_whole_headers(table: &str, headers: &[&str], width: usize) {
+        for line in table.lines() {
+            assert!(line.chars().count() <= width, "a line over {width} columns:\n{table}");
+        }
+        for word in headers.iter().flat_map(|h| h.split_whitespace()) {
+            let whole = table.lines().any(|l| l.split(['│', '┆']).any(|c| c.split_whitespace().any(|w| w == word)));
+            assert!(whole, "the header word {word:?} is cut:\n{table}");
+        }
+    }
+
+    #[test]
+    fn headers_never_break_inside_a_word_at_80_columns() {
+        // `shards status`: ten columns on 80, with long cells.
+        let headers =
+            ["shard", "buckets", "backends", "map", "primary", "replica", "lag", "users", "orders", "last write"];
+        let row =
+            ["a", "0-998 (500)", "1/2 ready", "3", "up", "up", "0.2 s", "1234567", "7654321", "2026-12-07T09:37:38Z"];
+        let rows = vec![row.iter().map(|c| c.to_string()).collect::<Vec<_>>(); 2];
+        for colour in [false, true] {
+            let t = super::render(&headers, super::plain(rows.clone()), colour, Some(80));
+            let t = if colour { t.replace("\u{1b}[1m", "").replace("\u{1b}[0m", "") } else { t };
+
+            assert_fits_with_whole_headers(&t, &headers, 80);
+        }
+        // `whoami` with a long email: the email wraps, `created` and `active` stay whole.
+        let headers = ["id", "email", "active", "admin", "created"];
+        let email = "a-rather-long-address-for-a-shopper-of-this-shop@example.com";
+        let rows =
+            vec![vec!["123456".into(), email.into(), "true".into(), "false".into(), "2026-12-07T09:37:38Z".into()]];
+        let t = super::render(&headers, super::plain(rows), false, Some(80));
+        assert_fits_with_whole_headers(&t, &headers, 80);
+        assert!(t.contains("a-rather-long"), "{t}");
     }
 
     #[test]

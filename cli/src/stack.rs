@@ -54,13 +54,19 @@ pub(crate) async fn current_map(config: &Config) -> anyhow::Result<ShardMap> {
     Ok(map?)
 }
 
-/// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default.
+/// `--url` / `SHOPCTL_URL`, else the running stack's nginx address, else the default. Without
+/// either, the default is a guess (whatever answers there is talked to, logins sent and kept for
+/// it), so shopctl says on standard error, once, where it is about to connect.
 pub(crate) fn base_url(ctx: &Context) -> String {
     if let Some(u) = &ctx.url {
         return u.trim_end_matches('/').to_owned();
     }
-    config_path(ctx)
-        .and_then(|p| Config::load(&p).ok())
-        .map(|c| format!("http://{}", c.nginx.listen))
-        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+    let why = match config_path(ctx).map(|p| Config::load(&p)) {
+        Some(Ok(c)) => return format!("http://{}", c.nginx.listen),
+        Some(Err(e)) => format!("the stack config is unusable ({e}) and no --url"),
+        None => "no stack config found and no --url".to_owned(),
+    };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| crate::output::note(format_args!("note: {why}: using {DEFAULT_URL}")));
+    DEFAULT_URL.to_owned()
 }

@@ -56,7 +56,7 @@ pub(crate) struct CreateOrderItem {
     tag = "orders",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 128, pattern = "^[\\x21-\\x7e]+$",
-        description = "1 to 128 visible ASCII characters. A retry under the same key with the same items answers 200 with the order the first request made, never a second order; with other items, 422 `idempotency_key_reused`.")),
+        description = "1 to 128 visible ASCII characters; an empty header is 400, not the same as none. A retry under the same key with the same items answers 200 with the order the first request made, never a second order; with other items, 422 `idempotency_key_reused`.")),
     request_body = CreateOrder,
     responses(
         (status = 201, description = "The new order.", body = Order,

@@ -119,6 +119,10 @@ async fn bad_idempotency_keys_get_400() {
     for key in [long.as_str(), "has space", ""] {
         assert_error(app.create_order(ANN, items.clone(), Some(key)).await, 400, "invalid_idempotency_key").await;
     }
+    // An empty header is said to be empty (it is not the same as none), and places nothing.
+    let body = assert_error(app.create_order(ANN, items.clone(), Some("")).await, 400, "invalid_idempotency_key").await;
+    assert!(body["message"].as_str().is_some_and(|m| m.starts_with("Idempotency-Key is empty")), "{body}");
+    assert_eq!(app.count("orders").await, 0);
     let max = "k".repeat(128);
     assert_eq!(app.create_order(ANN, items, Some(&max)).await.status(), 201);
     assert_eq!(app.count("orders").await, 1);

@@ -3,22 +3,17 @@
 use serde_json::json;
 
 use crate::client::Client;
-use crate::output::{cell, out, table, Format};
+use crate::output::{cell, out, Format};
 use crate::Context;
 
 pub use super::AccountArgs as Args;
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let password = super::read_password(args.password_stdin, "New password: ")?;
+    let password = super::read_new_password(args.password_stdin, "Password: ", "Repeat the password: ")?;
     let user =
         Client::new(ctx)?.post_json("/auth/register", &json!({"email": args.email, "password": password}), &[]).await?;
-    if ctx.format != Format::Table {
-        ctx.format.print(&user);
-    } else {
-        out(table(
-            &["id", "email", "created"],
-            vec![vec![cell(&user["id"]), cell(&user["email"]), cell(&user["created_at"])]],
-        ));
+    super::print_account(ctx, &user);
+    if ctx.format == Format::Table {
         out(format_args!("Registered. Next: shopctl login {}", cell(&user["email"])));
     }
     Ok(())

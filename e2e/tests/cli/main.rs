@@ -8,6 +8,7 @@ mod mover;
 mod moves;
 mod operators;
 mod operators_mariadb;
+mod pty;
 mod scripting;
 mod shopper;
 
