@@ -21,8 +21,10 @@ use serde::Deserialize;
 mod builder;
 #[cfg(test)]
 mod other_files;
+mod tls;
 
 pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+pub use tls::{EdgeTls, TlsConfig};
 
 use crate::ids::ShardName;
 use crate::shardmap::{ShardMap, ShardMapError};
@@ -140,6 +142,8 @@ struct RawConfig {
     verifier: VerifierConfig,
     #[serde(default)]
     backend: BackendConfig,
+    #[serde(default)]
+    tls: TlsConfig,
     shards: BTreeMap<String, RawShard>,
 }
 
@@ -249,6 +253,12 @@ pub struct NginxConfig {
     /// master, and sockets for the verifiers' own user only (an unprivileged nginx's workers are
     /// that user).
     pub user: Option<String>,
+    /// HTTPS at the edge; none = plain HTTP, which is refused on an address that is not loopback
+    /// unless `allow_plaintext` says so.
+    pub tls: Option<EdgeTls>,
+    /// nginx may listen in plaintext on an address that is not loopback (behind a load balancer
+    /// that ends TLS itself, on a private network).
+    pub allow_plaintext: bool,
 }
 
 impl Default for NginxConfig {
@@ -262,6 +272,8 @@ impl Default for NginxConfig {
             worker_processes: "auto".into(),
             status_listen: None,
             user: None,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -616,6 +628,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub verifier: VerifierConfig,
     pub backend: BackendConfig,
+    /// The stack's own hops: TLS between its parts and to the databases.
+    pub tls: TlsConfig,
     pub shards: Vec<ShardConfig>,
     pub shard_map: ShardMap,
 }
@@ -724,6 +738,12 @@ impl Config {
         }
         let mut nginx = raw.nginx;
         nginx.prefix = base.join(&nginx.prefix);
+        if let Some(tls) = &mut nginx.tls {
+            tls.resolve(base);
+        }
+        let mut tls = raw.tls;
+        tls.check().map_err(ConfigError::Invalid)?;
+        tls.resolve(base);
         Ok(Self {
             path: path.to_owned(),
             nginx,
@@ -739,6 +759,7 @@ impl Config {
             },
             verifier,
             backend: raw.backend,
+            tls,
             shards,
             shard_map,
         })
