@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use shopgate_core::certs::CertificateFile;
 use shopgate_core::metrics::prometheus_client::collector::Collector;
 use shopgate_core::metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
 use shopgate_core::metrics::prometheus_client::metrics::family::Family;
 use shopgate_core::metrics::prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use shopgate_core::metrics::prometheus_client::registry::Registry;
-use shopgate_core::metrics::{self, HttpMetrics};
+use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics};
 
 use crate::catalog_cache::Outcome;
 use crate::replica::ReplicaState;
@@ -81,9 +82,10 @@ impl Collector for ReplicaGauges {
 }
 
 impl Metrics {
-    /// The metrics of shard `shard`.
-    pub fn new(shard: &str) -> Self {
+    /// The metrics of shard `shard`, with the expiry of each certificate file in `certificates`.
+    pub fn new(shard: &str, certificates: Vec<CertificateFile>) -> Self {
         let mut registry = Registry::with_labels([("shard".into(), shard.to_owned().into())].into_iter());
+        registry.register_collector(Box::new(CertificateExpiry(certificates)));
         let http = HttpMetrics::register(&mut registry);
         let auth_failures = Family::<Labels, Counter>::default();
         registry.register("shop_auth_failures", "Requests refused with 401, by reason", auth_failures.clone());
@@ -313,7 +315,7 @@ mod tests {
 
     #[test]
     fn renders_counters_with_labels() {
-        let m = Metrics::new("a");
+        let m = Metrics::new("a", Vec::new());
         m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
         m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
         m.replica_fallback();

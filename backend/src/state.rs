@@ -64,7 +64,7 @@ impl Deref for AppState {
 impl AppState {
     /// The state of process `instance` (its place in the shard's `listen` list) of `shard`.
     pub fn new(config: &Config, shard: ShardConfig, instance: u8) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new(shard.name.as_str()));
+        let metrics = Arc::new(Metrics::new(shard.name.as_str(), shopgate_core::certs::files(config)));
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             orders: Orders::new(shard.number, instance),

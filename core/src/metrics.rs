@@ -247,3 +247,67 @@ mod tests {
         assert_eq!(latency.count(), 3);
     }
 }
+
+/// `shop_certificate_expiry_timestamp_seconds{setting}`: when each certificate file the config
+/// names expires (unix seconds), read from the file at every scrape, so a renewed certificate
+/// shows at once. A file this process cannot read is left out (`shopctl doctor` names it).
+/// `monitoring/alerts.yml` alerts 14 days ahead.
+#[cfg(feature = "certs")]
+#[derive(Debug)]
+pub struct CertificateExpiry(pub Vec<crate::certs::CertificateFile>);
+
+#[cfg(feature = "certs")]
+impl prometheus_client::collector::Collector for CertificateExpiry {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let readable: Vec<(&str, i64)> =
+            self.0.iter().filter_map(|f| crate::certs::not_after(&f.path).ok().map(|t| (f.setting, t))).collect();
+        if readable.is_empty() {
+            return Ok(());
+        }
+        let family = encoder.encode_descriptor(
+            "shop_certificate_expiry_timestamp_seconds",
+            "When each certificate file the config names expires (unix seconds), by its setting",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut family = family;
+        for (setting, expiry) in readable {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(expiry);
+            gauge.encode(family.encode_family(&[("setting", setting)])?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "certs"))]
+#[allow(clippy::unwrap_used)]
+mod certificate_tests {
+    use super::*;
+
+    #[test]
+    fn each_readable_certificate_is_a_gauge_by_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+            .args(["-subj", "/CN=t", "-keyout"])
+            .arg(dir.path().join("t.key"))
+            .arg("-out")
+            .arg(dir.path().join("t.crt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let files = vec![
+            crate::certs::CertificateFile { setting: "tls.certificate", path: dir.path().join("t.crt") },
+            crate::certs::CertificateFile { setting: "tls.ca", path: dir.path().join("missing.crt") },
+        ];
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(CertificateExpiry(files)));
+        let text = render(&registry);
+        let line = text.lines().find(|l| l.starts_with("shop_certificate_expiry_timestamp_seconds{")).unwrap();
+        assert!(line.contains("setting=\"tls.certificate\""), "{text}");
+        let value: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let now = crate::time::unix_now();
+        assert!((now + 29 * 86_400..=now + 31 * 86_400).contains(&value), "{value} is not 30 days ahead");
+        assert!(!text.contains("tls.ca"), "an unreadable file is left out:\n{text}");
+    }
+}

@@ -4,11 +4,12 @@
 //! made at start: atomics only, no lock and no allocation per request.
 
 use http::Method;
+use shopgate_core::certs::CertificateFile;
 use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
 use shopgate_core::metrics::prometheus_client::metrics::family::Family;
 use shopgate_core::metrics::prometheus_client::metrics::gauge::Gauge;
 use shopgate_core::metrics::prometheus_client::registry::Registry;
-use shopgate_core::metrics::{self, HttpMetrics, RouteMetrics};
+use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics, RouteMetrics};
 
 use crate::password::PasswordPool;
 use crate::routes::CHECK_PATH;
@@ -34,8 +35,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(passwords: &PasswordPool) -> Self {
+    /// The verifier's metrics, with the expiry of each certificate file in `certificates`.
+    pub fn new(passwords: &PasswordPool, certificates: Vec<CertificateFile>) -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(CertificateExpiry(certificates)));
         let http = HttpMetrics::register(&mut registry);
         let check = http.route(CHECK_PATH, &Method::GET, &[200, 401]);
         let mut counter = |name: &str, help: &str| {

@@ -147,6 +147,7 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
             (other, _) => Check::failed(part, other.error().unwrap_or_default().to_owned(), fix_down.to_owned()),
         }
     };
+    checks.extend(certificates(config));
     let nginx = prober.nginx(config).await;
     checks.push(routes(
         "nginx".to_owned(),
@@ -203,6 +204,46 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
     Ok(checks)
 }
 
+/// Each certificate file the config names: readable, valid, and not within 14 days of expiry (the
+/// `CertificateExpiresSoon` alert's bound).
+fn certificates(config: &Config) -> Vec<Check> {
+    const WARN_DAYS: i64 = 14;
+    let now = shopgate_core::time::unix_now();
+    shopgate_core::certs::files(config)
+        .into_iter()
+        .map(|f| {
+            let part = format!("certificate {}", f.setting);
+            match shopgate_core::certs::not_after(&f.path) {
+                Err(e) => Check::failed(part, e, "put the file in place, readable by the parts that use it"),
+                Ok(at) if at <= now => Check::failed(
+                    part,
+                    format!("{} expired at {}", f.path.display(), shopgate_core::time::rfc3339(at)),
+                    "renew it now: clients refuse it",
+                ),
+                Ok(at) if at - now < WARN_DAYS * 86_400 => Check::failed(
+                    part,
+                    format!(
+                        "{} expires at {} ({} days)",
+                        f.path.display(),
+                        shopgate_core::time::rfc3339(at),
+                        (at - now) / 86_400
+                    ),
+                    "renew it: see CertificateExpiresSoon in docs/operations.md",
+                ),
+                Ok(at) => Check::ok(
+                    part,
+                    format!(
+                        "{} valid until {} ({} days)",
+                        f.path.display(),
+                        shopgate_core::time::rfc3339(at),
+                        (at - now) / 86_400
+                    ),
+                ),
+            }
+        })
+        .collect()
+}
+
 /// The login kept for the gateway (or `SHOPCTL_TOKEN`): none is fine; one the shop refuses is not.
 async fn kept_login(ctx: &Context) -> Check {
     let client = match Client::logged_in(ctx) {
@@ -222,5 +263,49 @@ async fn kept_login(ctx: &Context) -> Check {
             Check::failed("login", crate::error_line(&e), format!("shopctl login {email}"))
         }
         Err(e) => Check::failed("login", crate::error_line(&e), "the gateway must answer to check the login"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use shopgate_core::config::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+
+    /// A self-signed certificate in `dir/NAME.crt` valid for `days` days (Debian's openssl).
+    fn certificate(dir: &std::path::Path, name: &str, days: u32) {
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .args(["-days", &days.to_string(), "-subj", &format!("/CN={name}"), "-keyout"])
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.crt")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    #[test]
+    fn certificates_near_expiry_or_missing_fail_and_good_ones_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        certificate(dir.path(), "host", 5);
+        certificate(dir.path(), "ca", 400);
+        ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let config = ConfigBuilder::new(addr(8080), &[addr(9000)])
+            .shard("a", 0, "all", addr(9001))
+            .set("tls.certificate", "host.crt")
+            .set("tls.key", "host.key")
+            .set("tls.ca", "ca.crt")
+            .set("nginx.tls.certificate", "gone.crt")
+            .set("nginx.tls.key", "gone.key")
+            .write(&dir.path().join("shop.toml"))
+            .unwrap();
+        let checks = super::certificates(&config);
+        let by = |part: &str| checks.iter().find(|c| c.part == part).unwrap_or_else(|| panic!("no {part}"));
+        let host = by("certificate tls.certificate");
+        assert!(!host.ok && host.detail.contains("expires at"), "{}", host.detail);
+        assert!(by("certificate tls.ca").ok);
+        let edge = by("certificate nginx.tls.certificate");
+        assert!(!edge.ok && edge.detail.contains("gone.crt"), "{}", edge.detail);
     }
 }
