@@ -92,8 +92,11 @@ async fn plain_http_on_redirect_listen_answers_301_to_https_for_everything() {
     // Following it lands on the HTTPS server.
     let r = stack.http.get(format!("http://{plain}/healthz")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.url().scheme()), (200, "https"));
-    // The plain port speaks no TLS, and the HTTPS port no plain HTTP.
+    // The plain port speaks no TLS; plain HTTP to the HTTPS port is a JSON 400, not nginx's page.
     assert!(client.get(format!("https://{plain}/healthz")).send().await.is_err());
+    let r = client.get(format!("http://{}/healthz", stack.config.nginx.listen)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("plain HTTP sent to the HTTPS port"));
 }
 
 #[tokio::test]
