@@ -64,6 +64,39 @@ async fn an_untrusted_certificate_is_named_as_such_with_exit_code_5() {
     assert!(r.one_line_error(1).contains("cannot read --ca-file /nonexistent/ca.crt"), "{r}");
 }
 
+/// The edge's certificate replaced in place and nginx reloaded (as docs/operations.md renews it):
+/// shopctl names a certificate for another name, then an expired one.
+#[tokio::test]
+async fn a_certificate_for_another_name_or_expired_is_named_after_a_reload() {
+    let stack = Stack::start_with(Options { tls: true, nginx_master: true, ..Options::default() }).await;
+    stack.ctl(&["products"]).ok();
+    let certs = stack.dir.path().join("certs");
+    for (args, problem) in [
+        (&["edge", "shop.example"][..], "it is not valid for this host name"),
+        (&["--days", "0", "edge", "localhost", "127.0.0.1"], "it has expired"),
+    ] {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/certs"))
+            .arg("issue")
+            .arg(&certs)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/certs issue {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        stack.reload_nginx();
+        // New connections get the new certificate once the new workers run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let r = loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let r = stack.ctl(&["products"]);
+            if r.code != 0 || std::time::Instant::now() > deadline {
+                break r;
+            }
+        };
+        let line = r.one_line_error(5);
+        assert!(line.contains("is not trusted: ") && line.contains(problem), "{args:?}: {r}");
+    }
+}
+
 #[tokio::test]
 async fn nginx_render_refuses_plaintext_beyond_loopback_unless_allowed() {
     let stack = Stack::start().await;
