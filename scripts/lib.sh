@@ -73,9 +73,15 @@ port_free() {
 
 # Waits until URL answers 200, at most $2 seconds.
 wait_http() {
-  local url=$1 secs=${2:-30} i
+  local url=$1 secs=${2:-30} ca=() i
+  # A third argument: the CA file an https:// URL's certificate is checked with, or `insecure`.
+  case ${3:-} in
+    '') ;;
+    insecure) ca=(--insecure) ;;
+    *) ca=(--cacert "$3") ;;
+  esac
   for ((i = 0; i < secs * 10; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    curl -fsS -o /dev/null --max-time 1 ${ca[@]+"${ca[@]}"} "$url" 2>/dev/null && return 0
     sleep 0.1
   done
   return 1

@@ -51,14 +51,28 @@ pub(crate) struct Unreachable {
     pub url: String,
 }
 
+/// The gateway answered over TLS with a certificate this client does not trust: issued by a CA
+/// it does not know, expired, or for another name. Exit code 5: the stack runs, the trust does not.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the shop's certificate at {url} is not trusted: {problem}; pass --ca-file FILE (or SHOPCTL_CA_FILE) with the CA \
+     that issued it, or fix the server's certificate"
+)]
+pub(crate) struct Untrusted {
+    pub url: String,
+    pub problem: String,
+}
+
 impl Client {
     pub fn new(ctx: &Context) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .user_agent(concat!("shopctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up HTTP")?;
+            .user_agent(concat!("shopctl/", env!("CARGO_PKG_VERSION")));
+        for ca in private_cas(ctx)? {
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder.build().context("cannot set up HTTP")?;
         Ok(Self { base: stack::base_url(ctx), http, token: None, email: String::new(), token_from_env: false })
     }
 
@@ -107,7 +121,9 @@ impl Client {
 
     async fn send(&self, rb: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let resp = rb.send().await.map_err(|e| -> anyhow::Error {
-            if e.is_connect() || e.is_timeout() {
+            if let Some(problem) = certificate_problem(&e) {
+                Untrusted { url: self.base.clone(), problem }.into()
+            } else if e.is_connect() || e.is_timeout() {
                 Unreachable { url: self.base.clone() }.into()
             } else {
                 anyhow::anyhow!("request to {} failed: {}", self.base, e.without_url())
@@ -164,6 +180,42 @@ impl Client {
     pub(crate) async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
         Ok(self.send(self.request(Method::POST, path).form(form)).await?.1)
     }
+}
+
+/// The CAs of `--ca-file` (every certificate in the PEM file), trusted besides the system's.
+fn private_cas(ctx: &Context) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &ctx.ca_file else { return Ok(Vec::new()) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+    let cas = reqwest::Certificate::from_pem_bundle(&pem)
+        .ok()
+        .filter(|cas| !cas.is_empty())
+        .with_context(|| format!("--ca-file {} holds no PEM certificate", path.display()))?;
+    Ok(cas)
+}
+
+/// What is wrong with the server's certificate, if that is why the request failed: rustls's
+/// verdict, found among the causes. An `io::Error` hides the error it wraps from `source()`, and
+/// hyper's connector wraps tokio-rustls's `io::Error` in another, so those are opened by hand.
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(mut err) = cause {
+        cause = err.source();
+        while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            err = inner;
+        }
+        let Some(rustls::Error::InvalidCertificate(cert)) = err.downcast_ref::<rustls::Error>() else { continue };
+        return Some(match cert {
+            C::UnknownIssuer => "it is issued by a CA this client does not know".to_owned(),
+            // A trusted CA has the issuer's name but did not sign it: another CA of that name.
+            C::BadSignature => "its signature is not that of the trusted CA of its issuer's name".to_owned(),
+            C::Expired | C::ExpiredContext { .. } => "it has expired".to_owned(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => "it is not valid for this host name".to_owned(),
+            other => format!("{other:?}"),
+        });
+    }
+    None
 }
 
 pub use shopgate_core::time::unix_now as now;

@@ -2,7 +2,7 @@
 //!
 //! A clap enum of subcommands, one file per subcommand under `commands/`, each with its `Args`
 //! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]), 4 a
-//! login is needed.
+//! login is needed, 5 the gateway's certificate is not trusted ([`client::Untrusted`]).
 
 pub(crate) mod catalog_file;
 pub(crate) mod client;
@@ -29,7 +29,7 @@ use clap::{Parser, Subcommand};
     version,
     propagate_version = true,
     arg_required_else_help = true,
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 4 a login is needed. The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 4 a login is needed, 5 the shop's HTTPS certificate is not trusted (see --ca-file). The login is kept in $XDG_CONFIG_HOME/shopctl/credentials.json (mode 0600)."
 )]
 pub struct Cli {
     /// Print JSON (the same as --format json): lists as {"items": [...], "next": ...}, errors as
@@ -45,6 +45,10 @@ pub struct Cli {
     /// The stack's config file [default: var/shop.toml in this checkout or a parent folder].
     #[arg(long, global = true, env = "SHOP_CONFIG", value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
+    /// A CA certificate file (PEM) to trust for the gateway's HTTPS, besides the system's: a
+    /// private or development CA (scripts/up --tls prints which).
+    #[arg(long, global = true, env = "SHOPCTL_CA_FILE", value_name = "FILE", help_heading = GLOBAL)]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -122,7 +126,12 @@ fn gateway_url(text: &str) -> Result<String, String> {
 pub struct UsageError(pub String);
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context { format: output::Format::choose(cli.format, cli.json), url: cli.url, config: cli.config };
+    let ctx = Context {
+        format: output::Format::choose(cli.format, cli.json),
+        url: cli.url,
+        config: cli.config,
+        ca_file: cli.ca_file,
+    };
     match cli.command {
         Command::Register(a) => commands::register::run(&ctx, a).await,
         Command::Login(a) => commands::login::run(&ctx, a).await,
@@ -154,6 +163,8 @@ pub(crate) struct Context {
     pub(crate) format: output::Format,
     pub url: Option<String>,
     pub config: Option<PathBuf>,
+    /// `--ca-file`: a CA trusted for the gateway's certificate besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One line for the user: the error and its causes, without a backtrace.
@@ -187,12 +198,15 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// 2 for a usage mistake, 4 when a login is needed (none, expired or refused), 1 for the rest.
+/// 2 for a usage mistake, 4 when a login is needed (none, expired or refused), 5 when the
+/// gateway's certificate is not trusted, 1 for the rest.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         2
     } else if e.downcast_ref::<client::LoginNeeded>().is_some() {
         4
+    } else if e.downcast_ref::<client::Untrusted>().is_some() {
+        5
     } else {
         1
     }
@@ -215,7 +229,7 @@ mod tests {
         {
             let help = super::Cli::try_parse_from(args).unwrap_err().render().to_string();
             let (own, global) = help.split_once("\nGlobal options:\n").unwrap_or_else(|| panic!("{args:?}:\n{help}"));
-            for flag in ["--json", "--format <FORMAT>", "--url <URL>", "--config <FILE>"] {
+            for flag in ["--json", "--format <FORMAT>", "--url <URL>", "--config <FILE>", "--ca-file <FILE>"] {
                 assert!(global.contains(flag) && !own.contains(flag), "{args:?}: {flag} not apart:\n{help}");
             }
             assert!(own.contains("-h, --help"), "{args:?}: the command's own options:\n{help}");

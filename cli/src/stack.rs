@@ -62,7 +62,7 @@ pub(crate) fn base_url(ctx: &Context) -> String {
         return u.trim_end_matches('/').to_owned();
     }
     let why = match config_path(ctx).map(|p| Config::load(&p)) {
-        Some(Ok(c)) => return format!("http://{}", c.nginx.listen),
+        Some(Ok(c)) => return c.nginx.url(),
         Some(Err(e)) => format!("the stack config is unusable ({e}) and no --url"),
         None => "no stack config found and no --url".to_owned(),
     };

@@ -261,6 +261,14 @@ pub struct NginxConfig {
     pub allow_plaintext: bool,
 }
 
+impl NginxConfig {
+    /// The gateway's URL at the address nginx listens on: `https://` with `[nginx.tls]`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.listen)
+    }
+}
+
 impl Default for NginxConfig {
     fn default() -> Self {
         Self {

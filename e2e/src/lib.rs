@@ -127,6 +127,11 @@ pub struct Options {
     /// the shard. Instance 0 of shard `a` is the process `backend-a`, instance N `backend-a.N`
     /// ([`backend_process`]).
     pub backends_per_shard: usize,
+    /// HTTPS at the edge: a CA and an edge certificate for 127.0.0.1 and localhost, made with
+    /// `scripts/certs` in the stack's folder (`certs/`), in `[nginx.tls]` with a plain-HTTP
+    /// `redirect_listen` ([`Stack::redirect`]). [`Stack::url`] is then `https://…`, and
+    /// [`Stack::http`] and [`Stack::shopctl`] (`SHOPCTL_CA_FILE`) trust the CA.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -141,6 +146,7 @@ impl Default for Options {
             config_overrides: Vec::new(),
             nginx_master: false,
             backends_per_shard: 1,
+            tls: false,
         }
     }
 }
@@ -177,6 +183,10 @@ pub struct Stack {
     specs: Mutex<BTreeMap<String, ProcessSpec>>,
     env: Vec<(String, String)>,
     nginx_master: bool,
+    /// The CA of the edge's certificate, with [`Options::tls`].
+    pub ca_file: Option<PathBuf>,
+    /// The plain-HTTP listener that redirects to HTTPS, with [`Options::tls`].
+    pub redirect: Option<SocketAddr>,
 }
 
 impl Stack {
@@ -236,6 +246,27 @@ impl Stack {
             }
             file = file.eddsa(KEYS_FILE);
         }
+        let (mut ca_file, mut redirect) = (None, None);
+        if opts.tls {
+            let certs = root.join("certs");
+            let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs"))
+                .arg("issue")
+                .arg(&certs)
+                .args(["edge", "localhost", "127.0.0.1"])
+                .stdin(Stdio::null())
+                .output()
+                .context("running scripts/certs")?;
+            if !out.status.success() {
+                bail!("scripts/certs issue failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let plain = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            file = file
+                .set("nginx.tls.certificate", "certs/edge.crt")
+                .set("nginx.tls.key", "certs/edge.key")
+                .set("nginx.tls.redirect_listen", &plain.to_string());
+            ca_file = Some(certs.join("ca.crt"));
+            redirect = Some(plain);
+        }
         match &opts.hs256_key {
             Some(key) => std::fs::write(root.join(DEV_KEY_FILE), key)?,
             None => ensure_dev_key(&root.join(DEV_KEY_FILE))?,
@@ -243,9 +274,13 @@ impl Stack {
         let config_path = root.join("shop.toml");
         file.write(&config_path)?;
         let config = Config::load_with_env(&config_path, opts.config_overrides.clone())?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &ca_file {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+        }
+        let http = http.build()?;
         let stack = Stack {
-            url: format!("http://{nginx}"),
+            url: config.nginx.url(),
             dir,
             config_path,
             config,
@@ -254,6 +289,8 @@ impl Stack {
             specs: Mutex::new(BTreeMap::new()),
             env: opts.config_overrides,
             nginx_master: opts.nginx_master,
+            ca_file,
+            redirect,
         };
         for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
             let name = format!("verifier-{i}");
@@ -509,7 +546,11 @@ impl Stack {
             .env("SHOPCTL_URL", &self.url)
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
             .env_remove("SHOP_JWT_KEY")
+            .env_remove("SHOPCTL_CA_FILE")
             .stdin(Stdio::null());
+        if let Some(ca) = &self.ca_file {
+            c.env("SHOPCTL_CA_FILE", ca);
+        }
         c
     }
 

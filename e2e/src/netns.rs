@@ -298,6 +298,9 @@ impl NetnsStack {
         std::fs::create_dir_all(root.join("nginx"))?;
         set_mode(&root.join("nginx"), 0o755)?;
         let mut file = ConfigBuilder::new(gateway.socket_addr(), &[gateway.socket_addr()])
+            // nginx listens on the gateway host's address, not loopback: plain HTTP, as the
+            // clients of this network test speak it.
+            .set("nginx.allow_plaintext", "true")
             .set("nginx.debug_headers", "true")
             .set("nginx.worker_processes", "\"1\"")
             .set("verifier.hash_workers", "1");

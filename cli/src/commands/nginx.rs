@@ -187,11 +187,105 @@ fn nginx_path(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// The ciphers of Mozilla's "intermediate" configuration for TLS 1.2 (TLS 1.3's own suites are all
+/// good and OpenSSL's default): ECDHE with AES-GCM or ChaCha20-Poly1305, ECDSA or RSA keys. The
+/// guideline's DHE suites are left out: they need a dhparam file, and every client the
+/// intermediate level serves has ECDHE.
+pub(crate) const INTERMEDIATE_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// The file in nginx's prefix that holds the edge certificate followed by `chain`, written at each
+/// render when `[nginx.tls] chain` is set: nginx takes one file.
+pub(crate) const FULLCHAIN_FILE: &str = "edge-fullchain.pem";
+
+/// nginx serving plaintext on an address other hosts reach, which the config did not ask for.
+fn check_plaintext(config: &Config) -> anyhow::Result<()> {
+    let nginx = &config.nginx;
+    if nginx.tls.is_none() && !nginx.listen.ip().is_loopback() && !nginx.allow_plaintext {
+        anyhow::bail!(
+            "nginx.listen {} is not a loopback address and the config has no [nginx.tls]: tokens and passwords \
+             would cross the network in plaintext; add [nginx.tls] (docs/operations.md, Certificates), or set \
+             nginx.allow_plaintext = true if a load balancer in front ends TLS",
+            nginx.listen
+        );
+    }
+    Ok(())
+}
+
+/// The edge's `listen` and TLS lines, and the redirecting server, from `[nginx.tls]` (plain
+/// `listen ADDR` and nothing else without it).
+fn edge(config: &Config, prefix: &std::path::Path) -> anyhow::Result<(String, String, String, String)> {
+    let listen = config.nginx.listen;
+    let Some(tls) = &config.nginx.tls else {
+        return Ok((listen.to_string(), String::new(), String::new(), String::new()));
+    };
+    if tls.redirect_listen == Some(listen) {
+        anyhow::bail!("nginx.tls.redirect_listen {listen} is nginx.listen itself: give the redirect a port of its own");
+    }
+    let certificate = match &tls.chain {
+        None => tls.certificate.clone(),
+        Some(chain) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let mut full = read(&tls.certificate)?;
+            if !full.ends_with('\n') {
+                full.push('\n');
+            }
+            full.push_str(&read(chain)?);
+            std::fs::create_dir_all(prefix).with_context(|| format!("cannot make {}", prefix.display()))?;
+            let path = prefix.join(FULLCHAIN_FILE);
+            shopgate_core::files::replace_private(&path, full.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            path
+        }
+    };
+    let certificate = nginx_path("edge certificate", &std::path::absolute(&certificate)?)?;
+    let key = nginx_path("edge key", &std::path::absolute(&tls.key)?)?;
+    // nginx 1.22 (Debian 12) has no `http2 on;` (1.25.1): HTTP/2 is a flag of `listen`.
+    let lines = format!(
+        "        # HTTPS ([nginx.tls]): TLS 1.2 and 1.3, Mozilla's \"intermediate\" suites, HTTP/2 by ALPN.\n\
+         \x20       ssl_certificate {certificate};\n\
+         \x20       ssl_certificate_key {key};\n\
+         \x20       ssl_protocols TLSv1.2 TLSv1.3;\n\
+         \x20       ssl_ciphers {INTERMEDIATE_CIPHERS};\n\
+         \x20       ssl_ecdh_curve X25519:prime256v1:secp384r1;\n\
+         \x20       ssl_prefer_server_ciphers off;\n\
+         \x20       # Resumption from a cache all workers share (about 40000 sessions), for a day. No session\n\
+         \x20       # tickets: nginx would keep one ticket key for as long as it runs, and whoever got it could\n\
+         \x20       # decrypt every session it resumed (no forward secrecy); TLS 1.3 resumes from the cache too.\n\
+         \x20       ssl_session_cache shared:shop_tls:10m;\n\
+         \x20       ssl_session_timeout 1d;\n\
+         \x20       ssl_session_tickets off;\n"
+    );
+    let hsts = match tls.hsts_max_age_seconds {
+        0 => String::new(),
+        secs => format!("max-age={secs}"),
+    };
+    let redirect = match tls.redirect_listen {
+        None => String::new(),
+        Some(plain) => {
+            let port = match listen.port() {
+                443 => String::new(),
+                port => format!(":{port}"),
+            };
+            format!(
+                "\n    # [nginx.tls] redirect_listen: plain HTTP that answers every request with a 301 to HTTPS.\n    \
+                 server {{\n        listen {plain};\n        return 301 https://$host{port}$request_uri;\n    }}\n"
+            )
+        }
+    };
+    Ok((format!("{listen} ssl http2"), lines, hsts, redirect))
+}
+
 /// The whole nginx config, serving the API description at `/openapi.json` from `openapi_file`.
-/// The whole nginx config routing by `map` (the current one, from the auth database).
+/// The whole nginx config routing by `map` (the current one, from the auth database). With
+/// `[nginx.tls] chain`, writes the certificate and its chain into one file in nginx's prefix.
 pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Path) -> anyhow::Result<String> {
     // A bucket whose owner has no upstream here would fail every request of its users.
     config.check_owners(map)?;
+    check_plaintext(config)?;
+    let (listen, edge_tls, hsts, redirect) = edge(config, &prefix_dir(config)?)?;
     let prefix = nginx_path("nginx prefix", &prefix_dir(config)?)?;
     let js_file = nginx_path("njs module file", &openapi_file.with_file_name(JS_FILE_NAME))?;
     let openapi_file = nginx_path("API description file", openapi_file)?;
@@ -271,7 +365,10 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@PREFIX@", &prefix)
         .replace("@OPENAPI_FILE@", &openapi_file)
         .replace("@JS_FILE@", &js_file)
-        .replace("@LISTEN@", &config.nginx.listen.to_string())
+        .replace("@LISTEN@", &listen)
+        .replace("@EDGE_TLS@\n", &edge_tls)
+        .replace("@HSTS@", &hsts)
+        .replace("@REDIRECT_SERVER@\n", &redirect)
         .replace("@VERIFIER_SERVERS@\n", &verifiers)
         .replace("@SHARD_UPSTREAMS@\n", &shards)
         .replace("@SHARD_MAP@\n", &indent(&shard_map(map)))
@@ -381,6 +478,109 @@ mod tests {
         let keepalives = times(&text, "keepalive_timeout");
         assert_eq!(keepalives, [UPSTREAM_KEEPALIVE; 4], "verifier, shard_a, shard_b, shop_catalog");
         assert!(UPSTREAM_KEEPALIVE < IDLE_GRACE && UPSTREAM_KEEPALIVE < IDLE_TIMEOUT);
+    }
+
+    /// A stack config in `dir` with `settings`, nginx on `listen`.
+    fn config_with(dir: &std::path::Path, listen: SocketAddr, settings: &[(&str, &str)]) -> Config {
+        ensure_dev_key(&dir.join(DEV_KEY_FILE)).unwrap();
+        let mut builder = ConfigBuilder::new(listen, &[addr(9000)]).shard("a", 0, "even", addr(9001)).shard(
+            "b",
+            1,
+            "odd",
+            addr(9002),
+        );
+        for (key, value) in settings {
+            builder = builder.set(key, value);
+        }
+        builder.write(&dir.join("shop.toml")).unwrap()
+    }
+
+    fn render(config: &Config) -> anyhow::Result<String> {
+        render_with(config, &config.shard_map, &config.path.with_file_name("openapi.json"))
+    }
+
+    /// Every block (the server, each location) that has an add_header of its own, and so inherits
+    /// none from the server, sends Strict-Transport-Security with `always`.
+    #[test]
+    fn every_block_with_headers_of_its_own_sends_hsts() {
+        let text = rendered();
+        let edge = &text[text.find("    server {\n        listen 127.0.0.1:8080").unwrap()..];
+        let edge = &edge[..edge.find("\n    }\n").unwrap()];
+        let blocks: Vec<&str> = edge.split("\n        location ").collect();
+        assert!(blocks.len() > 15, "{edge}");
+        for block in blocks {
+            // Only the block's own lines (a server's, up to its first location).
+            if block.contains("add_header ") {
+                assert!(
+                    block.contains("add_header Strict-Transport-Security $shop_hsts always;"),
+                    "a block without HSTS:\n{block}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nginx_tls_renders_https_with_http2_intermediate_suites_hsts_and_a_redirect() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = [
+            ("nginx.tls.certificate", "certs/edge.crt"),
+            ("nginx.tls.key", "certs/edge.key"),
+            ("nginx.tls.redirect_listen", "127.0.0.1:8081"),
+            ("nginx.tls.hsts_max_age_seconds", "600"),
+        ];
+        let config = config_with(dir.path(), addr(8443), &settings);
+        let text = render(&config).unwrap();
+        let certs = dir.path().join("certs");
+        for line in [
+            "listen 127.0.0.1:8443 ssl http2;".to_owned(),
+            format!("ssl_certificate {};", certs.join("edge.crt").display()),
+            format!("ssl_certificate_key {};", certs.join("edge.key").display()),
+            "ssl_protocols TLSv1.2 TLSv1.3;".to_owned(),
+            format!("ssl_ciphers {INTERMEDIATE_CIPHERS};"),
+            "ssl_session_cache shared:shop_tls:10m;".to_owned(),
+            "ssl_session_tickets off;".to_owned(),
+            "on \"max-age=600\";".to_owned(),
+            "listen 127.0.0.1:8081;".to_owned(),
+            "return 301 https://$host:8443$request_uri;".to_owned(),
+        ] {
+            assert!(text.contains(&line), "no {line:?} in:\n{text}");
+        }
+        // The redirecting server does that and nothing else.
+        let redirect = &text[text.find("listen 127.0.0.1:8081;").unwrap()..];
+        assert_eq!(redirect[..redirect.find('}').unwrap()].lines().count(), 3, "{redirect}");
+        // Without [nginx.tls]: plain HTTP, no TLS line, no redirect, an empty HSTS value.
+        let plain = rendered();
+        assert!(plain.contains("listen 127.0.0.1:8080;") && !plain.contains("ssl_") && !plain.contains("return 301"));
+        assert!(plain.contains("on \"\";"), "{plain}");
+    }
+
+    #[test]
+    fn a_chain_is_written_after_the_certificate_into_one_private_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge.crt"), "CERT").unwrap();
+        std::fs::write(dir.path().join("chain.crt"), "CHAIN\n").unwrap();
+        let settings =
+            [("nginx.tls.certificate", "edge.crt"), ("nginx.tls.key", "edge.key"), ("nginx.tls.chain", "chain.crt")];
+        let config = config_with(dir.path(), addr(8443), &settings);
+        let text = render(&config).unwrap();
+        let full = dir.path().join("nginx").join(FULLCHAIN_FILE);
+        assert!(text.contains(&format!("ssl_certificate {};", full.display())), "{text}");
+        assert_eq!(std::fs::read_to_string(&full).unwrap(), "CERT\nCHAIN\n");
+        assert_eq!(std::fs::metadata(&full).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn plaintext_beyond_loopback_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let everywhere = SocketAddr::from(([0, 0, 0, 0], 8080));
+        let e = render(&config_with(dir.path(), everywhere, &[])).unwrap_err().to_string();
+        assert!(e.contains("nginx.listen 0.0.0.0:8080 is not a loopback address") && !e.contains('\n'), "{e}");
+        assert!(e.contains("[nginx.tls]") && e.contains("nginx.allow_plaintext = true"), "{e}");
+        render(&config_with(dir.path(), everywhere, &[("nginx.allow_plaintext", "true")])).unwrap();
+        let tls = [("nginx.tls.certificate", "e.crt"), ("nginx.tls.key", "e.key")];
+        render(&config_with(dir.path(), everywhere, &tls)).unwrap();
+        render(&config_with(dir.path(), "[::1]:8080".parse().unwrap(), &[])).unwrap();
     }
 
     /// No `@NAME@` placeholder of the template is left for nginx to trip over.

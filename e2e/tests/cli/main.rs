@@ -4,6 +4,7 @@
 mod bad_input;
 mod catalog;
 mod doctor;
+mod https;
 mod mover;
 mod moves;
 mod operators;
