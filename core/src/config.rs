@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 mod builder;
+mod database;
 #[cfg(test)]
 mod other_files;
 mod tls;
@@ -702,6 +703,11 @@ impl Config {
         if raw.shards.is_empty() {
             return Err(ConfigError::Invalid("no [shards.NAME] defined".into()));
         }
+        // Before the URLs: their TLS defaults name `tls.ca`, relative to the config's folder.
+        let mut tls = raw.tls;
+        tls.check().map_err(ConfigError::Invalid)?;
+        tls.resolve(base);
+        let db_url = |key: &str, url: DbUrl| database::check(key, resolve_sqlite(url, base), &tls, base);
         let mut shards = Vec::new();
         for (name, s) in raw.shards {
             let name = ShardName::parse(&name).map_err(ConfigError::Invalid)?;
@@ -717,19 +723,21 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("shards.{name}.number {number} is used twice")));
             }
             let listen = check_listen(&name, listen)?;
+            let primary = db_url(&format!("shards.{name}.primary"), primary)?;
+            let replica = s.replica.map(|r| db_url(&format!("shards.{name}.replica"), r)).transpose()?;
             shards.push(ShardConfig {
                 name,
                 number,
                 buckets,
                 listen,
-                primary: resolve_sqlite(primary, base),
-                replica: s.replica.map(|r| resolve_sqlite(r, base)),
+                primary,
+                replica,
                 replica_max_lag_seconds: s.replica_max_lag_seconds,
             });
         }
         let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
         let mut verifier = raw.verifier;
-        verifier.database_url = resolve_sqlite(verifier.database_url, base);
+        verifier.database_url = db_url("verifier.database_url", verifier.database_url)?;
         if verifier.trusted_proxies.is_empty() {
             verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen);
         }
@@ -749,9 +757,6 @@ impl Config {
         if let Some(tls) = &mut nginx.tls {
             tls.resolve(base);
         }
-        let mut tls = raw.tls;
-        tls.check().map_err(ConfigError::Invalid)?;
-        tls.resolve(base);
         Ok(Self {
             path: path.to_owned(),
             nginx,
@@ -1107,6 +1112,29 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         assert!(err.contains("backend.max_in_flight"), "{err}");
         let p = write(d, SAMPLE, "changeme");
         assert!(Config::load_with_env(&p, []).unwrap_err().to_string().contains("placeholder"));
+    }
+
+    /// A database on another host in plaintext is refused at load, in one line naming the setting
+    /// and not the password; the flag lets it be; with `tls.ca`, TLS with the certificate checked is
+    /// its default.
+    #[test]
+    fn plaintext_to_a_remote_database_is_refused_at_load() {
+        let dir = tmp();
+        let p = write(dir.path(), SAMPLE, "k3y-0123456789abcdef0123456789abcdef");
+        let remote = ("SHOP__SHARDS__B__REPLICA".to_owned(), "mysql://shop:hunter2@10.0.0.7:3306/shard_b".to_owned());
+        let err = Config::load_with_env(&p, [remote.clone()]).unwrap_err().to_string();
+        assert!(err.starts_with("config: shards.b.replica: the database on 10.0.0.7 "), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains('\n'), "{err}");
+        let allow = ("SHOP__TLS__ALLOW_PLAINTEXT_DATABASES".to_owned(), "true".to_owned());
+        let c = Config::load_with_env(&p, [remote.clone(), allow]).unwrap();
+        assert_eq!(c.shard("b").unwrap().replica.as_ref().unwrap().expose(), remote.1);
+        let ca = ("SHOP__TLS__CA".to_owned(), "certs/ca.crt".to_owned());
+        let c = Config::load_with_env(&p, [remote, ca]).unwrap();
+        let want = format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", dir.path().join("certs/ca.crt").display());
+        let got = c.shard("b").unwrap().replica.as_ref().unwrap().expose().replace("%2F", "/");
+        assert!(got.ends_with(&want), "{got}");
+        // The sample's own loopback MySQL URL stays as it is.
+        assert_eq!(c.shard("b").unwrap().primary.expose(), "mysql://shop:hunter2@127.0.0.1:3306/shard_b");
     }
 
     #[test]

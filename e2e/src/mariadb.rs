@@ -17,6 +17,12 @@
 //! [`Topology::start_again`] runs `start` again on a topology that runs, as after a killed instance
 //! or to add a shard.
 //!
+//! Every instance speaks TLS only over TCP (`require_secure_transport`): the URLs in
+//! `topology.env`, which [`Topology::url`] and [`Topology::admin`] hand out, carry
+//! `ssl-mode=VERIFY_IDENTITY` and the topology's CA, so every test connection is encrypted and
+//! checks the instance's certificate; root over the unix socket ([`Topology::root_over_socket`])
+//! needs none.
+//!
 //! No MariaDB on the machine is a failure with a clear message, not a skip: CI must run these.
 
 use std::collections::BTreeMap;

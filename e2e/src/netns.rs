@@ -13,7 +13,11 @@
 //! verifier and the auth MariaDB, and per shard a host ([`ShardHost`]) with its MariaDB primary and
 //! replica (`ip netns exec NS scripts/mariadb run DIR --shards a --no-auth`, bound to the host's
 //! address) and its backend. Every address in its `shop.toml` is a host's own address, never
-//! 127.0.0.1. [`NetnsStack::add_shard_host`] adds one more shard host to a running stack.
+//! 127.0.0.1. [`NetnsStack::add_shard_host`] adds one more shard host to a running stack. The
+//! databases are therefore remote to the services, and reached over TLS only: the instances'
+//! URLs carry `ssl-mode=VERIFY_IDENTITY` and their CA (each certificate names its host's address),
+//! which the config's check requires of a database that is not on loopback; replication between
+//! a host's primary and replica is TLS too.
 //!
 //! The root namespace's networking is never touched. The test process reaches the stack through
 //! files only: nginx also listens on a unix socket in the stack's folder (added to the rendered

@@ -71,14 +71,17 @@ pub async fn position(db: &AnyPool) -> Result<Option<BinlogPos>, ChangesError> {
 /// least up to every transaction committed before the call) as a replica reads them
 /// (`mariadb-binlog --read-from-remote-server`; the URL's user needs `REPLICATION SLAVE`), and
 /// gives each line of the output to `reader`: nothing but a line is ever held. The password
-/// goes to the tool in its environment, never on its command line.
+/// goes to the tool in its environment, never on its command line; the URL's TLS goes to it as
+/// its options ([`tls_options`]).
 pub async fn read_binlog(url: &DbUrl, from: &BinlogPos, reader: &mut TouchedReader<'_>) -> Result<(), ChangesError> {
     use tokio::io::AsyncBufReadExt as _;
     let parsed = url::Url::parse(url.expose()).map_err(|e| ChangesError::Tool(format!("the database URL: {e}")))?;
     let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = parsed.port().unwrap_or(3306).to_string();
     let mut child = tokio::process::Command::new("mariadb-binlog")
-        .args(["--read-from-remote-server", "--host", &host, "--port", &port, "--user"])
+        .args(["--read-from-remote-server", "--host", &host, "--port", &port])
+        .args(tls_options(&parsed))
+        .arg("--user")
         .arg(percent_decode(parsed.username()))
         .arg(format!("--start-position={}", from.offset))
         .args(["--to-last-log", "--base64-output=DECODE-ROWS", "--verbose"])
@@ -151,6 +154,30 @@ pub async fn catch_up(
     let (written, deleted) =
         super::buckets::copy_keys(source, target, dialect, &touched).await.map_err(ChangesError::Copy)?;
     Ok(Round { to, touched, written, deleted })
+}
+
+/// The `mariadb-binlog` options that make its connection what the URL's `ssl-mode` and `ssl-ca`
+/// (sqlx's parameters) make the services': `REQUIRED` encrypted; `VERIFY_CA` also checks the
+/// certificate against the CA (the client checks the chain whenever it has a CA);
+/// `VERIFY_IDENTITY` also its name (`--ssl-verify-server-cert`); `DISABLED` plaintext. Without
+/// `ssl-mode` (or `PREFERRED`), the tool's own default: TLS if the server offers it, unchecked.
+fn tls_options(url: &url::Url) -> Vec<String> {
+    let param = |names: [&str; 2]| url.query_pairs().find(|(k, _)| names.contains(&k.as_ref())).map(|(_, v)| v);
+    let mode = param(["ssl-mode", "sslmode"]).map(|m| m.to_ascii_lowercase());
+    let mut out = Vec::new();
+    match mode.as_deref() {
+        Some("disabled") => out.push("--skip-ssl".to_owned()),
+        Some("required" | "verify_ca" | "verify_identity") => out.push("--ssl".to_owned()),
+        _ => {}
+    }
+    // A CA given inline (sqlx takes PEM text too) is no file the tool can read.
+    if let Some(ca) = param(["ssl-ca", "sslca"]).filter(|ca| !ca.starts_with("-----")) {
+        out.push(format!("--ssl-ca={ca}"));
+    }
+    if mode.as_deref() == Some("verify_identity") {
+        out.push("--ssl-verify-server-cert".to_owned());
+    }
+    out
 }
 
 /// `%XX` escapes of a URL's user or password, decoded.
@@ -303,6 +330,17 @@ fn finish(image: &mut Option<Image>, buckets: &[u16], out: &mut Touched, line: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binlog_reader_connects_with_the_urls_tls() {
+        let options = |url: &str| tls_options(&url::Url::parse(url).unwrap());
+        let url = "mysql://shop:p@10.0.0.5:3306/shard_a?ssl-mode=VERIFY_IDENTITY&ssl-ca=%2Fdb%2Ftls%2Fca.crt";
+        assert_eq!(options(url), ["--ssl", "--ssl-ca=/db/tls/ca.crt", "--ssl-verify-server-cert"]);
+        assert_eq!(options("mysql://u:p@h/d?sslmode=verify_ca&sslca=/ca.pem"), ["--ssl", "--ssl-ca=/ca.pem"]);
+        assert_eq!(options("mysql://u:p@h/d?ssl-mode=REQUIRED"), ["--ssl"]);
+        assert_eq!(options("mysql://u:p@h/d?ssl-mode=DISABLED"), ["--skip-ssl"]);
+        assert!(options("mysql://u:p@127.0.0.1/d").is_empty());
+    }
 
     /// Real output of `mariadb-binlog -R --start-position=GTID --stop-position=GTID
     /// --base64-output=DECODE-ROWS -v` from MariaDB 10.11 (a key with a quote and a backslash, a

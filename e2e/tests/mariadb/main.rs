@@ -18,6 +18,7 @@ mod processes;
 mod replication;
 mod restart;
 mod round_trips;
+mod tls;
 mod unlock;
 
 use std::time::{Duration, Instant};
