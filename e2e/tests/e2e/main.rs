@@ -12,6 +12,7 @@ mod gateway_statuses;
 mod grow;
 mod hostile;
 mod identity;
+mod internal_tls;
 mod lifecycle;
 mod openapi;
 mod processes;
