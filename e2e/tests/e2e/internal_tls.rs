@@ -104,3 +104,22 @@ async fn the_services_ports_take_only_the_stacks_certificate() {
     let after = stack.internal.get(stack.internal_url(backend, "/readyz")).send().await.unwrap();
     assert_eq!(after.status(), 200);
 }
+
+/// A client that connects and never starts its handshake holds up nobody (the handshake is not
+/// in the accept loop) and is dropped within the handshake bound (5 s).
+#[tokio::test]
+async fn a_stalled_handshake_is_dropped_and_holds_up_nobody() {
+    use tokio::io::AsyncReadExt as _;
+    let stack = tls_stack().await;
+    let backend = stack.config.shards[0].listen[0];
+    let mut stalled = tokio::net::TcpStream::connect(backend).await.unwrap();
+    let start = std::time::Instant::now();
+    let served = stack.internal.get(stack.internal_url(backend, "/healthz")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "served after {:?}", start.elapsed());
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(8), stalled.read(&mut buf)).await;
+    let waited = start.elapsed();
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the stalled connection was not closed: {read:?}");
+    assert!(waited >= std::time::Duration::from_secs(4), "closed after {waited:?}, before the bound");
+}
