@@ -123,3 +123,51 @@ async fn a_stalled_handshake_is_dropped_and_holds_up_nobody() {
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "the stalled connection was not closed: {read:?}");
     assert!(waited >= std::time::Duration::from_secs(4), "closed after {waited:?}, before the bound");
 }
+
+/// Certificates renewed by replacing the files (as `scripts/certs issue` does) are served to new
+/// connections within about a second, without a restart, and no request fails meanwhile, through
+/// nginx or straight to the backend.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let stack = tls_stack().await;
+    let dir = stack.dir.path().join(CERTS_DIR);
+    let mut pem = std::fs::read(dir.join("internal.key")).unwrap();
+    pem.extend(std::fs::read(dir.join("internal.crt")).unwrap());
+    let ca = Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
+    let fresh = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .identity(Identity::from_pem(&pem).unwrap())
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let backend = stack.config.shards[0].listen[0];
+    let url = format!("https://localhost:{}/healthz", backend.port());
+    let served = || async {
+        let r = fresh.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|t| t.peer_certificate().map(<[u8]>::to_vec)).unwrap()
+    };
+    let before = served().await;
+    let (_, token) = stack.shopper().await;
+    certs(&[
+        "issue".as_ref(),
+        dir.as_os_str(),
+        "internal".as_ref(),
+        "shopgate.internal".as_ref(),
+        "localhost".as_ref(),
+    ])
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let orders = stack.http.get(stack.api("/api/orders")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(orders.status(), 200, "through nginx during the renewal");
+        if served().await != before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate was not served within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
