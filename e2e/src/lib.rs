@@ -577,8 +577,8 @@ impl Stack {
     /// Verifier `i`'s `/metrics` value of `series` (the name with its labels, as printed:
     /// `shop_logins_total{result="ok"}`), or `None` if it does not print that series.
     pub async fn verifier_metric(&self, i: usize, series: &str) -> Option<f64> {
-        let url = format!("http://{}/metrics", self.config.verifier.listen[i]);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        let url = self.internal_url(self.config.verifier.listen[i], "/metrics");
+        let text = self.internal.get(url).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 
