@@ -35,7 +35,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use shopgate_core::config::Config;
-use shopgate_core::service::Threads;
+use shopgate_core::service::tls::{Tls, TlsServer};
+use shopgate_core::service::{serve_http1, Threads};
 use tokio::net::TcpListener;
 
 use crate::db::InitError;
@@ -81,6 +82,8 @@ impl From<TcpListener> for Bind {
 /// A built shard backend: listening, not yet serving.
 pub struct App {
     listener: TcpListener,
+    /// `[tls]`: TLS on the port.
+    tls: Option<TlsServer>,
     state: AppState,
 }
 
@@ -116,6 +119,7 @@ pub async fn build_instance(
     shard_config.instance_addr(instance).map_err(anyhow::Error::msg)?;
     // instance_addr bounds it by the listen list, which config caps at 64.
     let instance = u8::try_from(instance).context("instance out of range")?;
+    let tls = TlsServer::load(&config.tls)?;
     let listener = match bind.into() {
         Bind::Listener(listener) => listener,
         Bind::Addr(addr) => TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
@@ -131,7 +135,10 @@ pub async fn build_instance(
     purge::spawn(&state);
     fill_buckets::spawn(&state);
     state.spawn_revocation_refresh(FIRST_REVOCATION_LOAD).await;
-    Ok(App { listener, state })
+    if let Some(tls) = &tls {
+        tls.watch(KEY_WATCH_EVERY);
+    }
+    Ok(App { listener, tls, state })
 }
 
 /// Reloads the JWT keys when the key file changes and on SIGHUP, as the verifier does: tokens
@@ -197,14 +204,17 @@ pub fn router(state: AppState) -> Router {
 /// lets writes still running finish (their requests gone, they still commit or roll back whole)
 /// and closes the database pools.
 pub async fn serve(app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let App { listener, state } = app;
+    let App { listener, tls, state } = app;
     let router = router(state.clone());
     let handler = move |req: axum::http::Request<_>, _peer| {
         let answer = tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new));
         async move { answer.await.unwrap_or_else(|never| match never {}) }
     };
     let builder = shopgate_core::service::http1_builder();
-    shopgate_core::service::serve_http1(listener, builder, Threads::Shared, handler, shutdown).await;
+    match tls {
+        Some(tls) => serve_http1(Tls::new(listener, tls), builder, Threads::Shared, handler, shutdown).await,
+        None => serve_http1(listener, builder, Threads::Shared, handler, shutdown).await,
+    }
     if tokio::time::timeout(Duration::from_secs(4), state.db.close()).await.is_err() {
         tracing::warn!("database pools did not close in time");
     }

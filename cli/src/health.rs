@@ -1,5 +1,6 @@
 //! Asking the stack's processes how they are: each verifier's and backend's `/readyz` (ready: its
-//! database answers) and nginx's `/healthz`, each bounded so a frozen process costs seconds.
+//! database answers) and nginx's `/healthz`, each bounded so a frozen process costs seconds. The
+//! verifiers and backends are asked with [`Internal`], the one client of the stack's own hops.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -68,19 +69,72 @@ impl Process {
     }
 }
 
-pub(crate) struct Prober {
+/// shopctl's client of the stack's own hops: the verifiers' and backends' ports. Plain HTTP, or,
+/// with `[tls]` set, HTTPS that trusts the stack's CA alone, checks the server's certificate for
+/// [`SERVICE_NAME`](shopgate_core::config::SERVICE_NAME) as nginx does, and presents the stack's
+/// certificate (`tls.certificate`), which servers that require one ask for.
+#[derive(Clone)]
+pub(crate) struct Internal {
     http: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Internal {
+    /// Each request bounded by `timeout`. A certificate, key or CA that does not load is an error
+    /// naming the file.
+    pub(crate) fn new(config: &Config, timeout: Duration) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+        Ok(match shopgate_core::tls::client_config(&config.tls)? {
+            Some(tls) => Self { http: builder.use_preconfigured_tls(tls).build()?, scheme: "https" },
+            None => Self { http: builder.build()?, scheme: "http" },
+        })
+    }
+
+    /// The URL of `path` at the process listening on `address`.
+    pub(crate) fn url(&self, address: SocketAddr, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, reachable(address))
+    }
+
+    pub(crate) fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.get(url)
+    }
+}
+
+/// nginx's `/healthz` as this host reaches it: at its listen address, over HTTPS under
+/// `[nginx.tls]`. The client sends no token and reads nothing secret. The edge certificate names
+/// the shop's public host, not the address dialled here, so this probe does not check it;
+/// shoppers' clients do (shopctl's gateway client names a bad one, exit 5), and `doctor` checks
+/// its file's expiry.
+pub(crate) fn nginx_health(config: &Config, timeout: Duration) -> anyhow::Result<(reqwest::Client, String)> {
+    let builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+    let (client, scheme) = match config.nginx.tls {
+        Some(_) => (builder.danger_accept_invalid_certs(true).build()?, "https"),
+        None => (builder.build()?, "http"),
+    };
+    Ok((client, format!("{scheme}://{}/healthz", reachable(config.nginx.listen))))
+}
+
+#[derive(Clone)]
+pub(crate) struct Prober {
+    /// The verifiers and backends.
+    internal: Internal,
+    /// nginx's front door ([`nginx_health`]) and its `/healthz` URL.
+    nginx: (reqwest::Client, String),
 }
 
 impl Prober {
-    pub(crate) fn new() -> anyhow::Result<Self> {
-        Ok(Self { http: reqwest::Client::builder().timeout(ASK_TIMEOUT).no_proxy().build()? })
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self { internal: Internal::new(config, ASK_TIMEOUT)?, nginx: nginx_health(config, ASK_TIMEOUT)? })
     }
 
-    /// GET `path` of the process at `address`.
+    /// GET `path` of the verifier or backend process at `address`.
     pub(crate) async fn ask(&self, address: SocketAddr, path: &str) -> Process {
-        let url = format!("http://{}{path}", reachable(address));
-        let answer = match self.http.get(&url).send().await {
+        let url = self.internal.url(address, path);
+        self.ask_url(self.internal.get(&url), address, url).await
+    }
+
+    async fn ask_url(&self, request: reqwest::RequestBuilder, address: SocketAddr, url: String) -> Process {
+        let answer = match request.send().await {
             Ok(resp) if resp.status().is_success() => {
                 let body: Value = resp.json().await.unwrap_or_default();
                 Answer::Ready { map_version: body["map_version"].as_u64() }
@@ -116,7 +170,7 @@ impl Prober {
         let asks: Vec<_> = addresses
             .iter()
             .map(|a| {
-                let (prober, a) = (Prober { http: self.http.clone() }, *a);
+                let (prober, a) = (self.clone(), *a);
                 tokio::spawn(async move { prober.ask(a, path).await })
             })
             .collect();
@@ -130,7 +184,8 @@ impl Prober {
 
     /// nginx, at its `/healthz`.
     pub(crate) async fn nginx(&self, config: &Config) -> Process {
-        self.ask(config.nginx.listen, "/healthz").await
+        let (client, url) = &self.nginx;
+        self.ask_url(client.get(url), config.nginx.listen, url.clone()).await
     }
 }
 

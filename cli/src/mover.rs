@@ -49,7 +49,7 @@ use shopgate_store::{fence, per_user};
 use sqlx::AnyPool;
 
 use crate::db::{bounded_control, Db, Dialect};
-use crate::health::reachable;
+use crate::health::Internal;
 use crate::UsageError;
 
 /// Catch-up rounds end when one copies at most this many keys: what is left for the pause.
@@ -99,7 +99,7 @@ impl<'a, P: Progress> Mover<'a, P> {
             control,
             primaries: BTreeMap::new(),
             replicas: BTreeMap::new(),
-            waits: Waits::new(wait)?,
+            waits: Waits::new(config, wait)?,
             duty: f64::from(pace.clamp(5, 100)) / 100.0,
             progress,
             done: Vec::new(),
@@ -556,13 +556,16 @@ pub(crate) fn known_shard(config: &Config, name: &str) -> Result<ShardName, Usag
 /// Waiting for the parts to take a map version.
 pub(crate) struct Waits {
     wait: Duration,
-    http: reqwest::Client,
+    /// The backends, as [`Internal`] reaches them (HTTPS with the stack's certificate under `[tls]`).
+    internal: Internal,
+    /// nginx's front door and its `/healthz` URL ([`crate::health::nginx_health`]).
+    nginx: (reqwest::Client, String),
 }
 
 impl Waits {
-    pub(crate) fn new(wait: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build()?;
-        Ok(Self { wait, http })
+    pub(crate) fn new(config: &Config, wait: Duration) -> anyhow::Result<Self> {
+        let ask = Duration::from_secs(1);
+        Ok(Self { wait, internal: Internal::new(config, ask)?, nginx: crate::health::nginx_health(config, ask)? })
     }
 
     /// Until every backend process of `shards` routes with `version` or later. A process that
@@ -579,7 +582,8 @@ impl Waits {
             let Some(shard) = config.shard(name.as_str()) else { continue };
             for addr in backend_addrs(shard) {
                 let what = format!("shard {name}'s backend at {addr}");
-                self.until(&what, &format!("http://{}/healthz", reachable(addr)), version, refused_is_done).await?;
+                let url = self.internal.url(addr, "/healthz");
+                self.until(&what, self.internal.get(&url), version, refused_is_done).await?;
             }
         }
         Ok(())
@@ -591,8 +595,8 @@ impl Waits {
     /// waited for: the requests it routes to the old shard get 503 with `Retry-After`.
     pub(crate) async fn reload_nginx(&self, config: &Config, map: &ShardMap) -> anyhow::Result<()> {
         let old = crate::commands::nginx::reload(config, map)?;
-        let url = format!("http://{}/healthz", reachable(config.nginx.listen));
-        self.until("nginx", &url, map.version(), false).await?;
+        let (client, url) = &self.nginx;
+        self.until("nginx", client.get(url), map.version(), false).await?;
         let deadline = Instant::now() + self.wait;
         loop {
             let left = crate::commands::nginx::old_workers_left(&old);
@@ -609,11 +613,18 @@ impl Waits {
         }
     }
 
-    async fn until(&self, what: &str, url: &str, version: u64, refused_is_done: bool) -> anyhow::Result<()> {
+    async fn until(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+        version: u64,
+        refused_is_done: bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.wait;
         loop {
             let last;
-            match self.http.get(url).send().await {
+            let Some(request) = request.try_clone() else { bail!("asking {what}: the request cannot be repeated") };
+            match request.send().await {
                 Ok(resp) => {
                     let body: Value = resp.json().await.unwrap_or_default();
                     match body["map_version"].as_u64() {

@@ -25,7 +25,7 @@ mod other_files;
 mod tls;
 
 pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
-pub use tls::{EdgeTls, TlsConfig};
+pub use tls::{EdgeTls, TlsConfig, SERVICE_NAME};
 
 use crate::ids::ShardName;
 use crate::shardmap::{ShardMap, ShardMapError};

@@ -28,6 +28,8 @@ pub mod service;
 pub mod shardmap;
 pub mod time;
 pub mod timeouts;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 
 pub use error::ErrorBody;

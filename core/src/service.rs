@@ -1,7 +1,10 @@
 //! What both services (verifier and backend) do the same way around their requests: JSON logs
 //! of one shape, stopping on SIGINT or SIGTERM, and an HTTP/1 server that stops without failing a
-//! request ([`serve_http1`]), on TCP or a unix socket ([`Listener`]). Behind the `service` feature, so shopctl does not pull in the log
-//! subscriber, hyper or tokio's signal handling.
+//! request ([`serve_http1`]), on TCP or a unix socket ([`Listener`]), in plain text or TLS
+//! ([`tls::Tls`]). Behind the `service` feature, so shopctl does not pull in the log subscriber,
+//! hyper, rustls or tokio's signal handling.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -126,11 +129,12 @@ pub async fn serve_http1<L, H, F, B>(
         close: watch::channel(false),
         open: mpsc::channel(1),
     };
+    let opener = listener.opener();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => server.spawn::<L, _, _>(stream, peer),
+                Ok((stream, peer)) => server.spawn::<L, _, _>(&opener, stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -145,7 +149,7 @@ pub async fn serve_http1<L, H, F, B>(
     let queued = listener.take_queued();
     let count = queued.len();
     for (stream, peer) in queued {
-        server.spawn::<L, _, _>(stream, peer);
+        server.spawn::<L, _, _>(&opener, stream, peer);
     }
     tracing::info!(queued = count, "stopping: no new connections; finishing requests in flight");
     let Connections { close: (close, _), open: (open, mut all_closed), .. } = server;
@@ -188,6 +192,29 @@ pub trait Listener: Send + 'static {
     fn detach(stream: Self::Stream) -> std::io::Result<Self::Detached>;
     /// ... and back in the runtime of the thread that calls this (a [`ConnectionThreads`] one).
     fn attach(socket: Self::Detached) -> std::io::Result<Self::Stream>;
+
+    /// What turns an accepted connection into the one HTTP is spoken on: [`Plain`], or a TLS
+    /// handshake ([`tls::Tls`]). It runs in the connection's own task, after [`Listener::attach`].
+    type Opener: Opener<Self::Stream>;
+    fn opener(&self) -> Self::Opener;
+}
+
+/// Opens a connection for HTTP: as it is, or through a handshake.
+pub trait Opener<S>: Clone + Send + Sync + 'static {
+    type Session: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn open(&self, stream: S) -> impl Future<Output = std::io::Result<Self::Session>> + Send;
+}
+
+/// HTTP straight on the socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Plain;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Opener<S> for Plain {
+    type Session = S;
+
+    async fn open(&self, stream: S) -> std::io::Result<S> {
+        Ok(stream)
+    }
 }
 
 impl Listener for TcpListener {
@@ -221,6 +248,11 @@ impl Listener for TcpListener {
     fn attach(socket: std::net::TcpStream) -> std::io::Result<TcpStream> {
         TcpStream::from_std(socket)
     }
+
+    type Opener = Plain;
+    fn opener(&self) -> Plain {
+        Plain
+    }
 }
 
 /// A unix socket's peer has no address: `()`.
@@ -253,6 +285,11 @@ impl Listener for UnixListener {
 
     fn attach(socket: std::os::unix::net::UnixStream) -> std::io::Result<UnixStream> {
         UnixStream::from_std(socket)
+    }
+
+    type Opener = Plain;
+    fn opener(&self) -> Plain {
+        Plain
     }
 }
 
@@ -334,7 +371,7 @@ struct Connections<H> {
 impl<H> Connections<H> {
     /// Serves `stream` where `self.threads` says: on the runtime that accepted it, or on one of
     /// the [`ConnectionThreads`].
-    fn spawn<L, F, B>(&self, stream: L::Stream, peer: L::Peer)
+    fn spawn<L, F, B>(&self, opener: &L::Opener, stream: L::Stream, peer: L::Peer)
     where
         L: Listener,
         H: Fn(Request<RequestBody>, L::Peer) -> F + Clone + Send + Sync + 'static,
@@ -363,9 +400,19 @@ impl<H> Connections<H> {
             }
         });
         let (builder, mut close, open) = (self.builder.clone(), self.close.1.clone(), self.open.0.clone());
+        let opener = opener.clone();
         let serve = move |stream: L::Stream| async move {
             let _open = open;
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let session = match opener.open(stream).await {
+                Ok(session) => session,
+                Err(e) => {
+                    // A plaintext client on a TLS port, no or a foreign client certificate, a
+                    // client that stalled: it never gets to send a request.
+                    tracing::info!(error = %e, "connection refused at its TLS handshake");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(session), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

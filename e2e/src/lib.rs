@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
+use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE, SERVICE_NAME};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
@@ -132,6 +132,10 @@ pub struct Options {
     /// `redirect_listen` ([`Stack::redirect`]). [`Stack::url`] is then `https://…`, and
     /// [`Stack::http`] and [`Stack::shopctl`] (`SHOPCTL_CA_FILE`) trust the CA.
     pub tls: bool,
+    /// TLS between the stack's parts (`[tls]`), client certificates required: a CA and one
+    /// certificate for every part made by `scripts/certs` in `certs/` ([`CERTS_DIR`]), the
+    /// verifiers' unix sockets off so nginx reaches them over TLS too.
+    pub internal_tls: bool,
 }
 
 impl Default for Options {
@@ -147,6 +151,7 @@ impl Default for Options {
             nginx_master: false,
             backends_per_shard: 1,
             tls: false,
+            internal_tls: false,
         }
     }
 }
@@ -169,6 +174,20 @@ struct ProcessSpec {
     health: String,
 }
 
+/// The folder, in the stack's, of the CA and certificate of a stack started with `internal_tls`:
+/// `ca.crt`, `ca.key`, `internal.crt`, `internal.key`.
+pub const CERTS_DIR: &str = "certs";
+
+/// `scripts/certs ARGS…`: a CA, or a certificate it signs.
+pub fn certs(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/certs");
+    let out = Command::new(&script).args(args).stdin(Stdio::null()).output().context("running scripts/certs")?;
+    if !out.status.success() {
+        bail!("scripts/certs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// The EdDSA key file of a stack started with `eddsa: true`.
 pub const KEYS_FILE: &str = "jwt-keys.json";
 
@@ -178,6 +197,11 @@ pub struct Stack {
     pub config_path: PathBuf,
     pub config: Config,
     pub http: reqwest::Client,
+    /// To the verifiers and backends themselves: [`Stack::http`], or with `internal_tls` HTTPS that
+    /// trusts the stack's CA and presents its certificate, as nginx and shopctl do.
+    pub internal: reqwest::Client,
+    /// `http`, or `https` with `internal_tls`: how the verifiers and backends are reached.
+    scheme: &'static str,
     procs: Mutex<BTreeMap<String, Child>>,
     /// How each verifier and backend was started, to start it again.
     specs: Mutex<BTreeMap<String, ProcessSpec>>,
@@ -230,6 +254,21 @@ impl Stack {
         if let Some(user) = nginx_user()? {
             file = file.set("nginx.user", user);
         }
+        if opts.internal_tls {
+            let dir = root.join(CERTS_DIR);
+            certs(&["ca".as_ref(), dir.as_os_str()])?;
+            // The name nginx and shopctl check, and the addresses for clients that check those.
+            let sans = [SERVICE_NAME, "localhost", "127.0.0.1"];
+            let mut args = vec!["issue".as_ref(), dir.as_os_str(), "internal".as_ref()];
+            args.extend(sans.iter().map(|s| std::ffi::OsStr::new(*s)));
+            certs(&args)?;
+            file = file
+                .set("tls.ca", &format!("\"{CERTS_DIR}/ca.crt\""))
+                .set("tls.certificate", &format!("\"{CERTS_DIR}/internal.crt\""))
+                .set("tls.key", &format!("\"{CERTS_DIR}/internal.key\""))
+                .set("tls.require_client_certificate", "true")
+                .set("verifier.socket_dir", "\"\"");
+        }
         for (key, value) in &opts.settings {
             file = file.set(key, value);
         }
@@ -279,12 +318,21 @@ impl Stack {
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
         }
         let http = http.build()?;
+        let (internal, scheme) = match shopgate_core::tls::client_config(&config.tls)? {
+            Some(tls) => (
+                reqwest::Client::builder().timeout(Duration::from_secs(30)).use_preconfigured_tls(tls).build()?,
+                "https",
+            ),
+            None => (http.clone(), "http"),
+        };
         let stack = Stack {
             url: config.nginx.url(),
             dir,
             config_path,
             config,
             http,
+            internal,
+            scheme,
             procs: Mutex::new(BTreeMap::new()),
             specs: Mutex::new(BTreeMap::new()),
             env: opts.config_overrides,
@@ -297,7 +345,7 @@ impl Stack {
             let spec = ProcessSpec {
                 program: bin("verifier"),
                 args: vec!["--listen".into(), addr.to_string()],
-                health: format!("http://{addr}/healthz"),
+                health: format!("{scheme}://{addr}/healthz"),
             };
             stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
             stack.start_process(&name)?;
@@ -306,17 +354,17 @@ impl Stack {
             for (instance, addr) in s.listen.iter().enumerate() {
                 let name = backend_process(s.name.as_str(), instance);
                 let args = vec!["--shard".into(), s.name.as_str().into(), "--instance".into(), instance.to_string()];
-                let spec = ProcessSpec { program: bin("backend"), args, health: format!("http://{addr}/healthz") };
+                let spec = ProcessSpec { program: bin("backend"), args, health: format!("{scheme}://{addr}/healthz") };
                 stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
                 stack.start_process(&name)?;
             }
         }
         for addr in stack.config.verifier.listen.clone() {
-            stack.wait_ready(&format!("http://{addr}/healthz")).await?;
+            stack.wait_ready(&stack.internal_url(addr, "/healthz")).await?;
         }
         for s in stack.config.shards.clone() {
             for addr in &s.listen {
-                stack.wait_ready(&format!("http://{addr}/healthz")).await?;
+                stack.wait_ready(&stack.internal_url(*addr, "/healthz")).await?;
             }
         }
         let out = stack.shopctl().args(["nginx", "render", "--output"]).arg(root.join("nginx/nginx.conf")).output()?;
@@ -392,10 +440,16 @@ impl Stack {
         Ok(())
     }
 
+    /// The URL of `path` at the verifier or backend listening on `addr`, for [`Stack::internal`].
+    pub fn internal_url(&self, addr: SocketAddr, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
     async fn wait_ready(&self, url: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let client = if url.starts_with("https:") { &self.internal } else { &self.http };
         loop {
-            if let Ok(r) = self.http.get(url).timeout(Duration::from_secs(1)).send().await {
+            if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
                 if r.status().is_success() {
                     return Ok(());
                 }
@@ -564,8 +618,8 @@ impl Stack {
     /// Verifier `i`'s `/metrics` value of `series` (the name with its labels, as printed:
     /// `shop_logins_total{result="ok"}`), or `None` if it does not print that series.
     pub async fn verifier_metric(&self, i: usize, series: &str) -> Option<f64> {
-        let url = format!("http://{}/metrics", self.config.verifier.listen[i]);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        let url = self.internal_url(self.config.verifier.listen[i], "/metrics");
+        let text = self.internal.get(url).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 

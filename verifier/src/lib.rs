@@ -30,13 +30,16 @@ use anyhow::Context as _;
 use shopgate_core::config::Config;
 use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
-use shopgate_core::service::Threads;
+use shopgate_core::service::tls::{Tls, TlsServer};
+use shopgate_core::service::{serve_http1, Threads};
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
 
 /// How often the verifier looks at the shard map's version (shown only; it does not route).
 const MAP_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often the TLS certificate's files are looked at for a renewal.
+const TLS_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a request may need, shared by all connections.
 pub struct AppState {
@@ -70,6 +73,8 @@ impl AppState {
 
 pub struct App {
     listener: TcpListener,
+    /// `[tls]`: TLS on the TCP port (the unix socket stays plain: it is local, mode 0660).
+    tls: Option<TlsServer>,
     /// nginx's way in on this host ([`socket`]); none for a verifier nginx reaches over the network.
     socket: Option<socket::Socket>,
     state: Arc<AppState>,
@@ -86,6 +91,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let revocations = Arc::new(Revocations::new(&config.jwt));
     revocations.refresh(&db, now()).await.context("loading revocations")?;
     let unlocks = unlocks::Unlocks::load(&db).await.context("loading login unlocks")?;
+    let tls = TlsServer::load(&config.tls)?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     // Named after the port bound (port 0 in tests), after the TCP port is ours: another verifier
     // of that port would have it.
@@ -124,7 +130,10 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     spawn_revocation_refresh(state.clone());
     spawn_map_refresh(&state);
     watch_keys(&state);
-    Ok(App { listener, socket, state })
+    if let Some(tls) = &tls {
+        tls.watch(TLS_WATCH_EVERY);
+    }
+    Ok(App { listener, tls, socket, state })
 }
 
 /// Follows the shard map's version once a second, for display.
@@ -219,18 +228,21 @@ impl App {
         };
         let state = self.state.clone();
         let handler = move |req, peer| routes::handle(state.clone(), routes::Peer::Tcp(peer), req);
-        let tcp = shopgate_core::service::serve_http1(
-            self.listener,
-            builder.clone(),
-            Threads::Pinned,
-            handler,
-            stopped(stopping.clone()),
-        );
+        let (listener, tls, tcp_builder, tcp_stopped) =
+            (self.listener, self.tls, builder.clone(), stopped(stopping.clone()));
+        let tcp = async move {
+            match tls {
+                Some(tls) => {
+                    serve_http1(Tls::new(listener, tls), tcp_builder, Threads::Pinned, handler, tcp_stopped).await
+                }
+                None => serve_http1(listener, tcp_builder, Threads::Pinned, handler, tcp_stopped).await,
+            }
+        };
         let state = self.state.clone();
         let unix = async move {
             let Some(socket::Socket { listener, file }) = self.socket else { return };
             let handler = move |req, ()| routes::handle(state.clone(), routes::Peer::Nginx, req);
-            shopgate_core::service::serve_http1(listener, builder, Threads::Pinned, handler, stopped(stopping)).await;
+            serve_http1(listener, builder, Threads::Pinned, handler, stopped(stopping)).await;
             file.remove();
         };
         let signal = async move {

@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
 /// Every part the config names, asked at once where they are independent.
 async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
     let shards: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
-    let prober = Prober::new()?;
+    let prober = Prober::new(config)?;
     let mut checks = Vec::new();
     let current = match stack::current_map(config).await {
         Ok(map) => {

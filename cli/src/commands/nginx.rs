@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
-use shopgate_core::config::Config;
+use shopgate_core::config::{Config, SERVICE_NAME};
 use shopgate_core::timeouts::{REQUEST_DEADLINE, UPSTREAM_KEEPALIVE};
 use shopgate_core::ShardMap;
 
@@ -293,6 +293,7 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
     if workers != "auto" && !workers.parse::<u16>().is_ok_and(|n| n > 0) {
         anyhow::bail!("nginx.worker_processes must be \"auto\" or a positive number, not {workers:?}");
     }
+    let (internal_tls, verifier_scheme, backend_scheme) = internal_tls(config)?;
     let mut verifiers = String::new();
     for addr in &config.verifier.listen {
         // Skipped for 2 s after a refused connection, then tried again (see the template). A
@@ -369,6 +370,9 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@EDGE_TLS@\n", &edge_tls)
         .replace("@HSTS@", &hsts)
         .replace("@REDIRECT_SERVER@\n", &redirect)
+        .replace("@INTERNAL_TLS@\n", &internal_tls)
+        .replace("@VERIFIER_SCHEME@", verifier_scheme)
+        .replace("@BACKEND_SCHEME@", backend_scheme)
         .replace("@VERIFIER_SERVERS@\n", &verifiers)
         .replace("@SHARD_UPSTREAMS@\n", &shards)
         .replace("@SHARD_MAP@\n", &indent(&shard_map(map)))
@@ -383,6 +387,47 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n"))
         .replace("@REQUEST_DEADLINE@", &nginx_time(REQUEST_DEADLINE))
         .replace("@UPSTREAM_KEEPALIVE@", &nginx_time(UPSTREAM_KEEPALIVE)))
+}
+
+/// With `[tls]` set, nginx's side of the stack's own hops: the http-level `proxy_ssl_*` lines
+/// (nginx checks each verifier's and backend's certificate against `tls.ca` and for
+/// [`SERVICE_NAME`], and presents `tls.certificate` as its client certificate, sessions reused),
+/// and the schemes of the verifiers' and the backends' `proxy_pass`. Verifiers on nginx's host
+/// are reached on their unix sockets, which stay plain (local, mode 0660): their scheme is http.
+fn internal_tls(config: &Config) -> anyhow::Result<(String, &'static str, &'static str)> {
+    let tls = &config.tls;
+    let (Some(certificate), Some(key), Some(ca)) = (&tls.certificate, &tls.key, &tls.ca) else {
+        return Ok((String::new(), "http", "http"));
+    };
+    let sockets = config.verifier.listen.iter().filter(|a| config.verifier.socket_path(**a).is_some()).count();
+    let verifier_scheme = match sockets {
+        0 => "https",
+        n if n == config.verifier.listen.len() => "http",
+        _ => anyhow::bail!(
+            "with [tls], nginx reaches the verifiers on its host by their unix sockets (plain) and the others over \
+             TLS: one upstream cannot do both; put them all on nginx's host, all elsewhere, or set verifier.socket_dir = \"\""
+        ),
+    };
+    let path = |what: &str, path: &std::path::Path| nginx_path(what, &std::path::absolute(path)?);
+    let lines = format!(
+        "    # [tls]: the verifiers and backends serve TLS. nginx checks each one's certificate against\n\
+         \x20   # the stack's CA and for the name every one of them carries, whatever its address, and\n\
+         \x20   # presents the stack's certificate, which they require when require_client_certificate is\n\
+         \x20   # set. Sessions are resumed, and the upstreams' keep-alive keeps each connection for many\n\
+         \x20   # requests (docs/operations.md, \"TLS between the stack's parts\").\n\
+         \x20   proxy_ssl_protocols TLSv1.2 TLSv1.3;\n\
+         \x20   proxy_ssl_trusted_certificate {ca};\n\
+         \x20   proxy_ssl_verify on;\n\
+         \x20   proxy_ssl_verify_depth 2;\n\
+         \x20   proxy_ssl_name {SERVICE_NAME};\n\
+         \x20   proxy_ssl_certificate {certificate};\n\
+         \x20   proxy_ssl_certificate_key {key};\n\
+         \x20   proxy_ssl_session_reuse on;\n",
+        ca = path("tls.ca", ca)?,
+        certificate = path("tls.certificate", certificate)?,
+        key = path("tls.key", key)?,
+    );
+    Ok((lines, verifier_scheme, "https"))
 }
 
 /// `d` as nginx config writes a time: whole seconds as `5s`, anything finer in milliseconds.
@@ -419,6 +464,64 @@ mod tests {
             .write(&dir.path().join("shop.toml"))
             .unwrap();
         render_with(&config, &config.shard_map, &dir.path().join("openapi.json")).unwrap()
+    }
+
+    /// With `[tls]`: every proxy_pass to a verifier or backend is https, nginx checks their
+    /// certificates against the CA for SERVICE_NAME and presents the stack's; without, all http and
+    /// no proxy_ssl line. Verifiers on nginx's host stay on their plain unix sockets; a mix of
+    /// local and remote verifiers is refused in one line.
+    #[test]
+    fn internal_tls_makes_every_upstream_https_with_nginxs_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_dev_key(&dir.path().join(DEV_KEY_FILE)).unwrap();
+        let remote = SocketAddr::from(([10, 0, 0, 5], 9000));
+        let render = |verifiers: &[SocketAddr], tls: bool| {
+            let mut b = ConfigBuilder::new(addr(8080), verifiers).shard("a", 0, "even", addr(9001)).shard(
+                "b",
+                1,
+                "odd",
+                addr(9002),
+            );
+            if tls {
+                b = b
+                    .set("tls.ca", "\"certs/ca.crt\"")
+                    .set("tls.certificate", "\"certs/internal.crt\"")
+                    .set("tls.key", "\"certs/internal.key\"");
+            }
+            let config = b.write(&dir.path().join("shop.toml")).unwrap();
+            render_with(&config, &config.shard_map, &dir.path().join("openapi.json"))
+        };
+        let passes = |text: &str| -> Vec<String> {
+            text.lines().filter_map(|l| l.trim().strip_prefix("proxy_pass ")).map(str::to_owned).collect()
+        };
+        let plain = render(&[remote], false).unwrap();
+        assert!(passes(&plain).iter().all(|p| p.starts_with("http://")), "{:?}", passes(&plain));
+        assert!(!plain.contains("proxy_ssl"));
+
+        let tls = render(&[remote], true).unwrap();
+        let https = passes(&tls);
+        assert_eq!(https.len(), 4, "{https:?}");
+        assert!(https.iter().all(|p| p.starts_with("https://")), "{https:?}");
+        let ca = dir.path().join("certs/ca.crt");
+        for line in [
+            format!("proxy_ssl_trusted_certificate {};", ca.display()),
+            "proxy_ssl_verify on;".to_owned(),
+            format!("proxy_ssl_name {SERVICE_NAME};"),
+            format!("proxy_ssl_certificate {};", dir.path().join("certs/internal.crt").display()),
+            format!("proxy_ssl_certificate_key {};", dir.path().join("certs/internal.key").display()),
+            "proxy_ssl_session_reuse on;".to_owned(),
+        ] {
+            assert!(tls.lines().any(|l| l.trim() == line), "no {line:?} in:\n{tls}");
+        }
+        // Upstream keep-alive stays.
+        assert!(tls.contains("proxy_http_version 1.1;") && tls.contains("keepalive 64;"));
+
+        let local = render(&[addr(9000)], true).unwrap();
+        let local_passes = passes(&local);
+        assert!(local_passes.iter().filter(|p| p.contains("://verifier")).all(|p| p.starts_with("http://")));
+        assert!(local_passes.iter().filter(|p| !p.contains("://verifier")).all(|p| p.starts_with("https://")));
+        let mixed = render(&[addr(9000), remote], true).unwrap_err().to_string();
+        assert!(mixed.contains("unix sockets") && !mixed.contains('\n'), "{mixed}");
     }
 
     /// The location block that opens with `opening`, up to its closing brace.

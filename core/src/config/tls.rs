@@ -7,6 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The name every verifier's and backend's certificate carries (a DNS subject alternative name),
+/// and the one their clients check, whatever address they dialled: nginx (`proxy_ssl_name`) and
+/// shopctl. One name for all, so a certificate does not have to list every address its host is
+/// reached at; what tells the stack's parts from anything else is the internal CA.
+pub const SERVICE_NAME: &str = "shopgate.internal";
+
 /// `[nginx.tls]`: nginx serves HTTPS on `nginx.listen` with this certificate. Renewed by replacing
 /// the files and reloading nginx.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -13,6 +13,7 @@ mod gateway_statuses;
 mod grow;
 mod hostile;
 mod identity;
+mod internal_tls;
 mod lifecycle;
 mod openapi;
 mod processes;

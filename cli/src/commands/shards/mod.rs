@@ -118,7 +118,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
     let tasks: Vec<_> = config.shards.iter().cloned().map(|s| tokio::spawn(shard_status(s))).collect();
     // The map in force, and the version each process routes with (what it says when asked).
     let map = stack::current_map(config).await;
-    let prober = Prober::new()?;
+    let prober = Prober::new(config)?;
     let nginx = prober.nginx(config).await;
     let mut all = Vec::new();
     for (t, processes) in tasks.into_iter().zip(prober.backends(&config.shards).await) {

@@ -96,7 +96,7 @@ pub(crate) async fn add(ctx: &Context, config: &Config, args: AddArgs) -> anyhow
             describe_buckets(&open)
         );
     }
-    let waits = Waits::new(Duration::from_secs(30))?;
+    let waits = Waits::new(config, Duration::from_secs(30))?;
     waits.backends(config, std::slice::from_ref(&shard.name), map.version(), false).await?;
     waits.reload_nginx(config, &map).await?;
     if ctx.format != Format::Table {
