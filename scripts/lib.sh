@@ -95,12 +95,14 @@ last_words() {
 }
 
 # Waits until the service NAME (pid in $VAR/run/NAME.pid) answers 200 at URL, at most SECS
-# seconds; dies with its last log line if it exits first or does not answer in time.
+# seconds; dies with its last log line if it exits first or does not answer in time. Any further
+# arguments are curl's (a CA, a client certificate).
 wait_service() {
   local name=$1 url=$2 secs=$3 log="$VAR/logs/$1.log" pid i
+  shift 3
   pid=$(cat "$VAR/run/$name.pid")
   for ((i = 0; i < secs * 10; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null && return 0
     running "$pid" || die "$name exited at start: $(last_words "$log") (log: $log)"
     sleep 0.1
   done

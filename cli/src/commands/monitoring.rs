@@ -87,14 +87,15 @@ pub fn prometheus_config(config: &Config, a: &PrometheusArgs) -> anyhow::Result<
         }
     }
     let _ = writeln!(y, "scrape_configs:");
+    let tls = internal_tls(config);
     let _ = writeln!(
         y,
-        "  - job_name: verifier\n    static_configs:\n      - targets: [{}]",
+        "  - job_name: verifier\n{tls}    static_configs:\n      - targets: [{}]",
         list(&config.verifier.listen)
     );
     // The backends label their own series with their shard too (the same value): honoured, so
     // there is no `exported_shard` beside the target's `shard`, which `up` needs.
-    let _ = writeln!(y, "  - job_name: backend\n    honor_labels: true\n    static_configs:");
+    let _ = writeln!(y, "  - job_name: backend\n    honor_labels: true\n{tls}    static_configs:");
     for s in &config.shards {
         let _ = writeln!(y, "      - targets: [{}]\n        labels:\n          shard: \"{}\"", list(&s.listen), s.name);
     }
@@ -112,6 +113,23 @@ pub fn prometheus_config(config: &Config, a: &PrometheusArgs) -> anyhow::Result<
         let _ = writeln!(y, "  - job_name: nginx_log\n    static_configs:\n      - targets: [{}]", target(&mtail));
     }
     Ok(y)
+}
+
+/// Under `[tls]`, how Prometheus reaches the verifiers' and backends' `/metrics`: HTTPS, their
+/// certificate checked against the stack's CA for the name every internal certificate carries,
+/// and the stack's certificate presented (ports that require one refuse any other client). So
+/// Prometheus must be able to read `tls.key`. Nothing without `[tls]`.
+fn internal_tls(config: &Config) -> String {
+    let tls = &config.tls;
+    let (Some(ca), Some(cert), Some(key)) = (&tls.ca, &tls.certificate, &tls.key) else { return String::new() };
+    let path = |p: &std::path::PathBuf| json!(p.display().to_string());
+    format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n      server_name: {}\n",
+        path(ca),
+        path(cert),
+        path(key),
+        json!(shopgate_core::config::SERVICE_NAME)
+    )
 }
 
 #[cfg(test)]
@@ -162,6 +180,28 @@ mod tests {
         assert!(y.contains("- targets: [\"127.0.0.1:9200\"]\n        labels:\n          shard: \"b\""), "{y}");
         assert!(y.contains("job_name: nginx\n    static_configs:\n      - targets: [\"127.0.0.1:9113\"]"), "{y}");
         assert!(y.contains("job_name: nginx_log\n    static_configs:\n      - targets: [\"127.0.0.1:3903\"]"), "{y}");
+    }
+
+    #[test]
+    fn under_internal_tls_the_services_are_scraped_over_https_with_the_stacks_certificate() {
+        let (dir, plain) = config("");
+        assert!(!prometheus_config(&plain, &args(None)).unwrap().contains("scheme: https"));
+        let (_dir2, config) =
+            config("\n[tls]\nca = \"certs/ca.crt\"\ncertificate = \"certs/h.crt\"\nkey = \"certs/h.key\"");
+        let y = prometheus_config(&config, &args(None)).unwrap();
+        let block = |job: &str| {
+            y.split(&format!("job_name: {job}\n")).nth(1).unwrap().split("static_configs").next().unwrap().to_owned()
+        };
+        for job in ["verifier", "backend"] {
+            let b = block(job);
+            assert!(b.contains("scheme: https\n    tls_config:\n"), "{job}: {y}");
+            assert!(
+                b.contains("certs/ca.crt\"") && b.contains("certs/h.crt\"") && b.contains("certs/h.key\""),
+                "{job}: {y}"
+            );
+            assert!(b.contains("server_name: \"shopgate.internal\""), "{job}: {y}");
+        }
+        drop(dir);
     }
 
     #[test]
