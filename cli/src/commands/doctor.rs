@@ -117,14 +117,7 @@ async fn stack_checks(config: &Config) -> anyhow::Result<Vec<Check>> {
         }
     };
     // A move stopped midway holds its buckets' users up until it is resumed or rolled back.
-    let unfinished = match stack::control_db(config).await {
-        Ok(db) => {
-            let moves = crate::db::bounded(shopgate_core::control::unfinished_moves(&db.pool)).await.ok();
-            db.close().await;
-            moves.unwrap_or_default()
-        }
-        Err(_) => Vec::new(),
-    };
+    let unfinished = moves::unfinished(config).await.unwrap_or_default();
     if let [what, how] = moves::unfinished_lines(&unfinished).as_slice() {
         checks.push(Check::failed("moves", what.clone(), how.clone()));
     }

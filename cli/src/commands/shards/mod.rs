@@ -130,14 +130,7 @@ async fn status(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         Err(_) => shopgate_core::shardmap::parse_buckets(&s.buckets).map_or(0, |b| b.len()),
     };
     // An unfinished move (and what it holds up), from the auth database.
-    let unfinished = match stack::control_db(config).await {
-        Ok(db) => {
-            let moves = crate::db::bounded(shopgate_core::control::unfinished_moves(&db.pool)).await.ok();
-            db.close().await;
-            moves.unwrap_or_default()
-        }
-        Err(_) => Vec::new(),
-    };
+    let unfinished = moves::unfinished(config).await.unwrap_or_default();
     // Full specs for scripts (`even`, `odd` or ranges); for people, ranges cut to fit a column.
     let buckets_of = |s: &ShardConfig| match &map {
         Ok(m) => shopgate_core::shardmap::bucket_spec(&m.buckets_of(&s.name)),

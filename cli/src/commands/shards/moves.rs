@@ -164,10 +164,7 @@ pub(crate) async fn run(ctx: &Context, config: &Config, args: MoveArgs) -> anyho
 /// them; no move is recorded, no row or map changed.
 async fn dry_run(ctx: &Context, config: &Config, args: &MoveArgs) -> anyhow::Result<()> {
     let map = stack::current_map(config).await?;
-    let control = stack::control_db(config).await?;
-    let unfinished = crate::db::bounded(control::unfinished_moves(&control.pool)).await;
-    control.close().await;
-    let unfinished = unfinished?;
+    let unfinished = unfinished(config).await?;
     let (action, batches): (&str, Vec<(String, String, String)>) = if !unfinished.is_empty() {
         let action = if args.abort { "roll back" } else { "resume" };
         (action, unfinished.iter().map(|m| (m.source.clone(), m.target.clone(), m.buckets.clone())).collect())
@@ -210,6 +207,14 @@ async fn dry_run(ctx: &Context, config: &Config, args: &MoveArgs) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// The moves the auth database records as unfinished, oldest first.
+pub(crate) async fn unfinished(config: &Config) -> anyhow::Result<Vec<MoveRecord>> {
+    let control = stack::control_db(config).await?;
+    let moves = crate::db::bounded(control::unfinished_moves(&control.pool)).await;
+    control.close().await;
+    Ok(moves?)
 }
 
 /// The command that resumes an unfinished move, and the one that rolls it back.
