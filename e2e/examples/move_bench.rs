@@ -18,6 +18,7 @@ use shopgate_core::UserId;
 use shopgate_e2e::cli::pool;
 use shopgate_e2e::mariadb::Topology;
 use shopgate_e2e::shard_data::{load, ROWS_PER_USER};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack};
 
 #[tokio::main]

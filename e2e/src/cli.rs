@@ -12,7 +12,7 @@ use shopgate_core::db::{self, Open};
 use sqlx::pool::PoolOptions;
 use sqlx::AnyPool;
 
-use crate::Stack;
+use crate::{Shop as _, Stack};
 
 /// One finished run of `shopctl`.
 #[derive(Debug)]
@@ -78,13 +78,6 @@ pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
 }
 
 impl Stack {
-    /// `shopctl ARGS` against this stack.
-    pub fn ctl(&self, args: &[&str]) -> Run {
-        let mut cmd = self.shopctl();
-        cmd.args(args);
-        run(cmd, None)
-    }
-
     /// `shopctl ARGS` with these environment variables set.
     pub fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = self.shopctl();
@@ -141,21 +134,10 @@ impl Stack {
         std::fs::write(&path, body.to_string()).unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// A pool on shard `name`'s primary.
-    pub async fn shard_db(&self, name: &str) -> AnyPool {
-        let shard = self.config.shard(name).unwrap_or_else(|| panic!("no shard {name}"));
-        pool(&shard.primary).await
-    }
-
     /// A pool on shard `name`'s replica (the shard must have one).
     pub async fn shard_replica_db(&self, name: &str) -> AnyPool {
         let shard = self.config.shard(name).unwrap_or_else(|| panic!("no shard {name}"));
         pool(shard.replica.as_ref().unwrap_or_else(|| panic!("shard {name} has no replica"))).await
-    }
-
-    /// A pool on the auth database.
-    pub async fn auth_db(&self) -> AnyPool {
-        pool(&self.config.verifier.database_url).await
     }
 
     /// `SELECT COUNT(*) FROM table` on every shard's primary, by shard name.

@@ -1,7 +1,6 @@
-//! Growing a running [`Stack`]: adding a shard as an operator would (its `[shards.NAME]` in the
-//! stack's `shop.toml` owning no bucket, its backend started, `shopctl shards add`), running
-//! `shopctl shards move --json` and reading its events, and reading the current shard map back.
-//! Nothing else of the stack is restarted.
+//! Growing a running shop: a shard added as an operator would ([`Shop::add_shard`]), `shopctl
+//! shards move --json` run and its events read ([`MoveRun`]), and the whole of it under load
+//! ([`grow_under_load`]). Nothing else of the shop is restarted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;
@@ -11,13 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
-use shopgate_core::config::Config;
-use shopgate_core::shardmap::{parse_buckets, ShardMap};
-use shopgate_core::ShardName;
+use shopgate_core::shardmap::parse_buckets;
 
 use crate::cli::Run;
 use crate::load::Pause;
-use crate::{free_port, ProcessSpec, Stack};
+use crate::{Shop, Stack};
 
 /// A finished `shopctl shards move --json`: its events, one JSON object per line of stdout,
 /// each stamped when it was read.
@@ -29,12 +26,33 @@ pub struct MoveRun {
     /// The final `{"event":"summary",…}`.
     pub summary: Value,
     /// When the command started and ended. All times here are on the clock of the [`Instant`]
-    /// given to [`Stack::move_buckets`] (a load's start, so its answers and the move line up).
+    /// given to [`Shop::move_buckets`] (a load's start, so its answers and the move line up).
     pub started: Duration,
     pub ended: Duration,
 }
 
 impl MoveRun {
+    /// A finished run and its stamped lines of stdout: its events, which must hold a summary.
+    pub(crate) fn new(run: Run, lines: Vec<(Duration, String)>, started: Duration, ended: Duration) -> MoveRun {
+        let events: Vec<(Duration, Value)> = lines
+            .into_iter()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(at, l)| {
+                let event = serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("shards move: a line is not JSON ({e}): {l}\n{run}"));
+                (at, event)
+            })
+            .collect();
+        let steps = events.iter().filter(|(_, e)| e["event"] == "step").cloned().collect();
+        let summary = events
+            .iter()
+            .rev()
+            .find(|(_, e)| e["event"] == "summary")
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("shards move printed no summary:\n{run}"));
+        MoveRun { run, steps, summary, started, ended }
+    }
+
     /// The longest write pause of a bucket the move reports (`pause_ms_max`).
     pub fn pause_max(&self) -> Duration {
         let ms = self.summary["pause_ms_max"].as_f64().unwrap_or_else(|| panic!("no pause_ms_max in {}", self.summary));
@@ -72,82 +90,6 @@ impl MoveRun {
 }
 
 impl Stack {
-    /// Adds shard `name` (order-id `number`) to the running stack: writes its `[shards.NAME]`
-    /// (no bucket; its database `sqlite:shard-NAME.db` unless `overrides` say otherwise, e.g.
-    /// [`crate::mariadb::Topology::shard_overrides`]) into the stack's config, starts its backend
-    /// (`backend-NAME`) and waits for its health check, then runs `shopctl shards add NAME`,
-    /// which renders nginx's config with the new upstream and reloads nginx. The stack must run
-    /// nginx with its master (`nginx_master: true`). `self.config` is the new config afterwards.
-    pub async fn add_shard(&mut self, name: &str, number: u8, overrides: Vec<(String, String)>) -> anyhow::Result<()> {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        add_shard_to_file(&self.config_path, name, number, listen)?;
-        self.env.extend(overrides);
-        self.config = Config::load_with_env(&self.config_path, self.env.clone())
-            .with_context(|| format!("the config with shard {name} added"))?;
-        let process = format!("backend-{name}");
-        let spec = ProcessSpec {
-            program: crate::bin("backend"),
-            args: vec!["--shard".into(), name.into()],
-            health: format!("http://{listen}/healthz"),
-        };
-        self.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(process.clone(), spec);
-        self.start_process(&process)?;
-        self.wait_ready(&format!("http://{listen}/healthz")).await?;
-        self.ctl(&["shards", "add", name]).ok();
-        Ok(())
-    }
-
-    /// The map as `shopctl --json shards status` shows it: its version, and the map its
-    /// shards' `buckets` make.
-    pub fn status_map(&self) -> (u64, ShardMap) {
-        let status = self.ctl(&["--json", "shards", "status"]).ok().json();
-        let version = status["map_version"].as_u64().unwrap_or_else(|| panic!("no map_version in {status}"));
-        let shards = status["items"].as_array().unwrap_or_else(|| panic!("no shards in {status}"));
-        let specs: Vec<(ShardName, String)> = shards
-            .iter()
-            .map(|s| {
-                let name = s["shard"].as_str().unwrap_or_else(|| panic!("no shard name in {s}"));
-                let buckets = s["buckets"].as_str().unwrap_or_else(|| panic!("no buckets in {s}"));
-                (ShardName::parse(name).unwrap_or_else(|e| panic!("{e}")), buckets.to_owned())
-            })
-            .filter(|(_, buckets)| !buckets.is_empty())
-            .collect();
-        let map = ShardMap::from_specs(specs.iter().map(|(n, b)| (n, b.as_str())))
-            .unwrap_or_else(|e| panic!("shards status shows no whole map ({e}): {status}"));
-        (version, map)
-    }
-
-    /// Runs `shopctl --json shards move ARGS` to its end (off the async workers, so a load keeps
-    /// running), stamping each event as it comes; panics, showing the run, unless it exits 0 with
-    /// a summary. `clock` is the instant the returned times count from.
-    pub async fn move_buckets(&self, args: &[&str], clock: Instant) -> MoveRun {
-        let mut cmd = self.shopctl();
-        cmd.args(["--json", "shards", "move"]).args(args);
-        let started = clock.elapsed();
-        let (run, lines) = tokio::task::spawn_blocking(move || run_stamped(cmd, clock))
-            .await
-            .unwrap_or_else(|e| panic!("shopctl shards move: {e}"));
-        let ended = clock.elapsed();
-        let run = run.ok();
-        let events: Vec<(Duration, Value)> = lines
-            .into_iter()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(at, l)| {
-                let event = serde_json::from_str(&l)
-                    .unwrap_or_else(|e| panic!("shards move: a line is not JSON ({e}): {l}\n{run}"));
-                (at, event)
-            })
-            .collect();
-        let steps = events.iter().filter(|(_, e)| e["event"] == "step").cloned().collect();
-        let summary = events
-            .iter()
-            .rev()
-            .find(|(_, e)| e["event"] == "summary")
-            .map(|(_, e)| e.clone())
-            .unwrap_or_else(|| panic!("shards move printed no summary:\n{run}"));
-        MoveRun { run, steps, summary, started, ended }
-    }
-
     /// `shopctl --json shards move --to TARGET BUCKETS --wait-seconds 20` to its end, killed right
     /// after recording step `die_after` if given (shopctl's test hook, `SHOPCTL_MOVE_DIE_AFTER`).
     pub fn shards_move(&self, target: &str, buckets: &str, die_after: Option<&str>) -> std::process::Output {
@@ -158,20 +100,10 @@ impl Stack {
         }
         cmd.output().unwrap_or_else(|e| panic!("running shopctl shards move: {e}"))
     }
-
-    /// The shard map in force: the current version in its one home, the auth database (read
-    /// with the same `shopgate_core::control` functions every part uses; version 1, the
-    /// config's, is stored there first if no part has yet).
-    pub async fn current_map(&self) -> ShardMap {
-        let auth = self.auth_db().await;
-        let map = shopgate_core::control::load_or_seed(&auth, &self.config.shard_map).await;
-        auth.close().await;
-        map.unwrap_or_else(|e| panic!("the current shard map: {e}"))
-    }
 }
 
 /// Runs `cmd` to its end, each line of its stdout stamped when it came (on `clock`).
-fn run_stamped(mut cmd: Command, clock: Instant) -> (Run, Vec<(Duration, String)>) {
+pub(crate) fn run_stamped(mut cmd: Command, clock: Instant) -> (Run, Vec<(Duration, String)>) {
     let args = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -199,7 +131,12 @@ fn run_stamped(mut cmd: Command, clock: Instant) -> (Run, Vec<(Duration, String)
 
 /// Adds `[shards.NAME]` owning no bucket to the config file at `path` (kept readable by its
 /// owner only: it may hold database passwords), replacing the file in one rename.
-fn add_shard_to_file(path: &std::path::Path, name: &str, number: u8, listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn add_shard_to_file(
+    path: &std::path::Path,
+    name: &str,
+    number: u8,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(path)?)?;
     let shards = doc.entry("shards").or_insert_with(|| toml::Table::new().into());
     let shards = shards.as_table_mut().context("[shards] is not a table")?;
@@ -230,8 +167,8 @@ fn add_shard_to_file(path: &std::path::Path, name: &str, number: u8, listen: Soc
 /// room for a refresh query on a loaded 2-core machine.
 pub const SWITCH_MARGIN: Duration = Duration::from_millis(500);
 
-/// Issue 11, point 1, on a running stack (nginx with its master; registrations not limited
-/// below 40 per address): 40 users load shards `a` and `b`; shard `c` is added (on the database
+/// Issue 11, point 1, on a running shop of either topology (nginx with its master;
+/// registrations not limited below 40 per address): 40 users load shards `a` and `b`; shard `c` is added (on the database
 /// `c_overrides` give, else SQLite) and half of `a`'s and half of `b`'s buckets move to it with
 /// `--batch 100`; the load runs a few seconds more. Then every acknowledged order is once, on its
 /// user's shard by the final map; every acknowledged cancel and profile write is there as
@@ -240,7 +177,7 @@ pub const SWITCH_MARGIN: Duration = Duration::from_millis(500);
 /// saw no error; those whose bucket moved saw only 503 + `Retry-After`, within their batch's
 /// pause as the move reports it, plus [`SWITCH_MARGIN`]; every part routes with the final map;
 /// `shopctl shards check` is clean.
-pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String)>) {
+pub async fn grow_under_load(stack: &mut impl Shop, c_overrides: Vec<(String, String)>) {
     let users = crate::load::register_spread(stack, 40).await;
     let before = stack.current_map().await;
     let load = crate::load::Load::start(stack, &users, crate::load::LoadOptions::default());
@@ -293,40 +230,6 @@ pub async fn grow_under_load(stack: &mut Stack, c_overrides: Vec<(String, String
 
     stack.assert_parts_route_with(after.version()).await;
     stack.ctl(&["shards", "check"]).ok();
-}
-
-impl Stack {
-    /// Every backend and nginx report (`/healthz`'s `map_version`) that they route with `version`,
-    /// within 2 s: a backend the move's last step did not wait for takes it at its next refresh.
-    pub async fn assert_parts_route_with(&self, version: u64) {
-        let mut parts: Vec<(String, String)> = self
-            .config
-            .shards
-            .iter()
-            .flat_map(|s| {
-                let name = s.name.as_str();
-                s.listen
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, addr)| (crate::backend_process(name, i), format!("http://{addr}/healthz")))
-            })
-            .collect();
-        parts.push(("nginx".into(), format!("{}/healthz", self.url)));
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for (part, url) in parts {
-            loop {
-                let got = match self.http.get(&url).send().await {
-                    Ok(r) => r.json::<Value>().await.map(|b| b["map_version"].clone()).unwrap_or_default(),
-                    Err(e) => Value::String(e.to_string()),
-                };
-                if got.as_u64() == Some(version) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{part} routes with map version {got}, not {version}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// The step events (`{"event":"step",…}`) a `shopctl --json shards move` printed, in order.

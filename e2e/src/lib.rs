@@ -14,6 +14,9 @@ pub mod mariadb;
 pub mod netns;
 pub mod processes;
 pub mod shard_data;
+pub mod shop;
+
+pub use shop::Shop;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
@@ -440,11 +443,6 @@ impl Stack {
         Ok(())
     }
 
-    /// The URL of `path` at the verifier or backend listening on `addr`, for [`Stack::internal`].
-    pub fn internal_url(&self, addr: SocketAddr, path: &str) -> String {
-        format!("{}://{addr}{path}", self.scheme)
-    }
-
     async fn wait_ready(&self, url: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = if url.starts_with("https:") { &self.internal } else { &self.http };
@@ -592,22 +590,6 @@ impl Stack {
         self.hangup("nginx");
     }
 
-    /// The real `shopctl`, pointed at this stack, with its own config folder for the login.
-    pub fn shopctl(&self) -> Command {
-        let mut c = Command::new(bin("shopctl"));
-        c.env("SHOP_CONFIG", &self.config_path)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("SHOPCTL_URL", &self.url)
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env_remove("SHOP_JWT_KEY")
-            .env_remove("SHOPCTL_CA_FILE")
-            .stdin(Stdio::null());
-        if let Some(ca) = &self.ca_file {
-            c.env("SHOPCTL_CA_FILE", ca);
-        }
-        c
-    }
-
     /// A token for any user id, signed with the stack's key (as `shopctl tokens mint` does).
     pub fn mint(&self, user_id: u64) -> String {
         let user = UserId::new(user_id).unwrap_or_else(|e| panic!("{e}"));
@@ -621,35 +603,6 @@ impl Stack {
         let url = self.internal_url(self.config.verifier.listen[i], "/metrics");
         let text = self.internal.get(url).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-    }
-
-    pub fn api(&self, path: &str) -> String {
-        format!("{}{}", self.url, path)
-    }
-
-    pub async fn register(&self, email: &str) -> Value {
-        let r = self
-            .http
-            .post(self.api("/auth/register"))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("register: {e}"));
-        assert_eq!(r.status(), 201, "register {email}");
-        r.json().await.unwrap_or_else(|e| panic!("register body: {e}"))
-    }
-
-    pub async fn login(&self, email: &str) -> String {
-        let r = self
-            .http
-            .post(self.api("/auth/token"))
-            .form(&[("username", email), ("password", PASSWORD)])
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("login: {e}"));
-        assert_eq!(r.status(), 200, "login {email}");
-        let v: Value = r.json().await.unwrap_or_else(|e| panic!("login body: {e}"));
-        v["access_token"].as_str().unwrap_or_else(|| panic!("no token in {v}")).to_owned()
     }
 
     /// Places an order of one of product 1 with `token` through nginx; the order as answered
@@ -673,6 +626,63 @@ impl Stack {
         let user = self.register(&email).await;
         let token = self.login(&email).await;
         (user["id"].as_u64().unwrap_or_else(|| panic!("no id in {user}")), token)
+    }
+}
+
+impl Shop for Stack {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn internal(&self) -> &reqwest::Client {
+        &self.internal
+    }
+
+    fn internal_url(&self, addr: SocketAddr, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
+    fn shopctl(&self) -> Command {
+        let mut c = Command::new(bin("shopctl"));
+        c.env("SHOP_CONFIG", &self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("SHOPCTL_URL", &self.url)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env_remove("SHOP_JWT_KEY")
+            .env_remove("SHOPCTL_CA_FILE")
+            .stdin(Stdio::null());
+        if let Some(ca) = &self.ca_file {
+            c.env("SHOPCTL_CA_FILE", ca);
+        }
+        c
+    }
+
+    /// The shard's database is `sqlite:shard-NAME.db` unless `overrides` say otherwise (e.g.
+    /// [`mariadb::Topology::shard_overrides`]); its backend is `backend-NAME` on loopback. nginx
+    /// must run with its master (`nginx_master: true`).
+    async fn add_shard(&mut self, name: &str, number: u8, overrides: Vec<(String, String)>) -> anyhow::Result<()> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        grow::add_shard_to_file(&self.config_path, name, number, listen)?;
+        self.env.extend(overrides);
+        self.config = Config::load_with_env(&self.config_path, self.env.clone())
+            .with_context(|| format!("the config with shard {name} added"))?;
+        let process = backend_process(name, 0);
+        let health = self.internal_url(listen, "/healthz");
+        let spec =
+            ProcessSpec { program: bin("backend"), args: vec!["--shard".into(), name.into()], health: health.clone() };
+        self.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(process.clone(), spec);
+        self.start_process(&process)?;
+        self.wait_ready(&health).await?;
+        self.ctl(&["shards", "add", name]).ok();
+        Ok(())
     }
 }
 

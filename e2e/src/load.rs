@@ -31,7 +31,7 @@ use shopgate_core::time::rfc3339;
 use shopgate_core::UserId;
 use sqlx::Row as _;
 
-use crate::Stack;
+use crate::Shop;
 
 /// One shopper of the load: a registered user and a token from `POST /auth/token`.
 #[derive(Debug, Clone)]
@@ -196,9 +196,9 @@ impl std::fmt::Display for Answer {
 /// falls in bucket `i * 1000 / n`: the users cover the buckets evenly, and when the step
 /// `1000 / n` is odd (40 users: 25) they alternate between even and odd buckets (shards `a` and
 /// `b` of the default map).
-pub async fn register_spread(stack: &Stack, n: usize) -> Vec<Shopper> {
+pub async fn register_spread(stack: &impl Shop, n: usize) -> Vec<Shopper> {
     let auth = stack.auth_db().await;
-    let sqlite = stack.config.verifier.database_url.is_sqlite();
+    let sqlite = stack.config().verifier.database_url.is_sqlite();
     let mut users = Vec::with_capacity(n);
     // Ids only grow: start past every id given so far.
     let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM users")
@@ -260,13 +260,13 @@ struct Client {
 
 impl Load {
     /// Starts one task per user against the stack's nginx.
-    pub fn start(stack: &Stack, users: &[Shopper], options: LoadOptions) -> Load {
+    pub fn start(stack: &impl Shop, users: &[Shopper], options: LoadOptions) -> Load {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let client = Arc::new(Client {
-            http: stack.http.clone(),
-            url: stack.url.clone(),
+            http: stack.http().clone(),
+            url: stack.url().to_owned(),
             started,
             run: crate::rand_hex(4),
             options,
@@ -674,13 +674,13 @@ impl Record {
     /// `Idempotency-Key` there naming it (so a retry after the move finds it); acknowledged ids
     /// are distinct; and the load's users have no order they were not acknowledged (a retry that
     /// made a second order). Every problem found, one line each.
-    pub async fn check_orders(&self, stack: &Stack, map: &ShardMap) -> Result<OrdersChecked, Vec<String>> {
+    pub async fn check_orders(&self, stack: &impl Shop, map: &ShardMap) -> Result<OrdersChecked, Vec<String>> {
         let acks = self.acknowledged();
         let mut problems = Vec::new();
         let mut found: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
         let mut items: BTreeMap<(String, i64), i64> = BTreeMap::new();
         let mut keys: BTreeMap<(String, u64, String), i64> = BTreeMap::new();
-        for shard in &stack.config.shards {
+        for shard in &stack.config().shards {
             let name = shard.name.to_string();
             let db = stack.shard_db(&name).await;
             for row in fetch(&db, "SELECT id, user_id FROM orders").await {
@@ -765,10 +765,10 @@ impl Record {
     /// exactly one profile row, on the owning shard, holding what the last such write showed
     /// (email, `is_active`, `created_at`); and no user of the load has a profile row on a shard
     /// that does not own it. Every problem found, one line each.
-    pub async fn check_writes(&self, stack: &Stack, map: &ShardMap) -> Result<WritesChecked, Vec<String>> {
+    pub async fn check_writes(&self, stack: &impl Shop, map: &ShardMap) -> Result<WritesChecked, Vec<String>> {
         let mut orders: BTreeMap<i64, Vec<OrderCopy>> = BTreeMap::new();
         let mut profiles: BTreeMap<u64, Vec<(String, Profile)>> = BTreeMap::new();
-        for shard in &stack.config.shards {
+        for shard in &stack.config().shards {
             let name = shard.name.to_string();
             let db = stack.shard_db(&name).await;
             let rows = sqlx::query_as::<_, (i64, i64, String)>("SELECT id, user_id, status FROM orders")

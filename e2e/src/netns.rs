@@ -1,6 +1,7 @@
 //! Shards on their own hosts: a test topology in which every "machine" is a Linux network
 //! namespace with an address of its own, cabled to a switch, so a host can be cut off the network
-//! the way a pulled cable or a failed switch port cuts one.
+//! the way a pulled cable or a failed switch port cuts one, and what crosses the network can be
+//! captured on the switch ([`Network::capture`]).
 //!
 //! [`Network::create`] makes this run's switch: a namespace holding a bridge. [`Network::add_host`]
 //! adds a host: a namespace with loopback up and `eth0` at `10.213.0.N/24`, the other end of its
@@ -9,20 +10,22 @@
 //! processes still reach each other on its address (downing `eth0` inside the host would take its
 //! address's local route with it).
 //!
-//! [`NetnsStack::start`] puts a whole stack on such a network: a gateway host with nginx, the
-//! verifier and the auth MariaDB, and per shard a host ([`ShardHost`]) with its MariaDB primary and
-//! replica (`ip netns exec NS scripts/mariadb run DIR --shards a --no-auth`, bound to the host's
-//! address) and its backend. Every address in its `shop.toml` is a host's own address, never
-//! 127.0.0.1. [`NetnsStack::add_shard_host`] adds one more shard host to a running stack. The
-//! databases are therefore remote to the services, and reached over TLS only: the instances'
-//! URLs carry `ssl-mode=VERIFY_IDENTITY` and their CA (each certificate names its host's address),
-//! which the config's check requires of a database that is not on loopback; replication between
-//! a host's primary and replica is TLS too.
+//! [`NetnsStack::run`] puts a whole stack on such a network, encrypted on every hop as a shop
+//! spread over hosts runs: a gateway host with nginx (HTTPS, a plain-HTTP port that only
+//! redirects) and the auth MariaDB, a verifier host, and per shard a host ([`ShardHost`]) with its
+//! MariaDB primary and replica (`ip netns exec NS scripts/mariadb run DIR --shards a --no-auth`,
+//! bound to the host's address) and its backend. Every address in its `shop.toml` is a host's own,
+//! never 127.0.0.1. The verifier and the backends serve TLS with their host's certificate and
+//! take only clients with one from the stack's CA (nginx and shopctl present the gateway's);
+//! the databases are reached over TLS only (the instances' URLs carry `ssl-mode=VERIFY_IDENTITY`
+//! and their CA, each certificate naming its host's address), replication between a host's
+//! primary and replica is TLS too. The test itself runs on a client host of the same network, so
+//! its requests cross the switch as a shopper's would. [`NetnsStack::add_shard_host`] adds one
+//! more shard host to a running stack.
 //!
-//! The root namespace's networking is never touched. The test process reaches the stack through
-//! files only: nginx also listens on a unix socket in the stack's folder (added to the rendered
-//! config here, the one thing the harness adds to it), the instances through their sockets, and
-//! anything else with `ip netns exec HOST curl` (or `shopctl`, run on the gateway host).
+//! The root namespace's networking is never touched: the test's threads enter the client host's
+//! namespace (`setns`), and everything else runs under `ip netns exec`. The instances are also
+//! reached through their unix sockets ([`Topology::root_over_socket`]).
 //!
 //! Namespaces are named `sgnet-PID-RANDOM-ROLE` (PID is the test process's), so parallel runs
 //! never clash: every run has its own switch, and two runs' identical addresses live on separate
@@ -39,12 +42,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
+use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE, SERVICE_NAME};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 use crate::mariadb::{Spec, Topology};
-use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode};
+use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode, Shop};
 
 /// Every namespace these tests make starts with this.
 pub const NETNS_PREFIX: &str = "sgnet-";
@@ -77,13 +80,15 @@ impl Host {
         SocketAddr::from((self.addr, free_port()))
     }
 
-    /// `GET url` from inside this host with curl: the status (0 if there was no answer in
-    /// `within`) and the body.
-    pub fn curl(&self, url: &str, within: Duration) -> (u16, String) {
+    /// `GET url` from inside this host with curl, trusting the certificates `ca` signed: the
+    /// status (0 if there was no answer in `within`) and the body.
+    pub fn curl(&self, url: &str, ca: &Path, within: Duration) -> (u16, String) {
         let out = self
             .command("curl")
             .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time"])
             .arg(format!("{:.1}", within.as_secs_f64()))
+            .arg("--cacert")
+            .arg(ca)
             .arg(url)
             .stdin(Stdio::null())
             .output();
@@ -171,6 +176,30 @@ impl Network {
         ip(&["-n", &self.switch, "link", "set", &host.port, "up"])
     }
 
+    /// Starts recording every frame that crosses the switch (tcpdump on the bridge, in the
+    /// switch's namespace) into `file`; returns once tcpdump listens. [`Capture::stop`] ends it.
+    pub fn capture(&self, file: &Path) -> anyhow::Result<Capture> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.switch, "tcpdump", "-i", BRIDGE, "-n", "-U", "-s", "0", "-Z", "root", "-w"])
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running tcpdump (install it: apt-get install tcpdump)")?;
+        let stderr = child.stderr.take().context("tcpdump's stderr")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        match lines.next() {
+            Some(Ok(line)) if line.contains("listening on") => {}
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("tcpdump did not start on the switch: {other:?}");
+            }
+        }
+        Ok(Capture { child, file: file.to_owned() })
+    }
+
     fn namespaces(&self) -> Vec<String> {
         let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts.iter().map(|h| h.netns.clone()).chain([self.switch.clone()]).collect()
@@ -182,6 +211,34 @@ impl Drop for Network {
         for ns in self.namespaces() {
             remove_namespace(&ns);
         }
+    }
+}
+
+/// A running capture on a [`Network`]'s switch.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Stops tcpdump (SIGINT: it writes out what it holds) and returns the capture file's bytes.
+    pub fn stop(mut self) -> anyhow::Result<Vec<u8>> {
+        crate::signal(self.child.id(), libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                bail!("tcpdump did not stop within 10 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read(&self.file).with_context(|| format!("reading the capture {}", self.file.display()))
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -251,15 +308,30 @@ pub struct ShardSpec {
 const MAX_LAG: u64 = 5;
 /// How long a process of the stack may take to answer its health check.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// The folder, in the stack's, of its CA and certificates: `ca.crt`, `edge.crt` (nginx's, for the
+/// gateway's address) and one per host, `ROLE.crt`, naming [`SERVICE_NAME`] and the host's
+/// address, which its verifier or backend serves and presents.
+const CERTS: &str = "certs";
 
 /// A whole stack, the gateway and every shard on a host of its own (see the module's doc).
 pub struct NetnsStack {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub config: Config,
-    /// Requests to nginx over its unix socket; URLs from [`NetnsStack::api`].
+    /// Requests to nginx over HTTPS, trusting the stack's CA: from the client host only (the
+    /// threads of [`NetnsStack::run`]).
     pub http: reqwest::Client,
+    /// nginx's URL, `https://GATEWAY:PORT`.
+    pub url: String,
+    /// To the verifier and backends: trusts the internal CA and presents the gateway's
+    /// certificate, as nginx and shopctl do.
+    pub internal: reqwest::Client,
+    /// nginx's host, with the auth MariaDB; `shopctl` runs there.
     pub gateway: Host,
+    /// The verifier's host.
+    pub verifier: Host,
+    /// The host the test's own requests come from ([`NetnsStack::run`]).
+    pub client: Host,
     procs: Mutex<BTreeMap<String, Child>>,
     /// `SHOP__…` overrides (the databases' URLs) every process of the stack gets.
     env: Mutex<Vec<(String, String)>>,
@@ -270,17 +342,47 @@ pub struct NetnsStack {
 }
 
 impl NetnsStack {
-    /// The stack with `shards`, each on its own host; panics with the reason if it cannot start.
-    pub async fn start(shards: &[ShardSpec]) -> NetnsStack {
-        match Self::try_start(shards).await {
-            Ok(s) => s,
-            Err(e) => panic!("could not start the network-namespace stack: {e:#}"),
+    /// Runs `body` on a stack with `shards`, each on its own host, from the stack's client host:
+    /// the thread `body` runs on and every thread of its runtime (two workers) are in that host's
+    /// network namespace, so the test's requests to nginx, to the parts and to the databases
+    /// cross the switch as a shopper's or an operator's tools would. Panics with the reason if the
+    /// stack cannot start; a panic of `body` is the caller's.
+    pub fn run<F, Fut>(shards: &[ShardSpec], body: F)
+    where
+        F: FnOnce(NetnsStack) -> Fut + Send,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let outcome = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let net = Network::create().unwrap_or_else(|e| panic!("{e:#}"));
+                    let client = net.add_host("client").unwrap_or_else(|e| panic!("{e:#}"));
+                    enter(&client).unwrap_or_else(|e| panic!("{e:#}"));
+                    let ns = client.clone();
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .on_thread_start(move || enter(&ns).unwrap_or_else(|e| panic!("{e:#}")))
+                        .build()
+                        .unwrap_or_else(|e| panic!("a runtime for the client host: {e}"));
+                    runtime.block_on(async move {
+                        let stack = match Self::try_start(net, client, shards).await {
+                            Ok(s) => s,
+                            Err(e) => panic!("could not start the network-namespace stack: {e:#}"),
+                        };
+                        body(stack).await;
+                    });
+                })
+                .join()
+        });
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
         }
     }
 
-    async fn try_start(specs: &[ShardSpec]) -> anyhow::Result<NetnsStack> {
-        let net = Network::create()?;
+    async fn try_start(net: Network, client: Host, specs: &[ShardSpec]) -> anyhow::Result<NetnsStack> {
         let gateway = net.add_host("gateway")?;
+        let verifier_host = net.add_host("verifier")?;
         let auth_spec = Spec {
             shards: Vec::new(),
             auth: true,
@@ -301,13 +403,31 @@ impl NetnsStack {
         set_mode(&root, 0o755)?;
         std::fs::create_dir_all(root.join("nginx"))?;
         set_mode(&root.join("nginx"), 0o755)?;
-        let mut file = ConfigBuilder::new(gateway.socket_addr(), &[gateway.socket_addr()])
-            // nginx listens on the gateway host's address, not loopback: plain HTTP, as the
-            // clients of this network test speak it.
-            .set("nginx.allow_plaintext", "true")
+        let certs = root.join(CERTS);
+        crate::certs(&["ca".as_ref(), certs.as_os_str()])?;
+        crate::certs(&["issue".as_ref(), certs.as_os_str(), "edge".as_ref(), gateway.addr.to_string().as_ref()])?;
+        for host in [&gateway, &verifier_host].into_iter().chain(shard_hosts.iter().map(|s| &s.host)) {
+            issue_host_certificate(&certs, host)?;
+        }
+        let mut file = ConfigBuilder::new(gateway.socket_addr(), &[verifier_host.socket_addr()])
+            .set("nginx.tls.certificate", &format!("{CERTS}/edge.crt"))
+            .set("nginx.tls.key", &format!("{CERTS}/edge.key"))
+            .set("nginx.tls.redirect_listen", &gateway.socket_addr().to_string())
+            .set("tls.ca", &format!("\"{CERTS}/ca.crt\""))
+            .set("tls.certificate", &format!("\"{CERTS}/gateway.crt\""))
+            .set("tls.key", &format!("\"{CERTS}/gateway.key\""))
+            .set("tls.require_client_certificate", "true")
+            .set("verifier.socket_dir", "\"\"")
             .set("nginx.debug_headers", "true")
             .set("nginx.worker_processes", "\"1\"")
-            .set("verifier.hash_workers", "1");
+            .set("verifier.hash_workers", "1")
+            // Every shopper of a test comes from the client host's one address.
+            .set("verifier.register_max_per_address", "1000")
+            // As in `Stack`: every process here is in the test runner's one scheduling group.
+            .set("verifier.hash_nice", "0");
+        if let Some(user) = crate::nginx_user()? {
+            file = file.set("nginx.user", user);
+        }
         for (spec, shard) in specs.iter().zip(&shard_hosts) {
             file = file.shard(spec.name, spec.number, spec.buckets, shard.host.socket_addr());
         }
@@ -320,15 +440,22 @@ impl NetnsStack {
         }
         let config = Config::load_with_env(&config_path, env.clone())?;
         let http = reqwest::Client::builder()
-            .unix_socket(root.join("nginx/client.sock"))
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.crt"))?)?)
             .timeout(Duration::from_secs(30))
             .build()?;
+        let tls = shopgate_core::tls::client_config(&config.tls)?.context("the stack's config has no [tls]")?;
+        let internal =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).use_preconfigured_tls(tls).build()?;
         let stack = NetnsStack {
+            url: format!("https://{}", config.nginx.listen),
             dir,
             config_path,
             config,
             http,
+            internal,
             gateway,
+            verifier: verifier_host,
+            client,
             procs: Mutex::new(BTreeMap::new()),
             env: Mutex::new(env),
             shards: Mutex::new(shard_hosts.into_iter().map(|s| (s.host.role.clone(), Arc::new(s))).collect()),
@@ -336,16 +463,16 @@ impl NetnsStack {
             net,
         };
         let verifier = stack.config.verifier.listen[0];
-        stack.spawn(&stack.gateway, "verifier", bin("verifier"), &["--listen".into(), verifier.to_string()])?;
+        let host = stack.verifier.clone();
+        stack.spawn(&host, "verifier", bin("verifier"), &["--listen".into(), verifier.to_string()])?;
         for s in specs {
             stack.start_backend(s.name)?;
         }
-        stack.wait_ready(&stack.gateway, &format!("http://{verifier}/healthz")).await?;
+        stack.wait_ready(&stack.internal, &stack.internal_url(verifier, "/healthz")).await?;
         for s in specs {
-            let host = stack.shard(s.name).host.clone();
             let listen =
                 stack.config.shard(s.name).with_context(|| format!("no shard {} in the config", s.name))?.addr();
-            stack.wait_ready(&host, &format!("http://{listen}/healthz")).await?;
+            stack.wait_ready(&stack.internal, &stack.internal_url(listen, "/healthz")).await?;
         }
         stack.start_nginx().await?;
         Ok(stack)
@@ -358,16 +485,22 @@ impl NetnsStack {
     }
 
     /// The auth MariaDB, on the gateway host.
-    pub fn auth_db(&self) -> &Topology {
+    pub fn auth_topology(&self) -> &Topology {
         &self.auth_db
     }
 
-    /// One more shard host (its MariaDB primary and replica, running) on this stack's network;
-    /// its URLs join the `SHOP__…` overrides of every process started from now on. The shard's
-    /// backend is for the caller to start ([`NetnsStack::start_backend`]) once the stack's config
-    /// names the shard.
+    /// The stack's CA: nginx's certificate and every host's chain to it.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join(CERTS).join("ca.crt")
+    }
+
+    /// One more shard host (its MariaDB primary and replica, running, and its certificate) on
+    /// this stack's network; its URLs join the `SHOP__…` overrides of every process started from
+    /// now on. The shard's backend is for the caller to start ([`NetnsStack::start_backend`])
+    /// once the stack's config names the shard.
     pub async fn add_shard_host(&self, name: &str) -> anyhow::Result<Arc<ShardHost>> {
         let shard = Arc::new(ShardHost::start(&self.net, name).await?);
+        issue_host_certificate(&self.dir.path().join(CERTS), &shard.host)?;
         self.env.lock().unwrap_or_else(|e| e.into_inner()).extend(shard.db.overrides(MAX_LAG));
         self.shards.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), shard.clone());
         Ok(shard)
@@ -379,7 +512,8 @@ impl NetnsStack {
         self.spawn(&host, &format!("backend-{name}"), bin("backend"), &["--shard".into(), name.into()])
     }
 
-    /// nginx on the gateway, on its rendered config plus a unix socket for the test's client.
+    /// nginx on the gateway, with its master (`shopctl shards add` and `move` reload it), on the
+    /// config `shopctl nginx render` writes, as it is.
     async fn start_nginx(&self) -> anyhow::Result<()> {
         let prefix = self.dir.path().join("nginx");
         let conf = prefix.join("nginx.conf");
@@ -387,16 +521,6 @@ impl NetnsStack {
         if !out.status.success() {
             bail!("shopctl nginx render failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let listen = format!("listen {};", self.config.nginx.listen);
-        let text = std::fs::read_to_string(&conf)?;
-        if !text.contains(&listen) {
-            bail!("the rendered nginx config has no `{listen}` line");
-        }
-        let socket = prefix.join("client.sock");
-        std::fs::write(
-            &conf,
-            text.replacen(&listen, &format!("{listen}\n        listen unix:{};", socket.display()), 1),
-        )?;
         let err = crate::nginx_logs(&prefix)?;
         let mut args: Vec<String> =
             vec!["-p".into(), path_arg(&prefix), "-c".into(), path_arg(&conf), "-e".into(), path_arg(&err)];
@@ -404,36 +528,28 @@ impl NetnsStack {
         if !check.status.success() {
             bail!("nginx -t: {}", String::from_utf8_lossy(&check.stderr));
         }
-        args.extend(["-g".into(), "daemon off; master_process off;".into()]);
+        args.extend(["-g".into(), "daemon off; master_process on;".into()]);
         self.spawn(&self.gateway, "nginx", nginx_bin(), &args)?;
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = self.http.get(self.api("/healthz")).timeout(Duration::from_secs(1)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            self.check_alive()?;
-            if started.elapsed() > READY_WITHIN {
-                bail!("nginx did not answer on {} within {READY_WITHIN:?}; logs:\n{}", socket.display(), self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_ready(&self.http, &format!("{}/healthz", self.url)).await
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }
 
-    /// Starts `program ARGS` on `host` as process `name`, its output in `NAME.log`.
+    /// Starts `program ARGS` on `host` as process `name`, its output in `NAME.log`. A verifier or
+    /// backend serves and presents its host's certificate.
     fn spawn(&self, host: &Host, name: &str, program: PathBuf, args: &[String]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
         let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let certs = self.dir.path().join(CERTS);
         let child = host
             .command(&program)
             .args(args)
             .env("SHOP_CONFIG", &self.config_path)
             .envs(env)
+            .env("SHOP__TLS__CERTIFICATE", certs.join(format!("{}.crt", host.role)))
+            .env("SHOP__TLS__KEY", certs.join(format!("{}.key", host.role)))
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -444,18 +560,18 @@ impl NetnsStack {
         Ok(())
     }
 
-    /// Waits until `url` answers 200 from inside `host`.
-    async fn wait_ready(&self, host: &Host, url: &str) -> anyhow::Result<()> {
+    /// Waits until `url` answers 200 to `client`, from the client host.
+    async fn wait_ready(&self, client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            let (h, u) = (host.clone(), url.to_owned());
-            let (status, _) = tokio::task::spawn_blocking(move || h.curl(&u, Duration::from_secs(1))).await?;
-            if status == 200 {
-                return Ok(());
+            if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
             }
             self.check_alive()?;
             if started.elapsed() > READY_WITHIN {
-                bail!("{url} (from {}) not ready after {READY_WITHIN:?}; logs:\n{}", host.netns, self.logs());
+                bail!("{url} not ready after {READY_WITHIN:?}; logs:\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -491,25 +607,6 @@ impl NetnsStack {
         out
     }
 
-    /// The real `shopctl` with this stack's config, run on the gateway host, as an operator's
-    /// would be: it reads the shard map from the auth database there.
-    pub fn shopctl(&self) -> Command {
-        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut c = self.gateway.command(bin("shopctl"));
-        c.env("SHOP_CONFIG", &self.config_path)
-            .envs(env)
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env_remove("SHOP_JWT_KEY")
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// The URL of `path` through nginx (the host part is only a name: the client's connections go
-    /// to nginx's unix socket).
-    pub fn api(&self, path: &str) -> String {
-        format!("http://gateway{path}")
-    }
-
     /// A token for any user id, signed with the stack's key.
     pub fn mint(&self, user_id: u64) -> String {
         let user = UserId::new(user_id).unwrap_or_else(|e| panic!("{e}"));
@@ -524,10 +621,74 @@ impl NetnsStack {
     }
 }
 
+impl Shop for NetnsStack {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn internal(&self) -> &reqwest::Client {
+        &self.internal
+    }
+
+    fn internal_url(&self, addr: SocketAddr, path: &str) -> String {
+        format!("https://{addr}{path}")
+    }
+
+    /// Run on the gateway host, as an operator's would be: it reads the shard map from the auth
+    /// database there, and reaches the shards' databases and backends across the switch.
+    fn shopctl(&self) -> Command {
+        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut c = self.gateway.command(bin("shopctl"));
+        c.env("SHOP_CONFIG", &self.config_path)
+            .envs(env)
+            .env("SHOPCTL_URL", &self.url)
+            .env("SHOPCTL_CA_FILE", self.ca_file())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env_remove("SHOP_JWT_KEY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// On a host of its own with its own MariaDB primary and replica ([`NetnsStack::add_shard_host`]):
+    /// `overrides` are added to the host's databases' URLs.
+    async fn add_shard(&mut self, name: &str, number: u8, overrides: Vec<(String, String)>) -> anyhow::Result<()> {
+        let shard = self.add_shard_host(name).await?;
+        let listen = shard.host.socket_addr();
+        crate::grow::add_shard_to_file(&self.config_path, name, number, listen)?;
+        let env = {
+            let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner());
+            env.extend(overrides);
+            env.clone()
+        };
+        self.config = Config::load_with_env(&self.config_path, env)
+            .with_context(|| format!("the config with shard {name} added"))?;
+        self.start_backend(name)?;
+        self.wait_ready(&self.internal, &self.internal_url(listen, "/healthz")).await?;
+        self.ctl(&["shards", "add", name]).ok();
+        Ok(())
+    }
+}
+
 impl Drop for NetnsStack {
     fn drop(&mut self) {
         let procs = std::mem::take(&mut *self.procs.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, mut child) in procs {
+        for (name, mut child) in procs {
+            // An nginx master killed outright would leave its worker serving: a fast shutdown first.
+            if name == "nginx" {
+                crate::signal(child.id(), libc::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -537,6 +698,25 @@ impl Drop for NetnsStack {
         }
         // Then the fields: the topologies stop their instances, the network deletes the namespaces.
     }
+}
+
+/// `certs/ROLE.crt` and `.key` for `host`: [`SERVICE_NAME`], which nginx and shopctl check, and
+/// the host's address.
+fn issue_host_certificate(certs: &Path, host: &Host) -> anyhow::Result<()> {
+    let addr = host.addr.to_string();
+    crate::certs(&["issue".as_ref(), certs.as_os_str(), host.role.as_ref(), SERVICE_NAME.as_ref(), addr.as_ref()])
+}
+
+/// Moves the calling thread into `host`'s network namespace: its sockets from then on are the
+/// host's.
+fn enter(host: &Host) -> anyhow::Result<()> {
+    let path = Path::new("/var/run/netns").join(&host.netns);
+    let ns = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&ns),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .with_context(|| format!("entering the network namespace {}", host.netns))
 }
 
 fn path_arg(p: &Path) -> String {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use shopgate_core::UserId;
 
 use crate::cli::scalar;
-use crate::Stack;
+use crate::{Shop as _, Stack};
 
 /// How a run is shaped.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use shopgate_e2e::cli::{run, write_file};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{bin, free_port, now, Stack, PASSWORD};
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use shopgate_e2e::cli::{catalog_csv, exec, scalar, write_file};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 #[tokio::test]

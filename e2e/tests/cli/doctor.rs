@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Stack, PASSWORD};
 
 /// `shopctl --json doctor`: its exit code and the parts it found failing.

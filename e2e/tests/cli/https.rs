@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use shopgate_e2e::cli::run;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack, PASSWORD};
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use shopgate_core::shardmap::bucket;
 use shopgate_core::{ShardMap, UserId};
 use shopgate_e2e::cli::pool;
 use shopgate_e2e::grow::step_events;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack};
 use shopgate_store::{buckets, fence};
 

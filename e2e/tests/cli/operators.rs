@@ -6,6 +6,7 @@ use serde_json::Value;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
 use shopgate_e2e::cli::{exec, scalar, write_file};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack, PASSWORD};
 
 /// Registers, logs in and places one order through nginx; returns (id, email, token).

@@ -6,6 +6,7 @@
 use std::process::Stdio;
 
 use serde_json::Value;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Stack, PASSWORD};
 
 /// Parses `text` as TSV with a header: at least one data row, every row as wide as the header.

@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Stack, PASSWORD};
 
 use super::pty::Pty;

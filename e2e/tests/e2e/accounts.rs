@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack, PASSWORD};
 
 async fn verify_at(stack: &Stack, i: usize, token: &str) -> u16 {

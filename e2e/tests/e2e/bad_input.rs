@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use reqwest::Method;
 use serde_json::json;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 fn b64(s: &str) -> String {

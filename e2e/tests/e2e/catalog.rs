@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use shopgate_e2e::cli::exec;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 /// `GET url` with an optional token and `If-None-Match`.

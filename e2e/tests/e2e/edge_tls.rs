@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use reqwest::{Method, Response};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack, PASSWORD};
 
 fn tls_stack() -> Options {

@@ -4,6 +4,7 @@
 use serde_json::json;
 use shopgate_core::config::DbUrl;
 use shopgate_core::db::{connect_options, Open};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Stack, PASSWORD};
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shopgate_e2e::cli::exec;
 use shopgate_e2e::load::{register_spread, Cancel, Load, LoadOptions};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack};
 
 /// nginx with its master (shards are added with a graceful reload); 40 registrations from one

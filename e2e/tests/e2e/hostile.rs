@@ -10,6 +10,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{now, rand_hex, Options, Stack, PASSWORD};
 
 /// The verifier's counter `name` from its `/metrics`.

@@ -1,6 +1,7 @@
 //! Point 3: only the verifier's answer decides who the caller is.
 
 use serde_json::{json, Value};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 async fn place(stack: &Stack, token: &str) -> u64 {

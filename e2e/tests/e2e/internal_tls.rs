@@ -9,6 +9,7 @@ use reqwest::{Certificate, Identity};
 use serde_json::Value;
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{certs, Options, Stack, CERTS_DIR};
 
 async fn tls_stack() -> Stack {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{rand_hex, Options, Stack};
 use sqlx::Connection as _;
 use sqlx::Executor as _;

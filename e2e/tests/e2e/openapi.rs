@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use shopgate_core::openapi::PUBLIC_OPERATIONS;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use shopgate_e2e::processes::Race;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Point 1: register -> token -> order -> list through nginx, under both prefixes.
 
 use serde_json::{json, Value};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{rand_hex, Stack, PASSWORD};
 
 async fn whole_journey(stack: &Stack, auth: &str, api: &str) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 use tokio::sync::Semaphore;
 

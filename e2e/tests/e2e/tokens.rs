@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use shopgate_core::token::{EdKeys, KeyFile, Keys};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{bin, Options, Stack, KEYS_FILE};
 
 fn b64(s: &str) -> String {

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;

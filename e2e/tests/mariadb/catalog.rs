@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 use crate::{get, stack_on_mariadb, user_on};

@@ -10,6 +10,7 @@ use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
 use shopgate_e2e::grow::step_events;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 use shopgate_store::buckets;
 

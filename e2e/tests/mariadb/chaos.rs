@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shopgate_core::time::unix_now_ms;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 use sqlx::MySqlPool;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

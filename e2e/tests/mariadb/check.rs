@@ -2,6 +2,7 @@
 //! not as a pool that timed out. The primary of shard a is held by `LOCK TABLES orders WRITE` in
 //! another session: the check's read of `orders` waits past its bound.
 
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shopgate_core::UserId;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::Stack;
 
 /// A topology and a whole stack on it; `max_lag` is every shard's `replica_max_lag_seconds`.

@@ -8,6 +8,7 @@ use serde_json::json;
 use shopgate_core::ids::MAX_USER_ID;
 
 use crate::{assert_no_password_logged, backend, create_order, shard_of, stack_on_mariadb};
+use shopgate_e2e::Shop as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_row_on_a_shard_belongs_to_a_user_it_does_not_own() {

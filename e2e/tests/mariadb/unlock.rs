@@ -2,6 +2,7 @@
 //! migration and its upsert), two verifiers following it; the shards stay on SQLite.
 
 use shopgate_e2e::mariadb::{Spec, Topology};
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{Options, Stack, PASSWORD};
 
 #[tokio::test]

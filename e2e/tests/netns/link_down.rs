@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shopgate_e2e::netns::{NetnsStack, ShardSpec};
+use shopgate_e2e::Shop as _;
 
 /// Users of each shard sending load.
 const USERS_PER_SHARD: u64 = 5;
@@ -119,15 +120,15 @@ async fn send(req: reqwest::RequestBuilder, user: u64, kind: Kind, key: String, 
     Record { user, kind, sent, answered: t0.elapsed(), status, retry_after, key, order }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no_order() {
-    let stack = Arc::new(
-        NetnsStack::start(&[
-            ShardSpec { name: "a", number: 0, buckets: "even" },
-            ShardSpec { name: "b", number: 1, buckets: "odd" },
-        ])
-        .await,
-    );
+#[test]
+fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no_order() {
+    let shards =
+        [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
+    NetnsStack::run(&shards, cut_off);
+}
+
+async fn cut_off(stack: NetnsStack) {
+    let stack = Arc::new(stack);
     let pids = stack.pids();
     let b_host = stack.shard("b").host.clone();
     let mut users: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -199,9 +200,9 @@ async fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no
     // The harness grows with the stack: one more shard host joins the running network (as a test
     // adding shard c will need), its databases up, cabled to the gateway.
     let c = stack.add_shard_host("c").await.unwrap();
-    let nginx = format!("http://{}/healthz", stack.config.nginx.listen);
-    let (h, url) = (c.host.clone(), nginx.clone());
-    let (status, _) = tokio::task::spawn_blocking(move || h.curl(&url, Duration::from_secs(5))).await.unwrap();
+    let nginx = stack.api("/healthz");
+    let (h, url, ca) = (c.host.clone(), nginx.clone(), stack.ca_file());
+    let (status, _) = tokio::task::spawn_blocking(move || h.curl(&url, &ca, Duration::from_secs(5))).await.unwrap();
     assert_eq!(status, 200, "host c ({}) cannot reach nginx at {nginx}", c.host.addr);
     let db = c.db.root_over_socket("c-primary").await;
     let bound: String = sqlx::query_scalar("SELECT @@bind_address").fetch_one(&db).await.unwrap();
