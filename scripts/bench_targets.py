@@ -4,7 +4,7 @@ Shared by scripts/bench-chart and scripts/bench-table, so each target is written
 """
 import re
 
-# name: (bound, "min" or "max"). Issue 12's, and issue 30's CPU per request.
+# name: (bound, "min" or "max"). Issue 12's, issue 30's CPU per request, and issue 26's TLS.
 TARGETS = {
     "project/njs": (1.5, "min"),
     "project/fastapi": (6, "min"),
@@ -17,6 +17,8 @@ TARGETS = {
     "api-p99-flood/idle": (2, "max"),
     "cpu-per-order seed/stack": (10, "min"),
     "cpu-per-check fastapi/verifier": (20, "min"),
+    "edge-tls/plain": (0.85, "min"),
+    "mtls/plain": (0.8, "min"),
 }
 
 # `ratio NAME MEDIAN (MIN-MAX)` (NAME may end in " direct") and `cpu-ratio NAME A/B MEDIAN (MIN-MAX)`.
