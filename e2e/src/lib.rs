@@ -445,7 +445,9 @@ impl Stack {
 
     async fn wait_ready(&self, url: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = if url.starts_with("https:") { &self.internal } else { &self.http };
+        // nginx's edge certificate is not the stack's own (with both `tls` and `internal_tls`).
+        let internal = url.starts_with("https:") && !url.starts_with(&self.url);
+        let client = if internal { &self.internal } else { &self.http };
         loop {
             if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
                 if r.status().is_success() {

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod catch_up;
+mod cert_rotation;
 mod chaos;
 mod check;
 mod deadlocks;
