@@ -23,6 +23,7 @@ use shopgate_core::config::SERVICE_NAME;
 use shopgate_core::db::{connect_options, Open};
 use shopgate_e2e::load::closed_unanswered;
 use shopgate_e2e::mariadb::Topology;
+use shopgate_e2e::Shop as _;
 use shopgate_e2e::{certs, Options, Stack, CERTS_DIR, PASSWORD};
 use sqlx::{AnyConnection, Connection as _, Row as _};
 
