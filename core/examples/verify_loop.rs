@@ -9,7 +9,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let alg = args.next().unwrap_or_else(|| "hs256".into());
     let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    let policy = Policy { issuer: "shopgate".into(), audience: "shopgate-api".into(), leeway_seconds: 30 };
+    let policy =
+        Policy { issuer: "shopgate".into(), audience: "shopgate-api".into(), leeway_seconds: 30, ttl_seconds: 3600 };
     let now = 1_800_000_000;
     let keys = match alg.as_str() {
         "eddsa" => {

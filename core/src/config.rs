@@ -577,7 +577,6 @@ pub struct JwtConfig {
     keys: Arc<ArcSwap<Keys>>,
     pub(crate) source: KeySource,
     pub policy: Policy,
-    pub ttl_seconds: i64,
 }
 
 impl JwtConfig {
@@ -767,8 +766,8 @@ impl Config {
                     issuer: raw.jwt.issuer,
                     audience: raw.jwt.audience,
                     leeway_seconds: raw.jwt.leeway_seconds,
+                    ttl_seconds: raw.jwt.ttl_seconds,
                 },
-                ttl_seconds: raw.jwt.ttl_seconds,
             },
             verifier,
             backend: raw.backend,

@@ -76,17 +76,18 @@ fn expiry(exp: i64) -> u32 {
 impl Revocations {
     /// Empty, for tokens issued under `jwt`'s ttl and leeway; see [`Revocations::is_loaded`].
     pub fn new(jwt: &JwtConfig) -> Self {
-        Self::with_times(jwt.policy.leeway_seconds, jwt.ttl_seconds)
+        Self::with_times(jwt.policy.leeway_seconds, jwt.policy.valid_for_at_most())
     }
 
-    fn with_times(leeway: i64, ttl_seconds: i64) -> Self {
+    /// `max_token_life`: how long after its `iat` a token can pass the check.
+    fn with_times(leeway: i64, max_token_life: i64) -> Self {
         Self {
             jtis: DashMap::new(),
             cutoffs: ArcSwap::default(),
             newest_seen: AtomicI64::new(i64::MIN),
             last_full: Mutex::new(None),
             leeway,
-            max_token_life: ttl_seconds + leeway,
+            max_token_life,
             loaded: AtomicBool::new(false),
         }
     }

@@ -196,6 +196,8 @@ pub enum TokenError {
     Expired,
     #[error("not yet valid")]
     NotYetValid,
+    #[error("lives longer than the stack allows")]
+    Lifetime,
     #[error("wrong issuer")]
     Issuer,
     #[error("wrong audience")]
@@ -219,6 +221,7 @@ impl TokenError {
             TokenError::BadClaims => "bad_claims",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
+            TokenError::Lifetime => "lifetime",
             TokenError::Issuer => "issuer",
             TokenError::Audience => "audience",
             TokenError::Revoked => "revoked",
@@ -486,12 +489,25 @@ impl Keys {
     }
 }
 
-/// The expected issuer and audience, and the allowed clock skew.
+/// The expected issuer and audience, the allowed clock skew, and how long a token may live.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub issuer: String,
     pub audience: String,
     pub leeway_seconds: i64,
+    /// The longest life a token may have, `exp - iat` (`jwt.ttl_seconds`): a login's token gets
+    /// it, `shopctl tokens mint` at most it, and the check refuses a token that claims more (plus
+    /// the leeway), whoever signed it. So no token outlives what a revocation is kept for.
+    pub ttl_seconds: i64,
+}
+
+impl Policy {
+    /// How long after its `iat` a token can pass the check at the latest: its life, at most
+    /// `ttl + leeway`, then the leeway past `exp`. A user-wide revocation cut-off is kept at least
+    /// this long, and a retired key's tokens are gone after it.
+    pub fn valid_for_at_most(&self) -> i64 {
+        self.ttl_seconds.saturating_add(self.leeway_seconds.saturating_mul(2))
+    }
 }
 
 /// Checks tokens. Cheap to clone; clones share the live keys, so a key reload reaches every
@@ -586,6 +602,9 @@ impl Verifier {
         {
             return Err(TokenError::NotYetValid);
         }
+        if claims.exp.saturating_sub(claims.iat) > self.policy.ttl_seconds.saturating_add(leeway) {
+            return Err(TokenError::Lifetime);
+        }
         if claims.iss != self.policy.issuer {
             return Err(TokenError::Issuer);
         }
@@ -637,8 +656,6 @@ pub fn new_claims(user: UserId, email: &str, policy: &Policy, now: i64, ttl_seco
     }
 }
 
-/// Takes the token out of an `Authorization` header value: `Bearer <token>`, the scheme
-/// case-insensitive (RFC 7235), exactly one space, no further whitespace.
 /// Whether `text` is `n` as `n.to_string()` writes it (no sign, no leading zero), without writing it.
 fn is_decimal_of(text: &str, n: u64) -> bool {
     text.bytes().all(|b| b.is_ascii_digit())
@@ -653,6 +670,8 @@ fn is_token_byte(b: u8) -> bool {
     (b.is_ascii_digit()) | (lower.wrapping_sub(b'a') < 26) | (b == b'-') | (b == b'_') | (b == b'.')
 }
 
+/// Takes the token out of an `Authorization` header value: `Bearer <token>`, the scheme
+/// case-insensitive (RFC 7235), exactly one space, no further whitespace.
 pub fn bearer(header: Option<&[u8]>) -> Result<&str, TokenError> {
     let raw = header.ok_or(TokenError::Missing)?;
     if raw.len() > MAX_TOKEN_BYTES + 7 {
@@ -682,7 +701,7 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy { issuer: "shopgate".into(), audience: "shopgate-api".into(), leeway_seconds: 5 }
+        Policy { issuer: "shopgate".into(), audience: "shopgate-api".into(), leeway_seconds: 5, ttl_seconds: 600 }
     }
 
     fn claims() -> Claims {
@@ -751,6 +770,24 @@ mod tests {
         let mut c = claims();
         c.nbf = Some(NOW + 60);
         assert_eq!(v.verify(&sign_hs256(&key(), &c), NOW).unwrap_err(), TokenError::NotYetValid);
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_policy_allows_is_refused_whoever_signed_it() {
+        let v = Verifier::new(key(), policy());
+        let (ttl, leeway) = (v.policy().ttl_seconds, v.policy().leeway_seconds);
+        let mut c = claims();
+        c.exp = c.iat + ttl + leeway;
+        let longest = sign_hs256(&key(), &c);
+        assert!(v.verify(&longest, NOW).is_ok(), "ttl + leeway is allowed");
+        // It passes until valid_for_at_most after its iat, and not a second longer.
+        assert!(v.verify(&longest, c.iat + v.policy().valid_for_at_most() - 1).is_ok());
+        assert_eq!(v.verify(&longest, c.iat + v.policy().valid_for_at_most()).unwrap_err(), TokenError::Expired);
+        c.exp += 1;
+        assert_eq!(v.verify(&sign_hs256(&key(), &c), NOW).unwrap_err(), TokenError::Lifetime);
+        // A day-long token, a second old: refused at once, not only when it expires.
+        c.exp = c.iat + 86_400;
+        assert_eq!(v.verify(&sign_hs256(&key(), &c), NOW + 1).unwrap_err(), TokenError::Lifetime);
     }
 
     #[test]

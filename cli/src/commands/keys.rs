@@ -159,8 +159,8 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
     file.signing_kid = Some(kid.clone());
     replace_private(&path, &key_set_text(&file)?)?;
     tokio::time::sleep(RELOAD_WAIT).await;
-    // When the old keys' last tokens have expired: ttl + leeway after every process has reloaded.
-    let wait = config.as_ref().map(|c| c.jwt.ttl_seconds + c.jwt.policy.leeway_seconds + 1);
+    // When the old keys' last tokens have expired, after every process has reloaded.
+    let wait = config.as_ref().map(|c| c.jwt.policy.valid_for_at_most() + 1);
     let retire: Vec<String> = old.iter().map(|k| format!("shopctl keys retire {k}")).collect();
     if let Some(wait) = wait {
         // A key retired by an earlier rotation keeps its own, earlier, time.
@@ -180,7 +180,7 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
             "then": retire,
         }));
     } else {
-        let when = wait.map_or_else(|| "jwt.ttl_seconds + jwt.leeway_seconds".to_owned(), |s| format!("{s} s"));
+        let when = wait.map_or_else(|| "jwt.ttl_seconds + 2 × jwt.leeway_seconds".to_owned(), |s| format!("{s} s"));
         out(format_args!(
             "Rotated {}: every verifier now signs new tokens with {kid}, and every backend takes them; tokens of {} \
              keep passing. After {when} (the old tokens' life), run: {}.",

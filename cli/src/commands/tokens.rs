@@ -24,7 +24,8 @@ pub(crate) struct MintArgs {
     /// The email claim.
     #[arg(long, default_value = "minted@shopgate.local")]
     pub email: String,
-    /// Lifetime in seconds [default: the config's jwt.ttl_seconds].
+    /// Lifetime in seconds, at most the config's jwt.ttl_seconds (the check refuses a longer
+    /// one) [default: jwt.ttl_seconds].
     #[arg(long)]
     pub(crate) ttl: Option<i64>,
 }
@@ -33,9 +34,15 @@ pub async fn run(ctx: &Context, cmd: TokensCommand) -> anyhow::Result<()> {
     let TokensCommand::Mint(a) = cmd;
     let user = UserId::new(a.user_id).map_err(UsageError)?;
     let config = stack::load_config(ctx)?;
-    let ttl = a.ttl.unwrap_or(config.jwt.ttl_seconds);
-    if ttl < 1 {
-        return Err(UsageError("--ttl must be at least 1 second".into()).into());
+    let most = config.jwt.policy.ttl_seconds;
+    let ttl = a.ttl.unwrap_or(most);
+    if !(1..=most).contains(&ttl) {
+        return Err(UsageError(format!(
+            "--ttl must be between 1 and {most} seconds: no token may live longer than jwt.ttl_seconds ({most} s in {}), \
+             which every part's check enforces",
+            config.path.display()
+        ))
+        .into());
     }
     // Stamped no earlier than the user's revocation cut-off (as the token endpoint does), so a
     // token minted right after `users enable` or a password change is not born revoked.

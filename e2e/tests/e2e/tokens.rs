@@ -370,3 +370,65 @@ async fn key_rotation_with_shopctl_without_a_failed_request() {
     let jwks: Value = stack.http.get(stack.api("/auth/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
 }
+
+/// Issue 27, point 1, the report's reproduction (`ttl_seconds = 60`, `leeway_seconds = 0`): a
+/// token may not live longer than the stack's TTL. `shopctl tokens mint --ttl 86400` is refused,
+/// naming the bound; a day-long token signed with the stack's own key (as anyone holding it could
+/// make) is refused outright by nginx's check and by a backend asked directly. Then a user is
+/// disabled and another changes their password: their tokens (a login's and a minted one each)
+/// are refused from that moment to the end of their life, which no token now outlives: the
+/// user-wide cut-off is kept longer than that (before, a day-long token came back after 125 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_outlives_the_ttl_so_a_revoked_one_stays_refused_for_its_whole_life() {
+    let settings = vec![("jwt.ttl_seconds", "60"), ("jwt.leeway_seconds", "0")];
+    let stack = Stack::start_with(Options { settings, ..Options::default() }).await;
+
+    let line = stack.ctl(&["tokens", "mint", "--user-id", "7", "--ttl", "86400"]).one_line_error(2);
+    assert!(line.contains("--ttl must be between 1 and 60 seconds"), "{line}");
+    let now = shopgate_e2e::now();
+    let user = shopgate_core::UserId::new(7).unwrap();
+    let mut claims = shopgate_core::token::new_claims(user, "x@example.com", &stack.config.jwt.policy, now, 86_400);
+    let day_long = stack.config.jwt.sign(&claims).unwrap();
+    claims.exp = now + 60;
+    let control = stack.config.jwt.sign(&claims).unwrap();
+    let orders = |token: &str| stack.http.get(stack.api("/api/orders")).bearer_auth(token).send();
+    assert_eq!(orders(&control).await.unwrap().status(), 200, "the control, 60 s long, passes");
+    assert_eq!(orders(&day_long).await.unwrap().status(), 401, "a day-long token through nginx");
+    let backend = stack.config.shard_map.shard_for(user).to_string();
+    let direct = stack.config.shard(&backend).unwrap().addr();
+    let r = stack.http.get(format!("http://{direct}/api/orders")).bearer_auth(&day_long).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a day-long token at shard {backend}'s backend itself");
+
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (id, login) = stack.shopper().await;
+        let minted = stack.ctl(&["tokens", "mint", "--user-id", &id.to_string()]).ok().stdout.trim().to_owned();
+        assert_eq!(orders(&minted).await.unwrap().status(), 200);
+        tokens.push((id, login, minted));
+    }
+    let disabled = tokens[0].0.to_string();
+    stack.ctl(&["users", "disable", &disabled]).ok();
+    let r = stack
+        .http
+        .post(stack.api("/auth/change-password"))
+        .bearer_auth(&tokens[1].1)
+        .json(&json!({"current_password": shopgate_e2e::PASSWORD, "new_password": "An0ther-Horse!"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "change-password: {}", r.status());
+    // Every token, checked every 2 s until well past the end of its life (60 s).
+    let revoked = Instant::now();
+    let mut checks = 0;
+    while revoked.elapsed() < Duration::from_secs(64) {
+        for (id, login, minted) in &tokens {
+            for (what, token) in [("login", login), ("minted", minted)] {
+                let status = orders(token).await.unwrap().status();
+                assert_eq!(status, 401, "user {id}'s {what} token, {:?} after the revocation", revoked.elapsed());
+                checks += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(checks >= 100, "only {checks} checks");
+}

@@ -128,12 +128,12 @@ pub async fn token(
     // Stamped no earlier than the user's revocation cut-off, so a token issued in the same second
     // as a password change is not caught by it.
     let iat = issued_at(crate::now(), user.tokens_valid_after);
-    let claims = new_claims(user.id, &user.email, &jwt.policy, iat, jwt.ttl_seconds);
+    let claims = new_claims(user.id, &user.email, &jwt.policy, iat, jwt.policy.ttl_seconds);
     let access_token = jwt.sign(&claims).ok_or_else(|| anyhow::anyhow!("the key set has no signing key"))?;
     Metrics::inc(&state.metrics.logins_ok);
     tracing::info!(user_id = %user.id, "token issued");
     Ok(no_store(json(
         StatusCode::OK,
-        &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.ttl_seconds },
+        &TokenResponse { access_token, token_type: "bearer", expires_in: jwt.policy.ttl_seconds },
     )))
 }
