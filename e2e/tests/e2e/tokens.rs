@@ -376,8 +376,9 @@ async fn key_rotation_with_shopctl_without_a_failed_request() {
 /// naming the bound; a day-long token signed with the stack's own key (as anyone holding it could
 /// make) is refused outright by nginx's check and by a backend asked directly. Then a user is
 /// disabled and another changes their password: their tokens (a login's and a minted one each)
-/// are refused from that moment to the end of their life, which no token now outlives: the
-/// user-wide cut-off is kept longer than that (before, a day-long token came back after 125 s).
+/// are refused from then (within the revocation bound) to the end of their life, which no token
+/// now outlives: the user-wide cut-off is kept longer than that (before, a day-long token came
+/// back after 125 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_outlives_the_ttl_so_a_revoked_one_stays_refused_for_its_whole_life() {
     let settings = vec![("jwt.ttl_seconds", "60"), ("jwt.leeway_seconds", "0")];
@@ -417,8 +418,10 @@ async fn no_token_outlives_the_ttl_so_a_revoked_one_stays_refused_for_its_whole_
         .await
         .unwrap();
     assert!(r.status().is_success(), "change-password: {}", r.status());
-    // Every token, checked every 2 s until well past the end of its life (60 s).
+    // In force on every verifier within the revocation bound; from then on every token, checked
+    // every 2 s until well past the end of its life (60 s).
     let revoked = Instant::now();
+    tokio::time::sleep(stack.config.verifier.revocation_bound()).await;
     let mut checks = 0;
     while revoked.elapsed() < Duration::from_secs(64) {
         for (id, login, minted) in &tokens {
