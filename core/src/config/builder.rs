@@ -141,6 +141,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// The backends' public key set (EdDSA), `jwt.public_keys_file`: they load it instead of
+    /// the key set given to [`eddsa`](Self::eddsa).
+    pub fn public_keys(mut self, file: &str) -> Self {
+        if let Some(jwt) = self.section("jwt") {
+            jwt.insert("public_keys_file".into(), file.into());
+        }
+        self
+    }
+
     /// Shard `name` (its `number` in order ids, the `buckets` it owns, where it listens), on the
     /// SQLite file `shard-NAME.db` until [`set`](Self::set) says `shards.NAME.primary` otherwise.
     pub fn shard(self, name: &str, number: u8, buckets: &str, listen: SocketAddr) -> Self {
