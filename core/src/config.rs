@@ -24,7 +24,7 @@ mod database;
 mod other_files;
 mod tls;
 
-pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEYS_FILE, DEV_KEY_FILE, DEV_PUBLIC_KEYS_FILE};
 pub use tls::{EdgeTls, TlsConfig, SERVICE_NAME};
 
 use crate::ids::ShardName;

@@ -331,6 +331,18 @@ fn public_path(ctx: &Context, keys: &Path) -> PathBuf {
     }
 }
 
+/// A stack's key set at `keys` and its public set at `public`, made if `keys` is missing (one new
+/// signing key), and the public set written again from `keys` otherwise, so the two agree.
+pub(crate) fn ensure_key_set(keys: &Path, public: &Path) -> anyhow::Result<()> {
+    if keys.exists() {
+        return write_public(public, &read_key_set(keys)?);
+    }
+    let kid = kid_or_fresh(None)?;
+    let file = KeyFile { signing_kid: Some(kid.clone()), keys: vec![KeyFile::generate_jwk(&kid)] };
+    write_public(public, &file)?;
+    create_private(keys, &key_set_text(&file)?)
+}
+
 /// Writes key set `file` to `path` (0600) and its public set to `public` (0644), each whole, the
 /// public set first: a key is known to every backend before any verifier can sign with it.
 fn write_key_set(path: &Path, public: &Path, file: &KeyFile) -> anyhow::Result<()> {
