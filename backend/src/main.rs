@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shopgate_backend::{build_instance, serve, shard_listen};
-use shopgate_core::config::Config;
+use shopgate_core::config::{Config, KeyUse};
 use shopgate_core::service::{init_logging, shutdown_signal};
 
 #[derive(Parser)]
@@ -29,7 +29,8 @@ async fn main() -> ExitCode {
     shopgate_core::files::private_umask();
     let args = Args::parse();
     init_logging("info,sqlx=warn");
-    let loaded = Config::load(&args.config).map_err(|e| e.to_string());
+    // A backend only checks tokens: it loads the public key set and refuses any private key.
+    let loaded = Config::load_for(&args.config, KeyUse::Verify).map_err(|e| e.to_string());
     let checked = loaded.and_then(|c| shard_listen(&c, &args.shard, args.instance).map(|addr| (c, addr)));
     let Ok((config, listen)) = checked.inspect_err(|e| eprintln!("backend: {e}")) else {
         return ExitCode::from(2); // a config problem: one line, like clap's usage errors

@@ -24,7 +24,7 @@ mod database;
 mod other_files;
 mod tls;
 
-pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEYS_FILE, DEV_KEY_FILE, DEV_PUBLIC_KEYS_FILE};
 pub use tls::{EdgeTls, TlsConfig, SERVICE_NAME};
 
 use crate::ids::ShardName;
@@ -159,6 +159,10 @@ struct RawJwt {
     /// EdDSA: a JWK set file `{"signing_kid": .., "keys": [..]}` (the README's "Keys" says how to
     /// write one; `KeyFile::generate_jwk` makes a key).
     keys_file: Option<PathBuf>,
+    /// EdDSA: the public set of `keys_file` (no `d`, no `signing_kid`; `shopctl keys` writes it),
+    /// which the processes that only check tokens load instead ([`KeyUse::Verify`]), so that
+    /// `keys_file` need not be on their hosts at all.
+    public_keys_file: Option<PathBuf>,
     issuer: String,
     audience: String,
     ttl_seconds: i64,
@@ -171,6 +175,7 @@ impl Default for RawJwt {
             algorithm: "HS256".into(),
             key_file: None,
             keys_file: None,
+            public_keys_file: None,
             issuer: "shopgate".into(),
             audience: "shopgate-api".into(),
             ttl_seconds: 3600,
@@ -529,19 +534,40 @@ impl ShardConfig {
     }
 }
 
+/// Which keys a process loads, chosen by the process that loads the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// It signs, or may: the verifiers, shopctl (`tokens mint`, `keys rotate`). It loads
+    /// `jwt.keys_file` (EdDSA) or the HS256 key.
+    Sign,
+    /// It only checks tokens: the backends. Under EdDSA it loads `jwt.public_keys_file` (else
+    /// `jwt.keys_file`) and refuses to start if that file holds any private key; `jwt.keys_file`
+    /// need not exist on its host. HS256 has one key, which every process holds and can sign with.
+    Verify,
+}
+
+/// Where the public set of EdDSA key set `keys_file` is written when `jwt.public_keys_file` does
+/// not say: beside it, `NAME.public.json` for `NAME.json`.
+pub fn default_public_keys_file(keys_file: &Path) -> PathBuf {
+    let stem = keys_file.file_stem().unwrap_or(keys_file.as_os_str()).to_string_lossy();
+    keys_file.with_file_name(format!("{stem}.public.json"))
+}
+
 /// Where the keys come from, so they can be read again on SIGHUP or when the file changes.
 #[derive(Debug, Clone)]
 pub(crate) enum KeySource {
     Hs256Env(Secret),
     Hs256File(PathBuf),
     EdDsaFile(PathBuf),
+    /// A key set that must hold public keys only ([`KeyUse::Verify`]).
+    EdDsaPublicFile(PathBuf),
 }
 
 impl KeySource {
     pub(crate) fn file(&self) -> Option<&Path> {
         match self {
             KeySource::Hs256Env(_) => None,
-            KeySource::Hs256File(p) | KeySource::EdDsaFile(p) => Some(p),
+            KeySource::Hs256File(p) | KeySource::EdDsaFile(p) | KeySource::EdDsaPublicFile(p) => Some(p),
         }
     }
 
@@ -551,10 +577,15 @@ impl KeySource {
         match self {
             KeySource::Hs256Env(secret) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(secret.expose())?)?)),
             KeySource::Hs256File(p) => Ok(Keys::Hs256(Hs256Key::new(&decode_secret(&read(p)?)?)?)),
-            KeySource::EdDsaFile(p) => {
-                let file: KeyFile = serde_json::from_str(&read(p)?)
-                    .map_err(|e| ConfigError::KeyFileContent { path: p.clone(), message: e.to_string() })?;
-                Ok(Keys::EdDsa(EdKeys::from_file(&file)?))
+            KeySource::EdDsaFile(p) | KeySource::EdDsaPublicFile(p) => {
+                let content =
+                    |e: &dyn fmt::Display| ConfigError::KeyFileContent { path: p.clone(), message: e.to_string() };
+                let file: KeyFile = serde_json::from_str(&read(p)?).map_err(|e| content(&e))?;
+                let keys = match self {
+                    KeySource::EdDsaPublicFile(_) => EdKeys::from_public_file(&file),
+                    _ => EdKeys::from_file(&file),
+                };
+                Ok(Keys::EdDsa(keys.map_err(|e| content(&e))?))
             }
         }
     }
@@ -576,6 +607,8 @@ fn decode_secret(text: &str) -> Result<Vec<u8>, ConfigError> {
 pub struct JwtConfig {
     keys: Arc<ArcSwap<Keys>>,
     pub(crate) source: KeySource,
+    /// `jwt.public_keys_file`, resolved against the config's folder.
+    public_keys_file: Option<PathBuf>,
     pub policy: Policy,
 }
 
@@ -589,10 +622,20 @@ impl JwtConfig {
         self.keys.load_full()
     }
 
-    /// The file the keys are read from (`jwt.key_file` or `jwt.keys_file`, resolved against the
-    /// config's folder); `None` when `SHOP_JWT_KEY` gives the key.
+    /// The file the keys are read from (`jwt.key_file`, `jwt.keys_file` or, for a process that
+    /// only checks tokens, `jwt.public_keys_file`, resolved against the config's folder); `None`
+    /// when `SHOP_JWT_KEY` gives the key.
     pub fn key_file(&self) -> Option<&Path> {
         self.source.file()
+    }
+
+    /// Where the public set of EdDSA key set `keys_file` goes: `jwt.public_keys_file` if the
+    /// config names one for this very key set, else [`default_public_keys_file`].
+    pub fn public_keys_file_for(&self, keys_file: &Path) -> PathBuf {
+        match (&self.public_keys_file, &self.source) {
+            (Some(public), KeySource::EdDsaFile(own)) if same_file(own, keys_file) => public.clone(),
+            _ => default_public_keys_file(keys_file),
+        }
     }
 
     /// Signs with the live signing key; `None` if this key set cannot sign (EdDSA, public only).
@@ -643,12 +686,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads `path`, applies `SHOP__…` overrides from the process environment, checks it all.
+    /// Loads `path`, applies `SHOP__…` overrides from the process environment, checks it all,
+    /// with the keys of a process that signs ([`KeyUse::Sign`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with_env(path, std::env::vars())
+        Self::load_for(path, KeyUse::Sign)
+    }
+
+    /// [`Config::load`] with the keys that `keys` says.
+    pub fn load_for(path: &Path, keys: KeyUse) -> Result<Self, ConfigError> {
+        Self::load_with_env_for(path, std::env::vars(), keys)
     }
 
     pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::load_with_env_for(path, env, KeyUse::Sign)
+    }
+
+    pub fn load_with_env_for(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        keys: KeyUse,
+    ) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut value: toml::Value = toml::from_str(&text)
@@ -667,18 +724,38 @@ impl Config {
             message: e.message().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::check(raw, base, env_key, path)
+        Self::check(raw, base, env_key, path, keys)
     }
 
-    fn check(raw: RawConfig, base: &Path, env_key: Option<Secret>, path: &Path) -> Result<Self, ConfigError> {
+    fn check(
+        raw: RawConfig,
+        base: &Path,
+        env_key: Option<Secret>,
+        path: &Path,
+        key_use: KeyUse,
+    ) -> Result<Self, ConfigError> {
         // The keys without a default first, as the parse would report them if serde knew them.
         if raw.verifier.database_url.expose().is_empty() {
             return Err(missing("verifier.database_url"));
         }
-        let source = match (raw.jwt.algorithm.as_str(), env_key, &raw.jwt.key_file, &raw.jwt.keys_file) {
+        let public_keys_file = raw.jwt.public_keys_file.as_ref().map(|f| base.join(f));
+        // A process that only checks EdDSA tokens takes the public set, else the key set, and
+        // holds no private key either way.
+        let ed_file = match key_use {
+            KeyUse::Verify => public_keys_file.clone().or_else(|| raw.jwt.keys_file.as_ref().map(|f| base.join(f))),
+            KeyUse::Sign => raw.jwt.keys_file.as_ref().map(|f| base.join(f)),
+        };
+        let source = match (raw.jwt.algorithm.as_str(), env_key, &raw.jwt.key_file, ed_file) {
+            ("HS256", _, _, _) if public_keys_file.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "jwt.public_keys_file is for EdDSA: an HS256 key is one secret, and whoever holds it can sign"
+                        .into(),
+                ))
+            }
             ("HS256", Some(k), _, _) => KeySource::Hs256Env(k),
             ("HS256", None, Some(file), _) => KeySource::Hs256File(base.join(file)),
-            ("EdDSA", _, _, Some(file)) => KeySource::EdDsaFile(base.join(file)),
+            ("EdDSA", _, _, Some(file)) if key_use == KeyUse::Verify => KeySource::EdDsaPublicFile(file),
+            ("EdDSA", _, _, Some(file)) => KeySource::EdDsaFile(file),
             ("HS256" | "EdDSA", ..) => return Err(ConfigError::NoKey),
             (other, ..) => return Err(ConfigError::Algorithm(other.to_owned())),
         };
@@ -762,6 +839,7 @@ impl Config {
             jwt: JwtConfig {
                 keys,
                 source,
+                public_keys_file,
                 policy: Policy {
                     issuer: raw.jwt.issuer,
                     audience: raw.jwt.audience,
@@ -801,6 +879,11 @@ impl Config {
             }),
         }
     }
+}
+
+/// Whether two paths name one file: the same path, or the same file once resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// A key the file must give (it has no default) and left out.
@@ -957,6 +1040,81 @@ primary = "mysql://shop:hunter2@127.0.0.1:3306/shard_b"
         );
         assert_eq!(c.backend.idempotency_retention(), Duration::from_secs(86_400));
         assert_eq!(c.backend.idempotency_purge_batch, 500);
+    }
+
+    /// An EdDSA stack whose backends take the public set: `keys.json` (private) and
+    /// `keys.public.json` beside it.
+    fn eddsa_stack(dir: &Path) -> (PathBuf, KeyFile) {
+        let private = KeyFile { signing_kid: Some("k1".into()), keys: vec![KeyFile::generate_jwk("k1")] };
+        std::fs::write(dir.join("keys.json"), serde_json::to_string(&private).unwrap()).unwrap();
+        let public = default_public_keys_file(&dir.join("keys.json"));
+        assert_eq!(public, dir.join("keys.public.json"));
+        std::fs::write(&public, serde_json::to_string(&private.public()).unwrap()).unwrap();
+        let config = SAMPLE.replace(
+            "key_file = \"jwt.key\"",
+            "algorithm = \"EdDSA\"\nkeys_file = \"keys.json\"\npublic_keys_file = \"keys.public.json\"",
+        );
+        (write(dir, &config, "unused"), private)
+    }
+
+    #[test]
+    fn a_process_that_only_checks_tokens_loads_the_public_set_and_never_a_private_key() {
+        let dir = tmp();
+        let d = dir.path();
+        let (p, private) = eddsa_stack(d);
+        let signer = Config::load_with_env(&p, []).unwrap();
+        assert_eq!(signer.jwt.key_file(), Some(d.join("keys.json").as_path()));
+        assert!(signer.jwt.keys().can_sign());
+        assert_eq!(signer.jwt.public_keys_file_for(&d.join("keys.json")), d.join("keys.public.json"));
+        let token = signer.jwt.sign(&crate::token::new_claims(
+            crate::UserId::new(7).unwrap(),
+            "a@example.com",
+            &signer.jwt.policy,
+            crate::time::unix_now(),
+            600,
+        ));
+        let token = token.unwrap();
+
+        // The private set is not on this host: a backend starts on the public set alone.
+        std::fs::rename(d.join("keys.json"), d.join("elsewhere.json")).unwrap();
+        let checker = Config::load_with_env_for(&p, [], KeyUse::Verify).unwrap();
+        assert_eq!(checker.jwt.key_file(), Some(d.join("keys.public.json").as_path()));
+        assert!(!checker.jwt.keys().can_sign());
+        let now = crate::time::unix_now();
+        assert_eq!(checker.jwt.verifier().verify(&token, now).unwrap().user.get(), 7);
+        assert!(Config::load_with_env(&p, []).is_err(), "a signer does need the private set");
+
+        // A reload reads the public file again, and keeps its rule.
+        std::fs::write(d.join("keys.public.json"), serde_json::to_string(&private).unwrap()).unwrap();
+        let e = checker.jwt.reload().unwrap_err().to_string();
+        assert!(e.contains("keys.public.json") && e.contains("(d) of key \"k1\""), "{e}");
+        assert!(checker.jwt.verifier().verify(&token, now).is_ok(), "the keys in force stay");
+
+        // Started on a file with a private part: one line, naming the file and the fix.
+        let e = Config::load_with_env_for(&p, [], KeyUse::Verify).unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("must hold no private key") && e.contains("public.json"), "{e}");
+        // Without jwt.public_keys_file it would take jwt.keys_file, and refuses its private part.
+        std::fs::rename(d.join("elsewhere.json"), d.join("keys.json")).unwrap();
+        let env = [("SHOP__JWT__KEYS_FILE".to_owned(), "keys.public.json".to_owned())];
+        assert!(Config::load_with_env_for(&p, env.clone(), KeyUse::Verify).is_err());
+        let text = std::fs::read_to_string(&p).unwrap().replace("public_keys_file = \"keys.public.json\"\n", "");
+        std::fs::write(&p, text).unwrap();
+        let e = Config::load_with_env_for(&p, [], KeyUse::Verify).unwrap_err().to_string();
+        assert!(e.contains("keys.json") && e.contains("must hold no private key"), "{e}");
+        std::fs::write(d.join("keys.public.json"), serde_json::to_string(&private.public()).unwrap()).unwrap();
+        assert!(Config::load_with_env_for(&p, env, KeyUse::Verify).is_ok(), "a key set of public keys only");
+    }
+
+    #[test]
+    fn a_public_key_file_is_for_eddsa_only() {
+        let dir = tmp();
+        let p = write(
+            dir.path(),
+            &SAMPLE.replace("[jwt]\n", "[jwt]\npublic_keys_file = \"x.json\"\n"),
+            "k3y-0123456789abcdef0123456789abcdef",
+        );
+        let e = Config::load_with_env(&p, []).unwrap_err().to_string();
+        assert!(e.contains("jwt.public_keys_file is for EdDSA"), "{e}");
     }
 
     #[test]

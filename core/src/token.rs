@@ -238,6 +238,12 @@ pub enum KeyError {
     Placeholder,
     #[error("key set: {0}")]
     KeySet(String),
+    /// A public key set (what a process that only checks tokens loads) with a private part.
+    #[error(
+        "a public key set holds {0}; a process that only checks tokens must hold no private key: give it the \
+         public set that shopctl keys writes beside the private one (NAME.public.json)"
+    )]
+    NotPublic(String),
 }
 
 /// An HS256 signing and verification key. Its bytes never print.
@@ -366,7 +372,28 @@ impl KeyFile {
     }
 }
 
+impl KeyFile {
+    /// The public set of this key set: every key without its private part and no signing key, what
+    /// the processes that only check tokens (the backends) load: they can verify with it, never sign.
+    pub fn public(&self) -> KeyFile {
+        KeyFile { signing_kid: None, keys: self.keys.iter().map(|k| Jwk { d: None, ..k.clone() }).collect() }
+    }
+}
+
 impl EdKeys {
+    /// Checks a public key set ([`KeyFile::public`]) and takes its keys: a private part (`d`) or a
+    /// signing key anywhere in it is refused, so a process that loads only public sets never holds
+    /// a key that signs, even by mistake.
+    pub fn from_public_file(file: &KeyFile) -> Result<Self, KeyError> {
+        if let Some(jwk) = file.keys.iter().find(|k| k.d.is_some()) {
+            return Err(KeyError::NotPublic(format!("the private part (d) of key {:?}", jwk.kid)));
+        }
+        if let Some(kid) = &file.signing_kid {
+            return Err(KeyError::NotPublic(format!("a signing_kid ({kid:?})")));
+        }
+        Self::from_file(file)
+    }
+
     /// Checks a key file and takes its keys. The checks of each key (a valid curve point, not of
     /// small order, `d` matching `x`) are ed25519-dalek's: `jsonwebtoken` takes key bytes as
     /// they come and would only fail on the first token.
@@ -918,6 +945,34 @@ mod tests {
         file.keys[0].d = None;
         let verify_only = Keys::EdDsa(EdKeys::from_file(&file).unwrap());
         assert!(!verify_only.can_sign() && verify_only.sign(&claims()).is_none());
+    }
+
+    #[test]
+    fn a_public_set_verifies_never_signs_and_refuses_any_private_part() {
+        let (mut file, keys) = ed_keys("k2", &["k1", "k2"]);
+        file.keys[0].d = None; // k1 verifies only, as after a rotation
+        let public = file.public();
+        assert!(public.signing_kid.is_none() && public.keys.iter().all(|k| k.d.is_none()), "{public:?}");
+        let text = serde_json::to_string(&public).unwrap();
+        assert!(!text.contains("\"d\"") && !text.contains("signing_kid"), "{text}");
+        let kids: Vec<(&str, &str)> = public.keys.iter().map(|k| (k.kid.as_str(), k.x.as_str())).collect();
+        assert_eq!(kids, file.keys.iter().map(|k| (k.kid.as_str(), k.x.as_str())).collect::<Vec<_>>());
+        // Read back from its text, it checks every token the private set signs, and signs none.
+        let read: KeyFile = serde_json::from_str(&text).unwrap();
+        let verify_only = Keys::EdDsa(EdKeys::from_public_file(&read).unwrap());
+        assert!(!verify_only.can_sign() && verify_only.sign(&claims()).is_none());
+        let v = Verifier::with_keys(verify_only, policy());
+        assert_eq!(v.verify(&keys.sign(&claims()).unwrap(), NOW).unwrap().user.get(), 42);
+        // The private set itself, a single private part, or a signing key named: refused.
+        let e = EdKeys::from_public_file(&file).unwrap_err();
+        assert_eq!(e, KeyError::NotPublic("the private part (d) of key \"k2\"".into()));
+        assert!(e.to_string().contains("must hold no private key"), "{e}");
+        let mut one_d = public.clone();
+        one_d.keys[0].d = KeyFile::generate_jwk("x").d;
+        assert!(matches!(EdKeys::from_public_file(&one_d), Err(KeyError::NotPublic(_))));
+        let mut named = public.clone();
+        named.signing_kid = Some("k2".into());
+        assert!(matches!(EdKeys::from_public_file(&named), Err(KeyError::NotPublic(_))));
     }
 
     /// RFC 7515 appendix A.1: a valid HS256 signature under its own key, long expired, with

@@ -112,8 +112,10 @@ pub struct Options {
     pub debug_headers: bool,
     pub verifiers: usize,
     pub auth_cache_seconds: u32,
-    /// EdDSA with a key file of one key `k1` (made by `shopctl keys generate`), instead of an HS256
-    /// key.
+    /// EdDSA with a key file of one key `k1` (made by `shopctl keys generate`, with its public set
+    /// beside it), instead of an HS256 key. The backends get the public set only
+    /// (`jwt.public_keys_file`), and `jwt.keys_file` overridden to a file that does not exist
+    /// ([`NO_KEYS_FILE`]): a backend that read the private set would not start.
     pub eddsa: bool,
     /// The HS256 key file's content, instead of a random key.
     pub hs256_key: Option<String>,
@@ -174,6 +176,8 @@ pub fn backend_process(shard: &str, instance: usize) -> String {
 struct ProcessSpec {
     program: PathBuf,
     args: Vec<String>,
+    /// Environment of its own, after the stack's.
+    env: Vec<(String, String)>,
     health: String,
 }
 
@@ -193,6 +197,11 @@ pub fn certs(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
 
 /// The EdDSA key file of a stack started with `eddsa: true`.
 pub const KEYS_FILE: &str = "jwt-keys.json";
+/// Its public set, which the backends load: written beside it by `shopctl keys`.
+pub const PUBLIC_KEYS_FILE: &str = "jwt-keys.public.json";
+/// What the backends of an EdDSA stack are told `jwt.keys_file` is: a file that never exists, so a
+/// backend that read the private set instead of the public one fails to start.
+pub const NO_KEYS_FILE: &str = "no-private-key-on-backend-hosts.json";
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -209,6 +218,8 @@ pub struct Stack {
     /// How each verifier and backend was started, to start it again.
     specs: Mutex<BTreeMap<String, ProcessSpec>>,
     env: Vec<(String, String)>,
+    /// The backends' own environment, after `env` (see [`Options::eddsa`]).
+    backend_env: Vec<(String, String)>,
     nginx_master: bool,
     /// The CA of the edge's certificate, with [`Options::tls`].
     pub ca_file: Option<PathBuf>,
@@ -286,7 +297,7 @@ impl Stack {
             if !out.status.success() {
                 bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
             }
-            file = file.eddsa(KEYS_FILE);
+            file = file.eddsa(KEYS_FILE).public_keys(PUBLIC_KEYS_FILE);
         }
         let (mut ca_file, mut redirect) = (None, None);
         if opts.tls {
@@ -328,6 +339,10 @@ impl Stack {
             ),
             None => (http.clone(), "http"),
         };
+        let backend_env = match opts.eddsa {
+            true => vec![("SHOP__JWT__KEYS_FILE".to_owned(), root.join(NO_KEYS_FILE).display().to_string())],
+            false => Vec::new(),
+        };
         let stack = Stack {
             url: config.nginx.url(),
             dir,
@@ -339,6 +354,7 @@ impl Stack {
             procs: Mutex::new(BTreeMap::new()),
             specs: Mutex::new(BTreeMap::new()),
             env: opts.config_overrides,
+            backend_env,
             nginx_master: opts.nginx_master,
             ca_file,
             redirect,
@@ -348,6 +364,7 @@ impl Stack {
             let spec = ProcessSpec {
                 program: bin("verifier"),
                 args: vec!["--listen".into(), addr.to_string()],
+                env: Vec::new(),
                 health: format!("{scheme}://{addr}/healthz"),
             };
             stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
@@ -357,7 +374,12 @@ impl Stack {
             for (instance, addr) in s.listen.iter().enumerate() {
                 let name = backend_process(s.name.as_str(), instance);
                 let args = vec!["--shard".into(), s.name.as_str().into(), "--instance".into(), instance.to_string()];
-                let spec = ProcessSpec { program: bin("backend"), args, health: format!("{scheme}://{addr}/healthz") };
+                let spec = ProcessSpec {
+                    program: bin("backend"),
+                    args,
+                    env: stack.backend_env.clone(),
+                    health: format!("{scheme}://{addr}/healthz"),
+                };
                 stack.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), spec);
                 stack.start_process(&name)?;
             }
@@ -388,15 +410,16 @@ impl Stack {
         let spec = self.specs.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         let spec = spec.with_context(|| format!("no process {name} in this stack"))?;
         let args: Vec<&str> = spec.args.iter().map(String::as_str).collect();
-        self.spawn(name, spec.program, &args)
+        self.spawn(name, spec.program, &args, &spec.env)
     }
 
-    fn spawn(&self, name: &str, program: PathBuf, args: &[&str]) -> anyhow::Result<()> {
+    fn spawn(&self, name: &str, program: PathBuf, args: &[&str], env: &[(String, String)]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
         let child = Command::new(&program)
             .args(args)
             .env("SHOP_CONFIG", &self.config_path)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -518,6 +541,11 @@ impl Stack {
         if let Some(child) = procs.get(name) {
             signal(child.id(), libc::SIGCONT);
         }
+    }
+
+    /// The process id of a running process of the stack.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).get(name).map(Child::id)
     }
 
     /// The names of the running processes.
@@ -678,8 +706,12 @@ impl Shop for Stack {
             .with_context(|| format!("the config with shard {name} added"))?;
         let process = backend_process(name, 0);
         let health = self.internal_url(listen, "/healthz");
-        let spec =
-            ProcessSpec { program: bin("backend"), args: vec!["--shard".into(), name.into()], health: health.clone() };
+        let spec = ProcessSpec {
+            program: bin("backend"),
+            args: vec!["--shard".into(), name.into()],
+            env: self.backend_env.clone(),
+            health: health.clone(),
+        };
         self.specs.lock().unwrap_or_else(|e| e.into_inner()).insert(process.clone(), spec);
         self.start_process(&process)?;
         self.wait_ready(&health).await?;

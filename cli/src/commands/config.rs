@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{json, Value};
-use shopgate_core::config::{ensure_dev_key, ConfigBuilder, DEV_KEY_FILE};
+use shopgate_core::config::{
+    default_public_keys_file, ensure_dev_key, ConfigBuilder, DEV_KEYS_FILE, DEV_KEY_FILE, DEV_PUBLIC_KEYS_FILE,
+};
+
+use crate::commands::keys::{ensure_key_set, Algorithm};
 
 use crate::output::Format;
 use crate::{stack, Context, UsageError};
@@ -17,7 +21,9 @@ use crate::{stack, Context, UsageError};
 #[derive(Subcommand, Debug)]
 pub(crate) enum ConfigCommand {
     /// Write a stack config: nginx, the verifiers and the shards, with SQLite files beside it
-    /// unless told otherwise, and a random HS256 key in `jwt.key` if there is none. A new file's
+    /// unless told otherwise, and its keys beside it if there are none: an EdDSA key set
+    /// (`jwt-keys.json`, the verifiers') and its public set (`jwt-keys.public.json`, the
+    /// backends'), or with `--algorithm HS256` a random key in `jwt.key`. A new file's
     /// first shard owns the even buckets and its second the odd ones (a lone shard owns them all);
     /// a shard added later owns none until `shards move`. Checks that what it wrote loads.
     Init(InitArgs),
@@ -58,6 +64,11 @@ pub(crate) struct InitArgs {
     /// `--set verifier.hash_workers=1` (a TOML value, else a string).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// A new file's token algorithm. EdDSA: only the verifiers hold a key that signs, the backends
+    /// the public set. HS256: one secret that every process holds, so any process that checks
+    /// tokens can mint them (for a single host). A kept file keeps its own.
+    #[arg(long, value_enum, ignore_case = true, default_value = "EdDSA")]
+    pub(crate) algorithm: Algorithm,
 }
 
 /// `--shard NAME=ADDR`.
@@ -103,6 +114,9 @@ fn init(ctx: &Context, a: InitArgs) -> anyhow::Result<()> {
         builder
     } else {
         let mut builder = ConfigBuilder::new(a.nginx, &a.verifiers);
+        if a.algorithm == Algorithm::EdDsa {
+            builder = builder.eddsa(DEV_KEYS_FILE).public_keys(DEV_PUBLIC_KEYS_FILE);
+        }
         let owns = |i: usize| match (shards.len(), i) {
             (1, _) => "all",
             (_, 0) => "even",
@@ -126,8 +140,19 @@ fn init(ctx: &Context, a: InitArgs) -> anyhow::Result<()> {
     builder = builder.apply_env(std::env::vars())?;
     let folder = a.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(folder).with_context(|| format!("making {}", folder.display()))?;
-    let key = folder.join(DEV_KEY_FILE);
-    ensure_dev_key(&key).with_context(|| format!("writing {}", key.display()))?;
+    match (builder.jwt_setting("algorithm"), builder.jwt_setting("keys_file")) {
+        (Some("EdDSA"), Some(keys)) => {
+            let keys = folder.join(keys);
+            let public = builder
+                .jwt_setting("public_keys_file")
+                .map_or_else(|| default_public_keys_file(&keys), |p| folder.join(p));
+            ensure_key_set(&keys, &public)?;
+        }
+        _ => {
+            let key = folder.join(DEV_KEY_FILE);
+            ensure_dev_key(&key).with_context(|| format!("writing {}", key.display()))?;
+        }
+    }
     let config = builder.write(&a.file)?;
     if ctx.format == Format::Json {
         ctx.format.print(&json!({ "config": a.file, "shards": config.shards.len() }));
@@ -174,4 +199,60 @@ async fn check(ctx: &Context) -> anyhow::Result<()> {
         ctx.format.print(&json!({"config": config.path, "map_version": map.version(), "ok": true}));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+
+    use clap::Parser as _;
+    use shopgate_core::config::{Config, KeyUse};
+
+    use super::*;
+
+    async fn init(file: &Path, more: &[&str]) -> anyhow::Result<()> {
+        let f = file.to_str().unwrap();
+        let mut argv = vec!["shopctl", "--json", "config", "init", f, "--verifier", "127.0.0.1:9000"];
+        argv.extend_from_slice(&["--shard", "a=127.0.0.1:9001", "--shard", "b=127.0.0.1:9002"]);
+        argv.extend_from_slice(more);
+        crate::run(crate::Cli::try_parse_from(argv).unwrap()).await
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_new_stack_is_eddsa_with_its_backends_on_the_public_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shop.toml");
+        init(&file, &[]).await.unwrap();
+        let (keys, public) = (dir.path().join(DEV_KEYS_FILE), dir.path().join(DEV_PUBLIC_KEYS_FILE));
+        assert_eq!((mode(&keys), mode(&public)), (0o600, 0o644));
+        assert!(!dir.path().join(DEV_KEY_FILE).exists(), "an HS256 key beside an EdDSA stack");
+        let verifier = Config::load_with_env(&file, []).unwrap();
+        assert_eq!((verifier.jwt.keys().alg(), verifier.jwt.keys().can_sign()), ("EdDSA", true));
+        let backend = Config::load_with_env_for(&file, [], KeyUse::Verify).unwrap();
+        assert_eq!(backend.jwt.key_file(), Some(public.as_path()));
+        assert!(!backend.jwt.keys().can_sign());
+        // Kept across runs: the same keys, the public set in step.
+        let before = std::fs::read_to_string(&keys).unwrap();
+        std::fs::remove_file(&public).unwrap();
+        init(&file, &["--keep"]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), before);
+        assert!(Config::load_with_env_for(&file, [], KeyUse::Verify).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hs256_when_asked_and_a_kept_stack_keeps_its_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shop.toml");
+        init(&file, &["--algorithm", "HS256"]).await.unwrap();
+        assert!(dir.path().join(DEV_KEY_FILE).exists() && !dir.path().join(DEV_KEYS_FILE).exists());
+        assert_eq!(Config::load_with_env(&file, []).unwrap().jwt.keys().alg(), "HS256");
+        init(&file, &["--keep"]).await.unwrap();
+        assert_eq!(Config::load_with_env(&file, []).unwrap().jwt.keys().alg(), "HS256");
+    }
 }

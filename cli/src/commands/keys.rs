@@ -14,6 +14,11 @@
 //! (`FILE.retirable`), and `retire` refuses an earlier retire, which would log their users out,
 //! unless `--force`. HS256 has one key and no key ids, so it cannot be rotated without failing
 //! tokens (nor can a rotation change the algorithm): `rotate` refuses it.
+//!
+//! Every write of an EdDSA key set writes its public set too ([`KeyFile::public`], mode 0644): the
+//! file the backends load (`jwt.public_keys_file`, else `NAME.public.json` beside `NAME.json`),
+//! checked with the backends' rule ([`EdKeys::from_public_file`]) and written first, so that a
+//! backend knows each new key before any verifier signs with it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::json;
-use shopgate_core::config::Config;
+use shopgate_core::config::{default_public_keys_file, Config};
 use shopgate_core::time::{rfc3339, unix_now};
 use shopgate_core::token::{EdKeys, Hs256Key, KeyFile};
 
@@ -62,9 +67,15 @@ pub(crate) struct GenerateArgs {
     /// The key id (EdDSA only) [default: today's date and a random suffix].
     #[arg(long, value_name = "KID")]
     pub(crate) kid: Option<String>,
-    /// Write the key to FILE (mode 0600) instead of standard output.
+    /// Write the key to FILE (mode 0600) instead of standard output; an EdDSA key set's public
+    /// set goes beside it (see --public-out).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+    /// Where the public set of an EdDSA key set goes (mode 0644), the file for
+    /// jwt.public_keys_file [default: the stack config's jwt.public_keys_file when FILE is its
+    /// jwt.keys_file, else NAME.public.json beside FILE].
+    #[arg(long, value_name = "PUBLIC", requires = "out")]
+    pub(crate) public_out: Option<PathBuf>,
     /// Replace FILE if it exists.
     #[arg(long, requires = "out")]
     pub(crate) force: bool,
@@ -101,16 +112,17 @@ pub async fn run(ctx: &Context, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn generate(ctx: &Context, a: GenerateArgs) -> anyhow::Result<()> {
-    let (text, kid) = match a.algorithm {
+    let (text, set, kid) = match a.algorithm {
         Algorithm::EdDsa => {
             let kid = kid_or_fresh(a.kid)?;
             let file = KeyFile { signing_kid: Some(kid.clone()), keys: vec![KeyFile::generate_jwk(&kid)] };
-            (key_set_text(&file)?, Some(kid))
+            (key_set_text(&file)?, Some(file), Some(kid))
         }
-        Algorithm::Hs256 if a.kid.is_some() => {
-            return Err(UsageError("--kid is for EdDSA keys: an HS256 key has no key id".into()).into());
+        Algorithm::Hs256 if a.kid.is_some() || a.public_out.is_some() => {
+            let e = "--kid and --public-out are for EdDSA keys: an HS256 key has no key id and no public part";
+            return Err(UsageError(e.into()).into());
         }
-        Algorithm::Hs256 => (hs256_text(), None),
+        Algorithm::Hs256 => (hs256_text(), None, None),
     };
     let Some(path) = a.out else {
         out(text.trim_end());
@@ -121,16 +133,32 @@ fn generate(ctx: &Context, a: GenerateArgs) -> anyhow::Result<()> {
     } else {
         create_private(&path, &text)?;
     }
+    let public = match &set {
+        Some(set) => {
+            let public = a.public_out.unwrap_or_else(|| public_path(ctx, &path));
+            write_public(&public, set)?;
+            Some(public)
+        }
+        None => None,
+    };
     let (alg, setting) = match a.algorithm {
         Algorithm::EdDsa => ("EdDSA", "jwt.keys_file"),
         Algorithm::Hs256 => ("HS256", "jwt.key_file"),
     };
     if ctx.format != Format::Table {
-        ctx.format.print(&json!({"file": path, "algorithm": alg, "kid": kid, "setting": setting}));
+        ctx.format
+            .print(&json!({"file": path, "public_file": public, "algorithm": alg, "kid": kid, "setting": setting}));
     } else {
         let kid = kid.map(|k| format!(" (key id {k})")).unwrap_or_default();
+        let public = public.map_or_else(String::new, |p| {
+            format!(
+                ", and its public set to {} (mode 0644), for the backends' jwt.public_keys_file: they then hold no \
+                 key that signs",
+                p.display()
+            )
+        });
         out(format_args!(
-            "Wrote an {alg} key{kid} to {} (mode 0600): name it in the config as \
+            "Wrote an {alg} key{kid} to {} (mode 0600, for the verifiers){public}. Name it in the config as \
              jwt.algorithm = \"{alg}\" and {setting}.",
             path.display()
         ));
@@ -139,7 +167,7 @@ fn generate(ctx: &Context, a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
-    let (path, config) = key_set_path(ctx, a.file, "rotate")?;
+    let (path, public, config) = key_set_path(ctx, a.file, "rotate")?;
     let mut file = read_key_set(&path)?;
     let kid = kid_or_fresh(a.kid)?;
     if file.keys.iter().any(|k| k.kid == kid) {
@@ -151,13 +179,13 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
     // (else a backend that reloads later than a verifier would refuse the first new tokens);
     // then the new key signs and the old keys lose their private parts.
     file.keys.push(KeyFile::generate_jwk(&kid));
-    replace_private(&path, &key_set_text(&file)?)?;
+    write_key_set(&path, &public, &file)?;
     tokio::time::sleep(RELOAD_WAIT).await;
     for key in file.keys.iter_mut().filter(|k| k.kid != kid) {
         key.d = None;
     }
     file.signing_kid = Some(kid.clone());
-    replace_private(&path, &key_set_text(&file)?)?;
+    write_key_set(&path, &public, &file)?;
     tokio::time::sleep(RELOAD_WAIT).await;
     // When the old keys' last tokens have expired, after every process has reloaded.
     let wait = config.as_ref().map(|c| c.jwt.policy.valid_for_at_most() + 1);
@@ -174,6 +202,7 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
     if ctx.format != Format::Table {
         ctx.format.print(&json!({
             "file": path,
+            "public_file": public,
             "signing_kid": kid,
             "verify_only": old,
             "retire_after_seconds": wait,
@@ -193,7 +222,7 @@ async fn rotate(ctx: &Context, a: RotateArgs) -> anyhow::Result<()> {
 }
 
 async fn retire(ctx: &Context, a: RetireArgs) -> anyhow::Result<()> {
-    let (path, _) = key_set_path(ctx, a.file, "retire")?;
+    let (path, public, _) = key_set_path(ctx, a.file, "retire")?;
     let mut file = read_key_set(&path)?;
     if file.signing_kid.as_deref() == Some(a.kid.as_str()) {
         anyhow::bail!("{} is the signing key of {}: run shopctl keys rotate first", a.kid, path.display());
@@ -227,13 +256,14 @@ async fn retire(ctx: &Context, a: RetireArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    replace_private(&path, &key_set_text(&file)?)?;
+    write_key_set(&path, &public, &file)?;
     if retirable.remove(&a.kid).is_some() {
         write_retirable(&path, &retirable)?;
     }
     tokio::time::sleep(RELOAD_WAIT).await;
     if ctx.format != Format::Table {
-        ctx.format.print(&json!({"file": path, "retired": a.kid, "signing_kid": file.signing_kid}));
+        ctx.format
+            .print(&json!({"file": path, "public_file": public, "retired": a.kid, "signing_kid": file.signing_kid}));
     } else {
         out(format_args!(
             "Retired {} from {}: every verifier and backend has dropped it, so its tokens fail.",
@@ -265,10 +295,14 @@ fn write_retirable(keys: &Path, retirable: &BTreeMap<String, i64>) -> anyhow::Re
     replace_private(&retirable_path(keys), &(serde_json::to_string_pretty(retirable)? + "\n"))
 }
 
-/// `--file`, else the stack config's `jwt.keys_file`; and the stack config if there is one (for
-/// the token life). An HS256 stack is refused: its one key cannot be rotated without failing
-/// every token, and a rotation cannot change the algorithm.
-fn key_set_path(ctx: &Context, file: Option<PathBuf>, verb: &str) -> anyhow::Result<(PathBuf, Option<Config>)> {
+/// `--file`, else the stack config's `jwt.keys_file`; its public set's path ([`public_path`]);
+/// and the stack config if there is one (for the token life). An HS256 stack is refused: its one
+/// key cannot be rotated without failing every token, and a rotation cannot change the algorithm.
+fn key_set_path(
+    ctx: &Context,
+    file: Option<PathBuf>,
+    verb: &str,
+) -> anyhow::Result<(PathBuf, PathBuf, Option<Config>)> {
     let Some(file) = file else {
         let config = stack::load_config(ctx)?;
         if config.jwt.keys().alg() != "EdDSA" {
@@ -280,10 +314,51 @@ fn key_set_path(ctx: &Context, file: Option<PathBuf>, verb: &str) -> anyhow::Res
             );
         }
         let path = config.jwt.key_file().map(Path::to_path_buf).context("the stack config names no jwt.keys_file")?;
-        return Ok((path, Some(config)));
+        let public = config.jwt.public_keys_file_for(&path);
+        return Ok((path, public, Some(config)));
     };
     let config = stack::config_path(ctx).and_then(|p| stack::load_from(&p).ok());
-    Ok((file, config))
+    let public = config.as_ref().map_or_else(|| default_public_keys_file(&file), |c| c.jwt.public_keys_file_for(&file));
+    Ok((file, public, config))
+}
+
+/// Where the public set of key set `keys` goes: the stack config's `jwt.public_keys_file` when
+/// `keys` is its `jwt.keys_file`, else beside `keys`.
+fn public_path(ctx: &Context, keys: &Path) -> PathBuf {
+    match stack::config_path(ctx).and_then(|p| stack::load_from(&p).ok()) {
+        Some(config) => config.jwt.public_keys_file_for(keys),
+        None => default_public_keys_file(keys),
+    }
+}
+
+/// A stack's key set at `keys` and its public set at `public`, made if `keys` is missing (one new
+/// signing key), and the public set written again from `keys` otherwise, so the two agree.
+pub(crate) fn ensure_key_set(keys: &Path, public: &Path) -> anyhow::Result<()> {
+    if keys.exists() {
+        return write_public(public, &read_key_set(keys)?);
+    }
+    let kid = kid_or_fresh(None)?;
+    let file = KeyFile { signing_kid: Some(kid.clone()), keys: vec![KeyFile::generate_jwk(&kid)] };
+    write_public(public, &file)?;
+    create_private(keys, &key_set_text(&file)?)
+}
+
+/// Writes key set `file` to `path` (0600) and its public set to `public` (0644), each whole, the
+/// public set first: a key is known to every backend before any verifier can sign with it.
+fn write_key_set(path: &Path, public: &Path, file: &KeyFile) -> anyhow::Result<()> {
+    let text = key_set_text(file)?;
+    write_public(public, file)?;
+    replace_private(path, &text)
+}
+
+/// Writes the public set of key set `file` to `public` whole (mode 0644), after the backends'
+/// check of it.
+fn write_public(public: &Path, file: &KeyFile) -> anyhow::Result<()> {
+    let set = file.public();
+    EdKeys::from_public_file(&set).context("the public key set")?;
+    let text = serde_json::to_string_pretty(&set)? + "\n";
+    shopgate_core::files::replace_public(public, text.as_bytes())
+        .with_context(|| format!("replacing {}", public.display()))
 }
 
 /// Reads and checks an EdDSA key set, as the config loader would.
@@ -381,6 +456,17 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// The public set at `public` is exactly the one of the key set at `keys`, mode 0644, and
+    /// loads under the backends' rule.
+    fn assert_in_step(keys: &Path, public: &Path) {
+        let text = std::fs::read_to_string(public).unwrap();
+        assert!(!text.contains("\"d\"") && !text.contains("signing_kid"), "{text}");
+        let set: KeyFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_value(&set).unwrap(), serde_json::to_value(key_set(keys).public()).unwrap());
+        EdKeys::from_public_file(&set).unwrap();
+        assert_eq!(mode(public), 0o644);
+    }
+
     #[tokio::test]
     async fn generated_keys_load_with_the_config_loader_and_files_are_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
@@ -388,6 +474,8 @@ mod tests {
         let keys = dir.path().join("keys.json");
         shopctl(&config, &["keys", "generate", "--kid", "k1", "--out", keys.to_str().unwrap()]).await.unwrap();
         assert_eq!(mode(&keys), 0o600);
+        let public = dir.path().join("keys.public.json");
+        assert_in_step(&keys, &public);
         let loaded = Config::load_with_env(&config, []).unwrap();
         assert_eq!(loaded.jwt.keys().alg(), "EdDSA");
         assert!(loaded.jwt.keys().can_sign());
@@ -401,6 +489,12 @@ mod tests {
             .unwrap();
         assert_eq!(key_set(&keys).signing_kid.as_deref(), Some("k9"));
         assert_eq!(mode(&keys), 0o600);
+        assert_in_step(&keys, &public);
+        let elsewhere = dir.path().join("pub.json");
+        let other = dir.path().join("other.json");
+        let args = ["keys", "generate", "--out", other.to_str().unwrap(), "--public-out", elsewhere.to_str().unwrap()];
+        shopctl(&config, &args).await.unwrap();
+        assert_in_step(&other, &elsewhere);
 
         // HS256: the text jwt.key_file takes.
         let hs = stack_config(dir.path(), false);
@@ -428,6 +522,8 @@ mod tests {
         assert_eq!(kids, [("k1", false), ("k2", true)], "the old key keeps only its public part");
         assert_eq!(rotated.keys[0].x, before.keys[0].x);
         assert_eq!(mode(&keys), 0o600);
+        let public = dir.path().join("keys.public.json");
+        assert_in_step(&keys, &public);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -443,6 +539,7 @@ mod tests {
         assert_eq!(third.keys.len(), 3);
         assert!(third.signing_kid.as_deref().is_some_and(|k| k != "k1" && k != "k2"));
         assert!(third.keys.iter().filter(|k| k.d.is_some()).count() == 1);
+        assert_in_step(&keys, &public);
         assert!(shopctl(&config, &["keys", "rotate", "--kid", "k1"]).await.is_err());
 
         // Retire: not the signing key, not an unknown one; the others go.
@@ -470,7 +567,36 @@ mod tests {
         let left = key_set(&keys);
         assert_eq!(left.keys.len(), 1);
         assert_eq!(left.signing_kid, Some(signing));
+        assert_in_step(&keys, &public);
         assert!(Config::load_with_env(&config, []).unwrap().jwt.keys().can_sign());
+    }
+
+    #[tokio::test]
+    async fn the_public_set_goes_where_the_config_names_it_and_backends_load_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = stack_config(dir.path(), true);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text
+            .replace("keys_file = \"keys.json\"", "keys_file = \"keys.json\"\npublic_keys_file = \"public/set.json\"");
+        std::fs::write(&config, text).unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let keys = dir.path().join("keys.json");
+        let public = dir.path().join("public/set.json");
+        // The config cannot load before there are keys: generate names the public file itself.
+        let args = ["keys", "generate", "--kid", "k1", "--out", keys.to_str().unwrap(), "--public-out"];
+        shopctl(&config, &[&args[..], &[public.to_str().unwrap()]].concat()).await.unwrap();
+        assert_in_step(&keys, &public);
+        shopctl(&config, &["keys", "rotate", "--kid", "k2"]).await.unwrap();
+        assert_in_step(&keys, &public);
+        assert!(!dir.path().join("keys.public.json").exists(), "only where the config names it");
+        let backend = Config::load_with_env_for(&config, [], shopgate_core::config::KeyUse::Verify).unwrap();
+        assert_eq!(backend.jwt.key_file(), Some(public.as_path()));
+        assert_eq!(backend.jwt.keys().jwks()["keys"].as_array().unwrap().len(), 2);
+        shopctl(&config, &["keys", "retire", "k1", "--force"]).await.unwrap();
+        assert_in_step(&keys, &public);
+        let e =
+            shopctl(&config, &["keys", "generate", "--algorithm", "HS256", "--out", "x", "--public-out", "y"]).await;
+        assert_eq!(crate::exit_code(&e.unwrap_err()), 2);
     }
 
     #[tokio::test]

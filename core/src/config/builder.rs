@@ -34,6 +34,9 @@ const HEADER: &str = "# A shopgate stack config, written by `shopctl config init
 
 /// The HS256 key file a new stack gets, beside its config.
 pub const DEV_KEY_FILE: &str = "jwt.key";
+/// A development stack's EdDSA key set (the verifiers'), and its public set (the backends').
+pub const DEV_KEYS_FILE: &str = "jwt-keys.json";
+pub const DEV_PUBLIC_KEYS_FILE: &str = "jwt-keys.public.json";
 
 impl ConfigBuilder {
     /// nginx on `nginx`, verifiers on `verifiers`, HS256 with [`DEV_KEY_FILE`], the auth database
@@ -137,6 +140,20 @@ impl ConfigBuilder {
             jwt.clear();
             jwt.insert("algorithm".into(), "EdDSA".into());
             jwt.insert("keys_file".into(), file.into());
+        }
+        self
+    }
+
+    /// `[jwt] key` as it will be written, if it is a string (`algorithm`, `keys_file`, ...).
+    pub fn jwt_setting(&self, key: &str) -> Option<&str> {
+        self.doc.get("jwt")?.get(key)?.as_str()
+    }
+
+    /// The backends' public key set (EdDSA), `jwt.public_keys_file`: they load it instead of
+    /// the key set given to [`eddsa`](Self::eddsa).
+    pub fn public_keys(mut self, file: &str) -> Self {
+        if let Some(jwt) = self.section("jwt") {
+            jwt.insert("public_keys_file".into(), file.into());
         }
         self
     }

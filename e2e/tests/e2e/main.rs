@@ -14,6 +14,7 @@ mod grow;
 mod hostile;
 mod identity;
 mod internal_tls;
+mod key_custody;
 mod lifecycle;
 mod openapi;
 mod processes;

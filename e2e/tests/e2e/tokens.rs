@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use shopgate_core::token::{EdKeys, KeyFile, Keys};
 use shopgate_e2e::Shop as _;
-use shopgate_e2e::{bin, Options, Stack, KEYS_FILE};
+use shopgate_e2e::{bin, Options, Stack, KEYS_FILE, PUBLIC_KEYS_FILE};
 
 fn b64(s: &str) -> String {
     URL_SAFE_NO_PAD.encode(s)
@@ -160,11 +160,14 @@ async fn a_public_key_used_as_an_hmac_secret_is_401() {
     assert!(jwks["keys"][0].get("d").is_none(), "the private key was published");
 }
 
+/// Writes the key set and, first, its public set (the backends'), each whole, then SIGHUP.
 fn write_keys(stack: &Stack, file: &KeyFile) {
-    let path = stack.dir.path().join(KEYS_FILE);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(file).unwrap()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    for (name, set) in [(PUBLIC_KEYS_FILE, file.public()), (KEYS_FILE, file.clone())] {
+        let path = stack.dir.path().join(name);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&set).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
     for p in stack.processes() {
         if p != "nginx" {
             stack.hangup(&p);
