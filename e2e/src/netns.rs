@@ -19,7 +19,9 @@
 //! take only clients with one from the stack's CA (nginx and shopctl present the gateway's);
 //! the databases are reached over TLS only (the instances' URLs carry `ssl-mode=VERIFY_IDENTITY`
 //! and their CA, each certificate naming its host's address), replication between a host's
-//! primary and replica is TLS too. The test itself runs on a client host of the same network, so
+//! primary and replica is TLS too. Tokens are EdDSA: the verifier signs with the private key set,
+//! the backends on their hosts are given only the public one. The test itself runs on a client
+//! host of the same network, so
 //! its requests cross the switch as a shopper's would. [`NetnsStack::add_shard_host`] adds one
 //! more shard host to a running stack.
 //!
@@ -42,12 +44,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE, SERVICE_NAME};
+use shopgate_core::config::{Config, ConfigBuilder, SERVICE_NAME};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 use crate::mariadb::{Spec, Topology};
-use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode, Shop};
+use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode, Shop, KEYS_FILE, NO_KEYS_FILE, PUBLIC_KEYS_FILE};
 
 /// Every namespace these tests make starts with this.
 pub const NETNS_PREFIX: &str = "sgnet-";
@@ -436,7 +438,18 @@ impl NetnsStack {
         for (spec, shard) in specs.iter().zip(&shard_hosts) {
             file = file.shard(spec.name, spec.number, spec.buckets, shard.host.socket_addr());
         }
-        ensure_dev_key(&root.join(DEV_KEY_FILE))?;
+        // EdDSA, as a new shop is: the verifier signs with the private set, the backends on their
+        // hosts hold only the public one (`spawn`).
+        let out = Command::new(bin("shopctl"))
+            .args(["keys", "generate", "--kid", "k1", "--out"])
+            .arg(root.join(KEYS_FILE))
+            .stdin(Stdio::null())
+            .output()
+            .context("running shopctl keys generate")?;
+        if !out.status.success() {
+            bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let file = file.eddsa(KEYS_FILE).public_keys(PUBLIC_KEYS_FILE);
         let config_path = root.join("shop.toml");
         file.write(&config_path)?;
         let mut env = auth_db.overrides(MAX_LAG);
@@ -543,10 +556,14 @@ impl NetnsStack {
     }
 
     /// Starts `program ARGS` on `host` as process `name`, its output in `NAME.log`. A verifier or
-    /// backend serves and presents its host's certificate.
+    /// backend serves and presents its host's certificate; a backend is told the private key set
+    /// is a file that does not exist ([`NO_KEYS_FILE`]): it must start on the public set alone.
     fn spawn(&self, host: &Host, name: &str, program: PathBuf, args: &[String]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
-        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if name.starts_with("backend-") {
+            env.push(("SHOP__JWT__KEYS_FILE".into(), self.dir.path().join(NO_KEYS_FILE).display().to_string()));
+        }
         let certs = self.dir.path().join(CERTS);
         let child = host
             .command(&program)
