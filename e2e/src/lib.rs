@@ -199,6 +199,21 @@ pub fn certs(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
 pub const KEYS_FILE: &str = "jwt-keys.json";
 /// Its public set, which the backends load: written beside it by `shopctl keys`.
 pub const PUBLIC_KEYS_FILE: &str = "jwt-keys.public.json";
+/// An EdDSA key set `k1` in `root`, made as an operator makes one (`shopctl keys generate`:
+/// [`KEYS_FILE`] and its public set [`PUBLIC_KEYS_FILE`]), and `file` set to use them.
+pub(crate) fn eddsa_keys(root: &Path, file: ConfigBuilder) -> anyhow::Result<ConfigBuilder> {
+    let out = Command::new(bin("shopctl"))
+        .args(["keys", "generate", "--kid", "k1", "--out"])
+        .arg(root.join(KEYS_FILE))
+        .stdin(Stdio::null())
+        .output()
+        .context("running shopctl keys generate")?;
+    if !out.status.success() {
+        bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(file.eddsa(KEYS_FILE).public_keys(PUBLIC_KEYS_FILE))
+}
+
 /// What the backends of an EdDSA stack are told `jwt.keys_file` is: a file that never exists, so a
 /// backend that read the private set instead of the public one fails to start.
 pub const NO_KEYS_FILE: &str = "no-private-key-on-backend-hosts.json";
@@ -287,17 +302,7 @@ impl Stack {
             file = file.set(key, value);
         }
         if opts.eddsa {
-            // Made as an operator makes one.
-            let out = Command::new(bin("shopctl"))
-                .args(["keys", "generate", "--kid", "k1", "--out"])
-                .arg(root.join(KEYS_FILE))
-                .stdin(Stdio::null())
-                .output()
-                .context("running shopctl keys generate")?;
-            if !out.status.success() {
-                bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            file = file.eddsa(KEYS_FILE).public_keys(PUBLIC_KEYS_FILE);
+            file = eddsa_keys(&root, file)?;
         }
         let (mut ca_file, mut redirect) = (None, None);
         if opts.tls {

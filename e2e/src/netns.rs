@@ -49,7 +49,7 @@ use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
 
 use crate::mariadb::{Spec, Topology};
-use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode, Shop, KEYS_FILE, NO_KEYS_FILE, PUBLIC_KEYS_FILE};
+use crate::{bin, free_port, nginx_bin, now, rand_hex, set_mode, Shop, NO_KEYS_FILE};
 
 /// Every namespace these tests make starts with this.
 pub const NETNS_PREFIX: &str = "sgnet-";
@@ -306,6 +306,10 @@ pub struct ShardSpec {
     pub buckets: &'static str,
 }
 
+/// The two shards the netns tests start with, as a new shop's: a the even buckets, b the odd.
+pub const TWO_SHARDS: [ShardSpec; 2] =
+    [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
+
 /// Each shard's `replica_max_lag_seconds` in a [`NetnsStack`].
 const MAX_LAG: u64 = 5;
 /// How long a process of the stack may take to answer its health check.
@@ -440,16 +444,7 @@ impl NetnsStack {
         }
         // EdDSA, as a new shop is: the verifier signs with the private set, the backends on their
         // hosts hold only the public one (`spawn`).
-        let out = Command::new(bin("shopctl"))
-            .args(["keys", "generate", "--kid", "k1", "--out"])
-            .arg(root.join(KEYS_FILE))
-            .stdin(Stdio::null())
-            .output()
-            .context("running shopctl keys generate")?;
-        if !out.status.success() {
-            bail!("shopctl keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let file = file.eddsa(KEYS_FILE).public_keys(PUBLIC_KEYS_FILE);
+        let file = crate::eddsa_keys(&root, file)?;
         let config_path = root.join("shop.toml");
         file.write(&config_path)?;
         let mut env = auth_db.overrides(MAX_LAG);

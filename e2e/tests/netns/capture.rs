@@ -17,14 +17,12 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use shopgate_core::shardmap::bucket;
 use shopgate_core::UserId;
-use shopgate_e2e::netns::{NetnsStack, ShardSpec};
+use shopgate_e2e::netns::{NetnsStack, TWO_SHARDS};
 use shopgate_e2e::{rand_hex, Shop as _, PASSWORD};
 
 #[test]
 fn a_listener_on_the_switch_sees_no_token_password_email_or_sql() {
-    let shards =
-        [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
-    NetnsStack::run(&shards, listen_on_the_switch);
+    NetnsStack::run(&TWO_SHARDS, listen_on_the_switch);
 }
 
 async fn listen_on_the_switch(stack: NetnsStack) {

@@ -8,14 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Response;
-use shopgate_e2e::netns::{NetnsStack, ShardSpec};
+use shopgate_e2e::netns::{NetnsStack, TWO_SHARDS};
 use shopgate_e2e::Shop as _;
 
 #[test]
 fn the_edge_seen_from_a_client_host_speaks_only_modern_tls_and_sends_hsts() {
-    let shards =
-        [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
-    NetnsStack::run(&shards, edge);
+    NetnsStack::run(&TWO_SHARDS, edge);
 }
 
 /// `openssl s_client` to nginx with `args`, trusting the stack's CA, from this thread's host (the

@@ -4,13 +4,11 @@
 //! (`shopgate_e2e::grow::grow_under_load` says what is checked; its assertions are the ones the
 //! loopback stacks pass).
 
-use shopgate_e2e::netns::{NetnsStack, ShardSpec};
+use shopgate_e2e::netns::{NetnsStack, TWO_SHARDS};
 
 #[test]
 fn a_shard_host_added_and_half_the_buckets_moved_under_load() {
-    let shards =
-        [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
-    NetnsStack::run(&shards, |mut stack| async move {
+    NetnsStack::run(&TWO_SHARDS, |mut stack| async move {
         shopgate_e2e::grow::grow_under_load(&mut stack, Vec::new()).await;
     });
 }

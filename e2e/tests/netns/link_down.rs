@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shopgate_e2e::netns::{NetnsStack, ShardSpec};
+use shopgate_e2e::netns::{NetnsStack, TWO_SHARDS};
 use shopgate_e2e::Shop as _;
 
 /// Users of each shard sending load.
@@ -122,9 +122,7 @@ async fn send(req: reqwest::RequestBuilder, user: u64, kind: Kind, key: String, 
 
 #[test]
 fn a_shard_host_cut_off_the_network_costs_only_its_users_503s_and_loses_no_order() {
-    let shards =
-        [ShardSpec { name: "a", number: 0, buckets: "even" }, ShardSpec { name: "b", number: 1, buckets: "odd" }];
-    NetnsStack::run(&shards, cut_off);
+    NetnsStack::run(&TWO_SHARDS, cut_off);
 }
 
 async fn cut_off(stack: NetnsStack) {
