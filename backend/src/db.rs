@@ -15,8 +15,8 @@
 //! result is `shop_replica_lag_seconds` in `/metrics` and `replica` in `/readyz`.
 //!
 //! Every pool has bounded acquire and connect timeouts, so a dead database is a fast 503, not a
-//! hung request. The schema is the store's (`store/migrations/sqlite` or `store/migrations/mysql`,
-//! same versions and names), chosen by the URL's scheme and run on the primary at start.
+//! hung request. The schema is the store's (`store/migrations/shard/`), made by `shopctl migrate`;
+//! a backend only checks at start that it can run on it ([`schema::check`]).
 //!
 //! A request's database work either completes or is rolled back, whatever its client does:
 //! [`Db::write`] runs it in a task of its own that a dropped request does not cancel, and no pooled
@@ -38,9 +38,9 @@ use shopgate_core::config::{DbUrl, ShardConfig};
 use shopgate_core::db::{self, Open};
 pub use shopgate_core::db::{is_unavailable, is_unique_violation, Dialect};
 use shopgate_core::UserId;
-use shopgate_store::{heartbeat, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS};
+use shopgate_store::heartbeat;
+use shopgate_store::schema::{self, Schema, SchemaError};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::MigrateError;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::Semaphore;
@@ -74,21 +74,20 @@ const MAX_TRACKED_WRITERS: usize = 100_000;
 const WRITES_DRAIN: Duration = Duration::from_secs(3);
 /// Permits of [`Db::writes`]: one per running write; shutdown takes them all.
 const WRITE_PERMITS: u32 = u32::MAX >> 4;
-/// Runs of the SQLite migrations before a failing one is an error ([`migrate_sqlite`]).
-const MIGRATE_TRIES: u32 = 5;
 /// How long a starting process waits for another process of the shard to finish setting up the
 /// database (MySQL/MariaDB, [`Db::init`]).
 const INIT_LOCK_WAIT: Duration = Duration::from_secs(20);
 
-/// Why the schema could not be set up.
+/// Why the shard could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InitError {
     /// The primary did not answer; worth retrying.
     #[error("primary unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
-    /// The stored schema disagrees with this build's migrations; retrying will not help.
-    #[error("schema: {0}")]
-    Schema(#[source] MigrateError),
+    /// The stored schema is not one this build runs on (not migrated, or behind this build's
+    /// migrations); retrying will not help: `shopctl migrate` will.
+    #[error("{0}")]
+    Schema(#[source] SchemaError),
     /// The shard map could not be read from the auth database; worth retrying.
     #[error("shard map: {0}")]
     Control(String),
@@ -100,10 +99,10 @@ impl From<sqlx::Error> for InitError {
     }
 }
 
-impl From<MigrateError> for InitError {
-    fn from(e: MigrateError) -> Self {
+impl From<SchemaError> for InitError {
+    fn from(e: SchemaError) -> Self {
         match e {
-            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => Self::Unavailable(e),
+            SchemaError::Db(e) if db::is_unavailable(&e) => Self::Unavailable(e),
             other => Self::Schema(other),
         }
     }
@@ -369,12 +368,11 @@ impl Db {
         }
     }
 
-    /// Creates or updates the schema, seeds the demo catalog if it is empty and returns the
-    /// largest order id stored (0 if none), for the order id generator. The processes of a shard
-    /// start together and each does this; on MySQL/MariaDB they take turns under a named lock
-    /// (sqlx's own migration lock is `GET_LOCK(name, -1)`, which MariaDB 10.11 answers with NULL
-    /// without locking, and the demo catalog's "is it empty?" is a read that locks nothing there).
-    /// SQLite's write lock serialises the seeding; its migrations are retried ([`migrate_sqlite`]).
+    /// Checks that the schema is one this build runs on ([`schema::check`]; `shopctl migrate`
+    /// makes it), seeds the demo catalog if it is empty and returns the largest order id stored
+    /// (0 if none), for the order id generator. The processes of a shard start together and each
+    /// does this; on MySQL/MariaDB they take turns under a named lock (the demo catalog's "is it
+    /// empty?" is a read that locks nothing there). SQLite's write lock serialises the seeding.
     pub(crate) async fn init(&self) -> Result<i64, InitError> {
         if self.dialect == Dialect::Sqlite {
             return self.init_unlocked().await;
@@ -399,20 +397,9 @@ impl Db {
     }
 
     async fn init_unlocked(&self) -> Result<i64, InitError> {
-        match self.dialect {
-            Dialect::Sqlite => {
-                // WAL lets readers run beside the writer. It is stored in the file, so setting it
-                // once is enough; if another process holds the file right now, a later start will.
-                if let Err(e) = self.primary.execute("PRAGMA journal_mode = WAL").await {
-                    if matches!(db::sqlite_code(&e), Some(5 | 6)) {
-                        tracing::warn!(error = %e, "could not switch the shard database to WAL yet");
-                    } else {
-                        return Err(e.into());
-                    }
-                }
-                migrate_sqlite(&self.primary).await?;
-            }
-            Dialect::MySql => MYSQL_MIGRATIONS.run(&self.primary).await?,
+        let applied = schema::check(&self.primary, Schema::Shard, self.dialect).await?;
+        if applied.newer_than_build {
+            tracing::info!(newest = applied.newest, "the shard's schema is newer than this build; running on it");
         }
         self.demo_catalog_if_empty().await?;
         let max_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders").fetch_one(&self.primary).await?;
@@ -587,34 +574,14 @@ impl Db {
     }
 }
 
-/// Runs the SQLite migrations, again if one fails: the processes of a shard start together and
-/// each migrates, and sqlx takes no lock on SQLite (it does on MySQL), so the later of two can
-/// fail on a table the other has just made. Each migration is one transaction, rolled back on
-/// failure; the next run sees the other's as applied and goes on. A failure that persists
-/// [`MIGRATE_TRIES`] times is the error.
-async fn migrate_sqlite(primary: &AnyPool) -> Result<(), MigrateError> {
-    let mut tries = 1;
-    loop {
-        match SQLITE_MIGRATIONS.run(primary).await {
-            Err(MigrateError::ExecuteMigration(e, version)) if tries < MIGRATE_TRIES => {
-                tracing::info!(version, error = %e, "a migration failed; another process may be running it, trying again");
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            done => return done,
-        }
-    }
-}
-
 /// The stamp of heartbeat row `row` (one process's) in `db`. A replica that has not copied the
 /// row yet is an error, like one that does not answer: reads go to the primary meanwhile.
 async fn heartbeat_row(db: &AnyPool, row: i64) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT beat_ms FROM replication_heartbeat WHERE id = ?").bind(row).fetch_one(db).await
 }
 
-/// The auth database (the verifier's), read here for revocations and the shard map (whose tables
-/// `shopgate_core::control` creates if missing); never created or migrated by a backend. Lazy
-/// like the shard's pools.
+/// The auth database (the verifier's), read here for revocations and the shard map; never
+/// written, created or migrated by a backend. Lazy like the shard's pools.
 pub fn auth_pool(url: &DbUrl) -> anyhow::Result<AnyPool> {
     let (dialect, options) =
         db::connect_options(url, Open::Existing).with_context(|| format!("auth database {url}"))?;

@@ -104,11 +104,11 @@ pub async fn build(config: Config, shard: &str, bind: impl Into<Bind>) -> anyhow
     build_instance(config, shard, 0, bind).await
 }
 
-/// Binds the listener and sets up process `instance` of the shard named `shard`: pools,
-/// migrations, demo catalog, order id seed. The instance is part of every order id it mints, so
+/// Binds the listener and sets up process `instance` of the shard named `shard`: pools, the
+/// schema check, demo catalog, order id seed. The instance is part of every order id it mints, so
 /// the processes of one shard never mint the same id. A primary that is down does not stop the
 /// start (requests get 503 until it answers); an unknown shard or instance, a bad database URL, a
-/// listener that cannot bind or a schema that disagrees with this build's migrations does.
+/// listener that cannot bind or a schema this build cannot run on (`shopctl migrate` not run) does.
 pub async fn build_instance(
     config: Config,
     shard: &str,

@@ -77,7 +77,7 @@ impl AppState {
             db,
             metrics,
             revocations: Arc::new(Revocations::new(&config.jwt)),
-            auth_db: db::auth_pool(&config.verifier.database_url)?,
+            auth_db: db::auth_pool(config.backend_auth_url())?,
             revocation_refresh: config.verifier.revocation_refresh(),
             init_retry_every: config.backend.init_retry(),
             ready: AtomicBool::new(false),
@@ -176,7 +176,7 @@ impl AppState {
         result
     }
 
-    /// Migrations, demo catalog, order id seed, the write fences. Logged; the caller decides
+    /// The schema check, demo catalog, order id seed, the write fences. Logged; the caller decides
     /// whether to go on.
     async fn try_init(&self) -> Result<(), InitError> {
         let initialised = async {

@@ -37,15 +37,25 @@ pub struct DbError {
 impl Db {
     /// Connects to `url` (`what` names it in messages: "shard a's primary") and checks it answers.
     pub async fn connect(url: &DbUrl, what: &str) -> Result<Db, DbError> {
+        Self::open(url, what, Open::Existing).await
+    }
+
+    /// [`Db::connect`], creating a SQLite file that is not there yet (`shopctl migrate`, which
+    /// makes the stack's databases).
+    pub async fn create(url: &DbUrl, what: &str) -> Result<Db, DbError> {
+        Self::open(url, what, Open::Create).await
+    }
+
+    async fn open(url: &DbUrl, what: &str, open: Open) -> Result<Db, DbError> {
         let fail =
             |message: String| DbError { what: what.to_owned(), url: url.to_string(), message: scrub(&message, url) };
-        if url.is_sqlite() {
+        if url.is_sqlite() && open == Open::Existing {
             let path = sqlite_path(url.expose());
             if !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists() {
-                return Err(fail(format!("the database file {path} does not exist (has the stack been started?)")));
+                return Err(fail(format!("the database file {path} does not exist (has `shopctl migrate` made it?)")));
             }
         }
-        let (dialect, options) = core_db::connect_options(url, Open::Existing).map_err(|e| fail(e.to_string()))?;
+        let (dialect, options) = core_db::connect_options(url, open).map_err(|e| fail(e.to_string()))?;
         // One connection first, by hand: a pool that cannot connect only says it timed out, and a
         // person needs the cause ("Connection refused", "Access denied", an unknown database).
         match tokio::time::timeout(TIMEOUT, AnyConnection::connect_with(&options)).await {

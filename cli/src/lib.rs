@@ -83,6 +83,8 @@ pub(crate) enum Command {
     /// Operators: shard health and misplaced rows, straight from the databases.
     #[command(subcommand)]
     Shards(commands::shards::ShardsCommand),
+    /// Operators: apply this release's schema to every database (before a rollout).
+    Migrate(commands::migrate::Args),
     /// Operators: find, disable and enable accounts.
     #[command(subcommand)]
     Users(commands::users::UsersCommand),
@@ -144,6 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orders(c) => commands::orders::run(&ctx, c).await,
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
+        Command::Migrate(a) => commands::migrate::run(&ctx, a).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,

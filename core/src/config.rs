@@ -423,6 +423,10 @@ pub struct BackendConfig {
     /// A catalog answer is served from memory until it is this old (0: never kept). This is the
     /// bound on how stale a price may be in `GET /api/products` beyond the database read.
     pub(crate) catalog_cache_ms: u64,
+    /// The auth database as the backends reach it (revocations and the shard map, read only):
+    /// on MariaDB a user that may read only that (docs/operations.md, "Database users"). Unset: the
+    /// verifier's `database_url` ([`Config::backend_auth_url`]).
+    pub auth_database_url: Option<DbUrl>,
 }
 
 impl Default for BackendConfig {
@@ -437,6 +441,7 @@ impl Default for BackendConfig {
             idempotency_purge_pause_ms: 100,
             init_retry_ms: 1000,
             catalog_cache_ms: 1000,
+            auth_database_url: None,
         }
     }
 }
@@ -692,6 +697,19 @@ impl Config {
         Self::load_for(path, KeyUse::Sign)
     }
 
+    /// A database URL given from outside the config for setting `key` (an operator's, such as
+    /// `shopctl migrate`'s migrator credentials), checked and completed like the config's own:
+    /// a relative SQLite path is relative to the config's folder, TLS as `[tls]` says.
+    pub fn outside_database_url(&self, key: &str, url: DbUrl) -> Result<DbUrl, ConfigError> {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        database::check(key, resolve_sqlite(url, base), &self.tls, base)
+    }
+
+    /// The auth database as a backend reads it: `backend.auth_database_url`, else the verifier's.
+    pub fn backend_auth_url(&self) -> &DbUrl {
+        self.backend.auth_database_url.as_ref().unwrap_or(&self.verifier.database_url)
+    }
+
     /// [`Config::load`] with the keys that `keys` says.
     pub fn load_for(path: &Path, keys: KeyUse) -> Result<Self, ConfigError> {
         Self::load_with_env_for(path, std::env::vars(), keys)
@@ -814,6 +832,9 @@ impl Config {
         let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
         let mut verifier = raw.verifier;
         verifier.database_url = db_url("verifier.database_url", verifier.database_url)?;
+        let mut backend = raw.backend;
+        backend.auth_database_url =
+            backend.auth_database_url.map(|u| db_url("backend.auth_database_url", u)).transpose()?;
         if verifier.trusted_proxies.is_empty() {
             verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen);
         }
@@ -848,7 +869,7 @@ impl Config {
                 },
             },
             verifier,
-            backend: raw.backend,
+            backend,
             tls,
             shards,
             shard_map,

@@ -7,9 +7,8 @@
 //! win. `shard_moves` holds each bucket move's progress, so a move killed at any step can be
 //! resumed or rolled back by running the command again (`shopctl shards move`).
 //!
-//! Text columns are VARCHAR, not TEXT: sqlx's Any driver reads MariaDB's TEXT as bytes. The
-//! tables are created here (`CREATE TABLE IF NOT EXISTS`), not by the verifier's migrations:
-//! shopctl, a backend or the verifier may be the first to need them.
+//! The tables are the auth database's migrations' (`store/migrations/auth/*/0003_control.sql`),
+//! applied by `shopctl migrate`, which also seeds version 1; nothing here changes the schema.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,32 +20,6 @@ use sqlx::{AnyPool, Row as _};
 use crate::db::insert_unless_present;
 use crate::shardmap::{ShardMap, ShardMapError};
 use crate::time::unix_now;
-
-const SCHEMA: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS shard_map (
-        version    BIGINT       NOT NULL PRIMARY KEY,
-        map        VARCHAR(16000) NOT NULL,
-        note       VARCHAR(255) NOT NULL,
-        created_at BIGINT       NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS shard_moves (
-        id               BIGINT      NOT NULL PRIMARY KEY,
-        source           VARCHAR(32) NOT NULL,
-        target           VARCHAR(32) NOT NULL,
-        buckets          VARCHAR(4000) NOT NULL,
-        kind             VARCHAR(8)  NOT NULL,
-        step             VARCHAR(16) NOT NULL,
-        rows_copied      BIGINT      NOT NULL,
-        pause_started_ms BIGINT      NOT NULL,
-        pause_ms         BIGINT      NOT NULL,
-        started_at       BIGINT      NOT NULL,
-        updated_at       BIGINT      NOT NULL,
-        binlog_pos       VARCHAR(1000) NOT NULL DEFAULT ''
-    )",
-];
-
-/// Columns added to the tables after their first release: each is added to a table that lacks it.
-const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("shard_moves", "binlog_pos", "VARCHAR(1000) NOT NULL DEFAULT ''")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -63,30 +36,6 @@ impl ControlError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ControlError::Db(e) if crate::db::is_unavailable(e))
     }
-}
-
-pub async fn ensure_schema(pool: &AnyPool) -> sqlx::Result<()> {
-    for sql in SCHEMA {
-        sqlx::query(sql).execute(pool).await?;
-    }
-    for (table, column, definition) in ADDED_COLUMNS {
-        let has = |pool: &AnyPool| {
-            let sql = format!("SELECT {column} FROM {table} LIMIT 0");
-            let pool = pool.clone();
-            async move { sqlx::query(&sql).fetch_all(&pool).await.is_ok() }
-        };
-        if !has(pool).await {
-            let added =
-                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")).execute(pool).await;
-            // Another process may have added it meanwhile.
-            if let Err(e) = added {
-                if !has(pool).await {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The highest version number, if any map is stored: one cheap query, for polling.
@@ -107,7 +56,6 @@ pub async fn current(pool: &AnyPool) -> Result<Option<ShardMap>, ControlError> {
 
 /// The current map; if none is stored yet, stores `seed` (the config's) as version 1 first.
 pub async fn load_or_seed(pool: &AnyPool, seed: &ShardMap) -> Result<ShardMap, ControlError> {
-    ensure_schema(pool).await?;
     if let Some(map) = current(pool).await? {
         return Ok(map);
     }
@@ -387,12 +335,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_moves_table_from_before_binlog_pos_gets_the_column_and_keeps_its_moves() {
+    async fn a_move_saved_reads_back_as_it_was_with_its_binlog_position() {
         let (_dir, pool) = sqlite().await;
-        // shard_moves as the release before the catch-up made it, with a move under way.
-        let old = SCHEMA[1].replace(",\n        binlog_pos       VARCHAR(1000) NOT NULL DEFAULT ''", "");
-        assert!(!old.contains("binlog_pos"), "{old}");
-        sqlx::query(&old).execute(&pool).await.unwrap();
+        // The tables as `shopctl migrate` makes them.
+        sqlx::raw_sql(include_str!("../../store/migrations/auth/sqlite/0003_control.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
         sqlx::query(
             "INSERT INTO shard_moves (id, source, target, buckets, kind, step, rows_copied, pause_started_ms, \
              pause_ms, started_at, updated_at) VALUES (1, 'a', 'b', '4', 'move', 'copied', 9, 0, -1, 1, 1)",
@@ -400,8 +349,6 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        ensure_schema(&pool).await.unwrap();
-        ensure_schema(&pool).await.unwrap();
         let mut moves = unfinished_moves(&pool).await.unwrap();
         assert_eq!((moves.len(), moves[0].step, moves[0].binlog_pos.as_str()), (1, MoveStep::Copied, ""));
         moves[0].step = MoveStep::CaughtUp;

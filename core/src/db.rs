@@ -57,7 +57,7 @@ impl Dialect {
 /// Whether opening a SQLite database may create its file. (MySQL databases are never created.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Open {
-    /// The file is created if missing: the database's owner, which then migrates it.
+    /// The file is created if missing: `shopctl migrate`, which then migrates it.
     Create,
     /// A missing file is a database that is not there.
     Existing,

@@ -63,6 +63,26 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// `name` from `dir` if given (another release's), else this build's.
+fn service_bin(dir: &Option<PathBuf>, name: &str) -> PathBuf {
+    match dir {
+        Some(dir) => dir.join(name),
+        None => bin(name),
+    }
+}
+
+/// The previous release's verifier and backend, which `scripts/previous-release` builds from git
+/// (`scripts/test` runs it first); its `RELEASE` and `COMMIT` files say which.
+pub fn previous_release() -> PathBuf {
+    let dir = bin_dir().parent().map(|t| t.join("previous-release/bin")).unwrap_or_default();
+    assert!(
+        dir.join("verifier").is_file() && dir.join("backend").is_file(),
+        "{} has no previous release: run scripts/previous-release first (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
 pub fn nginx_bin() -> PathBuf {
     std::env::var_os("NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
@@ -123,7 +143,8 @@ pub struct Options {
     /// `("verifier.hash_queue", "2")`.
     pub settings: Vec<(&'static str, &'static str)>,
     /// `SHOP__…` config overrides, set for every process the stack runs (and its `shopctl`), e.g.
-    /// MariaDB URLs from [`mariadb::Topology::overrides`].
+    /// MariaDB URLs from [`mariadb::Topology::overrides`]. `SHOP_MIGRATOR_…` entries among them
+    /// (the migrator's URLs) are given to `shopctl migrate` alone ([`Stack::migrate`]).
     pub config_overrides: Vec<(String, String)>,
     /// nginx with its master process (as `scripts/up` runs it), so [`Stack::reload_nginx`] works;
     /// otherwise one nginx process without a master.
@@ -141,6 +162,10 @@ pub struct Options {
     /// certificate for every part made by `scripts/certs` in `certs/` ([`CERTS_DIR`]), the
     /// verifiers' unix sockets off so nginx reaches them over TLS too.
     pub internal_tls: bool,
+    /// The verifier and backend binaries from this folder instead of this build's: the previous
+    /// release's ([`previous_release`]), for the mixed-version test. nginx's config and
+    /// `shopctl` (the migration included) stay this build's.
+    pub services: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -157,6 +182,7 @@ impl Default for Options {
             backends_per_shard: 1,
             tls: false,
             internal_tls: false,
+            services: None,
         }
     }
 }
@@ -233,6 +259,8 @@ pub struct Stack {
     /// How each verifier and backend was started, to start it again.
     specs: Mutex<BTreeMap<String, ProcessSpec>>,
     env: Vec<(String, String)>,
+    /// `shopctl migrate`'s own environment: the migrator's URLs, which no service is given.
+    migrator_env: Vec<(String, String)>,
     /// The backends' own environment, after `env` (see [`Options::eddsa`]).
     backend_env: Vec<(String, String)>,
     nginx_master: bool,
@@ -348,6 +376,7 @@ impl Stack {
             true => vec![("SHOP__JWT__KEYS_FILE".to_owned(), root.join(NO_KEYS_FILE).display().to_string())],
             false => Vec::new(),
         };
+        let (migrator_env, env) = split_migrator_env(opts.config_overrides);
         let stack = Stack {
             url: config.nginx.url(),
             dir,
@@ -358,16 +387,18 @@ impl Stack {
             scheme,
             procs: Mutex::new(BTreeMap::new()),
             specs: Mutex::new(BTreeMap::new()),
-            env: opts.config_overrides,
+            env,
+            migrator_env,
             backend_env,
             nginx_master: opts.nginx_master,
             ca_file,
             redirect,
         };
+        stack.migrate()?;
         for (i, addr) in stack.config.verifier.listen.clone().iter().enumerate() {
             let name = format!("verifier-{i}");
             let spec = ProcessSpec {
-                program: bin("verifier"),
+                program: service_bin(&opts.services, "verifier"),
                 args: vec!["--listen".into(), addr.to_string()],
                 env: Vec::new(),
                 health: format!("{scheme}://{addr}/healthz"),
@@ -380,7 +411,7 @@ impl Stack {
                 let name = backend_process(s.name.as_str(), instance);
                 let args = vec!["--shard".into(), s.name.as_str().into(), "--instance".into(), instance.to_string()];
                 let spec = ProcessSpec {
-                    program: bin("backend"),
+                    program: service_bin(&opts.services, "backend"),
                     args,
                     env: stack.backend_env.clone(),
                     health: format!("{scheme}://{addr}/healthz"),
@@ -404,6 +435,15 @@ impl Stack {
         stack.spawn_nginx()?;
         stack.wait_ready(&format!("{}/healthz", stack.url)).await?;
         Ok(stack)
+    }
+
+    /// `shopctl migrate`, as an operator runs it before a rollout: with the migrator's URLs.
+    pub fn migrate(&self) -> anyhow::Result<()> {
+        let out = self.shopctl().arg("migrate").envs(self.migrator_env.iter().map(|(k, v)| (k, v))).output()?;
+        if !out.status.success() {
+            bail!("shopctl migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -665,6 +705,10 @@ impl Stack {
 }
 
 impl Shop for Stack {
+    fn migrator_env(&self) -> Vec<(String, String)> {
+        self.migrator_env.clone()
+    }
+
     fn config(&self) -> &Config {
         &self.config
     }
@@ -706,9 +750,12 @@ impl Shop for Stack {
     async fn add_shard(&mut self, name: &str, number: u8, overrides: Vec<(String, String)>) -> anyhow::Result<()> {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         grow::add_shard_to_file(&self.config_path, name, number, listen)?;
-        self.env.extend(overrides);
+        let (migrator_env, env) = split_migrator_env(overrides);
+        self.env.extend(env);
+        self.migrator_env.extend(migrator_env);
         self.config = Config::load_with_env(&self.config_path, self.env.clone())
             .with_context(|| format!("the config with shard {name} added"))?;
+        self.migrate()?;
         let process = backend_process(name, 0);
         let health = self.internal_url(listen, "/healthz");
         let spec = ProcessSpec {
@@ -737,6 +784,14 @@ impl Drop for Stack {
             std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))));
         }
     }
+}
+
+/// Environment variables, `(name, value)`.
+pub(crate) type Env = Vec<(String, String)>;
+
+/// `(SHOP_MIGRATOR_… entries, the rest)` of `overrides`.
+pub(crate) fn split_migrator_env(overrides: Env) -> (Env, Env) {
+    overrides.into_iter().partition(|(k, _)| k.starts_with("SHOP_MIGRATOR_"))
 }
 
 /// The last `lines` lines of the log at `path` under a `--- PATH` heading, for a failed test's

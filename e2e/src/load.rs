@@ -198,6 +198,8 @@ impl std::fmt::Display for Answer {
 /// `b` of the default map).
 pub async fn register_spread(stack: &impl Shop, n: usize) -> Vec<Shopper> {
     let auth = stack.auth_db().await;
+    // Setting the next id is schema-level SQL (`ALTER TABLE` on MariaDB): the migrator's.
+    let schema = stack.auth_db_as_migrator().await;
     let sqlite = stack.config().verifier.database_url.is_sqlite();
     let mut users = Vec::with_capacity(n);
     // Ids only grow: start past every id given so far.
@@ -209,7 +211,7 @@ pub async fn register_spread(stack: &impl Shop, n: usize) -> Vec<Shopper> {
     for i in 0..n {
         let wanted_bucket = (i * usize::from(BUCKETS) / n.max(1)) as u64;
         let next = (thousands + i as u64) * u64::from(BUCKETS) + wanted_bucket;
-        set_next_user_id(&auth, sqlite, next).await;
+        set_next_user_id(&schema, sqlite, next).await;
         let email = format!("load-{i}-{}@example.com", crate::rand_hex(4));
         let user = stack.register(&email).await;
         let id = user["id"].as_u64().unwrap_or_else(|| panic!("no id in {user}"));
@@ -218,6 +220,7 @@ pub async fn register_spread(stack: &impl Shop, n: usize) -> Vec<Shopper> {
         users.push(Shopper { id, email, token });
     }
     auth.close().await;
+    schema.close().await;
     users
 }
 

@@ -475,6 +475,7 @@ impl NetnsStack {
             auth_db,
             net,
         };
+        stack.migrate()?;
         let verifier = stack.config.verifier.listen[0];
         let host = stack.verifier.clone();
         stack.spawn(&host, "verifier", bin("verifier"), &["--listen".into(), verifier.to_string()])?;
@@ -489,6 +490,16 @@ impl NetnsStack {
         }
         stack.start_nginx().await?;
         Ok(stack)
+    }
+
+    /// `shopctl migrate` on the gateway, as an operator runs it before a rollout (with the
+    /// migrator's URLs, which only shopctl is given).
+    pub fn migrate(&self) -> anyhow::Result<()> {
+        let out = self.shopctl().arg("migrate").output()?;
+        if !out.status.success() {
+            bail!("shopctl migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
     }
 
     /// The shard host `name`.
@@ -555,7 +566,8 @@ impl NetnsStack {
     /// is a file that does not exist ([`NO_KEYS_FILE`]): it must start on the public set alone.
     fn spawn(&self, host: &Host, name: &str, program: PathBuf, args: &[String]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
-        let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The migrator's URLs are shopctl's alone.
+        let (_, mut env) = crate::split_migrator_env(self.env.lock().unwrap_or_else(|e| e.into_inner()).clone());
         if name.starts_with("backend-") {
             env.push(("SHOP__JWT__KEYS_FILE".into(), self.dir.path().join(NO_KEYS_FILE).display().to_string()));
         }
@@ -639,6 +651,10 @@ impl NetnsStack {
 }
 
 impl Shop for NetnsStack {
+    fn migrator_env(&self) -> Vec<(String, String)> {
+        crate::split_migrator_env(self.env.lock().unwrap_or_else(|e| e.into_inner()).clone()).0
+    }
+
     fn config(&self) -> &Config {
         &self.config
     }
@@ -687,6 +703,7 @@ impl Shop for NetnsStack {
         };
         self.config = Config::load_with_env(&self.config_path, env)
             .with_context(|| format!("the config with shard {name} added"))?;
+        self.migrate()?;
         self.start_backend(name)?;
         self.wait_ready(&self.internal, &self.internal_url(listen, "/healthz")).await?;
         self.ctl(&["shards", "add", name]).ok();

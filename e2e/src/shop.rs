@@ -41,6 +41,10 @@ pub trait Shop: Sync {
     /// The real `shopctl` with the shop's config, run where an operator's would run.
     fn shopctl(&self) -> Command;
 
+    /// The migrator's URLs (`SHOP_MIGRATOR_…`), which only `shopctl migrate` is given; none on
+    /// SQLite, where the config's own URLs may change the schema.
+    fn migrator_env(&self) -> Vec<(String, String)>;
+
     /// Adds shard `name` (order-id `number`) to the running shop as an operator would: its
     /// `[shards.NAME]` owning no bucket in the config (on the database `overrides` name, or the
     /// topology's own), its backend started and answering, then `shopctl shards add NAME`, which
@@ -96,6 +100,24 @@ pub trait Shop: Sync {
     /// A pool on the auth database.
     async fn auth_db(&self) -> AnyPool {
         pool(&self.config().verifier.database_url).await
+    }
+
+    /// A pool on the auth database as its migrator, for a test's own schema-level SQL (the
+    /// services' user may not run it).
+    async fn auth_db_as_migrator(&self) -> AnyPool {
+        let given = self.migrator_env().into_iter().find(|(k, _)| k == "SHOP_MIGRATOR_AUTH_URL");
+        match given {
+            Some((key, url)) => {
+                pool(
+                    &self
+                        .config()
+                        .outside_database_url(&key, shopgate_core::config::DbUrl::new(url))
+                        .unwrap_or_else(|e| panic!("{key}: {e}")),
+                )
+                .await
+            }
+            None => self.auth_db().await,
+        }
     }
 
     /// The shard map in force: the current version in its one home, the auth database (read

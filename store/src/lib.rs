@@ -1,7 +1,7 @@
-//! A shard's database: its schema (the migrations in `store/migrations/{sqlite,mysql}`) and every
-//! query the shop makes of it, one module per resource. Functions take a pool or a connection, a
-//! [`Dialect`] where the SQL differs by engine, and plain values (`UserId`, rows), and return
-//! `sqlx::Result` or a small error of their own. No HTTP: what a failure means to a client (503
+//! The databases' schemas ([`schema`]: the auth database's and a shard's migrations, and the check
+//! a service makes at start) and every query the shop makes of a shard, one module per resource.
+//! Functions take a pool or a connection, a [`Dialect`] where the SQL differs by engine, and plain
+//! values (`UserId`, rows), and return `sqlx::Result` or a small error of their own. No HTTP: what a failure means to a client (503
 //! `moving`, 422, replay of an idempotent order), group commit and metrics are the backend's
 //! service layer (`backend/src/service/`). shopctl and the end-to-end tests use this crate
 //! directly, without the backend.
@@ -11,7 +11,6 @@
 //! chosen by [`Dialect`].
 
 pub use shopgate_core::db::Dialect;
-use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
 pub mod buckets;
@@ -21,21 +20,9 @@ pub mod demo;
 pub mod fence;
 pub mod orders;
 pub mod per_user;
+pub mod schema;
 pub mod shard;
 pub mod users;
-
-/// The schema's migrations for SQLite shards.
-pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-/// The schema's migrations for MySQL/MariaDB shards: the same versions and names as SQLite's.
-pub static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
-
-/// The migrations for `dialect`.
-pub fn migrations(dialect: Dialect) -> &'static Migrator {
-    match dialect {
-        Dialect::Sqlite => &SQLITE_MIGRATIONS,
-        Dialect::MySql => &MYSQL_MIGRATIONS,
-    }
-}
 
 /// The newest stamp of any process's heartbeat row in `db` (a primary or its replica), in unix
 /// milliseconds: how far the shard's writes have come, or the replica's copy of them.
@@ -62,21 +49,5 @@ mod tests {
     #[test]
     fn placeholders() {
         assert_eq!(super::placeholders(3), "?, ?, ?");
-    }
-
-    fn names(dir: &str) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
-        let mut v: Vec<String> =
-            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn both_migration_folders_list_the_same_files() {
-        let (lite, my) = (names("sqlite"), names("mysql"));
-        assert!(!lite.is_empty());
-        assert_eq!(lite, my, "migrations/sqlite and migrations/mysql must have the same versions and names");
-        assert_eq!(super::SQLITE_MIGRATIONS.iter().count(), super::MYSQL_MIGRATIONS.iter().count());
     }
 }

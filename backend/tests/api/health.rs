@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use shopgate_core::config::DbUrl;
+use shopgate_store::schema::{migrate_url, Schema};
 
 use crate::helpers::{assert_error, json, spawn_app, spawn_app_with, TestApp, ANN, ODD};
 
@@ -56,8 +58,13 @@ async fn a_sqlite_primary_that_cannot_open_is_503_fast_and_serves_once_it_can() 
     let url = format!("sqlite://{}/shard-a.db", folder.display());
     let app = spawn_app_with("a", &[("SHOP__SHARDS__A__PRIMARY", url.as_str()), NO_INIT_THROTTLE]).await;
     assert_unavailable_fast(&app, Duration::from_secs(3)).await;
-    // The database can open now: the very next request sets the shard up and is served.
-    std::fs::create_dir(&folder).unwrap();
+    // The database can open now (migrated, as `shopctl migrate` leaves it, and moved into place):
+    // the very next request sets the shard up and is served.
+    let ready = dir.path().join("ready");
+    std::fs::create_dir(&ready).unwrap();
+    let migrated = format!("sqlite://{}/shard-a.db", ready.display());
+    migrate_url(&DbUrl::new(migrated), Schema::Shard).await.unwrap();
+    std::fs::rename(&ready, &folder).unwrap();
     let (status, body) = json(app.get("/api/products", ANN).await).await;
     assert_eq!(status, 200, "{body}");
 }

@@ -11,6 +11,7 @@ use shopgate_backend::{build, router, serve, AppState};
 use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
 use shopgate_core::token::new_claims;
 use shopgate_core::UserId;
+use shopgate_store::schema::{migrate_url, Schema};
 use tower::ServiceExt as _;
 
 /// Users of shard `a` (even buckets) and shard `b` (odd).
@@ -47,8 +48,13 @@ pub async fn spawn_app_with(shard: &str, overrides: &[(&str, &str)]) -> TestApp 
     ConfigBuilder::new(any, &[any]).shard("a", 0, "even", any).shard("b", 1, "odd", any).write(&path).unwrap();
     let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
     let config = Config::load_with_env(&path, env).unwrap();
-    // The auth database, as the verifier creates it: the backend reads revocations from it.
-    shopgate_verifier::db::connect(&config.verifier.database_url).await.unwrap().close().await;
+    // The databases as `shopctl migrate` makes them: the auth database (the backend reads
+    // revocations and the map from it) and the shard's.
+    migrate_url(&config.verifier.database_url, Schema::Auth).await.unwrap();
+    // A test of a primary that is down at start has nothing to migrate yet.
+    if let Err(e) = migrate_url(&config.shard(shard).unwrap().primary, Schema::Shard).await {
+        eprintln!("the shard's database is not migrated ({e}): the backend starts on one it cannot reach");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = build(config.clone(), shard, listener).await.unwrap();
     let addr = app.local_addr();

@@ -9,6 +9,7 @@ pub(crate) mod doctor;
 pub(crate) mod keys;
 pub mod login;
 pub(crate) mod logout;
+pub(crate) mod migrate;
 pub(crate) mod monitoring;
 pub(crate) mod nginx;
 pub mod openapi;

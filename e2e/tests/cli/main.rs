@@ -5,6 +5,7 @@ mod bad_input;
 mod catalog;
 mod doctor;
 mod https;
+mod migrate;
 mod mover;
 mod moves;
 mod operators;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shopgate_core::config::{ensure_dev_key, Config, ConfigBuilder, DEV_KEY_FILE};
+use shopgate_store::schema::{migrate_url, Schema};
 use shopgate_verifier::AppState;
 
 /// A password the policy takes.
@@ -43,6 +44,8 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
         builder = builder.set(key, value);
     }
     let config = builder.write(&dir.path().join("shop.toml")).unwrap();
+    // The auth database as `shopctl migrate` makes it.
+    migrate_url(&config.verifier.database_url, Schema::Auth).await.unwrap();
     let app = shopgate_verifier::build(config.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = app.local_addr();
     let state = app.state();
