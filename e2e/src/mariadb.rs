@@ -242,35 +242,55 @@ impl Topology {
         self.var(&format!("MARIADB_{}_{what}", instance.to_ascii_uppercase().replace('-', "_")))
     }
 
-    /// The app user's URL of `instance` (`auth`, `a-primary`, `a-replica`, ...): what the stack
-    /// is configured with. It holds a password: never print it.
+    /// The services' runtime user's URL of `instance` (`auth`, `a-primary`, `a-replica`, ...):
+    /// what the stack is configured with. It holds a password: never print it.
     pub fn url(&self, instance: &str) -> &str {
         self.instance_var(instance, "URL")
     }
 
-    /// The `admin` user's URL (every privilege), for the tests' own SQL.
+    /// The migrator's URL of `instance` (`shopctl migrate`'s).
+    pub fn migrator_url(&self, instance: &str) -> &str {
+        self.instance_var(instance, "MIGRATOR_URL")
+    }
+
+    /// The backends' reader's URL of the auth instance.
+    pub fn reader_url(&self) -> &str {
+        self.instance_var("auth", "READER_URL")
+    }
+
+    /// The `admin` user's URL (every privilege; over the unix socket), for the tests' own SQL.
     pub(crate) fn admin_url(&self, instance: &str) -> &str {
         self.instance_var(instance, "ADMIN_URL")
     }
 
-    /// `SHOP__…` overrides that put the verifier's auth database (if this topology has it) and
-    /// every shard's primary and replica on this topology; `max_lag` is each shard's
+    /// `SHOP__…` overrides that put the auth database (if this topology has it) and every
+    /// shard's primary and replica on this topology, each part with its own user (the verifier
+    /// the runtime user, the backends the reader), and `SHOP_MIGRATOR_…` URLs for `shopctl
+    /// migrate` (which the stacks give to it alone); `max_lag` is each shard's
     /// `replica_max_lag_seconds`.
     pub(crate) fn overrides(&self, max_lag: u64) -> Vec<(String, String)> {
         let mut v = Vec::new();
         if self.var("MARIADB_INSTANCES").split_whitespace().any(|i| i == "auth") {
             v.push(("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned()));
+            v.push(("SHOP__BACKEND__AUTH_DATABASE_URL".to_owned(), self.reader_url().to_owned()));
+            v.push(("SHOP_MIGRATOR_AUTH_URL".to_owned(), self.migrator_url("auth").to_owned()));
         }
         v.extend(self.shard_overrides(max_lag));
         v
     }
 
-    /// `SHOP__…` overrides that put every shard of this topology on it (not the auth database).
+    /// `SHOP__…` overrides that put every shard of this topology on it (not the auth database),
+    /// and its `SHOP_MIGRATOR_…` URLs.
     pub fn shard_overrides(&self, max_lag: u64) -> Vec<(String, String)> {
         let mut v = Vec::new();
         for shard in self.var("MARIADB_SHARDS").split_whitespace() {
             let up = shard.to_ascii_uppercase();
-            v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&format!("{shard}-primary")).to_owned()));
+            let primary = format!("{shard}-primary");
+            v.push((
+                format!("SHOP_MIGRATOR_SHARD_{}_URL", up.replace('-', "_")),
+                self.migrator_url(&primary).to_owned(),
+            ));
+            v.push((format!("SHOP__SHARDS__{up}__PRIMARY"), self.url(&primary).to_owned()));
             v.push((format!("SHOP__SHARDS__{up}__REPLICA"), self.url(&format!("{shard}-replica")).to_owned()));
             v.push((format!("SHOP__SHARDS__{up}__REPLICA_MAX_LAG_SECONDS"), max_lag.to_string()));
         }
