@@ -304,6 +304,13 @@ pub struct VerifierConfig {
     pub listen: Vec<SocketAddr>,
     /// The auth database (accounts, revocations, the shard map).
     pub database_url: DbUrl,
+    /// A GTID replica of the auth database, read while the primary is down: password checks,
+    /// revocations, unlocks and the shard map go on, writes get 503 ([`crate::auth_db`]). Whichever
+    /// of the two is writable is the primary, so `shopctl auth promote` needs no restart.
+    pub database_replica_url: Option<DbUrl>,
+    /// Reads move to the replica only if it was at most this far behind the primary when the
+    /// primary was last seen: a revocation or cut-off younger than this may be missed meanwhile.
+    pub database_replica_max_lag_seconds: u64,
     /// Threads that hash passwords at once; default: one less than the cores, at least one, so
     /// logins never take every core from the check path.
     pub hash_workers: Option<usize>,
@@ -345,6 +352,8 @@ impl Default for VerifierConfig {
         Self {
             listen: Vec::new(),
             database_url: DbUrl::new(""),
+            database_replica_url: None,
+            database_replica_max_lag_seconds: 5,
             hash_workers: None,
             hash_queue: 64,
             hash_nice: 19,
@@ -364,6 +373,11 @@ impl Default for VerifierConfig {
 impl VerifierConfig {
     pub fn revocation_refresh(&self) -> Duration {
         Duration::from_millis(self.revocation_refresh_ms)
+    }
+
+    /// [`VerifierConfig::database_replica_max_lag_seconds`] as a duration.
+    pub fn replica_max_lag(&self) -> Duration {
+        Duration::from_secs(self.database_replica_max_lag_seconds)
     }
 
     /// The promise: a revocation made on any verifier is in force on all of them within this.
@@ -814,6 +828,8 @@ impl Config {
         let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
         let mut verifier = raw.verifier;
         verifier.database_url = db_url("verifier.database_url", verifier.database_url)?;
+        verifier.database_replica_url =
+            verifier.database_replica_url.map(|u| db_url("verifier.database_replica_url", u)).transpose()?;
         if verifier.trusted_proxies.is_empty() {
             verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen);
         }
