@@ -83,6 +83,9 @@ pub(crate) enum Command {
     /// Operators: shard health and misplaced rows, straight from the databases.
     #[command(subcommand)]
     Shards(commands::shards::ShardsCommand),
+    /// Operators: the auth database's replica made its primary.
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
     /// Operators: find, disable and enable accounts.
     #[command(subcommand)]
     Users(commands::users::UsersCommand),
@@ -145,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,
+        Command::Auth(c) => commands::auth::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
         Command::Keys(c) => commands::keys::run(&ctx, c).await,
