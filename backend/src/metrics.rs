@@ -52,6 +52,8 @@ pub struct Metrics {
     catalog_misses: Counter,
     catalog_bypasses: Counter,
     replica: Arc<ReplicaGauges>,
+    /// The auth database's roles and the revocation list's age, set at each scrape.
+    pub(crate) auth: metrics::AuthDbMetrics,
 }
 
 /// The replica's gauges, shown only while the shard has a replica.
@@ -152,7 +154,9 @@ impl Metrics {
         );
         let replica = Arc::new(ReplicaGauges::default());
         registry.register_collector(Box::new(replica.clone()));
+        let auth = metrics::AuthDbMetrics::register(&mut registry);
         Self {
+            auth,
             primary_up,
             http,
             auth_failures,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use serde::Serialize;
+use shopgate_core::auth_db::AuthDb;
 use shopgate_core::config::{BackendConfig, Config, ShardConfig};
 use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
@@ -45,7 +46,9 @@ pub struct Inner {
     /// Revoked tokens and users' cut-offs, from the auth database: a token nginx would refuse
     /// is refused here too when a backend port is reached directly.
     pub(crate) revocations: Arc<Revocations>,
-    auth_db: AnyPool,
+    /// The auth database, read for revocations and the shard map: its primary, or its replica
+    /// while the primary is down.
+    pub(crate) auth_db: Arc<AuthDb>,
     revocation_refresh: Duration,
     /// A shard whose primary was down at start retries setting up its schema at most this often,
     /// driven by requests and `/readyz` (`backend.init_retry_ms`).
@@ -77,7 +80,7 @@ impl AppState {
             db,
             metrics,
             revocations: Arc::new(Revocations::new(&config.jwt)),
-            auth_db: db::auth_pool(config.backend_auth_url())?,
+            auth_db: Arc::new(auth_db(config)?),
             revocation_refresh: config.verifier.revocation_refresh(),
             init_retry_every: config.backend.init_retry(),
             ready: AtomicBool::new(false),
@@ -184,9 +187,16 @@ impl AppState {
             // The fences start as the current map says (once, on a shard database that has none).
             let map = match self.map.get() {
                 Some(map) => (*map).clone(),
-                None => shopgate_core::control::load_or_seed(&self.auth_db, &self.seed_map)
-                    .await
-                    .map_err(|e| InitError::Control(e.to_string()))?,
+                None => {
+                    let seed = &self.seed_map;
+                    let loaded = self.auth_db.read(|db| async move {
+                        shopgate_core::control::load_or_seed(&db, seed).await.map_err(|e| match e {
+                            shopgate_core::control::ControlError::Db(e) => e,
+                            other => sqlx::Error::Protocol(other.to_string()),
+                        })
+                    });
+                    loaded.await.map_err(|e| InitError::Control(e.to_string()))?
+                }
             };
             shopgate_store::fence::fill_if_empty(self.db_write(), self.db.dialect(), &map.buckets_of(&self.shard.name))
                 .await?;
@@ -215,8 +225,9 @@ impl AppState {
     /// and waits up to `first_within` for the first load. Until then `/api` requests get 503.
     pub async fn spawn_map_refresh(&self, first_within: Duration) {
         let shard = self.shard.name.clone();
-        let (watch, pool, seed) = (self.map.clone(), self.auth_db.clone(), self.seed_map.clone());
-        tokio::spawn(watch.keep_fresh(pool, seed, crate::MAP_REFRESH_EVERY, move |e| {
+        self.auth_db.start_probes().await;
+        let (watch, auth, seed) = (self.map.clone(), self.auth_db.clone(), self.seed_map.clone());
+        tokio::spawn(watch.keep_fresh(auth, seed, crate::MAP_REFRESH_EVERY, move |e| {
             tracing::warn!(%shard, error = %e, "shard map refresh failed; keeping the map in force");
         }));
         let started = Instant::now();
@@ -230,6 +241,7 @@ impl AppState {
     /// succeeded, authenticated requests get 503: nothing is known about revocations yet.
     pub async fn spawn_revocation_refresh(&self, first_within: Duration) {
         let shard = self.shard.name.clone();
+        self.auth_db.start_probes().await;
         tokio::spawn(self.revocations.clone().keep_fresh(self.auth_db.clone(), self.revocation_refresh, move |e| {
             tracing::warn!(%shard, error = %e, "revocation refresh failed; keeping the last snapshot");
         }));
@@ -272,4 +284,17 @@ impl AppState {
             }
         });
     }
+}
+
+/// The auth database's URLs for the backends: its primary and, if configured, its replica.
+/// The auth database as a backend reads it ([`Config::backend_auth_urls`]: its reader on the
+/// primary and the replica): lazy pools, never migrated; with a
+/// replica, roles probed ([`AuthDb`]) from the first refresh spawned on.
+fn auth_db(config: &Config) -> anyhow::Result<AuthDb> {
+    Ok(match config.backend_auth_urls() {
+        (primary, None) => AuthDb::single(db::auth_pool(primary)?),
+        (primary, Some(replica)) => {
+            AuthDb::pair(db::auth_pool(primary)?, db::auth_pool(replica)?, config.verifier.replica_max_lag())
+        }
+    })
 }

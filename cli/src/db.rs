@@ -139,6 +139,37 @@ fn scrub(message: &str, url: &DbUrl) -> String {
     }
 }
 
+/// The auth database's writable server, for an operator's write (a disable, an unlock): with
+/// `verifier.database_replica_url`, whichever of the two is writable, as the services choose it
+/// ([`shopgate_core::auth_db`]), so the commands follow `shopctl auth promote` as they do. While
+/// neither is (the primary is down and nobody promoted the replica), an error that says so.
+pub(crate) async fn auth_primary(config: &shopgate_core::config::Config) -> anyhow::Result<Db> {
+    let v = &config.verifier;
+    let Some(replica) = &v.database_replica_url else {
+        return Ok(Db::connect(&v.database_url, "the auth database").await?);
+    };
+    let mut why = Vec::new();
+    for (url, what) in [(&v.database_url, "the auth primary"), (replica, "the auth replica")] {
+        match Db::connect(url, what).await {
+            Ok(db) => {
+                match bounded(sqlx::query_scalar::<_, i64>("SELECT CAST(@@read_only AS SIGNED)").fetch_one(&db.pool))
+                    .await
+                {
+                    Ok(0) => return Ok(db),
+                    Ok(_) => why.push(format!("{what} ({url}) is read-only")),
+                    Err(e) => why.push(format!("{what} ({url}): {}", db.explain(&e))),
+                }
+            }
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    anyhow::bail!(
+        "the auth database has no writable primary now ({}): writes wait until the primary is back, or \
+         `shopctl auth promote` makes the replica the primary",
+        why.join("; ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

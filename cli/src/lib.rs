@@ -85,6 +85,9 @@ pub(crate) enum Command {
     Shards(commands::shards::ShardsCommand),
     /// Operators: apply this release's schema to every database (before a rollout).
     Migrate(commands::migrate::Args),
+    /// Operators: the auth database's replica made its primary.
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
     /// Operators: find, disable and enable accounts.
     #[command(subcommand)]
     Users(commands::users::UsersCommand),
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
         Command::Migrate(a) => commands::migrate::run(&ctx, a).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,
+        Command::Auth(c) => commands::auth::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,
         Command::Tokens(c) => commands::tokens::run(&ctx, c).await,
         Command::Keys(c) => commands::keys::run(&ctx, c).await,

@@ -304,6 +304,13 @@ pub struct VerifierConfig {
     pub listen: Vec<SocketAddr>,
     /// The auth database (accounts, revocations, the shard map).
     pub database_url: DbUrl,
+    /// A GTID replica of the auth database, read while the primary is down: password checks,
+    /// revocations, unlocks and the shard map go on, writes get 503 ([`crate::auth_db`]). Whichever
+    /// of the two is writable is the primary, so `shopctl auth promote` needs no restart.
+    pub database_replica_url: Option<DbUrl>,
+    /// Reads move to the replica only if it was at most this far behind the primary when the
+    /// primary was last seen: a revocation or cut-off younger than this may be missed meanwhile.
+    pub database_replica_max_lag_seconds: u64,
     /// Threads that hash passwords at once; default: one less than the cores, at least one, so
     /// logins never take every core from the check path.
     pub hash_workers: Option<usize>,
@@ -345,6 +352,8 @@ impl Default for VerifierConfig {
         Self {
             listen: Vec::new(),
             database_url: DbUrl::new(""),
+            database_replica_url: None,
+            database_replica_max_lag_seconds: 5,
             hash_workers: None,
             hash_queue: 64,
             hash_nice: 19,
@@ -364,6 +373,11 @@ impl Default for VerifierConfig {
 impl VerifierConfig {
     pub fn revocation_refresh(&self) -> Duration {
         Duration::from_millis(self.revocation_refresh_ms)
+    }
+
+    /// [`VerifierConfig::database_replica_max_lag_seconds`] as a duration.
+    pub fn replica_max_lag(&self) -> Duration {
+        Duration::from_secs(self.database_replica_max_lag_seconds)
     }
 
     /// The promise: a revocation made on any verifier is in force on all of them within this.
@@ -425,8 +439,11 @@ pub struct BackendConfig {
     pub(crate) catalog_cache_ms: u64,
     /// The auth database as the backends reach it (revocations and the shard map, read only):
     /// on MariaDB a user that may read only that (docs/operations.md, "Database users"). Unset: the
-    /// verifier's `database_url` ([`Config::backend_auth_url`]).
+    /// verifier's `database_url` ([`Config::backend_auth_urls`]).
     pub auth_database_url: Option<DbUrl>,
+    /// The same user on the auth database's replica, read while the primary is down. Unset with
+    /// `auth_database_url` unset: the verifier's `database_replica_url`.
+    pub auth_database_replica_url: Option<DbUrl>,
 }
 
 impl Default for BackendConfig {
@@ -442,6 +459,7 @@ impl Default for BackendConfig {
             init_retry_ms: 1000,
             catalog_cache_ms: 1000,
             auth_database_url: None,
+            auth_database_replica_url: None,
         }
     }
 }
@@ -705,9 +723,13 @@ impl Config {
         database::check(key, resolve_sqlite(url, base), &self.tls, base)
     }
 
-    /// The auth database as a backend reads it: `backend.auth_database_url`, else the verifier's.
-    pub fn backend_auth_url(&self) -> &DbUrl {
-        self.backend.auth_database_url.as_ref().unwrap_or(&self.verifier.database_url)
+    /// The auth database's primary and replica as a backend reads them: `backend.auth_database_url`
+    /// and `backend.auth_database_replica_url`, else the verifier's pair.
+    pub fn backend_auth_urls(&self) -> (&DbUrl, Option<&DbUrl>) {
+        match &self.backend.auth_database_url {
+            Some(primary) => (primary, self.backend.auth_database_replica_url.as_ref()),
+            None => (&self.verifier.database_url, self.verifier.database_replica_url.as_ref()),
+        }
     }
 
     /// [`Config::load`] with the keys that `keys` says.
@@ -832,9 +854,19 @@ impl Config {
         let shard_map = ShardMap::from_specs(shards.iter().map(|s| (&s.name, s.buckets.as_str())))?;
         let mut verifier = raw.verifier;
         verifier.database_url = db_url("verifier.database_url", verifier.database_url)?;
+        verifier.database_replica_url =
+            verifier.database_replica_url.map(|u| db_url("verifier.database_replica_url", u)).transpose()?;
         let mut backend = raw.backend;
         backend.auth_database_url =
             backend.auth_database_url.map(|u| db_url("backend.auth_database_url", u)).transpose()?;
+        backend.auth_database_replica_url =
+            backend.auth_database_replica_url.map(|u| db_url("backend.auth_database_replica_url", u)).transpose()?;
+        if backend.auth_database_replica_url.is_some() && backend.auth_database_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "backend.auth_database_replica_url needs backend.auth_database_url (the same user on the primary)"
+                    .into(),
+            ));
+        }
         if verifier.trusted_proxies.is_empty() {
             verifier.trusted_proxies = default_trusted_proxies(raw.nginx.listen);
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use sqlx::{AnyPool, Row as _};
 
+use crate::auth_db::AuthDb;
 use crate::db::insert_unless_present;
 use crate::shardmap::{ShardMap, ShardMapError};
 use crate::time::unix_now;
@@ -289,10 +290,11 @@ impl MapWatch {
     }
 
     /// Loads the current map (seeding it from `seed` if none is stored), then checks the version
-    /// every `every` and loads a newer one at once. Failures are reported and the last map stays.
+    /// every `every` and loads a newer one at once, from the auth database's primary or, while it
+    /// is down, its replica ([`AuthDb::read`]). Failures are reported and the last map stays.
     pub async fn keep_fresh(
         self: Arc<Self>,
-        pool: AnyPool,
+        db: Arc<AuthDb>,
         seed: ShardMap,
         every: Duration,
         on_error: impl Fn(&ControlError) + Send + 'static,
@@ -301,16 +303,31 @@ impl MapWatch {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = self.refresh(&pool, &seed).await {
-                on_error(&e);
+            let (this, seed) = (&self, &seed);
+            // Through sqlx's error so that a primary gone since the last probe is retried on the
+            // replica; a map that does not parse comes back as itself.
+            let refreshed = db
+                .read(|pool| async move {
+                    this.refresh(&pool, seed).await.map_err(|e| match e {
+                        ControlError::Db(e) => e,
+                        other => sqlx::Error::Protocol(other.to_string()),
+                    })
+                })
+                .await;
+            if let Err(e) = refreshed {
+                on_error(&ControlError::Db(e));
             }
         }
     }
 
-    /// One refresh: the map if its version changed (or none is loaded yet).
+    /// One refresh: the map if its version changed (or none is loaded yet). The first load reads
+    /// before it seeds, so it works on a read-only replica of a seeded database.
     pub async fn refresh(&self, pool: &AnyPool, seed: &ShardMap) -> Result<(), ControlError> {
         let fresh = match self.version() {
-            None => Some(load_or_seed(pool, seed).await?),
+            None => match current(pool).await {
+                Ok(Some(map)) => Some(map),
+                _ => Some(load_or_seed(pool, seed).await?),
+            },
             Some(have) if current_version(pool).await? != Some(have) => current(pool).await?,
             Some(_) => None,
         };

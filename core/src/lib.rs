@@ -4,6 +4,8 @@
 //! the newtypes input is parsed into at the edge ([`ids`]), the JSON error body ([`error`]) and the
 //! times nginx's config and the services must agree on ([`timeouts`]).
 
+#[cfg(feature = "auth-db")]
+pub mod auth_db;
 #[cfg(feature = "certs")]
 pub mod certs;
 pub mod config;

@@ -311,3 +311,52 @@ mod certificate_tests {
         assert!(!text.contains("tls.ca"), "an unreadable file is left out:\n{text}");
     }
 }
+
+/// The auth database as this process sees it ([`crate::auth_db`]), and how old its revocation
+/// list is: the gauges the `AuthPrimaryDown`, `AuthReplicaLagging` and `RevocationsStale` alerts
+/// watch, the same in the verifier and the backends. Set from the live state at each scrape.
+#[cfg(feature = "revocation")]
+#[derive(Clone, Default)]
+pub struct AuthDbMetrics {
+    primary_up: prometheus_client::metrics::gauge::Gauge,
+    from_replica: prometheus_client::metrics::gauge::Gauge,
+    replica_lag: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
+    revocations_age: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
+}
+
+#[cfg(feature = "revocation")]
+impl AuthDbMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "shop_auth_primary_up",
+            "1 if the auth database's primary answered its last probe (always 1 without a replica)",
+            m.primary_up.clone(),
+        );
+        registry.register(
+            "shop_auth_reading_from_replica",
+            "1 while reads go to the auth replica because the primary is down",
+            m.from_replica.clone(),
+        );
+        registry.register(
+            "shop_auth_replica_lag_seconds",
+            "How far the auth replica is behind its primary (-1: not measured)",
+            m.replica_lag.clone(),
+        );
+        registry.register(
+            "shop_revocations_age_seconds",
+            "Seconds since this process last reloaded revocations (-1: never)",
+            m.revocations_age.clone(),
+        );
+        m
+    }
+
+    pub fn observe(&self, db: &crate::auth_db::AuthDb, revocations: &crate::revocation::Revocations) {
+        let roles = db.roles();
+        self.primary_up.set(i64::from(roles.primary.is_some()));
+        self.from_replica.set(i64::from(roles.reading_from_replica()));
+        self.replica_lag.set(roles.lag.map_or(-1.0, |l| l.as_secs_f64()));
+        let age = revocations.age_seconds(crate::time::unix_now());
+        self.revocations_age.set(age.map_or(-1.0, |a| a as f64));
+    }
+}

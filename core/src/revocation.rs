@@ -33,6 +33,7 @@ use dashmap::DashMap;
 use futures::TryStreamExt as _;
 use sqlx::{AnyPool, Row as _};
 
+use crate::auth_db::AuthDb;
 use crate::config::JwtConfig;
 use crate::time::unix_now;
 use crate::token::Claims;
@@ -59,6 +60,8 @@ pub struct Revocations {
     /// The longest a token can pass after it was issued: ttl + leeway.
     max_token_life: i64,
     loaded: AtomicBool,
+    /// When [`Revocations::keep_fresh`] last refreshed (unix seconds); 0 before the first.
+    refreshed_at: AtomicI64,
 }
 
 /// The key a `jti` is held under.
@@ -89,6 +92,7 @@ impl Revocations {
             leeway,
             max_token_life,
             loaded: AtomicBool::new(false),
+            refreshed_at: AtomicI64::new(0),
         }
     }
 
@@ -168,16 +172,28 @@ impl Revocations {
         Ok(())
     }
 
-    /// Refreshes every `every`, forever (spawn it); `report` hears each failure. A failed refresh
+    /// Refreshes every `every`, forever (spawn it), from the auth database's primary or, while it
+    /// is down, its replica ([`AuthDb::read`]); `report` hears each failure. A failed refresh
     /// keeps the copy as it is: checks never wait for the database.
-    pub async fn keep_fresh(self: Arc<Self>, db: AnyPool, every: Duration, report: impl Fn(&sqlx::Error) + Send) {
+    pub async fn keep_fresh(self: Arc<Self>, db: Arc<AuthDb>, every: Duration, report: impl Fn(&sqlx::Error) + Send) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = self.refresh(&db, unix_now()).await {
-                report(&e);
+            let (now, this) = (unix_now(), &self);
+            match db.read(|pool| async move { this.refresh(&pool, now).await }).await {
+                Ok(()) => self.refreshed_at.store(now, Ordering::Release),
+                Err(e) => report(&e),
             }
+        }
+    }
+
+    /// Seconds since the last refresh that succeeded through [`Revocations::keep_fresh`]; `None`
+    /// before the first. What a revocation made elsewhere may wait for here, past the bound.
+    pub fn age_seconds(&self, now: i64) -> Option<i64> {
+        match self.refreshed_at.load(Ordering::Acquire) {
+            0 => None,
+            at => Some((now - at).max(0)),
         }
     }
 

@@ -1,12 +1,12 @@
 //! Real MariaDB topologies for the end-to-end tests, started and stopped by `scripts/mariadb` (the
 //! same script `scripts/up --mariadb` uses), never mocked.
 //!
-//! [`Topology::start`] runs `scripts/mariadb run DIR` in a fresh temp folder: an auth instance and,
-//! per shard, a primary and a read-only GTID replica, each a local `mariadbd` on a free port. The
+//! [`Topology::start`] runs `scripts/mariadb run DIR` in a fresh temp folder: an auth instance with
+//! its GTID replica and, per shard, a primary and a read-only GTID replica, each a local `mariadbd` on a free port. The
 //! script stays in the foreground as the instances' parent; its stdin is a pipe held here, so when
 //! the topology is dropped (or the test process dies) the pipe closes and the script stops every
 //! instance. [`Topology::stack_options`] points a [`crate::Stack`] at it. At most
-//! [`MAX_INSTANCES`] `mariadbd`s run at once (two whole topologies of five).
+//! [`MAX_INSTANCES`] `mariadbd`s run at once (two whole topologies of six).
 //!
 //! [`Topology::start_with`] starts a part of one elsewhere: some shards without the auth instance,
 //! inside a network namespace, bound to that namespace's address (`crate::netns`).
@@ -41,7 +41,7 @@ use crate::Options;
 
 /// `mariadbd`s running at once in one test process: two whole topologies (two cores; ~5 s of
 /// start-up each). A topology holds as many slots as it has instances.
-pub(crate) const MAX_INSTANCES: usize = 10;
+pub(crate) const MAX_INSTANCES: usize = 12;
 /// How long `scripts/mariadb run` may take to report ready.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -57,7 +57,7 @@ pub fn script() -> PathBuf {
 pub struct Spec {
     /// The shards, each a primary and a replica (`--shards`).
     pub shards: Vec<String>,
-    /// The auth instance too (without it: `--no-auth`).
+    /// The auth instance and its replica too (without them: `--no-auth`).
     pub auth: bool,
     /// The network namespace the instances run in (`ip netns exec NETNS scripts/mariadb run`).
     pub netns: Option<String>,
@@ -74,7 +74,7 @@ impl Default for Spec {
 
 impl Spec {
     fn instances(&self) -> usize {
-        usize::from(self.auth) + 2 * self.shards.len()
+        2 * usize::from(self.auth) + 2 * self.shards.len()
     }
 
     /// `scripts/mariadb VERB DIR …` (`run` or `start`), inside the namespace if there is one.
@@ -259,12 +259,12 @@ impl Topology {
     }
 
     /// The `admin` user's URL (every privilege; over the unix socket), for the tests' own SQL.
-    pub(crate) fn admin_url(&self, instance: &str) -> &str {
+    pub fn admin_url(&self, instance: &str) -> &str {
         self.instance_var(instance, "ADMIN_URL")
     }
 
-    /// `SHOP__…` overrides that put the auth database (if this topology has it) and every
-    /// shard's primary and replica on this topology, each part with its own user (the verifier
+    /// `SHOP__…` overrides that put the auth database and its replica (if this topology has
+    /// them) and every shard's primary and replica on this topology, each part with its own user (the verifier
     /// the runtime user, the backends the reader), and `SHOP_MIGRATOR_…` URLs for `shopctl
     /// migrate` (which the stacks give to it alone); `max_lag` is each shard's
     /// `replica_max_lag_seconds`.
@@ -274,6 +274,11 @@ impl Topology {
             v.push(("SHOP__VERIFIER__DATABASE_URL".to_owned(), self.url("auth").to_owned()));
             v.push(("SHOP__BACKEND__AUTH_DATABASE_URL".to_owned(), self.reader_url().to_owned()));
             v.push(("SHOP_MIGRATOR_AUTH_URL".to_owned(), self.migrator_url("auth").to_owned()));
+            v.push(("SHOP__VERIFIER__DATABASE_REPLICA_URL".to_owned(), self.url("auth-replica").to_owned()));
+            v.push((
+                "SHOP__BACKEND__AUTH_DATABASE_REPLICA_URL".to_owned(),
+                self.instance_var("auth-replica", "READER_URL").to_owned(),
+            ));
         }
         v.extend(self.shard_overrides(max_lag));
         v

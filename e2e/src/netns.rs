@@ -358,9 +358,10 @@ impl NetnsStack {
         F: FnOnce(NetnsStack) -> Fut + Send,
         Fut: std::future::Future<Output = ()>,
     {
-        // One such stack at a time in a test process: each holds five MariaDB instances and a
-        // growing one takes two more, while the topologies' slots (`mariadb::MAX_INSTANCES`) are
-        // two fives: two stacks growing at once would each wait for the other's slots.
+        // One such stack at a time in a test process: each holds six MariaDB instances (the auth
+        // pair, two shards' pairs) and a growing one takes two more, while the topologies' slots
+        // (`mariadb::MAX_INSTANCES`) are two sixes: two stacks growing at once would each wait for
+        // the other's slots.
         static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = std::thread::scope(|scope| {

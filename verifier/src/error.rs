@@ -5,6 +5,7 @@
 
 use http::{Response, StatusCode};
 use serde::Serialize;
+use shopgate_core::auth_db::NoPrimary;
 use shopgate_core::http::HttpError;
 use shopgate_core::ErrorBody;
 
@@ -35,6 +36,10 @@ pub enum ApiError {
     Busy,
     #[error("auth database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// A write while the auth database has no primary: it is read-only until the primary is back
+    /// or the replica is promoted.
+    #[error(transparent)]
+    ReadOnly(#[from] NoPrimary),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -82,6 +87,16 @@ impl ApiError {
                 return HttpError::Unavailable {
                     code: "unavailable",
                     message: "the auth database is unavailable; retry shortly",
+                }
+                .into_response();
+            }
+            ApiError::ReadOnly(e) => {
+                tracing::warn!(error = %e, "write refused");
+                return HttpError::Unavailable {
+                    code: "read_only",
+                    message: "the account database is read-only while its primary is down: registrations, logouts \
+                              and password changes are refused for now; logins and signed-in requests go on. Retry \
+                              later",
                 }
                 .into_response();
             }

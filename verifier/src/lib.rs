@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shopgate_core::auth_db::AuthDb;
 use shopgate_core::config::Config;
 use shopgate_core::control::MapWatch;
 use shopgate_core::revocation::Revocations;
 use shopgate_core::service::tls::{Tls, TlsServer};
 use shopgate_core::service::{serve_http1, Threads};
 use shopgate_core::token::{self, TokenError, Verified, Verifier};
-use sqlx::AnyPool;
 use tokio::net::TcpListener;
 
 /// How often the verifier looks at the shard map's version (shown only; it does not route).
@@ -45,7 +45,8 @@ const TLS_WATCH_EVERY: Duration = Duration::from_secs(1);
 pub struct AppState {
     pub config: Config,
     pub(crate) tokens: Verifier,
-    pub db: AnyPool,
+    /// The auth database: its primary, and its replica while the primary is down.
+    pub auth: Arc<AuthDb>,
     pub(crate) passwords: password::PasswordPool,
     pub metrics: metrics::Metrics,
     pub(crate) revocations: Arc<Revocations>,
@@ -80,17 +81,23 @@ pub struct App {
     state: Arc<AppState>,
 }
 
-/// Connects the auth database (running migrations), prepares the password pool, binds `addr` and
-/// the unix socket that goes with it (`verifier.socket_dir`).
+/// Connects the auth database (running migrations; from the replica, if there is one, while the
+/// primary is down), prepares the password pool, binds `addr` and the unix socket that goes with
+/// it (`verifier.socket_dir`).
 pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
-    let db = db::connect(&config.verifier.database_url).await?;
+    let auth = db::connect_auth(&config.verifier).await?;
     let passwords = password::PasswordPool::new(password::PoolSettings::from(&config.verifier))?;
     if !config.jwt.keys().can_sign() {
         anyhow::bail!("the JWT key set has no signing key (set signing_kid to a key with its private part)");
     }
     let revocations = Arc::new(Revocations::new(&config.jwt));
-    revocations.refresh(&db, now()).await.context("loading revocations")?;
-    let unlocks = unlocks::Unlocks::load(&db).await.context("loading login unlocks")?;
+    let loaded = auth.read(|db| {
+        let revocations = &revocations;
+        async move { revocations.refresh(&db, now()).await }
+    });
+    loaded.await.context("loading revocations")?;
+    let unlocks = auth.read(|db| async move { unlocks::Unlocks::load(&db).await }).await;
+    let unlocks = unlocks.context("loading login unlocks")?;
     let tls = TlsServer::load(&config.tls)?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     // Named after the port bound (port 0 in tests), after the TCP port is ours: another verifier
@@ -120,7 +127,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
         ),
         config,
         tokens,
-        db,
+        auth,
         passwords,
         metrics,
         revocations,
@@ -138,19 +145,20 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
 
 /// Follows the shard map's version once a second, for display.
 fn spawn_map_refresh(state: &Arc<AppState>) {
-    let (watch, pool, seed) = (state.map.clone(), state.db.clone(), state.config.shard_map.clone());
-    tokio::spawn(watch.keep_fresh(pool, seed, MAP_REFRESH_EVERY, |e| {
+    let (watch, auth, seed) = (state.map.clone(), state.auth.clone(), state.config.shard_map.clone());
+    tokio::spawn(watch.keep_fresh(auth, seed, MAP_REFRESH_EVERY, |e| {
         tracing::debug!(error = %e, "shard map refresh failed");
     }));
 }
 
 /// Reloads revocations every `revocation_refresh_ms` (a failed refresh keeps the last snapshot:
 /// the check path never waits for the database), and operators' login unlocks on the same
-/// schedule, so both are in force within the revocation bound; purges old rows of both hourly.
+/// schedule, so both are in force within the revocation bound; purges old rows of both hourly
+/// (not while the primary is down: the replica takes no writes).
 fn spawn_revocation_refresh(state: Arc<AppState>) {
     let every = state.config.verifier.revocation_refresh();
     let counted = state.clone();
-    tokio::spawn(state.revocations.clone().keep_fresh(state.db.clone(), every, move |e| {
+    tokio::spawn(state.revocations.clone().keep_fresh(state.auth.clone(), every, move |e| {
         metrics::Metrics::inc(&counted.metrics.revocation_refresh_failed);
         tracing::warn!(error = %e, "revocation refresh failed; keeping the last snapshot");
     }));
@@ -160,7 +168,8 @@ fn spawn_revocation_refresh(state: Arc<AppState>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match following.unlocks.refresh(&following.db, &following.guesses).await {
+            let (unlocks, guesses) = (&following.unlocks, &following.guesses);
+            match following.auth.read(|db| async move { unlocks.refresh(&db, guesses).await }).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(accounts = n, "login throttle unlocked by an operator"),
                 Err(e) => tracing::warn!(error = %e, "reading login unlocks failed; trying again next time"),
@@ -171,10 +180,11 @@ fn spawn_revocation_refresh(state: Arc<AppState>) {
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             hourly.tick().await;
-            if let Err(e) = state.revocations.purge_expired(&state.db, now()).await {
+            let Ok(db) = state.auth.write() else { continue };
+            if let Err(e) = state.revocations.purge_expired(&db, now()).await {
                 tracing::warn!(error = %e, "purging expired revocations failed");
             }
-            if let Err(e) = unlocks::purge_old(&state.db).await {
+            if let Err(e) = unlocks::purge_old(&db).await {
                 tracing::warn!(error = %e, "purging old login unlocks failed");
             }
         }
@@ -250,7 +260,7 @@ impl App {
             let _ = stop.send(true);
         };
         tokio::join!(signal, tcp, unix);
-        if tokio::time::timeout(Duration::from_secs(2), self.state.db.close()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), self.state.auth.close()).await.is_err() {
             tracing::warn!("the database pool did not close in time");
         }
         tracing::info!("stopped");

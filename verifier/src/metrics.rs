@@ -32,6 +32,8 @@ pub struct Metrics {
     /// The shard map version this verifier has seen (it does not route; shown so an operator sees
     /// every part agree).
     pub(crate) map_version: Gauge,
+    /// The auth database's roles and the revocation list's age, set at each scrape.
+    pub(crate) auth: metrics::AuthDbMetrics,
 }
 
 impl Metrics {
@@ -64,7 +66,9 @@ impl Metrics {
             "The shard map version this verifier has seen",
             map_version.clone(),
         );
+        let auth = metrics::AuthDbMetrics::register(&mut registry);
         Self {
+            auth,
             registry,
             http,
             check,

@@ -41,5 +41,6 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.set_map_version(state.map_version());
+    state.metrics.auth.observe(&state.auth_db, &state.revocations);
     ([(header::CONTENT_TYPE, shopgate_core::metrics::CONTENT_TYPE)], state.metrics.render())
 }

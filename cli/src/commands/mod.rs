@@ -1,5 +1,6 @@
 //! One file per subcommand: its `Args` and its `run`.
 
+pub(crate) mod auth;
 pub mod catalog;
 pub(crate) mod categories;
 pub(crate) mod change_password;

@@ -74,7 +74,7 @@ fn no_such_user(who: &Who) -> anyhow::Error {
 }
 
 async fn auth_db(config: &Config) -> anyhow::Result<Db> {
-    Ok(Db::connect(&config.verifier.database_url, "the auth database").await?)
+    crate::db::auth_primary(config).await
 }
 
 pub async fn run(ctx: &Context, cmd: UsersCommand) -> anyhow::Result<()> {

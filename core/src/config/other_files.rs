@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{RawConfig, RawShard};
+use super::{RawConfig, RawShard, VerifierConfig};
 
 const OPERATIONS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
 const ALERTS_YML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring/alerts.yml");
@@ -142,5 +142,27 @@ fn replica_lag_alert_fires_at_the_default_bound() {
         bound,
         RawShard::default().replica_max_lag_seconds,
         "monitoring/alerts.yml's ReplicaLagging bound differs from replica_max_lag_seconds' default"
+    );
+}
+
+/// `AuthReplicaLagging` fires at the lag past which an outage of the auth primary would leave
+/// nothing to read: `verifier.database_replica_max_lag_seconds`' default.
+#[test]
+fn auth_replica_lag_alert_fires_at_the_default_bound() {
+    let alerts = std::fs::read_to_string(ALERTS_YML).unwrap();
+    let rule: Vec<&str> = alerts
+        .lines()
+        .skip_while(|l| l.trim() != "- alert: AuthReplicaLagging")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("- alert:"))
+        .collect();
+    let expr = rule.iter().find_map(|l| l.trim().strip_prefix("expr:")).expect("AuthReplicaLagging has an expr line");
+    let (series, bound) = expr.rsplit_once('>').expect("the expr compares with >");
+    assert!(series.contains("shop_auth_replica_lag_seconds"), "{expr}");
+    let bound: u64 = bound.trim().parse().unwrap_or_else(|_| panic!("{expr}: the bound is not a whole number"));
+    assert_eq!(
+        bound,
+        VerifierConfig::default().database_replica_max_lag_seconds,
+        "monitoring/alerts.yml's AuthReplicaLagging bound differs from database_replica_max_lag_seconds' default"
     );
 }

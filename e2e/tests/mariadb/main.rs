@@ -5,6 +5,7 @@
 //! Nothing here is skipped: without `mariadbd` and `mariadb-install-db` the tests fail and say so.
 #![allow(clippy::unwrap_used)]
 
+mod auth_failover;
 mod catalog;
 mod catch_up;
 mod cert_rotation;

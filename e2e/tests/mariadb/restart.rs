@@ -108,7 +108,7 @@ async fn a_killed_replica_restarts_alone_on_its_port_and_catches_up() {
     let out = topology.script("stop");
     assert!(out.status.success(), "scripts/mariadb stop: {}", text(&out.stderr));
     let status = text(&topology.script("status").stdout);
-    assert_eq!(status.lines().filter(|l| l.ends_with(" stopped")).count(), 3, "{status}");
+    assert_eq!(status.lines().filter(|l| l.ends_with(" stopped")).count(), 4, "{status}");
     let left = processes_under(topology.root());
     assert!(left.is_empty(), "left running after stop:\n{}", left.join("\n"));
 }
@@ -117,7 +117,7 @@ async fn a_killed_replica_restarts_alone_on_its_port_and_catches_up() {
 async fn start_adds_a_shard_and_leaves_the_running_ones_alone() {
     // Started as the tests start topologies (`run`), then extended as an operator would.
     let mut topology = Topology::start_with(&shards(&["a"])).await.expect("scripts/mariadb run");
-    let names = ["auth", "a-primary", "a-replica"];
+    let names = ["auth", "auth-replica", "a-primary", "a-replica"];
     let pids: Vec<_> = names.iter().map(|n| topology.pid(n)).collect();
     let urls: Vec<_> = names.iter().map(|n| topology.url(n).to_owned()).collect();
 
@@ -126,7 +126,7 @@ async fn start_adds_a_shard_and_leaves_the_running_ones_alone() {
     assert_eq!(names.iter().map(|n| topology.pid(n)).collect::<Vec<_>>(), pids, "a running instance was restarted");
     assert_eq!(names.iter().map(|n| topology.url(n).to_owned()).collect::<Vec<_>>(), urls);
     assert_eq!(topology.var("MARIADB_SHARDS"), "a c");
-    assert_eq!(topology.var("MARIADB_INSTANCES"), "auth a-primary a-replica c-primary c-replica");
+    assert_eq!(topology.var("MARIADB_INSTANCES"), "auth auth-replica a-primary a-replica c-primary c-replica");
     // (The URL's query is its TLS: `?ssl-mode=VERIFY_IDENTITY&ssl-ca=…`.)
     let c_url = topology.url("c-primary").split_once('?').map_or(topology.url("c-primary"), |(u, _)| u);
     assert!(c_url.ends_with("/shop_shard_c"), "{}", topology.var("MARIADB_C_PRIMARY_DATABASE"));
@@ -142,7 +142,7 @@ async fn start_adds_a_shard_and_leaves_the_running_ones_alone() {
     assert_eq!(read_only, 1);
     // Each instance its own server id: a replica skips events that carry its own.
     let mut ids = Vec::new();
-    for name in ["auth", "a-primary", "a-replica", "c-primary", "c-replica"] {
+    for name in ["auth", "auth-replica", "a-primary", "a-replica", "c-primary", "c-replica"] {
         let db = topology.admin(name).await;
         ids.push(server_id(&db).await);
         db.close().await;

@@ -15,7 +15,8 @@ pub(crate) fn healthz() -> Response<Body> {
 }
 
 pub async fn readyz(state: &AppState) -> Response<Body> {
-    let ping = sqlx::query("SELECT 1").execute(&state.db);
+    // Ready while reads can be served: from the primary, or from the replica while it is down.
+    let ping = state.auth.read(|db| async move { sqlx::query("SELECT 1").execute(&db).await });
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(_)) => json(StatusCode::OK, &json!({"status": "ready", "map_version": state.map.version()})),
         _ => {
@@ -25,6 +26,7 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {
+    state.metrics.auth.observe(&state.auth, &state.revocations);
     state.metrics.map_version.set(state.map.version().map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
     let mut resp = Response::new(Body::from(state.metrics.render()));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(shopgate_core::metrics::CONTENT_TYPE));

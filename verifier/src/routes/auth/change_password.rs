@@ -57,7 +57,9 @@ pub(crate) async fn change_password(
     let body: ChangeBody = parse_json(&read_body(req, "application/json").await?)?;
     let new_password = Password::parse(body.new_password, &[verified.claims.email.as_str()])
         .map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
-    let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
+    // Refused before any hashing while the primary is down: the new hash could not be stored.
+    let db = state.auth.write()?;
+    let user = users::by_id(&db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
     // A guess at the current password counts against the same limits as a login.
     let attempt =
         state.guesses.reserve(&user.email, address).map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
@@ -74,7 +76,7 @@ pub(crate) async fn change_password(
     let hash = state.passwords.hash(Lane::Login, new_password).await?;
     // Every token issued up to and including this second is revoked.
     let cutoff = token::revoke_all_cutoff(user.tokens_valid_after, crate::now());
-    users::set_password(&state.db, user.id, &hash, cutoff).await?;
+    users::set_password(&db, user.id, &hash, cutoff).await?;
     state.revocations.cutoff_local(user.id.get(), cutoff);
     tracing::info!(user_id = %user.id, "password changed; earlier tokens revoked");
     Ok(no_store(json(

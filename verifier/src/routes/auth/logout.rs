@@ -32,7 +32,7 @@ use shopgate_core::revocation;
 pub async fn logout(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
-    revocation::revoke_token(&state.db, &verified.claims).await?;
+    revocation::revoke_token(&state.auth.write()?, &verified.claims).await?;
     state.revocations.revoke_local(&verified.claims);
     Metrics::inc(&state.metrics.logouts);
     tracing::info!(user_id = %verified.user, "logged out");

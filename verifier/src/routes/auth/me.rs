@@ -29,6 +29,11 @@ use shopgate_core::openapi::{Unauthorized, Unavailable};
 pub async fn me(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Response<Body>, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let verified = state.check_bearer(header).map_err(|_| ApiError::Unauthorized)?;
-    let user = users::by_id(&state.db, verified.user).await?.filter(|u| u.is_active).ok_or(ApiError::Unauthorized)?;
+    let user = state
+        .auth
+        .read(|db| async move { users::by_id(&db, verified.user).await })
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or(ApiError::Unauthorized)?;
     Ok(json(StatusCode::OK, &UserView::from(&user)))
 }

@@ -58,6 +58,8 @@ pub async fn register(
     let email = Email::parse(&body.email).map_err(|m| ApiError::Invalid { code: "invalid_email", message: m })?;
     let password = Password::parse(body.password, &[email.as_str()])
         .map_err(|m| ApiError::Invalid { code: "weak_password", message: m })?;
+    // Refused before the hashing and the address's count: nothing can be stored meanwhile.
+    let db = state.auth.write()?;
     let address_key = address.to_string();
     state.registrations.reserve(&address_key).map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let hash = match state.passwords.hash(Lane::Signup, password).await {
@@ -68,7 +70,7 @@ pub async fn register(
             return Err(e);
         }
     };
-    match users::create(&state.db, &email, &hash, crate::now()).await? {
+    match users::create(&db, &email, &hash, crate::now()).await? {
         Created::Ok(user) => {
             Metrics::inc(&state.metrics.registrations);
             tracing::info!(user_id = %user.id, "registered");

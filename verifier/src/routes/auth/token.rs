@@ -109,7 +109,10 @@ pub async fn token(
     // An email that cannot exist, or a password no account can have, still costs a lookup and a
     // hash, so its answer time says nothing.
     let user = match Email::parse(&username) {
-        Ok(email) => users::by_email(&state.db, &email).await?,
+        Ok(email) => {
+            let email = &email;
+            state.auth.read(|db| async move { users::by_email(&db, email).await }).await?
+        }
         Err(_) => None,
     };
     let password: String = password.chars().take(crate::password::MAX_LEN + 1).collect();
