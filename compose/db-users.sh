@@ -24,15 +24,18 @@
 # header has them made of hex digits.
 shop_db_users() {
   local db grant_db sql host
+  # Checked here, not inside the $(…) below, where a missing one would only end a subshell.
   db=${MARIADB_DATABASE:?compose/db-users.sh: MARIADB_DATABASE is not set}
+  : "${DB_MIGRATOR_PASSWORD:?compose/db-users.sh: DB_MIGRATOR_PASSWORD is not set}"
+  : "${DB_SHOP_PASSWORD:?compose/db-users.sh: DB_SHOP_PASSWORD is not set}"
   # `_` is a wildcard in a database grant.
   grant_db=${db//_/\\_}
   # 'value', escaped as the image escapes its own passwords.
   shop_db_quote() { printf "'%s'" "$(docker_sql_escape_string_literal "$1")"; }
 
-  sql="CREATE USER 'migrator'@'%' IDENTIFIED BY $(shop_db_quote "${DB_MIGRATOR_PASSWORD:?compose/db-users.sh: DB_MIGRATOR_PASSWORD is not set}");
+  sql="CREATE USER 'migrator'@'%' IDENTIFIED BY $(shop_db_quote "$DB_MIGRATOR_PASSWORD");
 GRANT ALL PRIVILEGES ON \`$grant_db\`.* TO 'migrator'@'%' WITH GRANT OPTION;
-CREATE USER 'shop'@'%' IDENTIFIED BY $(shop_db_quote "${DB_SHOP_PASSWORD:?compose/db-users.sh: DB_SHOP_PASSWORD is not set}");
+CREATE USER 'shop'@'%' IDENTIFIED BY $(shop_db_quote "$DB_SHOP_PASSWORD");
 GRANT SELECT, INSERT, UPDATE, DELETE ON \`$grant_db\`.* TO 'shop'@'%';"
   if [ "${DB_SHOP_READS_BINLOG:-}" = 1 ]; then
     sql+="
