@@ -126,6 +126,8 @@ mod tests {
     async fn auth_db() -> (tempfile::TempDir, AnyPool) {
         let dir = tempfile::tempdir().unwrap();
         let url = shopgate_core::config::DbUrl::new(format!("sqlite://{}", dir.path().join("auth.db").display()));
+        // As `shopctl migrate` leaves it.
+        shopgate_store::schema::migrate_url(&url, shopgate_store::schema::Schema::Auth).await.unwrap();
         let db = crate::db::connect(&url).await.unwrap();
         (dir, db)
     }
