@@ -437,15 +437,6 @@ impl Stack {
         Ok(stack)
     }
 
-    /// `shopctl migrate`, as an operator runs it before a rollout: with the migrator's URLs.
-    pub fn migrate(&self) -> anyhow::Result<()> {
-        let out = self.shopctl().arg("migrate").envs(self.migrator_env.iter().map(|(k, v)| (k, v))).output()?;
-        if !out.status.success() {
-            bail!("shopctl migrate failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    }
-
     fn log_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
     }

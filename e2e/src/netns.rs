@@ -493,16 +493,6 @@ impl NetnsStack {
         Ok(stack)
     }
 
-    /// `shopctl migrate` on the gateway, as an operator runs it before a rollout (with the
-    /// migrator's URLs, which only shopctl is given).
-    pub fn migrate(&self) -> anyhow::Result<()> {
-        let out = self.shopctl().arg("migrate").output()?;
-        if !out.status.success() {
-            bail!("shopctl migrate failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    }
-
     /// The shard host `name`.
     pub fn shard(&self, name: &str) -> Arc<ShardHost> {
         let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());

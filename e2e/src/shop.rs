@@ -102,6 +102,16 @@ pub trait Shop: Sync {
         pool(&self.config().verifier.database_url).await
     }
 
+    /// `shopctl migrate`, as an operator runs it before a rollout: where shopctl runs, with the
+    /// migrator's URLs ([`Shop::migrator_env`]), which no service is given.
+    fn migrate(&self) -> anyhow::Result<()> {
+        let out = self.shopctl().arg("migrate").envs(self.migrator_env()).output()?;
+        if !out.status.success() {
+            anyhow::bail!("shopctl migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// A pool on the auth database as its migrator, for a test's own schema-level SQL (the
     /// services' user may not run it).
     async fn auth_db_as_migrator(&self) -> AnyPool {

@@ -122,24 +122,30 @@ fn operations_md_documents_every_key_with_its_default() {
     );
 }
 
+/// The whole-number bound of alert `name` in monitoring/alerts.yml, whose `expr` is `SERIES… > N`
+/// on `series`.
+fn alert_bound(name: &str, series: &str) -> u64 {
+    let alerts = std::fs::read_to_string(ALERTS_YML).unwrap();
+    let rule: Vec<&str> = alerts
+        .lines()
+        .skip_while(|l| l.trim() != format!("- alert: {name}"))
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("- alert:"))
+        .collect();
+    let expr =
+        rule.iter().find_map(|l| l.trim().strip_prefix("expr:")).unwrap_or_else(|| panic!("{name} has no expr line"));
+    let (left, bound) = expr.rsplit_once('>').expect("the expr compares with >");
+    assert!(left.contains(series), "{expr}");
+    bound.trim().parse().unwrap_or_else(|_| panic!("{expr}: the bound is not a whole number"))
+}
+
 /// `ReplicaLagging` fires at the lag past which reads leave the replica: the shards' default
 /// `replica_max_lag_seconds`. alerts.yml is a static file Prometheus loads, so it holds the number
 /// itself, and this holds it to the default.
 #[test]
 fn replica_lag_alert_fires_at_the_default_bound() {
-    let alerts = std::fs::read_to_string(ALERTS_YML).unwrap();
-    let rule: Vec<&str> = alerts
-        .lines()
-        .skip_while(|l| l.trim() != "- alert: ReplicaLagging")
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with("- alert:"))
-        .collect();
-    let expr = rule.iter().find_map(|l| l.trim().strip_prefix("expr:")).expect("ReplicaLagging has an expr line");
-    let (series, bound) = expr.rsplit_once('>').expect("the expr compares with >");
-    assert!(series.contains("shop_replica_lag_seconds"), "{expr}");
-    let bound: u64 = bound.trim().parse().unwrap_or_else(|_| panic!("{expr}: the bound is not a whole number"));
     assert_eq!(
-        bound,
+        alert_bound("ReplicaLagging", "shop_replica_lag_seconds"),
         RawShard::default().replica_max_lag_seconds,
         "monitoring/alerts.yml's ReplicaLagging bound differs from replica_max_lag_seconds' default"
     );
@@ -149,19 +155,8 @@ fn replica_lag_alert_fires_at_the_default_bound() {
 /// nothing to read: `verifier.database_replica_max_lag_seconds`' default.
 #[test]
 fn auth_replica_lag_alert_fires_at_the_default_bound() {
-    let alerts = std::fs::read_to_string(ALERTS_YML).unwrap();
-    let rule: Vec<&str> = alerts
-        .lines()
-        .skip_while(|l| l.trim() != "- alert: AuthReplicaLagging")
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with("- alert:"))
-        .collect();
-    let expr = rule.iter().find_map(|l| l.trim().strip_prefix("expr:")).expect("AuthReplicaLagging has an expr line");
-    let (series, bound) = expr.rsplit_once('>').expect("the expr compares with >");
-    assert!(series.contains("shop_auth_replica_lag_seconds"), "{expr}");
-    let bound: u64 = bound.trim().parse().unwrap_or_else(|_| panic!("{expr}: the bound is not a whole number"));
     assert_eq!(
-        bound,
+        alert_bound("AuthReplicaLagging", "shop_auth_replica_lag_seconds"),
         VerifierConfig::default().database_replica_max_lag_seconds,
         "monitoring/alerts.yml's AuthReplicaLagging bound differs from database_replica_max_lag_seconds' default"
     );
