@@ -14,7 +14,8 @@ use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
 use shopgate_core::metrics::prometheus_client::metrics::family::Family;
 use shopgate_core::metrics::prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use shopgate_core::metrics::prometheus_client::registry::Registry;
-use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics};
+use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics, TokenCacheCounts};
+use shopgate_core::token::Verifier;
 
 use crate::catalog_cache::Outcome;
 use crate::replica::ReplicaState;
@@ -84,10 +85,12 @@ impl Collector for ReplicaGauges {
 }
 
 impl Metrics {
-    /// The metrics of shard `shard`, with the expiry of each certificate file in `certificates`.
-    pub fn new(shard: &str, certificates: Vec<CertificateFile>) -> Self {
+    /// The metrics of shard `shard`, with the expiry of each certificate file in `certificates`
+    /// and the counts of `tokens`' cache.
+    pub fn new(shard: &str, certificates: Vec<CertificateFile>, tokens: &Verifier) -> Self {
         let mut registry = Registry::with_labels([("shard".into(), shard.to_owned().into())].into_iter());
         registry.register_collector(Box::new(CertificateExpiry(certificates)));
+        registry.register_collector(Box::new(TokenCacheCounts(tokens.clone())));
         let http = HttpMetrics::register(&mut registry);
         let auth_failures = Family::<Labels, Counter>::default();
         registry.register("shop_auth_failures", "Requests refused with 401, by reason", auth_failures.clone());
@@ -317,9 +320,31 @@ impl Handover {
 mod tests {
     use super::*;
 
+    fn verifier() -> (Verifier, String) {
+        use shopgate_core::token::{new_claims, sign_hs256, Hs256Key, Policy};
+        let key = Hs256Key::new(b"metrics-test-key-0123456789abcdef-0123").unwrap();
+        let policy = Policy { issuer: "i".into(), audience: "a".into(), leeway_seconds: 0, ttl_seconds: 600 };
+        let now = shopgate_core::time::unix_now();
+        let token = sign_hs256(&key, &new_claims(shopgate_core::UserId::new(7).unwrap(), "e@x.org", &policy, now, 600));
+        (Verifier::new(key, policy).with_cache(8), token)
+    }
+
+    #[test]
+    fn counts_the_token_cache_at_each_scrape() {
+        let (tokens, token) = verifier();
+        let m = Metrics::new("a", Vec::new(), &tokens);
+        let now = shopgate_core::time::unix_now();
+        for _ in 0..3 {
+            tokens.verify(&token, now).unwrap();
+        }
+        let text = m.render();
+        assert!(text.contains("shop_token_cache_lookups_total{shard=\"a\",result=\"hit\"} 2\n"), "{text}");
+        assert!(text.contains("shop_token_cache_lookups_total{shard=\"a\",result=\"miss\"} 1\n"), "{text}");
+    }
+
     #[test]
     fn renders_counters_with_labels() {
-        let m = Metrics::new("a", Vec::new());
+        let m = Metrics::new("a", Vec::new(), &verifier().0);
         m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
         m.request("/api/orders", &axum::http::Method::POST, 201, Instant::now());
         m.replica_fallback();

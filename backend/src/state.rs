@@ -67,7 +67,8 @@ impl Deref for AppState {
 impl AppState {
     /// The state of process `instance` (its place in the shard's `listen` list) of `shard`.
     pub fn new(config: &Config, shard: ShardConfig, instance: u8) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new(shard.name.as_str(), shopgate_core::certs::files(config)));
+        let verifier = config.jwt.verifier();
+        let metrics = Arc::new(Metrics::new(shard.name.as_str(), shopgate_core::certs::files(config), &verifier));
         let db = Db::connect(&shard, instance, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             orders: Orders::new(shard.number, instance),
@@ -76,7 +77,7 @@ impl AppState {
             backend: config.backend.clone(),
             seed_map: config.shard_map.clone(),
             map: Arc::new(MapWatch::new()),
-            verifier: config.jwt.verifier(),
+            verifier,
             db,
             metrics,
             revocations: Arc::new(Revocations::new(&config.jwt)),

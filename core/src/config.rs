@@ -167,6 +167,9 @@ struct RawJwt {
     audience: String,
     ttl_seconds: i64,
     leeway_seconds: i64,
+    /// How many verified tokens each process keeps, to skip their signature check (see
+    /// `shopgate_core::token::Verifier::with_cache`); 0: none.
+    verified_cache_entries: usize,
 }
 
 impl Default for RawJwt {
@@ -180,9 +183,13 @@ impl Default for RawJwt {
             audience: "shopgate-api".into(),
             ttl_seconds: 3600,
             leeway_seconds: 30,
+            verified_cache_entries: 20_000,
         }
     }
 }
+
+/// The most `jwt.verified_cache_entries` a process may keep: about a gigabyte.
+const MAX_VERIFIED_CACHE_ENTRIES: usize = 1_000_000;
 
 /// `[shards.NAME]` as written; [`Config::check`] makes it a [`ShardConfig`]. `number`, `buckets`,
 /// `listen` and `primary` have no default: `None` here is a key the file left out, which
@@ -320,6 +327,11 @@ pub struct VerifierConfig {
     /// flood hashes on what the check path and the API leave over rather than taking a core from
     /// them; 0 hashes at the same priority as everything else.
     pub hash_nice: u8,
+    /// Whether the hashing threads run in the SCHED_IDLE class: any other thread that wakes on
+    /// their core takes it at once, where at nice 19 it waits for the rest of the hash's slice,
+    /// a few ms (the API's p99 during a login flood). Either way they get a sliver of a busy core
+    /// (SCHED_IDLE's weight is 3, nice 19's 15, nice 0's 1024).
+    pub hash_sched_idle: bool,
     /// The most of the machine's CPU time (all cores together), in percent, that hashing may
     /// take, whatever else wants it: after each hash a hashing thread rests in proportion to how
     /// long the hash took. Default 25 (half a core of two). Past it logins queue, then get 503.
@@ -357,6 +369,7 @@ impl Default for VerifierConfig {
             hash_workers: None,
             hash_queue: 64,
             hash_nice: 19,
+            hash_sched_idle: true,
             hash_cpu_percent: 25,
             revocation_refresh_ms: 500,
             login_max_failures_per_account: 5,
@@ -633,12 +646,15 @@ pub struct JwtConfig {
     /// `jwt.public_keys_file`, resolved against the config's folder.
     public_keys_file: Option<PathBuf>,
     pub policy: Policy,
+    /// `jwt.verified_cache_entries`.
+    verified_cache_entries: usize,
 }
 
 impl JwtConfig {
-    /// A token checker over the live keys: it sees every reload.
+    /// A token checker over the live keys, with its own cache of verified tokens: it sees every
+    /// reload. One per process: its clones share the cache.
     pub fn verifier(&self) -> Verifier {
-        Verifier::shared(self.keys.clone(), self.policy.clone())
+        Verifier::shared(self.keys.clone(), self.policy.clone()).with_cache(self.verified_cache_entries)
     }
 
     pub fn keys(&self) -> Arc<Keys> {
@@ -806,6 +822,11 @@ impl Config {
         if !(0..=300).contains(&raw.jwt.leeway_seconds) {
             return Err(ConfigError::Invalid("jwt.leeway_seconds must be between 0 and 300".into()));
         }
+        if raw.jwt.verified_cache_entries > MAX_VERIFIED_CACHE_ENTRIES {
+            return Err(ConfigError::Invalid(format!(
+                "jwt.verified_cache_entries must be at most {MAX_VERIFIED_CACHE_ENTRIES} (about a kilobyte each)"
+            )));
+        }
         if raw.verifier.listen.is_empty() {
             return Err(ConfigError::Invalid("verifier.listen needs at least one address".into()));
         }
@@ -899,6 +920,7 @@ impl Config {
                     leeway_seconds: raw.jwt.leeway_seconds,
                     ttl_seconds: raw.jwt.ttl_seconds,
                 },
+                verified_cache_entries: raw.jwt.verified_cache_entries,
             },
             verifier,
             backend,

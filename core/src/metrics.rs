@@ -279,6 +279,34 @@ impl prometheus_client::collector::Collector for CertificateExpiry {
     }
 }
 
+/// The cache of verified tokens ([`crate::token::Verifier::with_cache`]): lookups that found a
+/// token (`result="hit"`) and that sent it through the signature check (`miss`), read from the
+/// verifier at each scrape. Nothing while the cache is off.
+pub struct TokenCacheCounts(pub crate::token::Verifier);
+
+impl prometheus_client::collector::Collector for TokenCacheCounts {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(counts) = self.0.cache_counts() else { return Ok(()) };
+        let mut family = encoder.encode_descriptor(
+            "shop_token_cache_lookups",
+            "Token checks by whether the cache of verified tokens had the token",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(n);
+            counter.encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TokenCacheCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCacheCounts")
+    }
+}
+
 #[cfg(all(test, feature = "certs"))]
 #[allow(clippy::unwrap_used)]
 mod certificate_tests {

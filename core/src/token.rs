@@ -538,11 +538,51 @@ impl Policy {
 }
 
 /// Checks tokens. Cheap to clone; clones share the live keys, so a key reload reaches every
-/// clone at once (the verifier's check path and the backend alike).
+/// clone at once (the verifier's check path and the backend alike), and the cache of verified
+/// tokens if it has one ([`Verifier::with_cache`]).
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Arc<ArcSwap<Keys>>,
     policy: Policy,
+    cache: Option<Arc<VerifiedCache>>,
+}
+
+/// Tokens that passed every check, by the whole token (`jwt.verified_cache_entries`). A shopper's
+/// token serves its hour of requests, and its Ed25519 check costs about 45 µs of CPU at the
+/// verifier and again at the backend (BENCHMARKS.md), a lookup well under one. What a hit still
+/// gets, at every request:
+/// - the claim checks (the times above all: a cached token expires as any other);
+/// - the keys: a hit counts only under the very key set it was checked with, so a reload (a key
+///   retired or added) sends every token through the signature check again;
+/// - revocation, which is the caller's, after [`Verifier::verify`], with or without the cache.
+///
+/// Only tokens that passed are kept, so forged or broken ones cannot push out real ones, and the
+/// key is the whole token compared byte for byte, so no two tokens ever share an entry. Bounded in
+/// entries, each about a kilobyte (the token, its claims); quick_cache evicts by S3-FIFO.
+struct VerifiedCache {
+    entries: quick_cache::sync::Cache<Box<str>, Arc<CachedToken>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+struct CachedToken {
+    /// The key set the token was checked under; holding it keeps its address from being reused.
+    keys: Arc<Keys>,
+    verified: Verified,
+}
+
+impl fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedCache").field("capacity", &self.entries.capacity()).finish_non_exhaustive()
+    }
+}
+
+/// How often a verifier's cache answered: tokens found (and still valid under the same keys),
+/// and tokens that went through the signature check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl Verifier {
@@ -556,7 +596,27 @@ impl Verifier {
 
     /// A verifier over shared, swappable keys.
     pub fn shared(keys: Arc<ArcSwap<Keys>>, policy: Policy) -> Self {
-        Self { keys, policy }
+        Self { keys, policy, cache: None }
+    }
+
+    /// This checker with a cache of up to `entries` verified tokens, which its clones share
+    /// (see `VerifiedCache`); 0 keeps it without one.
+    pub fn with_cache(self, entries: usize) -> Self {
+        let cache = (entries > 0).then(|| {
+            Arc::new(VerifiedCache {
+                entries: quick_cache::sync::Cache::new(entries),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+            })
+        });
+        Self { cache, ..self }
+    }
+
+    /// The cache's counts since start; `None` without a cache.
+    pub fn cache_counts(&self) -> Option<CacheCounts> {
+        self.cache
+            .as_ref()
+            .map(|c| CacheCounts { hits: c.hits.load(Ordering::Relaxed), misses: c.misses.load(Ordering::Relaxed) })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -570,11 +630,30 @@ impl Verifier {
 
     /// Verifies a compact token at time `now` (unix seconds): the whole token and its header,
     /// then the signature (`jsonwebtoken::crypto::verify`), then the claims' shape (see
-    /// `OurClaims`), the times, the issuer and the audience, in that order.
+    /// `OurClaims`), the times, the issuer and the audience, in that order. A token in the cache,
+    /// checked under the keys in force, skips to the claims' checks.
     pub fn verify(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
+        let keys = self.keys.load();
+        let Some(cache) = &self.cache else {
+            return self.verify_with(&keys, token, now);
+        };
+        if let Some(hit) = cache.entries.get(token).filter(|hit| Arc::ptr_eq(&hit.keys, &keys)) {
+            cache.hits.fetch_add(1, Ordering::Relaxed);
+            self.check_claims(&hit.verified.claims, now)?;
+            return Ok(hit.verified.clone());
+        }
+        cache.misses.fetch_add(1, Ordering::Relaxed);
+        let verified = self.verify_with(&keys, token, now)?;
+        let entry = CachedToken { keys: Arc::clone(&keys), verified: verified.clone() };
+        cache.entries.insert(token.into(), Arc::new(entry));
+        Ok(verified)
+    }
+
+    /// The whole check of `token` under `keys`, the cache aside.
+    fn verify_with(&self, keys: &Keys, token: &str, now: i64) -> Result<Verified, TokenError> {
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -590,14 +669,13 @@ impl Verifier {
         if header.crit.is_some() {
             return Err(TokenError::Crit);
         }
-        let keys = self.keys.load();
         // Exact, case-sensitive comparison with the one configured algorithm: "none", "None",
         // "HS384", and HS256 while EdDSA is configured (a public key used as an HMAC secret) fail.
         if header.alg != keys.alg() {
             return Err(TokenError::Algorithm);
         }
         let signing_input = &token[..h64.len() + 1 + p64.len()];
-        match &**keys {
+        match keys {
             Keys::Hs256(key) => {
                 let signature = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed)?;
                 key.verify(signing_input.as_bytes(), signature)?;
@@ -613,11 +691,16 @@ impl Verifier {
                 }
             }
         }
-        drop(keys);
 
         let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
         let OurClaims(verified) = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
-        let claims = &verified.claims;
+        self.check_claims(&verified.claims, now)?;
+        Ok(verified)
+    }
+
+    /// The claims against the clock `now` and the policy: expiry, not-before, issued-at, the
+    /// token's life, the issuer, the audience.
+    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), TokenError> {
         let leeway = self.policy.leeway_seconds;
         if claims.exp.saturating_add(leeway) <= now {
             return Err(TokenError::Expired);
@@ -638,7 +721,7 @@ impl Verifier {
         if !claims.aud.contains(&self.policy.audience) {
             return Err(TokenError::Audience);
         }
-        Ok(verified)
+        Ok(())
     }
 }
 
@@ -779,6 +862,47 @@ mod tests {
         live.store(Arc::new(Keys::Hs256(other)));
         assert_eq!(shared.verify(&t_mine, NOW).unwrap_err(), TokenError::Signature, "after the reload");
         assert!(shared.verify(&t_theirs, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_cached_token_skips_the_signature_check_but_not_the_clock() {
+        let v = Verifier::new(key(), policy()).with_cache(16);
+        let c = claims();
+        let token = sign_hs256(&key(), &c);
+        assert_eq!(v.verify(&token, NOW).unwrap().user.get(), 42);
+        assert_eq!(v.cache_counts(), Some(CacheCounts { hits: 0, misses: 1 }));
+        let again = v.verify(&token, NOW + 1).unwrap();
+        assert_eq!((again.user.get(), again.claims), (42, c));
+        assert_eq!(v.cache_counts(), Some(CacheCounts { hits: 1, misses: 1 }), "the second check is a hit");
+        let clone = v.clone();
+        assert!(clone.verify(&token, NOW + 2).is_ok());
+        assert_eq!(v.cache_counts().unwrap().hits, 2, "clones share the cache");
+        // exp is NOW + 600, the leeway 5: a cached token expires as any other.
+        assert_eq!(v.verify(&token, NOW + 605).unwrap_err(), TokenError::Expired);
+        assert_eq!(v.verify(&token, NOW - 100).unwrap_err(), TokenError::NotYetValid);
+        assert_eq!(Verifier::new(key(), policy()).with_cache(0).cache_counts(), None);
+    }
+
+    #[test]
+    fn the_cache_keeps_only_good_tokens_and_forgets_them_on_a_key_reload() {
+        let other = Hs256Key::new(b"another-key-0123456789abcdef-0123456789").unwrap();
+        let live = Arc::new(ArcSwap::from_pointee(Keys::Hs256(key())));
+        let v = Verifier::shared(live.clone(), policy()).with_cache(16);
+        let (mine, theirs) = (sign_hs256(&key(), &claims()), sign_hs256(&other, &claims()));
+        for _ in 0..2 {
+            assert_eq!(v.verify(&theirs, NOW).unwrap_err(), TokenError::Signature);
+        }
+        // The same claims and header with the last signature character changed: another token.
+        let mut tampered = mine.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'Q' } else { 'A' });
+        assert!(v.verify(&mine, NOW).is_ok());
+        assert!(v.verify(&tampered, NOW).is_err(), "one byte off a cached token is another token");
+        assert_eq!(v.cache_counts().unwrap().hits, 0, "refused tokens are never cached");
+        live.store(Arc::new(Keys::Hs256(other)));
+        assert_eq!(v.verify(&mine, NOW).unwrap_err(), TokenError::Signature, "checked again after the reload");
+        assert!(v.verify(&theirs, NOW).is_ok());
+        assert_eq!(v.cache_counts(), Some(CacheCounts { hits: 0, misses: 6 }));
     }
 
     #[test]

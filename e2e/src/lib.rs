@@ -306,8 +306,9 @@ impl Stack {
             // container), where nice 19 ranks the hashing threads below the verifier's other
             // threads only. Every process of every stack here is in the test runner's one group,
             // where nice 19 would rank them below all the other stacks' processes too: on a busy
-            // run a hash then waits seconds, past nginx's timeouts.
-            .set("verifier.hash_nice", "0");
+            // run a hash then waits seconds, past nginx's timeouts; in the SCHED_IDLE class, longer.
+            .set("verifier.hash_nice", "0")
+            .set("verifier.hash_sched_idle", "false");
         if let Some(user) = nginx_user()? {
             file = file.set("nginx.user", user);
         }

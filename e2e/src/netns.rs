@@ -436,7 +436,8 @@ impl NetnsStack {
             // Every shopper of a test comes from the client host's one address.
             .set("verifier.register_max_per_address", "1000")
             // As in `Stack`: every process here is in the test runner's one scheduling group.
-            .set("verifier.hash_nice", "0");
+            .set("verifier.hash_nice", "0")
+            .set("verifier.hash_sched_idle", "false");
         if let Some(user) = crate::nginx_user()? {
             file = file.set("nginx.user", user);
         }

@@ -118,7 +118,7 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<App> {
     let tokens = config.jwt.verifier();
     let v = &config.verifier;
     let window = Duration::from_secs(v.login_window_seconds);
-    let metrics = metrics::Metrics::new(&passwords, shopgate_core::certs::files(&config));
+    let metrics = metrics::Metrics::new(&passwords, shopgate_core::certs::files(&config), &tokens);
     let state = Arc::new(AppState {
         guesses: throttle::GuessLimits::new(v.login_max_failures_per_account, v.login_max_failures_per_address, window),
         registrations: throttle::Throttle::new(

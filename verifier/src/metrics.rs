@@ -9,7 +9,8 @@ use shopgate_core::metrics::prometheus_client::metrics::counter::Counter;
 use shopgate_core::metrics::prometheus_client::metrics::family::Family;
 use shopgate_core::metrics::prometheus_client::metrics::gauge::Gauge;
 use shopgate_core::metrics::prometheus_client::registry::Registry;
-use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics, RouteMetrics};
+use shopgate_core::metrics::{self, CertificateExpiry, HttpMetrics, RouteMetrics, TokenCacheCounts};
+use shopgate_core::token::Verifier;
 
 use crate::password::PasswordPool;
 use crate::routes::CHECK_PATH;
@@ -37,10 +38,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The verifier's metrics, with the expiry of each certificate file in `certificates`.
-    pub fn new(passwords: &PasswordPool, certificates: Vec<CertificateFile>) -> Self {
+    /// The verifier's metrics, with the expiry of each certificate file in `certificates` and the
+    /// counts of `tokens`' cache.
+    pub fn new(passwords: &PasswordPool, certificates: Vec<CertificateFile>, tokens: &Verifier) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(CertificateExpiry(certificates)));
+        registry.register_collector(Box::new(TokenCacheCounts(tokens.clone())));
         let http = HttpMetrics::register(&mut registry);
         let check = http.route(CHECK_PATH, &Method::GET, &[200, 401]);
         let mut counter = |name: &str, help: &str| {

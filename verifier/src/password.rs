@@ -11,11 +11,13 @@
 //! twice. Its threads rest after each hash in proportion to how long it took, so that all of them
 //! together use at most `hash_cpu_percent` of the machine (`rest_after`); a hash that other
 //! work slowed down counts that slowness, so the busier the machine, the less hashing. And they
-//! run at nice `hash_nice` (19), so the verifier's own threads (the check) go first. A nice value
-//! ranks a thread only within its scheduling group, though (an autogroup per session, or a
-//! cgroup per service), and nginx and the backends are in other groups: the bound is what
-//! protects them. Not SCHED_IDLE: that could starve logins without end on a busy machine; with
-//! the bound, logins always go on at a known pace, and past the queue get 503 at once.
+//! run in the SCHED_IDLE class (`hash_sched_idle`) at nice `hash_nice` (19), so the threads they
+//! share a core with go first, at once: at nice 19 alone, a woken request thread waited for the
+//! rest of the hash's slice, a few ms, which set the API's p99 during a flood. Either way a busy
+//! core leaves hashing a sliver (SCHED_IDLE's weight is 3, nice 19's 15: neither starves it
+//! outright), and past the queue logins get 503 at once. A class or a nice value ranks a thread
+//! only within its scheduling group, though (an autogroup per session, or a cgroup per service),
+//! and nginx and the backends may be in other groups: the bound is what protects them there.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -295,6 +297,8 @@ pub struct PoolSettings {
     pub queue: usize,
     /// The threads' nice value, 0-19.
     pub nice: u8,
+    /// Whether the threads run in the SCHED_IDLE class (`hash_sched_idle`).
+    pub sched_idle: bool,
     /// The most of the machine's CPU time, in percent of all its cores, the threads may use.
     pub cpu_percent: u8,
     /// How long a thread keeps its working memory with nothing to hash (`MEMORY_IDLE`).
@@ -307,6 +311,7 @@ impl From<&shopgate_core::config::VerifierConfig> for PoolSettings {
             workers: v.hash_workers,
             queue: v.hash_queue,
             nice: v.hash_nice,
+            sched_idle: v.hash_sched_idle,
             cpu_percent: v.hash_cpu_percent,
             memory_idle: MEMORY_IDLE,
         }
@@ -373,7 +378,7 @@ impl PasswordPool {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let workers = settings.workers.unwrap_or(cores.saturating_sub(1)).max(1);
         let duty = duty(settings.cpu_percent, cores, workers);
-        let nice = settings.nice;
+        let (nice, sched_idle) = (settings.nice, settings.sched_idle);
         let queue = Arc::new(Queue { lanes: Mutex::default(), ready: Condvar::new(), capacity: settings.queue.max(1) });
         let memory = Arc::new(AtomicUsize::new(0));
         let (started, threads) = std::sync::mpsc::channel();
@@ -383,7 +388,7 @@ impl PasswordPool {
             let held = memory.clone();
             let idle = settings.memory_idle;
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
-                let _ = started.send(lower_priority(nice));
+                let _ = started.send(lower_priority(nice, sched_idle));
                 drop(started);
                 let mut memory = Memory::new(held);
                 while let Some(job) = queue.pop(idle, || memory.release()) {
@@ -399,7 +404,7 @@ impl PasswordPool {
         let threads = threads
             .iter()
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("setting the hashing threads' nice value to {nice}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("lowering the hashing threads' priority: {e}"))?;
         let random: [u8; 16] = rand::random();
         let dummy_hash = hash_with(&mut Memory::new(Arc::default()), &format!("{random:?}"))?;
         Ok(Self {
@@ -476,15 +481,42 @@ impl Drop for PasswordPool {
     }
 }
 
-/// Lowers the calling thread to nice value `nice`, unless it runs lower already (raising a
-/// priority needs privileges, and an operator's `nice` on the whole process is kept). On Linux
-/// a thread id names that one thread: only the caller changes. Returns its thread id.
-fn lower_priority(nice: u8) -> rustix::io::Result<rustix::process::Pid> {
-    let tid = rustix::thread::gettid();
-    if rustix::process::getpriority_process(Some(tid))? < i32::from(nice) {
-        rustix::process::setpriority_process(Some(tid), i32::from(nice))?;
+/// Lowers the calling thread: into the SCHED_IDLE class if `sched_idle`, and to nice value
+/// `nice`, unless it runs lower already (raising a priority needs privileges, and an operator's
+/// `nice` on the whole process is kept). On Linux a thread id names that one thread: only the
+/// caller changes. Returns its thread id.
+fn lower_priority(nice: u8, sched_idle: bool) -> Result<rustix::process::Pid, String> {
+    if sched_idle {
+        idle_class().map_err(|e| format!("moving a hashing thread to SCHED_IDLE: {e}"))?;
     }
+    let tid = rustix::thread::gettid();
+    let set_nice = || -> rustix::io::Result<()> {
+        if rustix::process::getpriority_process(Some(tid))? < i32::from(nice) {
+            rustix::process::setpriority_process(Some(tid), i32::from(nice))?;
+        }
+        Ok(())
+    };
+    set_nice().map_err(|e| format!("setting a hashing thread's nice value to {nice}: {e}"))?;
     Ok(tid)
+}
+
+/// Moves the calling thread into the SCHED_IDLE class: a thread of any other class that wakes on
+/// its core takes the core at once, where a nice-19 thread would keep it for the rest of its
+/// slice first (a few ms on the kernel's EEVDF scheduler), and the API's p99 pays for that
+/// (BENCHMARKS.md, the login flood). Any thread may move itself there without privileges.
+fn idle_class() -> Result<(), thread_priority::Error> {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, thread_schedule_policy, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let set = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle);
+    // The crate then sets the nice value 0, which fails without privileges in a process an
+    // operator started niced; the class is set by then, and it is what counts.
+    if thread_schedule_policy()? == idle {
+        return Ok(());
+    }
+    set
 }
 
 #[cfg(test)]
@@ -495,7 +527,14 @@ mod tests {
 
     /// `workers` threads at nice `nice`, unbounded in CPU.
     fn settings(workers: usize, queue: usize, nice: u8) -> PoolSettings {
-        PoolSettings { workers: Some(workers), queue, nice, cpu_percent: 100, memory_idle: MEMORY_IDLE }
+        PoolSettings {
+            workers: Some(workers),
+            queue,
+            nice,
+            sched_idle: false,
+            cpu_percent: 100,
+            memory_idle: MEMORY_IDLE,
+        }
     }
 
     /// The argon2 crate's own, allocating hash.
@@ -661,6 +700,28 @@ mod tests {
         assert_eq!(nice_of(rustix::thread::gettid()).1, before, "the caller's own priority is untouched");
         let normal = PasswordPool::new(settings(1, 4, 0)).unwrap();
         assert_eq!(nice_of(normal.threads[0]).1, before, "nice 0: the process's own priority");
+        assert_eq!(policy_of(normal.threads[0]), SCHED_OTHER);
+    }
+
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+
+    /// A thread's scheduling class, from its `/proc` stat line (field 41).
+    fn policy_of(tid: rustix::process::Pid) -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())).unwrap();
+        stat.rsplit_once(')').unwrap().1.split_whitespace().nth(38).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_can_run_in_the_idle_class_and_still_hash() {
+        let pool = PasswordPool::new(PoolSettings { sched_idle: true, ..settings(2, 4, 19) }).unwrap();
+        for &tid in &pool.threads {
+            assert_eq!(policy_of(tid), SCHED_IDLE);
+            assert_eq!(nice_of(tid).1, 19, "the nice value is kept for a switch back");
+        }
+        assert_eq!(policy_of(rustix::thread::gettid()), SCHED_OTHER, "the caller's class is untouched");
+        let h = pool.hash(Lane::Login, Password("Correct-Horse-9".into())).await.unwrap();
+        assert!(pool.verify("Correct-Horse-9".into(), Some(h)).await.unwrap());
     }
 
     #[tokio::test]
