@@ -138,6 +138,7 @@ impl Archiver {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        backup::make_private(&self.folder)?;
         let logs = self.primary_logs()?;
         let whole = |name: &str, size: u64| std::fs::metadata(self.folder.join(name)).is_ok_and(|m| m.len() >= size);
         let now = unix_now();

@@ -264,6 +264,7 @@ async fn copy_all(
         manifest.finished_unix = unix_now();
         manifest.finished_at = rfc3339(manifest.finished_unix);
         manifest.seconds = started.1.elapsed().as_secs_f64();
+        make_private(&folder)?;
         manifest.files = checksums(&folder)?;
         manifest.bytes = size_of(&folder)?;
         private_file(&folder.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -300,7 +301,6 @@ async fn sqlite_copy(instance: &Instance, folder: &Path) -> anyhow::Result<Manif
     let version = sqlx::query_scalar::<_, String>("SELECT sqlite_version()").fetch_one(&db.pool).await;
     db.close().await;
     copied.map_err(|e| anyhow::anyhow!("VACUUM INTO {}: {e}", target.display()))?;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
     let mut m = blank_manifest(instance);
     m.tools.insert("sqlite".into(), version.unwrap_or_default());
     Ok(m)
@@ -497,6 +497,24 @@ fn files_under(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Every file under `folder` 0600 and every folder 0700, whatever mode the tool that wrote them
+/// chose: a copy of a database is as private as the database.
+pub fn make_private(folder: &Path) -> anyhow::Result<()> {
+    let mut stack = vec![folder.to_owned()];
+    while let Some(dir) = stack.pop() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn size_of(folder: &Path) -> anyhow::Result<u64> {
