@@ -40,6 +40,10 @@ struct Archiver {
     follower: Option<tokio::process::Child>,
     /// When the archive last had every byte of the primary's binlogs (unix seconds).
     caught_up_at: i64,
+    /// The primary's binlogs (names and sizes) as the last rounds saw them, newest last: under a
+    /// steady stream of writes the archive is rarely level with this instant's primary, but it
+    /// holds what the primary had a round ago, and that is how far behind it is.
+    seen: std::collections::VecDeque<(i64, Vec<(String, u64)>)>,
 }
 
 /// What `/metrics` shows, per instance.
@@ -70,6 +74,7 @@ pub(crate) async fn run(config: &Config, once: bool, metrics: Option<SocketAddr>
             datadir,
             follower: None,
             caught_up_at: unix_now(),
+            seen: std::collections::VecDeque::new(),
         });
     }
     if archivers.is_empty() {
@@ -142,8 +147,12 @@ impl Archiver {
         let logs = self.primary_logs()?;
         let whole = |name: &str, size: u64| std::fs::metadata(self.folder.join(name)).is_ok_and(|m| m.len() >= size);
         let now = unix_now();
-        if logs.iter().all(|(n, s)| whole(n, *s)) {
-            self.caught_up_at = now;
+        self.seen.push_back((now, logs.clone()));
+        if self.seen.len() > 60 {
+            self.seen.pop_front();
+        }
+        if let Some((at, _)) = self.seen.iter().rev().find(|(_, view)| view.iter().all(|(n, s)| whole(n, *s))) {
+            self.caught_up_at = self.caught_up_at.max(*at);
         }
         // Never the file being written; only a run of whole, old files from the oldest.
         let old = |name: &str| {
