@@ -246,3 +246,21 @@ async fn run_script(mut cmd: Command, what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_gtids_are_checked_at_the_edge() {
+        assert_eq!(utc_time("2026-12-07T21:03:00Z").unwrap(), "2026-12-07 21:03:00");
+        assert_eq!(utc_time("2026-12-07 21:03:00").unwrap(), "2026-12-07 21:03:00");
+        for bad in ["2026-12-07", "yesterday", "2026-12-07T21:03:00+01:00", "2026-12-07 21:03:0x"] {
+            assert!(utc_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(gtid("0-11-4242").unwrap(), "0-11-4242");
+        for bad in ["0-11", "0-11-x", "0--1", "0-11-4242,1-2-3"] {
+            assert!(gtid(bad).is_err(), "{bad}");
+        }
+    }
+}
