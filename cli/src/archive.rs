@@ -90,8 +90,17 @@ pub(crate) async fn run(config: &Config, once: bool, metrics: Option<SocketAddr>
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         for a in &mut archivers {
-            let numbers =
-                a.round(once, retention).await.with_context(|| format!("archiving {}'s binlogs", a.instance))?;
+            let numbers = match a.round(once, retention).await {
+                Ok(numbers) => numbers,
+                Err(e) if once => return Err(e.context(format!("archiving {}'s binlogs", a.instance))),
+                // A primary down, a purge refused: said, and tried again next round, the lag
+                // growing meanwhile, so the alert tells.
+                Err(e) => {
+                    note(format_args!("archive: {}: {e:#}", a.instance));
+                    let last = shared.lock().unwrap_or_else(|e| e.into_inner()).get(&a.instance).cloned();
+                    Numbers { lag_seconds: unix_now() - a.caught_up_at, ..last.unwrap_or_default() }
+                }
+            };
             shared.lock().unwrap_or_else(|e| e.into_inner()).insert(a.instance.clone(), numbers);
         }
         if once {

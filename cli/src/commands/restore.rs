@@ -79,7 +79,14 @@ struct Plan {
 
 pub(crate) async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let config = stack::load_config(ctx)?;
-    let backup = Backup::open(&config.backup.dir, &args.backup)?;
+    let backup = match &args.to_time {
+        // The newest backup that a replay can start from: one that was done by then.
+        Some(t) if args.backup == "latest" => Backup::all(&config.backup.dir)?
+            .into_iter()
+            .rfind(|b| *b.run.finished_at.trim_end_matches('Z') <= *t.replace(' ', "T"))
+            .ok_or_else(|| UsageError(format!("no backup in {} finished before {t}", config.backup.dir.display())))?,
+        _ => Backup::open(&config.backup.dir, &args.backup)?,
+    };
     let names = if args.instances.is_empty() { backup.run.instances.clone() } else { args.instances.clone() };
     let replay = args.to_time.is_some() || args.to_gtid.is_some();
     let mut plans = Vec::new();
@@ -95,10 +102,11 @@ pub(crate) async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let manifest = backup.verify(name)?;
         let point = match (&args.to_time, &args.to_gtid) {
             (Some(t), _) if manifest.kind == Kind::Mariadb => {
-                if *t.replace(' ', "T") < *manifest.started_at.trim_end_matches('Z') {
+                // The copy is consistent at its end: replayed from there, an earlier time is too late.
+                if *t.replace(' ', "T") < *manifest.finished_at.trim_end_matches('Z') {
                     return Err(UsageError(format!(
-                        "--to-time {t} is before backup {} of {name} began ({}): restore an older backup",
-                        backup.run.id, manifest.started_at
+                        "--to-time {t} is before backup {} of {name} was done ({}): restore an older backup",
+                        backup.run.id, manifest.finished_at
                     ))
                     .into());
                 }
