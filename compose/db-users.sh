@@ -16,6 +16,9 @@
 #   DB_BACKEND_PASSWORD    auth only: backend, with the role shop_auth_reader as its default. The
 #                          auth schema's migration grants the role its SELECTs, so the role is made
 #                          here, before `shopctl migrate` runs.
+#   DB_BACKUP_PASSWORD     backup: the binlog archiver (`shopctl backup archive`): REPLICATION SLAVE
+#                          and BINLOG MONITOR to read the binlog, BINLOG ADMIN to purge what it
+#                          has archived; no right on any table.
 #   DB_REPL_PASSWORD       repl: REPLICATION SLAVE, from each address in DB_REPL_HOSTS (the
 #   DB_REPL_HOSTS          replicas' fixed addresses; the image resolves no names, so a host
 #                          part must be an address).
@@ -48,6 +51,11 @@ CREATE USER 'backend'@'%' IDENTIFIED BY $(shop_db_quote "$DB_BACKEND_PASSWORD");
 GRANT shop_auth_reader TO 'backend'@'%';
 SET DEFAULT ROLE shop_auth_reader FOR 'backend'@'%';"
   fi
+  if [ -n "${DB_BACKUP_PASSWORD:-}" ]; then
+    sql+="
+CREATE USER 'backup'@'%' IDENTIFIED BY $(shop_db_quote "$DB_BACKUP_PASSWORD");
+GRANT REPLICATION SLAVE, BINLOG MONITOR, BINLOG ADMIN ON *.* TO 'backup'@'%';"
+  fi
   if [ -n "${DB_REPL_PASSWORD:-}" ]; then
     [ -n "${DB_REPL_HOSTS:-}" ] || { echo "compose/db-users.sh: DB_REPL_PASSWORD without DB_REPL_HOSTS" >&2; return 1; }
     for host in $DB_REPL_HOSTS; do
@@ -57,7 +65,7 @@ CREATE USER 'repl'@'$host' IDENTIFIED BY $(shop_db_quote "$DB_REPL_PASSWORD");
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'$host';"
     done
   fi
-  mysql_note "compose/db-users.sh: users migrator, shop${DB_BACKEND_PASSWORD:+, backend}${DB_REPL_PASSWORD:+, repl} on $db"
+  mysql_note "compose/db-users.sh: users migrator, shop${DB_BACKEND_PASSWORD:+, backend}${DB_BACKUP_PASSWORD:+, backup}${DB_REPL_PASSWORD:+, repl} on $db"
   docker_process_sql --binary-mode <<<"$sql"
   unset -f shop_db_quote
 }

@@ -4,6 +4,8 @@
 //! and `async fn run`. Exit codes: 0 ok, 1 failure, 2 usage (clap's own, and [`UsageError`]), 4 a
 //! login is needed, 5 the gateway's certificate is not trusted ([`client::Untrusted`]).
 
+pub(crate) mod archive;
+pub mod backup;
 pub(crate) mod catalog_file;
 pub(crate) mod client;
 pub(crate) mod commands;
@@ -85,6 +87,11 @@ pub(crate) enum Command {
     Shards(commands::shards::ShardsCommand),
     /// Operators: apply this release's schema to every database (before a rollout).
     Migrate(commands::migrate::Args),
+    /// Operators: a hot backup of every database (`list`: the backups; `archive`: the binlog
+    /// archiver).
+    Backup(commands::backup::Args),
+    /// Operators: databases back to a backup, or to a time or GTID after it.
+    Restore(commands::restore::Args),
     /// Operators: the auth database's replica made its primary.
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
@@ -150,6 +157,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(a) => commands::doctor::run(&ctx, a).await,
         Command::Shards(c) => commands::shards::run(&ctx, c).await,
         Command::Migrate(a) => commands::migrate::run(&ctx, a).await,
+        Command::Backup(a) => commands::backup::run(&ctx, a).await,
+        Command::Restore(a) => commands::restore::run(&ctx, a).await,
         Command::Users(c) => commands::users::run(&ctx, c).await,
         Command::Auth(c) => commands::auth::run(&ctx, c).await,
         Command::Catalog(c) => commands::catalog::run(&ctx, c).await,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shopgate_core::config::{Config, ConfigError};
+use shopgate_core::config::{Config, ConfigError, DbUrl};
 use shopgate_core::ShardMap;
 
 use crate::db::Db;
@@ -38,6 +38,27 @@ pub(crate) fn load_from(path: &Path) -> anyhow::Result<Config> {
         }
         other => anyhow::Error::new(other),
     })
+}
+
+/// The environment variable naming an operator role's URL for `database` (`auth`, or a shard's
+/// name): `SHOP_MIGRATOR_AUTH_URL`, `SHOP_BACKUP_SHARD_A_URL` (the shard's name in upper case, `-`
+/// as `_`). Operator credentials come from the environment, never the command line, which every
+/// user of the host can read.
+pub(crate) fn operator_var(role: &str, database: &str) -> String {
+    match database {
+        "auth" => format!("SHOP_{role}_AUTH_URL"),
+        shard => format!("SHOP_{role}_SHARD_{}_URL", shard.to_ascii_uppercase().replace('-', "_")),
+    }
+}
+
+/// `role`'s URL for `database` from the environment ([`operator_var`]), checked like the config's
+/// own; where unset, `own` (the config's URL: enough on SQLite, where one user does everything).
+pub(crate) fn operator_url(config: &Config, role: &str, database: &str, own: &DbUrl) -> anyhow::Result<DbUrl> {
+    let var = operator_var(role, database);
+    match std::env::var(&var) {
+        Ok(url) if !url.is_empty() => Ok(config.outside_database_url(&var, DbUrl::new(url))?),
+        _ => Ok(own.clone()),
+    }
 }
 
 /// The auth database, where the current shard map lives.

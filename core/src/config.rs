@@ -145,6 +145,8 @@ struct RawConfig {
     backend: BackendConfig,
     #[serde(default)]
     tls: TlsConfig,
+    #[serde(default)]
+    backup: BackupConfig,
     shards: BTreeMap<String, RawShard>,
 }
 
@@ -477,6 +479,32 @@ impl Default for BackendConfig {
     }
 }
 
+/// `[backup]`: where `shopctl backup` writes, where the binlog archiver keeps its copies, and how
+/// long the primaries keep a binary log once it is archived. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// One folder per backup run, and `binlogs/INSTANCE/` for the archive; relative to the
+    /// config's folder.
+    pub dir: PathBuf,
+    /// A primary's binary log is purged once archived and older than this (hours); never before
+    /// it is archived.
+    pub binlog_retention_hours: u64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("backups"), binlog_retention_hours: 7 * 24 }
+    }
+}
+
+impl BackupConfig {
+    pub fn binlog_retention(&self) -> Duration {
+        Duration::from_secs(self.binlog_retention_hours * 3600)
+    }
+}
+
 impl BackendConfig {
     pub fn queue_wait(&self) -> Duration {
         Duration::from_millis(self.queue_wait_ms)
@@ -720,6 +748,7 @@ pub struct Config {
     pub backend: BackendConfig,
     /// The stack's own hops: TLS between its parts and to the databases.
     pub tls: TlsConfig,
+    pub backup: BackupConfig,
     pub shards: Vec<ShardConfig>,
     pub shard_map: ShardMap,
 }
@@ -902,6 +931,8 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("nginx.user {user:?} is not an account name")));
             }
         }
+        let mut backup = raw.backup;
+        backup.dir = base.join(&backup.dir);
         let mut nginx = raw.nginx;
         nginx.prefix = base.join(&nginx.prefix);
         if let Some(tls) = &mut nginx.tls {
@@ -925,6 +956,7 @@ impl Config {
             verifier,
             backend,
             tls,
+            backup,
             shards,
             shard_map,
         })

@@ -302,6 +302,25 @@ impl Topology {
         v
     }
 
+    /// What `shopctl backup` and `shopctl restore` need beside the stack's config: the backup
+    /// role's URL of each primary (`SHOP_BACKUP_…_URL`) and this topology's folder
+    /// (`SHOP_MARIADB_DIR`).
+    pub fn backup_env(&self) -> Vec<(String, String)> {
+        let mut v = vec![("SHOP_MARIADB_DIR".to_owned(), self.root.display().to_string())];
+        for instance in self.var("MARIADB_INSTANCES").split_whitespace() {
+            let Some(name) = (if instance == "auth" { Some("auth") } else { instance.strip_suffix("-primary") }) else {
+                continue;
+            };
+            let var = if name == "auth" {
+                "SHOP_BACKUP_AUTH_URL".to_owned()
+            } else {
+                format!("SHOP_BACKUP_SHARD_{}_URL", name.to_ascii_uppercase().replace('-', "_"))
+            };
+            v.push((var, self.instance_var(instance, "BACKUP_URL").to_owned()));
+        }
+        v
+    }
+
     /// Stack options for a whole stack on this topology.
     pub fn stack_options(&self, max_lag: u64) -> Options {
         Options { config_overrides: self.overrides(max_lag), ..Options::default() }

@@ -28,24 +28,10 @@ pub(crate) struct Args {
     check: bool,
 }
 
-/// The environment variable naming the migrator's URL for `database` (`auth`, or a shard's name).
-fn migrator_var(database: &str) -> String {
-    match database {
-        "auth" => "SHOP_MIGRATOR_AUTH_URL".to_owned(),
-        shard => format!("SHOP_MIGRATOR_SHARD_{}_URL", shard.to_ascii_uppercase().replace('-', "_")),
-    }
-}
-
 /// Every database of the stack: its name, schema and the URL to use (the migrator's if given,
 /// else the config's own).
 fn databases(config: &Config) -> anyhow::Result<Vec<(String, Schema, DbUrl)>> {
-    let given = |database: &str, own: &DbUrl| -> anyhow::Result<DbUrl> {
-        let var = migrator_var(database);
-        match std::env::var(&var) {
-            Ok(url) if !url.is_empty() => Ok(config.outside_database_url(&var, DbUrl::new(url))?),
-            _ => Ok(own.clone()),
-        }
-    };
+    let given = |database: &str, own: &DbUrl| stack::operator_url(config, "MIGRATOR", database, own);
     let mut all = vec![("auth".to_owned(), Schema::Auth, given("auth", &config.verifier.database_url)?)];
     for shard in &config.shards {
         let name = shard.name.to_string();

@@ -1,6 +1,7 @@
 //! One file per subcommand: its `Args` and its `run`.
 
 pub(crate) mod auth;
+pub(crate) mod backup;
 pub mod catalog;
 pub(crate) mod categories;
 pub(crate) mod change_password;
@@ -18,6 +19,7 @@ pub mod orders;
 pub(crate) mod products;
 pub(crate) mod profile;
 pub mod register;
+pub(crate) mod restore;
 pub(crate) mod shards;
 pub(crate) mod tokens;
 pub mod users;

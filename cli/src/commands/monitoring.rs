@@ -32,6 +32,10 @@ pub(crate) struct PrometheusArgs {
     /// Where mtail serves the numbers it reads from nginx's access log (monitoring/mtail).
     #[arg(long, value_name = "ADDR")]
     pub(crate) mtail: Option<SocketAddr>,
+    /// Where the binlog archiver serves its numbers (`shopctl backup archive --metrics-listen`):
+    /// the archive's lag, the backups' age, the databases' volumes.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) binlog_archiver: Option<SocketAddr>,
     /// An alert rules file for Prometheus to load (repeatable), e.g. monitoring/alerts.yml.
     #[arg(long = "rules", value_name = "FILE")]
     pub(crate) rules: Vec<PathBuf>,
@@ -112,6 +116,10 @@ pub fn prometheus_config(config: &Config, a: &PrometheusArgs) -> anyhow::Result<
     if let Some(mtail) = a.mtail {
         let _ = writeln!(y, "  - job_name: nginx_log\n    static_configs:\n      - targets: [{}]", target(&mtail));
     }
+    if let Some(archiver) = a.binlog_archiver {
+        let _ =
+            writeln!(y, "  - job_name: binlog_archiver\n    static_configs:\n      - targets: [{}]", target(&archiver));
+    }
     Ok(y)
 }
 
@@ -156,6 +164,7 @@ mod tests {
         PrometheusArgs {
             nginx_exporter: exporter.map(|e| e.parse().unwrap()),
             mtail: Some("127.0.0.1:3903".parse().unwrap()),
+            binlog_archiver: Some("127.0.0.1:9400".parse().unwrap()),
             rules: vec![PathBuf::from("/etc/prometheus/alerts.yml")],
             interval: "5s".into(),
             output: None,
@@ -180,6 +189,10 @@ mod tests {
         assert!(y.contains("- targets: [\"127.0.0.1:9200\"]\n        labels:\n          shard: \"b\""), "{y}");
         assert!(y.contains("job_name: nginx\n    static_configs:\n      - targets: [\"127.0.0.1:9113\"]"), "{y}");
         assert!(y.contains("job_name: nginx_log\n    static_configs:\n      - targets: [\"127.0.0.1:3903\"]"), "{y}");
+        assert!(
+            y.contains("job_name: binlog_archiver\n    static_configs:\n      - targets: [\"127.0.0.1:9400\"]"),
+            "{y}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Issue 5: the real `shopctl` binary against a running stack (real nginx, verifier, two shards).
 //! Each test starts its own stack; the harness helpers are in `shopgate_e2e::cli`.
 
+mod backups;
 mod bad_input;
 mod catalog;
 mod doctor;

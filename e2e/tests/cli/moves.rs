@@ -55,7 +55,7 @@ pub(crate) async fn world(stack: &Stack, moved: &[u16]) -> World {
 /// Places an order with an `Idempotency-Key`, sent again (same key) if the connection drops before
 /// an answer: a keep-alive connection nginx closes as it reloads can take a request with it, and
 /// the key is what makes a retry safe (README, "Growing the shop").
-async fn place(stack: &Stack, s: &Shopper) -> reqwest::Response {
+pub(crate) async fn place(stack: &Stack, s: &Shopper) -> reqwest::Response {
     let key = shopgate_e2e::rand_hex(12);
     let send = || {
         stack
@@ -122,7 +122,7 @@ pub(crate) fn spec(moved: &[u16]) -> String {
 }
 
 /// `shopctl shards move --to b BUCKETS`, killed right after `step` if given.
-fn run_move(stack: &Stack, moved: &[u16], die_after: Option<&str>) -> std::process::Output {
+pub(crate) fn run_move(stack: &Stack, moved: &[u16], die_after: Option<&str>) -> std::process::Output {
     stack.shards_move("b", &spec(moved), die_after)
 }
 
@@ -182,7 +182,7 @@ pub(crate) async fn every_order_is_served_once(stack: &Stack, shoppers: &[Shoppe
 /// A stack whose move of two of a's buckets to b was killed right after `step`, what the users
 /// saw checked; the shoppers (with every order they were told about), the moved buckets and the
 /// buckets' rows as they are complete right now (on a until the routing, then on b).
-async fn interrupted_at(step: &str) -> (Stack, Vec<Shopper>, Vec<u16>, Vec<buckets::TableSum>) {
+pub(crate) async fn interrupted_at(step: &str) -> (Stack, Vec<Shopper>, Vec<u16>, Vec<buckets::TableSum>) {
     let (stack, mut shoppers, moved) = setup().await;
     let killed = run_move(&stack, &moved, Some(step));
     assert!(!killed.status.success(), "the move was to die after {step}");

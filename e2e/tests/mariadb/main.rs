@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth_failover;
+mod backups;
 mod catalog;
 mod catch_up;
 mod cert_rotation;
