@@ -437,6 +437,9 @@ impl NetnsStack {
             .set("verifier.register_max_per_address", "1000")
             // As in `Stack`: every process here is in the test runner's one scheduling group.
             .set("verifier.hash_nice", "0");
+        for (key, value) in crate::UNLIMITED {
+            file = file.set(key, value);
+        }
         if let Some(user) = crate::nginx_user()? {
             file = file.set("nginx.user", user);
         }
