@@ -719,6 +719,58 @@ mod tests {
         render(&config_with(dir.path(), "[::1]:8080".parse().unwrap(), &[])).unwrap();
     }
 
+    /// The edge's keys: trusted proxies become `set_real_ip_from` (none: nothing believed), each
+    /// limit set to 0 renders no line of its own, and the CORS headers are there only with origins.
+    #[test]
+    fn the_edge_renders_from_its_keys_and_each_limit_turns_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = [
+            ("nginx.trusted_proxies", "[\"10.0.0.0/8\", \"192.0.2.7\"]"),
+            ("nginx.cors_origins", "[\"https://shop.example\"]"),
+            ("nginx.worker_connections", "1000"),
+        ];
+        let text = render(&config_with(dir.path(), addr(8080), &on)).unwrap();
+        for line in [
+            "set_real_ip_from 10.0.0.0/8;",
+            "set_real_ip_from 192.0.2.7;",
+            "real_ip_header X-Forwarded-For;",
+            "real_ip_recursive on;",
+            "worker_connections 1000;",
+            "worker_rlimit_nofile 2256;",
+            "limit_conn shop_conns 100;",
+            "limit_req zone=shop_rate_auth burst=60 nodelay;",
+            "limit_req zone=shop_rate_api burst=100 nodelay;",
+            "\"https://shop.example\" \"https://shop.example\";",
+            "add_header Access-Control-Allow-Origin $shop_cors_origin always;",
+        ] {
+            assert!(text.lines().any(|l| l.trim() == line), "no {line:?} in:\n{text}");
+        }
+        let proxy = [("nginx.trusted_proxies", "[\"10.0.0.1\"]"), ("nginx.proxy_protocol", "true")];
+        let text = render(&config_with(dir.path(), addr(8080), &proxy)).unwrap();
+        assert!(
+            text.contains("listen 127.0.0.1:8080 proxy_protocol;") && text.contains("real_ip_header proxy_protocol;")
+        );
+
+        let off = [
+            ("nginx.limit_auth_per_minute", "0"),
+            ("nginx.limit_api_per_second", "0"),
+            ("nginx.limit_connections_per_address", "0"),
+        ];
+        let text = render(&config_with(dir.path(), addr(8080), &off)).unwrap();
+        for gone in
+            ["set_real_ip_from", "limit_req ", "limit_req_zone", "limit_conn ", "limit_conn_zone", "Access-Control"]
+        {
+            assert!(
+                !text.lines().any(|l| l.trim().starts_with(gone) || l.contains(&format!("add_header {gone}"))),
+                "{gone} in:\n{text}"
+            );
+        }
+        assert!(text.contains("add_header X-Content-Type-Options nosniff always;"));
+        let cached = [("nginx.auth_cache_seconds", "5")];
+        let text = render(&config_with(dir.path(), addr(8080), &cached)).unwrap();
+        assert!(text.contains("proxy_cache_key $shop_token_hash;") && !text.contains("$http_authorization"), "{text}");
+    }
+
     /// No `@NAME@` placeholder of the template is left for nginx to trip over.
     #[test]
     fn every_placeholder_is_filled() {
