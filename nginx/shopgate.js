@@ -50,4 +50,15 @@ function logPath(r) {
     return out;
 }
 
-export default { headerFault, logPath };
+// The auth cache's key: the SHA-256 of the Authorization header, in hex. nginx writes a cache
+// entry's key into its file, so keyed by the header itself every cached token would sit there in
+// clear; a hash names the same entry and cannot be turned back into the token.
+function tokenHash(r) {
+    const authorization = r.headersIn.Authorization;
+    if (!authorization) {
+        return '';
+    }
+    return require('crypto').createHash('sha256').update(authorization).digest('hex');
+}
+
+export default { headerFault, logPath, tokenHash };

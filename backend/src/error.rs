@@ -54,6 +54,10 @@ pub enum ApiError {
     /// `queue_wait_ms`).
     #[error("at capacity")]
     Overloaded,
+    /// This user has as many requests in this backend process as one user may
+    /// (`[backend] max_per_user`): theirs get 429, everyone else's go on.
+    #[error("over the user's share of the backend")]
+    OverShare,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -92,6 +96,7 @@ impl ApiError {
                 code: "overloaded",
                 message: "this shard is handling as many requests as it can; try again shortly",
             },
+            OverShare => HttpError::TooManyRequests { retry_after: shopgate_core::http::RETRY_AFTER_SECONDS.into() },
             Misdirected { user, .. } => {
                 let message =
                     format!("this shard does not serve user {user}; the request was routed to the wrong backend");

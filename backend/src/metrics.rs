@@ -41,6 +41,8 @@ pub struct Metrics {
     writes_outlived_request: Counter,
     /// `/api` requests answered 503 at once because the backend was at capacity.
     requests_shed: Counter,
+    /// `/api` requests answered 429 at once because their user had `max_per_user` already.
+    requests_over_share: Counter,
     /// `/api` requests being worked on now (admitted, not finished).
     requests_in_flight: Gauge,
     map_version: Gauge,
@@ -123,6 +125,10 @@ impl Metrics {
             "shop_requests_shed",
             "API requests answered 503 with Retry-After at once because the backend was at capacity",
         );
+        let requests_over_share = counter(
+            "shop_requests_over_share",
+            "API requests answered 429 with Retry-After at once because their user had max_per_user in the process",
+        );
         let idempotency_keys_purged =
             counter("shop_idempotency_keys_purged", "Idempotency keys deleted after their retention");
         let idempotency_purge_batches =
@@ -173,6 +179,7 @@ impl Metrics {
             leaked_on_release: leaked.get_or_create_owned(&[("at", "release")]),
             writes_outlived_request,
             requests_shed,
+            requests_over_share,
             requests_in_flight,
             map_version,
             idempotency_keys_purged,
@@ -257,6 +264,14 @@ impl Metrics {
 
     pub fn requests_shed(&self) -> u64 {
         self.requests_shed.get()
+    }
+
+    pub(crate) fn request_over_share(&self) {
+        self.requests_over_share.inc();
+    }
+
+    pub fn requests_over_share(&self) -> u64 {
+        self.requests_over_share.get()
     }
 
     /// One more (`delta` 1) or one fewer (-1) `/api` request in flight.

@@ -3,10 +3,13 @@
 //! Around every `/api` request also: a 503 until the shard's schema is set up, a 503 when the
 //! request runs past its deadline, and admission: at most `max_in_flight` requests worked on at
 //! once and `max_queued` waiting (each at most `queue_wait_ms`); past that a quick 503. Every 503
-//! carries `Retry-After`.
+//! carries `Retry-After`. Before that, each user's share: at most `max_per_user` of one user's
+//! requests in the process, worked on or waiting; past that a quick 429 for that user alone, so
+//! one client hammering its shard cannot fill the slots and the queue that its other users need.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -75,6 +78,10 @@ pub(crate) struct Admission {
     queued: AtomicUsize,
     max_queued: usize,
     queue_wait: Duration,
+    /// Each user's requests in the process (by the `X-User-Id` nginx sent), and the most one may
+    /// have (0: no bound).
+    per_user: Mutex<HashMap<Box<str>, usize>>,
+    max_per_user: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -85,8 +92,23 @@ impl Admission {
             queued: AtomicUsize::new(0),
             max_queued: config.max_queued,
             queue_wait: config.queue_wait(),
+            per_user: Mutex::new(HashMap::new()),
+            max_per_user: config.max_per_user,
             metrics,
         }
+    }
+
+    /// Counts one more request of `user` while the share lives, or None if the user already has
+    /// as many as one may. Reserved before the request waits or works, so a burst cannot pass the
+    /// check together.
+    fn share(&self, user: &str) -> Option<Share<'_>> {
+        let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(user.into()).or_insert(0);
+        if *count >= self.max_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(Share { admission: self, user: user.into() })
     }
 
     fn shed(&self) -> Response {
@@ -104,6 +126,25 @@ impl Drop for InQueue<'_> {
     }
 }
 
+/// One request of a user, counted in [`Admission::per_user`] until dropped (also when the request
+/// is dropped mid-way).
+struct Share<'a> {
+    admission: &'a Admission,
+    user: Box<str>,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.admission.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// Counts a request in flight while it lives.
 struct InFlight<'a>(&'a Metrics);
 
@@ -114,6 +155,18 @@ impl Drop for InFlight<'_> {
 }
 
 pub(crate) async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
+    // The user nginx names (a request without one is refused by the token check after this).
+    let user = req.headers().get(crate::auth::USER_ID_HEADER).and_then(|v| v.to_str().ok());
+    let _share = match user {
+        Some(user) if admission.max_per_user > 0 => match admission.share(user) {
+            Some(share) => Some(share),
+            None => {
+                admission.metrics.request_over_share();
+                return ApiError::OverShare.into_response();
+            }
+        },
+        _ => None,
+    };
     let slot = match admission.slots.try_acquire() {
         Ok(slot) => slot,
         Err(_) => {

@@ -9,7 +9,8 @@
 //! of it (401 from the token check, 413 over 1 MiB, 503 when the verifier or the shard is down).
 
 use shopgate_core::openapi::{
-    BadRequest, BearerScheme, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+    BadRequest, BearerScheme, DoorLimits, Misdirected, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
 };
 use shopgate_core::ErrorBody;
 use utoipa::OpenApi;
@@ -39,7 +40,7 @@ use crate::routes::users;
         schemas(ErrorBody, ProductList, CategoryList, OrderPage),
         responses(BadRequest, Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, Misdirected, Unavailable),
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &DoorLimits),
     tags(
         (name = "catalog", description = "Products and categories, the same on every shard."),
         (name = "orders", description = "The caller's own orders."),

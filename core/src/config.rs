@@ -20,11 +20,13 @@ use serde::Deserialize;
 
 mod builder;
 mod database;
+mod edge;
 #[cfg(test)]
 mod other_files;
 mod tls;
 
 pub use builder::{ensure_dev_key, ConfigBuilder, DEV_KEYS_FILE, DEV_KEY_FILE, DEV_PUBLIC_KEYS_FILE};
+pub use edge::{CorsOrigin, TrustedProxy};
 pub use tls::{EdgeTls, TlsConfig, SERVICE_NAME};
 
 use crate::ids::ShardName;
@@ -274,9 +276,60 @@ pub struct NginxConfig {
     /// nginx may listen in plaintext on an address that is not loopback (behind a load balancer
     /// that ends TLS itself, on a private network).
     pub allow_plaintext: bool,
+    /// The load balancers in front of nginx (addresses or CIDRs): from these peers alone nginx
+    /// takes the client's address from `X-Forwarded-For` (the last address in it that is not one
+    /// of them), or from the PROXY protocol with `proxy_protocol`. Every limit, the verifiers'
+    /// throttles and the access log then see the client's own address. None: the peer is the
+    /// client, whatever it sends.
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// The load balancers speak the PROXY protocol (v1 or v2) on `listen`, and the client's address
+    /// comes from it rather than from `X-Forwarded-For`. Needs `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Browser origins allowed to call the API (exact `scheme://host[:port]`); none by default.
+    pub cors_origins: Vec<CorsOrigin>,
+    /// Requests per minute one client address may make to `/auth/*`, past `limit_auth_burst`
+    /// more at once; 0 = no limit at the door (the verifiers' own throttles stay).
+    pub limit_auth_per_minute: u32,
+    pub limit_auth_burst: u32,
+    /// Requests per second one client address may make to `/api/*`, past `limit_api_burst` more
+    /// at once; 0 = no limit.
+    pub limit_api_per_second: u32,
+    pub limit_api_burst: u32,
+    /// Requests one client address may have in progress at once (nginx counts a connection once
+    /// its request's head is read); 0 = no limit.
+    pub limit_connections_per_address: u32,
+    /// A client must send a request's whole head within this (a slowloris is cut then), and
+    /// each part of its body within `client_body_timeout_seconds` of the last.
+    pub client_header_timeout_seconds: u32,
+    pub client_body_timeout_seconds: u32,
+    /// Connections each nginx worker holds at once (clients and upstreams together); each worker
+    /// may open twice that many files plus a margin (`worker_rlimit_nofile`).
+    pub worker_connections: u32,
 }
 
 impl NginxConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(format!("nginx.{what}")));
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return bad(
+                "proxy_protocol needs nginx.trusted_proxies: the load balancers whose PROXY header is believed",
+            );
+        }
+        if self.client_header_timeout_seconds == 0 || self.client_body_timeout_seconds == 0 {
+            return bad("client_header_timeout_seconds and client_body_timeout_seconds must be at least 1");
+        }
+        if !(64..=1_000_000).contains(&self.worker_connections) {
+            return bad("worker_connections must be 64-1000000");
+        }
+        Ok(())
+    }
+
+    /// Each worker's `worker_rlimit_nofile`: a client connection and its upstream connection per
+    /// `worker_connections`, plus logs, cache and temp files.
+    pub fn worker_files(&self) -> u32 {
+        self.worker_connections * 2 + 256
+    }
+
     /// The gateway's URL at the address nginx listens on: `https://` with `[nginx.tls]`.
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -297,6 +350,17 @@ impl Default for NginxConfig {
             user: None,
             tls: None,
             allow_plaintext: false,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            cors_origins: Vec::new(),
+            limit_auth_per_minute: 60,
+            limit_auth_burst: 60,
+            limit_api_per_second: 50,
+            limit_api_burst: 100,
+            limit_connections_per_address: 100,
+            client_header_timeout_seconds: 10,
+            client_body_timeout_seconds: 10,
+            worker_connections: 4096,
         }
     }
 }
@@ -437,6 +501,10 @@ pub struct BackendConfig {
     pub max_queued: usize,
     /// How long a request waits for a slot before it gets 503 with `Retry-After`.
     pub(crate) queue_wait_ms: u64,
+    /// Requests one user may have in one backend process at once, worked on or waiting: past
+    /// that, that user's next ones get 429 with `Retry-After` at once, and the slots and the queue
+    /// stay for the others. 0 = no bound per user.
+    pub max_per_user: usize,
     /// An `Idempotency-Key` is kept at least this long (default 24 h): a retry within it returns
     /// the original order. Older keys are purged; a retry after that makes a new order.
     pub idempotency_retention_seconds: u64,
@@ -467,6 +535,7 @@ impl Default for BackendConfig {
             max_in_flight: 32,
             max_queued: 64,
             queue_wait_ms: 1000,
+            max_per_user: 8,
             idempotency_retention_seconds: 24 * 3600,
             idempotency_purge_every_seconds: 60,
             idempotency_purge_batch: 500,
@@ -534,6 +603,9 @@ impl BackendConfig {
         let bad = |what: &str| Err(ConfigError::Invalid(format!("backend.{what}")));
         if self.max_in_flight == 0 || self.max_in_flight > 100_000 {
             return bad("max_in_flight must be 1-100000");
+        }
+        if self.max_per_user > 100_000 {
+            return bad("max_per_user must be 0-100000");
         }
         if self.max_queued > 100_000 {
             return bad("max_queued must be 0-100000");
@@ -933,6 +1005,7 @@ impl Config {
         }
         let mut backup = raw.backup;
         backup.dir = base.join(&backup.dir);
+        raw.nginx.check()?;
         let mut nginx = raw.nginx;
         nginx.prefix = base.join(&nginx.prefix);
         if let Some(tls) = &mut nginx.tls {

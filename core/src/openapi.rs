@@ -53,6 +53,29 @@ impl Modify for BearerScheme {
     }
 }
 
+/// Adds the 429 of the limits at the door (nginx's `limit_req` and `limit_conn`, per client
+/// address) to every operation: any request through nginx may get it. Registers
+/// [`TooManyRequests`] as the response it refers to.
+pub struct DoorLimits;
+
+impl Modify for DoorLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        let (name, response) = TooManyRequests::response();
+        openapi.components.get_or_insert_with(Default::default).responses.insert(name.to_owned(), response);
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            }
+        }
+    }
+}
+
 /// 400: the request does not fit the operation (malformed JSON, a wrong type, a missing or
 /// unknown field, a bad query or header value), or nginx could not parse it.
 #[derive(ToResponse)]
@@ -106,7 +129,7 @@ pub struct Misdirected(pub ErrorBody);
 /// 429 with `Retry-After`.
 #[derive(ToResponse)]
 #[response(
-    description = "Too many attempts from this client or for this account; wait `Retry-After` seconds.",
+    description = "Too many requests: from this client address at the door (`too_many_requests`, nginx's limits), failed logins for this account or address or registrations from this address (the verifier's), or this user's share of a shard's backend in use (`too_many_requests`); wait `Retry-After` seconds.",
     headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
     example = json!({"error": "too_many_requests", "message": "too many failed attempts; wait and try again"})
 )]

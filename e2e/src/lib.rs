@@ -244,6 +244,17 @@ pub(crate) fn eddsa_keys(root: &Path, file: ConfigBuilder) -> anyhow::Result<Con
 /// backend that read the private set instead of the public one fails to start.
 pub const NO_KEYS_FILE: &str = "no-private-key-on-backend-hosts.json";
 
+/// The limits per client, off: every client of a test comes from one address (127.0.0.1, or the
+/// client host's), at rates no single client of a real shop has, and many tests send one user's
+/// requests in bursts to race them (idempotency, moves). The tests of the limits themselves
+/// (`e2e/tests/e2e/edge.rs`) set them again in their own settings.
+pub const UNLIMITED: [(&str, &str); 4] = [
+    ("nginx.limit_auth_per_minute", "0"),
+    ("nginx.limit_api_per_second", "0"),
+    ("nginx.limit_connections_per_address", "0"),
+    ("backend.max_per_user", "0"),
+];
+
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub url: String,
@@ -309,6 +320,9 @@ impl Stack {
             // run a hash then waits seconds, past nginx's timeouts; in the SCHED_IDLE class, longer.
             .set("verifier.hash_nice", "0")
             .set("verifier.hash_sched_idle", "false");
+        for (key, value) in UNLIMITED {
+            file = file.set(key, value);
+        }
         if let Some(user) = nginx_user()? {
             file = file.set("nginx.user", user);
         }

@@ -438,6 +438,9 @@ impl NetnsStack {
             // As in `Stack`: every process here is in the test runner's one scheduling group.
             .set("verifier.hash_nice", "0")
             .set("verifier.hash_sched_idle", "false");
+        for (key, value) in crate::UNLIMITED {
+            file = file.set(key, value);
+        }
         if let Some(user) = crate::nginx_user()? {
             file = file.set("nginx.user", user);
         }

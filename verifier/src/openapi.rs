@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 use shopgate_core::openapi::{
-    BadRequest, BearerScheme, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType,
+    BadRequest, BearerScheme, DoorLimits, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable,
+    UnsupportedMediaType,
 };
 use shopgate_core::ErrorBody;
 use utoipa::{OpenApi, ToSchema};
@@ -33,7 +34,7 @@ use crate::routes::auth;
         schemas(ErrorBody, OAuthError),
         responses(BadRequest, Unauthorized, PayloadTooLarge, UnsupportedMediaType, TooManyRequests, Unavailable),
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &DoorLimits),
     tags((name = "auth", description = "Accounts and tokens: register, log in, who am I, log out, change the password, public keys.")),
 )]
 pub struct ApiDoc;

@@ -18,7 +18,7 @@ const USERS: [u64; 6] = [42, 44, 46, 48, 50, 52];
 const FENCED: u64 = 52;
 const UNKNOWN_PRODUCT: i64 = 987_654;
 /// The whole burst is admitted at once: none waits for a slot while the test holds the lock.
-const ALL_IN_FLIGHT: &[(&str, &str)] = &[("SHOP__BACKEND__MAX_IN_FLIGHT", "64")];
+const ALL_IN_FLIGHT: &[(&str, &str)] = &[("SHOP__BACKEND__MAX_IN_FLIGHT", "64"), ("SHOP__BACKEND__MAX_PER_USER", "0")];
 
 /// What each request of the burst is, and so what it must get.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -16,6 +16,9 @@ use tower::ServiceExt as _;
 
 /// Users of shard `a` (even buckets) and shard `b` (odd).
 pub const ANN: u64 = 42;
+/// `[backend] max_per_user` off, for the tests that send one user's requests in bursts to test
+/// something else (idempotency, group commit).
+pub const NO_USER_BOUND: &[(&str, &str)] = &[("SHOP__BACKEND__MAX_PER_USER", "0")];
 pub const BOB: u64 = 1044;
 pub const ODD: u64 = 43;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::{Connection as _, Executor as _, SqliteConnection};
 
-use crate::helpers::{spawn_app_with, TestApp, ANN};
+use crate::helpers::{spawn_app_with, TestApp, ANN, BOB};
 
 /// How long the database is held still in the capacity test.
 const HOLD: Duration = Duration::from_secs(3);
@@ -59,10 +59,12 @@ async fn assert_recovered(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_capacity_a_backend_answers_503_with_retry_after_at_once_and_recovers() {
+    // One user's burst: without the per-user bound, so that it is the capacity that turns it away.
     let capacity = [
         ("SHOP__BACKEND__MAX_IN_FLIGHT", "4"),
         ("SHOP__BACKEND__MAX_QUEUED", "4"),
         ("SHOP__BACKEND__QUEUE_WAIT_MS", "100"),
+        ("SHOP__BACKEND__MAX_PER_USER", "0"),
     ];
     let app = Arc::new(spawn_app_with("a", &capacity).await);
     assert_eq!(timed_create(&app, "warm".into()).await.0, 201);
@@ -99,7 +101,8 @@ async fn past_its_capacity_a_backend_answers_503_with_retry_after_at_once_and_re
 async fn a_database_too_slow_to_answer_gives_503_with_retry_after_never_500() {
     // Default capacity: the pool (10 connections, 2 s acquire timeout), SQLite's 5 s busy timeout
     // and the 5 s request deadline are what stop these requests.
-    let app = Arc::new(spawn_app_with("a", &[]).await);
+    // (One user's 16: without the per-user bound, which would turn 8 of them away at once.)
+    let app = Arc::new(spawn_app_with("a", &[("SHOP__BACKEND__MAX_PER_USER", "0")]).await);
     assert_eq!(timed_create(&app, "warm".into()).await.0, 201);
     let lock = hold_write_lock(&app).await;
     let answers = burst(&app, 16, "stuck").await;
@@ -113,5 +116,50 @@ async fn a_database_too_slow_to_answer_gives_503_with_retry_after_never_500() {
         *seen.entry(code.as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
     }
     eprintln!("16 creates against a locked database: {seen:?}");
+    assert_recovered(&app).await;
+}
+
+/// One user's burst takes at most their share of a process (`max_per_user`): the rest of it gets
+/// 429 with `Retry-After` at once, while another user of the same shard is served (before, the
+/// burst filled the slots and the queue, and the other user's request got 503 `overloaded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_s_burst_takes_only_their_share_and_another_user_is_served() {
+    let capacity = [
+        ("SHOP__BACKEND__MAX_IN_FLIGHT", "4"),
+        ("SHOP__BACKEND__MAX_QUEUED", "4"),
+        ("SHOP__BACKEND__QUEUE_WAIT_MS", "5000"),
+        ("SHOP__BACKEND__MAX_PER_USER", "2"),
+    ];
+    let app = Arc::new(spawn_app_with("a", &capacity).await);
+    assert_eq!(timed_create(&app, "warm".into()).await.0, 201);
+    assert_eq!(app.get("/api/orders", BOB).await.status(), 200, "bob is a user of shard a too");
+
+    let lock = hold_write_lock(&app).await;
+    let burst = {
+        let app = app.clone();
+        tokio::spawn(async move { burst(&app, 20, "greedy").await })
+    };
+    // Ann's burst is in: her two requests hold their slots on the locked database (a bounded
+    // wait: without shares, the burst never counts any).
+    for _ in 0..300 {
+        if app.state.metrics.requests_over_share() >= 18 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let bob = app.get("/api/orders", BOB).await;
+    let bob_status = bob.status().as_u16();
+    let mut lock = lock;
+    lock.execute("ROLLBACK").await.unwrap();
+    lock.close().await.unwrap();
+    let answers = burst.await.unwrap();
+
+    assert_eq!(bob_status, 200, "another user of the shard was not served during ann's burst");
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    let created = answers.iter().filter(|a| a.0 == 201).count();
+    assert_eq!((refused.len(), created), (18, 2), "ann's 20 at once with a share of 2: {answers:?}");
+    for (_, retry_after, code, _) in refused {
+        assert_eq!((retry_after.as_deref(), code.as_str()), (Some("1"), Some("too_many_requests")));
+    }
     assert_recovered(&app).await;
 }

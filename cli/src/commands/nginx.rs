@@ -17,6 +17,8 @@ use shopgate_core::ShardMap;
 use crate::output::{out_raw, Format};
 use crate::{stack, Context};
 
+mod edge;
+
 const TEMPLATE: &str = include_str!("../../../nginx/shopgate.conf.in");
 
 /// The config's njs module (header check, the access log's path), written beside the config.
@@ -128,12 +130,7 @@ pub(crate) fn allow_map() -> String {
         "# Allow for nginx's own 405s: each public path's methods, from the API description.\nmap $uri $shop_allow {\n    default \"\";\n    /openapi.json \"GET, HEAD\";\n",
     );
     for (path, item) in &doc.paths.paths {
-        let value = serde_json::to_value(item).unwrap_or_default();
-        let mut methods: Vec<String> = ["get", "put", "post", "delete", "patch"]
-            .iter()
-            .filter(|m| value.get(**m).is_some())
-            .map(|m| m.to_uppercase())
-            .collect();
+        let mut methods = methods_of(item);
         // The backends (axum) answer HEAD wherever they answer GET; the verifier does not.
         if path.starts_with("/api/") && methods.iter().any(|m| m == "GET") {
             methods.push("HEAD".into());
@@ -333,7 +330,7 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         secs => (
             format!("    proxy_cache_path {prefix}/auth_cache levels=1:2 keys_zone=shop_auth:10m max_size=64m inactive=60s;\n"),
             format!(
-                "            # Revocation takes up to {secs} s longer to reach nginx with this cache on.\n            proxy_cache shop_auth;\n            proxy_cache_key $http_authorization;\n            proxy_cache_valid 200 {secs}s;\n            proxy_cache_lock on;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
+                "            # Revocation takes up to {secs} s longer to reach nginx with this cache on. Keyed by\n            # the token's SHA-256 (shopgate.js), never the token: a cache file holds its key.\n            proxy_cache shop_auth;\n            proxy_cache_key $shop_token_hash;\n            proxy_cache_valid 200 {secs}s;\n            proxy_cache_lock on;\n            proxy_ignore_headers Cache-Control Expires Set-Cookie;"
             ),
         ),
     };
@@ -359,7 +356,19 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
             "\n    # nginx's own numbers (stub_status) for prometheus-nginx-exporter, on a listener of their own.\n    server {{\n        listen {addr};\n        access_log off;\n        location = /stub_status {{\n            stub_status;\n        }}\n        location / {{\n            return 404;\n        }}\n    }}\n"
         ),
     };
-    Ok(TEMPLATE
+    let nginx = &config.nginx;
+    let edge = edge::http_lines(nginx, &api_methods());
+    let (worker_connections, worker_files) = edge::worker_lines(nginx);
+    let (header_timeout, body_timeout) = edge::client_timeouts(nginx);
+    let listen = if nginx.proxy_protocol { format!("{listen} proxy_protocol") } else { listen };
+    let text = TEMPLATE
+        .replace("@WORKER_CONNECTIONS@", &worker_connections)
+        .replace("@WORKER_FILES@", &worker_files)
+        .replace("@REAL_IP@\n", &edge.real_ip)
+        .replace("@DOOR_LIMITS@\n", &edge.door_limits)
+        .replace("@CORS@\n", &edge.cors)
+        .replace("@CLIENT_HEADER_TIMEOUT@", &header_timeout)
+        .replace("@CLIENT_BODY_TIMEOUT@", &body_timeout)
         .replace("@STATUS_SERVER@\n", &status)
         .replace("@USER@\n", &config.nginx.user.as_ref().map(|user| format!("user {user};\n")).unwrap_or_default())
         .replace("@WORKERS@", workers)
@@ -386,7 +395,31 @@ pub fn render_with(config: &Config, map: &ShardMap, openapi_file: &std::path::Pa
         .replace("@CATALOG_CACHE@\n", &format!("{catalog_cache}\n"))
         .replace("@DEBUG_HEADERS@\n", &format!("{debug}\n"))
         .replace("@REQUEST_DEADLINE@", &nginx_time(REQUEST_DEADLINE))
-        .replace("@UPSTREAM_KEEPALIVE@", &nginx_time(UPSTREAM_KEEPALIVE)))
+        .replace("@UPSTREAM_KEEPALIVE@", &nginx_time(UPSTREAM_KEEPALIVE));
+    let text = edge::expand(&text, "EDGE_HEADERS", &edge::headers(nginx, true));
+    let text = edge::expand(&text, "PUBLIC_HEADERS", &edge::headers(nginx, false));
+    let text = edge::expand(&text, "LIMIT_CONN", &edge::limit_conn(nginx));
+    let text = edge::expand(&text, "LIMIT_API", &edge::limit_api(nginx));
+    Ok(edge::expand(&text, "LIMIT_AUTH", &edge::limit_auth(nginx)))
+}
+
+/// Every method of the public API, for a preflight's `Access-Control-Allow-Methods`.
+fn api_methods() -> Vec<String> {
+    let mut methods: Vec<String> = crate::openapi::document().paths.paths.values().flat_map(methods_of).collect();
+    methods.push("HEAD".into());
+    methods.sort();
+    methods.dedup();
+    methods
+}
+
+/// The methods the API description gives one path, upper case.
+fn methods_of(item: &utoipa::openapi::PathItem) -> Vec<String> {
+    let value = serde_json::to_value(item).unwrap_or_default();
+    ["get", "put", "post", "delete", "patch"]
+        .iter()
+        .filter(|m| value.get(**m).is_some())
+        .map(|m| m.to_uppercase())
+        .collect()
 }
 
 /// With `[tls]` set, nginx's side of the stack's own hops: the http-level `proxy_ssl_*` lines
@@ -684,6 +717,58 @@ mod tests {
         let tls = [("nginx.tls.certificate", "e.crt"), ("nginx.tls.key", "e.key")];
         render(&config_with(dir.path(), everywhere, &tls)).unwrap();
         render(&config_with(dir.path(), "[::1]:8080".parse().unwrap(), &[])).unwrap();
+    }
+
+    /// The edge's keys: trusted proxies become `set_real_ip_from` (none: nothing believed), each
+    /// limit set to 0 renders no line of its own, and the CORS headers are there only with origins.
+    #[test]
+    fn the_edge_renders_from_its_keys_and_each_limit_turns_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = [
+            ("nginx.trusted_proxies", "[\"10.0.0.0/8\", \"192.0.2.7\"]"),
+            ("nginx.cors_origins", "[\"https://shop.example\"]"),
+            ("nginx.worker_connections", "1000"),
+        ];
+        let text = render(&config_with(dir.path(), addr(8080), &on)).unwrap();
+        for line in [
+            "set_real_ip_from 10.0.0.0/8;",
+            "set_real_ip_from 192.0.2.7;",
+            "real_ip_header X-Forwarded-For;",
+            "real_ip_recursive on;",
+            "worker_connections 1000;",
+            "worker_rlimit_nofile 2256;",
+            "limit_conn shop_conns 100;",
+            "limit_req zone=shop_rate_auth burst=60 nodelay;",
+            "limit_req zone=shop_rate_api burst=100 nodelay;",
+            "\"https://shop.example\" \"https://shop.example\";",
+            "add_header Access-Control-Allow-Origin $shop_cors_origin always;",
+        ] {
+            assert!(text.lines().any(|l| l.trim() == line), "no {line:?} in:\n{text}");
+        }
+        let proxy = [("nginx.trusted_proxies", "[\"10.0.0.1\"]"), ("nginx.proxy_protocol", "true")];
+        let text = render(&config_with(dir.path(), addr(8080), &proxy)).unwrap();
+        assert!(
+            text.contains("listen 127.0.0.1:8080 proxy_protocol;") && text.contains("real_ip_header proxy_protocol;")
+        );
+
+        let off = [
+            ("nginx.limit_auth_per_minute", "0"),
+            ("nginx.limit_api_per_second", "0"),
+            ("nginx.limit_connections_per_address", "0"),
+        ];
+        let text = render(&config_with(dir.path(), addr(8080), &off)).unwrap();
+        for gone in
+            ["set_real_ip_from", "limit_req ", "limit_req_zone", "limit_conn ", "limit_conn_zone", "Access-Control"]
+        {
+            assert!(
+                !text.lines().any(|l| l.trim().starts_with(gone) || l.contains(&format!("add_header {gone}"))),
+                "{gone} in:\n{text}"
+            );
+        }
+        assert!(text.contains("add_header X-Content-Type-Options nosniff always;"));
+        let cached = [("nginx.auth_cache_seconds", "5")];
+        let text = render(&config_with(dir.path(), addr(8080), &cached)).unwrap();
+        assert!(text.contains("proxy_cache_key $shop_token_hash;") && !text.contains("$http_authorization"), "{text}");
     }
 
     /// No `@NAME@` placeholder of the template is left for nginx to trip over.

@@ -7,6 +7,7 @@ mod accounts;
 mod bad_input;
 mod catalog;
 mod direct_backend;
+mod edge;
 mod edge_tls;
 mod faults;
 mod gateway_statuses;
