@@ -10,11 +10,13 @@ TARGET=$(realpath -m -- "${CARGO_TARGET_DIR:-$ROOT/target}")
 say() { printf '%s\n' "$*" >&2; }
 
 # The benchmarks load a stack from one address (127.0.0.1) at rates no single client of a real
-# shop has: the limits at the door ([nginx] limit_*) would measure themselves. A benchmark calls
-# this before it starts a stack; scripts/up passes the SHOP__ overrides on to every part.
+# shop has, often with one token standing for all its users: the limits at the door ([nginx]
+# limit_*) and the backends' per-user share (backend.max_per_user) would measure themselves. A
+# benchmark calls this before it starts a stack; scripts/up passes the SHOP__ overrides on to
+# every part.
 open_the_door() {
   export SHOP__NGINX__LIMIT_AUTH_PER_MINUTE=0 SHOP__NGINX__LIMIT_API_PER_SECOND=0 \
-    SHOP__NGINX__LIMIT_CONNECTIONS_PER_ADDRESS=0
+    SHOP__NGINX__LIMIT_CONNECTIONS_PER_ADDRESS=0 SHOP__BACKEND__MAX_PER_USER=0
 }
 # One `error:` line on stderr, then exit 1. DIED tells an EXIT trap the reason is said already.
 die() { say "error: $*"; DIED=1; exit 1; }
