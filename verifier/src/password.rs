@@ -676,13 +676,19 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["l1", "l2", "l3", "l4", "s1", "s2"]);
     }
 
-    /// A thread's nice value, from its `/proc` stat line (field 19; the name before it is in
-    /// parentheses and may hold spaces).
-    fn nice_of(tid: rustix::process::Pid) -> (String, i32) {
+    /// A thread's `/proc` stat line: its name (in parentheses, and it may hold spaces) and the
+    /// fields after it, field 3 (the state) first.
+    fn task_stat(tid: rustix::process::Pid) -> (String, Vec<String>) {
         let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())).unwrap();
         let (head, rest) = stat.rsplit_once(')').unwrap();
         let name = head.split_once('(').unwrap().1.to_owned();
-        (name, rest.split_whitespace().nth(16).unwrap().parse().unwrap())
+        (name, rest.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// A thread's name and nice value (field 19).
+    fn nice_of(tid: rustix::process::Pid) -> (String, i32) {
+        let (name, fields) = task_stat(tid);
+        (name, fields[16].parse().unwrap())
     }
 
     #[tokio::test]
@@ -706,10 +712,9 @@ mod tests {
     const SCHED_OTHER: u32 = 0;
     const SCHED_IDLE: u32 = 5;
 
-    /// A thread's scheduling class, from its `/proc` stat line (field 41).
+    /// A thread's scheduling class (field 41).
     fn policy_of(tid: rustix::process::Pid) -> u32 {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())).unwrap();
-        stat.rsplit_once(')').unwrap().1.split_whitespace().nth(38).unwrap().parse().unwrap()
+        task_stat(tid).1[38].parse().unwrap()
     }
 
     #[tokio::test]
