@@ -188,8 +188,9 @@ build_binaries() {
 start_bg() {
   local name=$1; shift
   mkdir -p "$VAR/logs" "$VAR/run"
-  # SHOP_STACK_DIR marks the process as this stack's (see `ours`), whatever its command line.
-  SHOP_STACK_DIR="$VAR/" nohup "$@" >>"$VAR/logs/$name.log" 2>&1 </dev/null &
+  # SHOP_STACK_DIR marks the process as this stack's (see `ours`), whatever its command line;
+  # SHOP_LOG_FILE is the file our services reopen on USR1, when scripts/rotate-logs has moved it.
+  SHOP_STACK_DIR="$VAR/" SHOP_LOG_FILE="$VAR/logs/$name.log" nohup "$@" >>"$VAR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$VAR/run/$name.pid"
 }
 

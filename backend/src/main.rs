@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use shopgate_backend::{build_instance, serve, shard_listen};
 use shopgate_core::config::{Config, KeyUse};
-use shopgate_core::service::{init_logging, shutdown_signal};
+use shopgate_core::service::{init_logging, reopen_output_on_usr1, shutdown_signal};
 
 #[derive(Parser)]
 #[command(version, about = "One shard's shop API: catalog, orders, profiles.")]
@@ -29,6 +29,7 @@ async fn main() -> ExitCode {
     shopgate_core::files::private_umask();
     let args = Args::parse();
     init_logging("info,sqlx=warn");
+    reopen_output_on_usr1();
     // A backend only checks tokens: it loads the public key set and refuses any private key.
     let loaded = Config::load_for(&args.config, KeyUse::Verify).map_err(|e| e.to_string());
     let checked = loaded.and_then(|c| shard_listen(&c, &args.shard, args.instance).map(|addr| (c, addr)));

@@ -88,6 +88,8 @@ pub(crate) async fn run(config: &Config, once: bool, metrics: Option<SocketAddr>
     }
     let retention = config.backup.binlog_retention();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // USR1 reopens the log file, as for the services and nginx (logrotate's postrotate).
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     loop {
         for a in &mut archivers {
             let numbers = match a.round(once, retention).await {
@@ -110,6 +112,11 @@ pub(crate) async fn run(config: &Config, once: bool, metrics: Option<SocketAddr>
             _ = tokio::time::sleep(ROUND) => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = usr1.recv() => {
+                if let Err(e) = shopgate_core::files::reopen_output() {
+                    note(format_args!("archive: could not reopen the log file, writing on to the old one: {e}"));
+                }
+            }
         }
     }
     for a in &mut archivers {

@@ -34,6 +34,34 @@ pub fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
+/// The variable naming the file a process's output (stdout and stderr) goes to, when whoever
+/// started it (`scripts/up`) appended that output to a file: [`reopen_output`] opens it anew.
+pub const LOG_FILE_ENV: &str = "SHOP_LOG_FILE";
+
+/// Points this process's stdout and stderr at a fresh open of `$SHOP_LOG_FILE` (appending,
+/// created 0600 if logrotate has moved the old one away), as nginx does on `USR1`: what the
+/// process writes from then on goes to the new file, what it wrote before stays in the old one,
+/// and no line is split or lost between them (each write lands whole in one file or the other).
+/// `Ok(None)` when the variable is unset: the output is a supervisor's (systemd, compose) to
+/// rotate.
+pub fn reopen_output() -> std::io::Result<Option<std::path::PathBuf>> {
+    let Some(path) = std::env::var_os(LOG_FILE_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+        let file = options.open(&path)?;
+        rustix::stdio::dup2_stdout(&file)?;
+        rustix::stdio::dup2_stderr(&file)?;
+    }
+    Ok(Some(path))
+}
+
 fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is not a file name", path.display()))
@@ -92,6 +120,30 @@ mod tests {
         assert_eq!((std::fs::read(&path).unwrap(), mode(&path)), (b"four".to_vec(), 0o600));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["key"], "no temporary file left");
+    }
+
+    #[test]
+    fn reopen_output_moves_stdout_and_stderr_to_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("service.log");
+        // This test binary's only test that sets the variable, and no other test reads it.
+        std::env::set_var(LOG_FILE_ENV, &log);
+        // The test harness captures print!, not writes to fd 1, so write to the fd itself.
+        let write_fd1 = |text: &str| rustix::io::write(rustix::stdio::stdout(), text.as_bytes()).unwrap();
+        let saved = rustix::io::dup(rustix::stdio::stdout()).unwrap();
+        let saved_err = rustix::io::dup(rustix::stdio::stderr()).unwrap();
+        assert_eq!(reopen_output().unwrap(), Some(log.clone()));
+        write_fd1("before\n");
+        std::fs::rename(&log, dir.path().join("service.log.1")).unwrap();
+        write_fd1("moved\n");
+        reopen_output().unwrap();
+        write_fd1("after\n");
+        rustix::stdio::dup2_stdout(&saved).unwrap();
+        rustix::stdio::dup2_stderr(&saved_err).unwrap();
+        std::env::remove_var(LOG_FILE_ENV);
+        assert_eq!(std::fs::read_to_string(dir.path().join("service.log.1")).unwrap(), "before\nmoved\n");
+        assert_eq!((std::fs::read_to_string(&log).unwrap(), mode(&log)), ("after\n".to_owned(), 0o600));
+        assert_eq!(reopen_output().unwrap(), None, "nothing to reopen without the variable");
     }
 
     #[test]

@@ -59,6 +59,27 @@ pub fn init_logging(default_filter: &str) {
         .try_init();
 }
 
+/// On every `USR1`, as nginx does: the process's output moves to a fresh open of its log file
+/// ([`crate::files::reopen_output`]), for logrotate's `postrotate`. The signal is taken whether
+/// or not the output is a file of ours, so a stray `USR1` never kills a service.
+pub fn reopen_output_on_usr1() {
+    #[cfg(unix)]
+    {
+        let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                match crate::files::reopen_output() {
+                    Ok(Some(path)) => tracing::info!(path = %path.display(), "log file reopened"),
+                    Ok(None) => tracing::info!("USR1: the output is not a log file of ours; nothing reopened"),
+                    Err(e) => tracing::error!(error = %e, "could not reopen the log file; writing on to the old one"),
+                }
+            }
+        });
+    }
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = async {

@@ -22,6 +22,7 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     shopgate_core::files::private_umask();
     shopgate_core::service::init_logging("info,sqlx=warn");
+    shopgate_core::service::reopen_output_on_usr1();
     let args = Args::parse();
     let run = async {
         let config = Config::load(&args.config)?;
