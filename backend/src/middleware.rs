@@ -4,8 +4,11 @@
 //! request runs past its deadline, and admission: at most `max_in_flight` requests worked on at
 //! once and `max_queued` waiting (each at most `queue_wait_ms`); past that a quick 503. Every 503
 //! carries `Retry-After`. Before that, each user's share: at most `max_per_user` of one user's
-//! requests in the process, worked on or waiting; past that a quick 429 for that user alone, so
-//! one client hammering its shard cannot fill the slots and the queue that its other users need.
+//! requests in the process, worked on or waiting for a slot; the user's next ones wait for one of
+//! those to end (up to `max_queued` of them, each at most `queue_wait_ms`), and past that get 429
+//! for that user alone. So one client hammering its shard cannot fill the slots and the queue its
+//! other users need, and, held waiting rather than refused at once, does not spin on refusals
+//! that cost the shard's CPU as much as answers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shopgate_core::config::BackendConfig;
 use shopgate_core::metrics;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
@@ -78,11 +81,18 @@ pub(crate) struct Admission {
     queued: AtomicUsize,
     max_queued: usize,
     queue_wait: Duration,
-    /// Each user's requests in the process (by the `X-User-Id` nginx sent), and the most one may
-    /// have (0: no bound).
-    per_user: Mutex<HashMap<Box<str>, usize>>,
+    /// Each user's requests in the process (by the `X-User-Id` nginx sent): their turns (permits
+    /// of `max_per_user`) and how many hold or wait for one. 0: no bound per user.
+    per_user: Mutex<HashMap<Box<str>, UserShare>>,
     max_per_user: usize,
     metrics: Arc<Metrics>,
+}
+
+/// One user's share of a process.
+struct UserShare {
+    turns: Arc<Semaphore>,
+    /// The user's requests in the process: with a turn, or waiting for one.
+    requests: usize,
 }
 
 impl Admission {
@@ -99,16 +109,18 @@ impl Admission {
     }
 
     /// Counts one more request of `user` while the share lives, or None if the user already has
-    /// as many as one may. Reserved before the request waits or works, so a burst cannot pass the
-    /// check together.
+    /// as many as may be worked on and wait (`max_per_user` + `max_queued`). Counted before the
+    /// request waits or works, so a burst cannot pass the check together.
     fn share(&self, user: &str) -> Option<Share<'_>> {
-        let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(user.into()).or_insert(0);
-        if *count >= self.max_per_user {
+        let mut users = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = users
+            .entry(user.into())
+            .or_insert_with(|| UserShare { turns: Arc::new(Semaphore::new(self.max_per_user)), requests: 0 });
+        if entry.requests >= self.max_per_user + self.max_queued {
             return None;
         }
-        *count += 1;
-        Some(Share { admission: self, user: user.into() })
+        entry.requests += 1;
+        Some(Share { admission: self, user: user.into(), turns: entry.turns.clone() })
     }
 
     fn shed(&self) -> Response {
@@ -131,15 +143,27 @@ impl Drop for InQueue<'_> {
 struct Share<'a> {
     admission: &'a Admission,
     user: Box<str>,
+    turns: Arc<Semaphore>,
+}
+
+impl Share<'_> {
+    /// The user's turn: at once if the user has fewer than `max_per_user` requests worked on,
+    /// else when one of them ends, or None after `queue_wait`.
+    async fn turn(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(turn) = self.turns.clone().try_acquire_owned() {
+            return Some(turn);
+        }
+        tokio::time::timeout(self.admission.queue_wait, self.turns.clone().acquire_owned()).await.ok()?.ok()
+    }
 }
 
 impl Drop for Share<'_> {
     fn drop(&mut self) {
-        let mut counts = self.admission.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.user);
+        let mut users = self.admission.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = users.get_mut(&self.user) {
+            entry.requests -= 1;
+            if entry.requests == 0 {
+                users.remove(&self.user);
             }
         }
     }
@@ -157,15 +181,21 @@ impl Drop for InFlight<'_> {
 pub(crate) async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
     // The user nginx names (a request without one is refused by the token check after this).
     let user = req.headers().get(crate::auth::USER_ID_HEADER).and_then(|v| v.to_str().ok());
-    let _share = match user {
-        Some(user) if admission.max_per_user > 0 => match admission.share(user) {
-            Some(share) => Some(share),
-            None => {
-                admission.metrics.request_over_share();
-                return ApiError::OverShare.into_response();
-            }
-        },
+    let share = match user {
+        Some(user) if admission.max_per_user > 0 => admission.share(user),
         _ => None,
+    };
+    let over_share = || {
+        admission.metrics.request_over_share();
+        ApiError::OverShare.into_response()
+    };
+    let _turn = match (&share, user) {
+        (Some(share), _) => match share.turn().await {
+            Some(turn) => Some(turn),
+            None => return over_share(),
+        },
+        (None, Some(_)) if admission.max_per_user > 0 => return over_share(),
+        (None, _) => None,
     };
     let slot = match admission.slots.try_acquire() {
         Ok(slot) => slot,

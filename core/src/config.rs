@@ -501,9 +501,10 @@ pub struct BackendConfig {
     pub max_queued: usize,
     /// How long a request waits for a slot before it gets 503 with `Retry-After`.
     pub(crate) queue_wait_ms: u64,
-    /// Requests one user may have in one backend process at once, worked on or waiting: past
-    /// that, that user's next ones get 429 with `Retry-After` at once, and the slots and the queue
-    /// stay for the others. 0 = no bound per user.
+    /// Requests one user may have in one backend process at once, worked on or waiting for a
+    /// slot: past that, that user's next ones wait for one to end (up to `max_queued` of them, each
+    /// at most `queue_wait_ms`), then get 429 with `Retry-After`; the slots and the queue stay for
+    /// the others. 0 = no bound per user.
     pub max_per_user: usize,
     /// An `Idempotency-Key` is kept at least this long (default 24 h): a retry within it returns
     /// the original order. Older keys are purged; a retry after that makes a new order.

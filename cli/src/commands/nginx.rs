@@ -739,7 +739,7 @@ mod tests {
             "worker_rlimit_nofile 2256;",
             "limit_conn shop_conns 100;",
             "limit_req zone=shop_rate_auth burst=60 nodelay;",
-            "limit_req zone=shop_rate_api burst=100 nodelay;",
+            "limit_req zone=shop_rate_api burst=200 delay=100;",
             "\"https://shop.example\" \"https://shop.example\";",
             "add_header Access-Control-Allow-Origin $shop_cors_origin always;",
         ] {

@@ -138,17 +138,12 @@ async fn a_client_over_the_rate_gets_429_and_others_are_served() {
     .await;
     let lb = client_from(IpAddr::V4(LB));
     let get = |path: &'static str, from: &'static str| lb.get(stack.api(path)).header("X-Forwarded-For", from).send();
-    let mut statuses = Vec::new();
-    let mut refused = None;
-    for _ in 0..20 {
-        let r = get("/api/products", "198.51.100.1").await.unwrap();
-        statuses.push(r.status().as_u16());
-        if r.status() == 429 && refused.is_none() {
-            refused = Some(r);
-        }
-    }
-    let refused = refused.unwrap_or_else(|| panic!("20 catalog reads at once at 1/s + 5: {statuses:?}"));
-    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+    // 20 at once at 1/s + 5: 6 served at once, 5 wait their turn at the rate, 9 refused.
+    let answers = futures::future::join_all((0..20).map(|_| get("/api/products", "198.51.100.1"))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!((count(200), count(429)), (11, 9), "20 catalog reads at once at 1/s + 5: {statuses:?}");
+    let refused = answers.into_iter().map(Result::unwrap).find(|r| r.status() == 429).unwrap();
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(error_code(refused).await, "too_many_requests");
     for _ in 0..3 {
@@ -242,6 +237,43 @@ async fn connections_in_progress_are_capped_per_address() {
         conn.write_all(body.as_bytes()).await.unwrap();
         assert!(matches!(read_status(&mut conn).await, Some(201 | 429)), "held connection {i}");
     }
+}
+
+/// Point 2, idle connections: 200 connections from one address that never send a byte. nginx's
+/// `limit_conn` counts requests in progress (the test above), and these hold none: what bounds
+/// them is `client_header_timeout_seconds` (2 here), which closes each one unanswered, and
+/// `worker_connections` (4096 by default) sized so that they leave room. Another address is served
+/// meanwhile; a cap on bare TCP connections per address is the firewall's or the load
+/// balancer's (docs/operations.md, "The edge").
+#[tokio::test]
+async fn idle_connections_are_closed_at_the_header_timeout() {
+    let stack = Stack::start_with(Options {
+        settings: vec![("nginx.client_header_timeout_seconds", "2"), ("nginx.limit_connections_per_address", "10")],
+        ..Default::default()
+    })
+    .await;
+    let nginx = stack.config.nginx.listen;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(connect_from(ip(10), nginx).await);
+    }
+    let other = client_from(ip(11)).get(stack.api("/api/products")).send().await.unwrap();
+    assert_eq!(other.status(), 200, "a client from another address was not served");
+    let mut closed = tokio::task::JoinSet::new();
+    for mut conn in idle {
+        closed.spawn(async move {
+            let mut buf = [0u8; 64];
+            // EOF (or a reset) with nothing read: closed unanswered.
+            let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+            matches!(read, Ok(Ok(0) | Err(_)))
+        });
+    }
+    let mut n = 0;
+    while let Some(done) = closed.join_next().await {
+        assert!(done.unwrap(), "an idle connection was answered or left open past 10 s");
+        n += 1;
+    }
+    assert_eq!(n, 200);
 }
 
 /// Point 2, slowloris: a client trickling its request head a byte every 250 ms is cut at
@@ -370,16 +402,16 @@ async fn browsers_get_cors_for_allowed_origins_only_and_the_safe_headers() {
     assert_eq!(header(&r, "referrer-policy"), ["no-referrer"]);
     assert_eq!(header(&r, "access-control-allow-origin"), [SHOP]);
 
-    // The door's 429 carries them too.
-    let mut limited = None;
-    for _ in 0..40 {
-        let r = http.get(stack.api("/api/orders")).bearer_auth(&token).header("Origin", SHOP).send().await.unwrap();
-        if r.status() == 429 {
-            limited = Some(r);
-            break;
-        }
-    }
-    let r = limited.expect("40 requests at once at 1/s + 20 were never limited");
+    // The door's 429 carries them too: 60 at once at 1/s + 20 (20 served, 20 waiting, 20 refused).
+    let answers = futures::future::join_all(
+        (0..60).map(|_| http.get(stack.api("/api/orders")).bearer_auth(&token).header("Origin", SHOP).send()),
+    )
+    .await;
+    let r = answers
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|r| r.status() == 429)
+        .expect("60 requests at once at 1/s + 20 were never limited");
     assert_eq!(header(&r, "access-control-allow-origin"), [SHOP], "the 429");
     assert_eq!(header(&r, "cache-control"), ["no-store"], "the 429");
     assert!(header(&r, "access-control-expose-headers").join(",").contains("Retry-After"));
@@ -416,4 +448,144 @@ async fn no_auth_cache_file_holds_the_token() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(signature), "{} holds the token: {text}", file.display());
     }
+}
+
+/// `n` reads of `/api/orders` with `token` from `client`, one every 25 ms (a shopper's pace, under
+/// the door's 50 a second): each one's time, and every status that was not 200.
+async fn timed_reads(stack: &Stack, client: &reqwest::Client, token: &str, n: usize) -> (Vec<Duration>, Vec<u16>) {
+    let mut times = Vec::with_capacity(n);
+    let mut bad = Vec::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(25));
+    for _ in 0..n {
+        pace.tick().await;
+        let started = std::time::Instant::now();
+        let r = client.get(stack.api("/api/orders")).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        r.bytes().await.unwrap();
+        times.push(started.elapsed());
+        if status != 200 {
+            bad.push(status);
+        }
+    }
+    (times, bad)
+}
+
+fn p99(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[(times.len() * 99).div_ceil(100) - 1]
+}
+
+/// wrk hammering `/api/orders` with `token` over 64 connections from 127.0.0.1 until killed: a
+/// greedy client in C, as fast as the stack answers it (a test client of our own would spend the
+/// cores on itself).
+fn hammer(stack: &Stack, token: &str) -> std::process::Child {
+    std::process::Command::new("chrt")
+        .args(["--idle", "0", "wrk", "-t1", "-c64", "-d120s", "--latency", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(stack.api("/api/orders"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("wrk (Debian's package; scripts/test installs it): {e}"))
+}
+
+/// Three pairs of rounds of the other user's paced reads, idle then under `token`'s hammer: the
+/// pairs' (hammered p99 / idle p99, idle p99, hammered p99) sorted by ratio, every status of the
+/// hammered reads that was not 200, and how long the hammer ran.
+async fn hammered_rounds(
+    stack: &Stack,
+    greedy: &str,
+    other: &str,
+) -> (Vec<(f64, Duration, Duration)>, Vec<u16>, Duration) {
+    let client = client_from(ip(9));
+    timed_reads(stack, &client, other, 50).await; // warm: pools, caches
+    let mut ratios = Vec::new();
+    let mut hammered_bad = Vec::new();
+    let mut hammered = Duration::ZERO;
+    for _ in 0..3 {
+        let (idle, bad) = timed_reads(stack, &client, other, 150).await;
+        assert!(bad.is_empty(), "idle reads answered {bad:?}");
+        let started = std::time::Instant::now();
+        let mut wrk = hammer(stack, greedy);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (busy, bad) = timed_reads(stack, &client, other, 150).await;
+        wrk.kill().unwrap();
+        wrk.wait().unwrap();
+        hammered += started.elapsed();
+        hammered_bad.extend(bad);
+        let (idle, busy) = (p99(idle), p99(busy));
+        ratios.push((busy.as_secs_f64() / idle.as_secs_f64(), idle, busy));
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (ratios, hammered_bad, hammered)
+}
+
+/// Users 2 and 4's tokens, asserted to be of one shard.
+async fn two_users_of_one_shard(stack: &Stack) -> (String, String) {
+    let (greedy, other) = (stack.mint(2), stack.mint(4));
+    let mut shards = Vec::new();
+    for token in [&greedy, &other] {
+        let r = stack.http.get(stack.api("/api/orders")).bearer_auth(token).send().await.unwrap();
+        shards.push(r.headers()["x-shop-shard"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(shards[0], shards[1], "users 2 and 4 share a shard");
+    (greedy, other)
+}
+
+/// Point 3: one token hammering its shard over 64 connections (wrk, from 127.0.0.1) while another
+/// user of the same shard reads its orders at a shopper's pace (from 127.0.0.9), with the door's
+/// and the backends' default limits: that user gets no 503 (nor anything but 200), and its p99
+/// stays within 2x its idle p99, the median of three pairs of rounds (idle, then hammered)
+/// measured side by side in the test. The hammer is slowed to the door's rate (50 a second past
+/// its burst): refused at once instead, it asked again at once, and nginx's thousands of 429s a
+/// second took the other user to 3-4x (measured when this test was written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_hammering_its_shard_leaves_another_user_served() {
+    let defaults = vec![
+        ("nginx.limit_api_per_second", "50"),
+        ("nginx.limit_api_burst", "100"),
+        ("nginx.limit_connections_per_address", "100"),
+        ("backend.max_per_user", "8"),
+    ];
+    let stack = Stack::start_with(Options { debug_headers: true, settings: defaults, ..Default::default() }).await;
+    let (greedy, other) = two_users_of_one_shard(&stack).await;
+    let (ratios, bad, hammered) = hammered_rounds(&stack, &greedy, &other).await;
+    eprintln!("p99 hammered/idle, the three pairs of rounds: {ratios:?}");
+    assert!(bad.is_empty(), "the other user's reads under the hammer: {bad:?}");
+    assert!(ratios[1].0 <= 2.0, "the other user's p99 rose past 2x idle: {ratios:?}");
+    // The hammer got the rate: 50 a second, plus its burst and its waiting ones in each round.
+    let served = logged_answers(&stack, "2").len();
+    let bound = 50.0 * hammered.as_secs_f64() + 3.0 * 200.0;
+    assert!((served as f64) <= bound, "the hammer got {served} answers in {hammered:?}, past the door's {bound}");
+}
+
+/// Point 3, behind one address (or with the door's limits off): the backends' per-user share is
+/// what holds. A process with 8 slots and a queue of 16, a share of 4: without the share, the
+/// hammer's 64 connections fill the slots and the queue and the other user gets 503 `overloaded`;
+/// with it, the hammer has 4 slots at most (the next 16 wait their turn, the rest get 429), and
+/// the other user is served. Its p99 is printed, not bounded: on 2 cores, 4 of the hammer's
+/// requests at work at all times take the CPU the door's rate would have left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_one_address_the_per_user_share_keeps_the_other_user_served() {
+    let settings = vec![("backend.max_in_flight", "8"), ("backend.max_queued", "16"), ("backend.max_per_user", "4")];
+    let stack = Stack::start_with(Options { debug_headers: true, settings, ..Default::default() }).await;
+    let (greedy, other) = two_users_of_one_shard(&stack).await;
+    let (ratios, bad, _) = hammered_rounds(&stack, &greedy, &other).await;
+    eprintln!("p99 hammered/idle with the share alone, the three pairs of rounds: {ratios:?}");
+    assert!(bad.is_empty(), "the other user's reads under the hammer: {bad:?}");
+    // The hammer's answers: 200, 429 past its share and its queue, and 499 for those wrk hung up
+    // on when it was stopped; never a 503.
+    let answers = logged_answers(&stack, "2");
+    let count = |status| answers.iter().filter(|s| **s == status).count();
+    let others: Vec<_> = answers.iter().filter(|s| ![200, 429, 499].contains(*s)).collect();
+    assert!(count(429) > 0 && others.is_empty(), "the hammer: {} answers 429, and {others:?}", count(429));
+}
+
+/// The statuses nginx logged for `user`'s requests.
+fn logged_answers(stack: &Stack, user: &str) -> Vec<u64> {
+    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["user_id"] == user)
+        .map(|v| v["status"].as_u64().unwrap())
+        .collect()
 }

@@ -145,11 +145,19 @@ pub(super) fn limit_conn(nginx: &NginxConfig) -> Vec<String> {
     }
 }
 
-/// The `limit_req` line of the `/api/` locations, if that limit is on.
+/// The `limit_req` line of the `/api/` locations, if that limit is on: `limit_api_burst`
+/// requests past the rate are served at once, as many more wait their turn at the rate (at most
+/// burst / rate seconds: 2 s by default), and only past those comes the 429. A greedy client is
+/// slowed to the rate rather than refused at once: refused, it would ask again at once, and
+/// nginx's answers to it would cost the shop's CPU as much as its other users' requests.
 pub(super) fn limit_api(nginx: &NginxConfig) -> Vec<String> {
     match nginx.limit_api_per_second {
         0 => Vec::new(),
-        _ => vec![format!("limit_req zone=shop_rate_api burst={} nodelay;", nginx.limit_api_burst)],
+        _ => vec![format!(
+            "limit_req zone=shop_rate_api burst={} delay={};",
+            nginx.limit_api_burst.saturating_mul(2),
+            nginx.limit_api_burst
+        )],
     }
 }
 
