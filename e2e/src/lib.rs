@@ -840,7 +840,7 @@ pub use shopgate_core::time::unix_now as now;
 
 /// Sends a signal with kill(1): the workspace forbids unsafe code. A process that is gone already
 /// is no error here (its "No such process" would only be noise in a test's output).
-pub(crate) fn signal(pid: u32, sig: i32) {
+pub fn signal(pid: u32, sig: i32) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 

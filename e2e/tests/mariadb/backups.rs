@@ -8,7 +8,9 @@
 //! following its restored primary, and the shop serving.
 //!
 //! The archiver (point 4): a primary's binlogs stay until the archiver has them; once archived
-//! and past the retention, it purges them on the primary, and the archive holds every one.
+//! and past the retention, it purges them on the primary, and the archive holds every one. Run
+//! continuously (as `scripts/up` runs it), it keeps up; stopped, the primary keeps its logs;
+//! started again, it copies what it missed, byte for byte, before it purges.
 
 use std::time::Duration;
 
@@ -151,5 +153,97 @@ async fn the_archiver_purges_only_what_it_has_archived() {
         .filter(|n| n.starts_with("mysql-bin."))
         .collect();
     assert!(files.len() >= before, "the archive holds {files:?}, the primary had {before}");
+    primary.close().await;
+}
+
+/// The binlog files shard a's primary lists, with their sizes.
+async fn binlogs(primary: &sqlx::MySqlPool) -> Vec<(String, u64)> {
+    use sqlx::Row as _;
+    let rows = sqlx::query("SHOW BINARY LOGS").fetch_all(primary).await.unwrap();
+    rows.iter().map(|r| (r.get::<String, _>(0), r.get::<u64, _>(1))).collect()
+}
+
+/// The archive's copy of shard a's binlogs: name and size.
+fn archived(stack: &Stack) -> std::collections::BTreeMap<String, u64> {
+    let dir = stack.config().backup.dir.join("binlogs/a");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Default::default() };
+    entries
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("mysql-bin."))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect()
+}
+
+/// Point 4, the archiver as `scripts/up` runs it (continuously, not `--once`): while it runs,
+/// every binlog the primary closes is copied whole and then purged there (retention 0 here), the
+/// primary keeping only the file it writes and at most one more; stopped, nothing is purged and
+/// the primary's logs pile up; started again, it copies what it missed, byte for byte, and only
+/// then purges.
+#[tokio::test]
+async fn the_running_archiver_keeps_up_and_a_stopped_one_keeps_the_primary_s_logs() {
+    let (topology, stack) = super::stack_on_mariadb(5).await;
+    let (_, token) = stack.shopper().await;
+    let primary = topology.root_over_socket("a-primary").await;
+    let start = || {
+        let mut cmd = stack.shopctl();
+        cmd.args(["backup", "archive"])
+            .envs(topology.backup_env())
+            .env("SHOP__BACKUP__BINLOG_RETENTION_HOURS", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let flushes = |n: usize| {
+        let (primary, token, stack) = (primary.clone(), token.clone(), &stack);
+        async move {
+            for _ in 0..n {
+                stack.order(&token).await;
+                sqlx::query("FLUSH BINARY LOGS").execute(&primary).await.unwrap();
+            }
+        }
+    };
+    let within = |secs: u64| std::time::Instant::now() + Duration::from_secs(secs);
+
+    // Running: the closed files are archived whole and purged.
+    let mut archiver = start();
+    flushes(4).await;
+    let deadline = within(30);
+    loop {
+        let on_primary = binlogs(&primary).await;
+        if on_primary.len() <= 2 && archived(&stack).len() >= 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the running archiver left {on_primary:?} on the primary");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Stopped (SIGTERM, as scripts/down stops it): the primary keeps every file.
+    shopgate_e2e::signal(archiver.id(), libc::SIGTERM);
+    archiver.wait().unwrap();
+    let before = binlogs(&primary).await.len();
+    flushes(4).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // more than the archiver's round
+    let kept = binlogs(&primary).await;
+    assert_eq!(kept.len(), before + 4, "with the archiver stopped the primary kept {kept:?}");
+    let missed: Vec<_> = kept[..kept.len() - 1].to_vec(); // the closed ones
+    assert!(missed.iter().any(|(name, _)| !archived(&stack).contains_key(name)), "nothing was left to catch up");
+
+    // Started again: it copies what it missed, whole, then purges it.
+    let mut archiver = start();
+    let deadline = within(30);
+    loop {
+        let copy = archived(&stack);
+        let caught_up = missed.iter().all(|(name, size)| copy.get(name) == Some(size));
+        if caught_up && binlogs(&primary).await.len() <= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a restart the archive has {copy:?}, the primary had {missed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shopgate_e2e::signal(archiver.id(), libc::SIGTERM);
+    archiver.wait().unwrap();
     primary.close().await;
 }
