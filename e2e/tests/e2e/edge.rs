@@ -476,21 +476,27 @@ fn p99(mut times: Vec<Duration>) -> Duration {
 }
 
 /// wrk hammering `/api/orders` with `token` over 64 connections from 127.0.0.1 until killed: a
-/// greedy client in C, as fast as the stack answers it (a test client of our own would spend the
-/// cores on itself).
+/// greedy client in C, each connection asking again as soon as it is answered (a test client of
+/// our own would spend the cores on itself). It runs in the SCHED_IDLE class (`chrt`, exec'ing
+/// wrk): on this one machine it stands for a client on a machine of its own, whose CPU is not the
+/// shop's; what it costs the shop is the stack's answers to it.
 fn hammer(stack: &Stack, token: &str) -> std::process::Child {
     std::process::Command::new("chrt")
-        .args(["--idle", "0", "wrk", "-t1", "-c64", "-d120s", "--latency", "-H"])
+        .args(["--idle", "0", "wrk", "-t1", "-c64", "-d120s", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
         .arg(stack.api("/api/orders"))
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("wrk (Debian's package; scripts/test installs it): {e}"))
 }
 
-/// Three pairs of rounds of the other user's paced reads, idle then under `token`'s hammer: the
+/// The two hammer tests take turns: one's hammer would be the other's noise.
+static ONE_HAMMER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Five pairs of rounds of the other user's paced reads, idle then under `token`'s hammer: the
 /// pairs' (hammered p99 / idle p99, idle p99, hammered p99) sorted by ratio, every status of the
-/// hammered reads that was not 200, and how long the hammer ran.
+/// hammered reads that was not 200, and how long the hammer ran. Pairs close in time, and the
+/// median of them, so that a burst of another test's load moves one pair, not the verdict.
 async fn hammered_rounds(
     stack: &Stack,
     greedy: &str,
@@ -501,13 +507,13 @@ async fn hammered_rounds(
     let mut ratios = Vec::new();
     let mut hammered_bad = Vec::new();
     let mut hammered = Duration::ZERO;
-    for _ in 0..3 {
-        let (idle, bad) = timed_reads(stack, &client, other, 150).await;
+    for _ in 0..5 {
+        let (idle, bad) = timed_reads(stack, &client, other, 120).await;
         assert!(bad.is_empty(), "idle reads answered {bad:?}");
         let started = std::time::Instant::now();
         let mut wrk = hammer(stack, greedy);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (busy, bad) = timed_reads(stack, &client, other, 150).await;
+        let (busy, bad) = timed_reads(stack, &client, other, 120).await;
         wrk.kill().unwrap();
         wrk.wait().unwrap();
         hammered += started.elapsed();
@@ -534,7 +540,7 @@ async fn two_users_of_one_shard(stack: &Stack) -> (String, String) {
 /// Point 3: one token hammering its shard over 64 connections (wrk, from 127.0.0.1) while another
 /// user of the same shard reads its orders at a shopper's pace (from 127.0.0.9), with the door's
 /// and the backends' default limits: that user gets no 503 (nor anything but 200), and its p99
-/// stays within 2x its idle p99, the median of three pairs of rounds (idle, then hammered)
+/// stays within 2x its idle p99, the median of five pairs of rounds (idle, then hammered)
 /// measured side by side in the test. The hammer is slowed to the door's rate (50 a second past
 /// its burst): refused at once instead, it asked again at once, and nginx's thousands of 429s a
 /// second took the other user to 3-4x (measured when this test was written).
@@ -546,15 +552,16 @@ async fn one_token_hammering_its_shard_leaves_another_user_served() {
         ("nginx.limit_connections_per_address", "100"),
         ("backend.max_per_user", "8"),
     ];
+    let _turn = ONE_HAMMER_AT_A_TIME.lock().await;
     let stack = Stack::start_with(Options { debug_headers: true, settings: defaults, ..Default::default() }).await;
     let (greedy, other) = two_users_of_one_shard(&stack).await;
     let (ratios, bad, hammered) = hammered_rounds(&stack, &greedy, &other).await;
-    eprintln!("p99 hammered/idle, the three pairs of rounds: {ratios:?}");
+    eprintln!("p99 hammered/idle, the five pairs of rounds: {ratios:?}");
     assert!(bad.is_empty(), "the other user's reads under the hammer: {bad:?}");
-    assert!(ratios[1].0 <= 2.0, "the other user's p99 rose past 2x idle: {ratios:?}");
+    assert!(ratios[2].0 <= 2.0, "the other user's p99 rose past 2x idle: {ratios:?}");
     // The hammer got the rate: 50 a second, plus its burst and its waiting ones in each round.
     let served = logged_answers(&stack, "2").len();
-    let bound = 50.0 * hammered.as_secs_f64() + 3.0 * 200.0;
+    let bound = 50.0 * hammered.as_secs_f64() + 5.0 * 200.0;
     assert!((served as f64) <= bound, "the hammer got {served} answers in {hammered:?}, past the door's {bound}");
 }
 
@@ -567,10 +574,11 @@ async fn one_token_hammering_its_shard_leaves_another_user_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_one_address_the_per_user_share_keeps_the_other_user_served() {
     let settings = vec![("backend.max_in_flight", "8"), ("backend.max_queued", "16"), ("backend.max_per_user", "4")];
+    let _turn = ONE_HAMMER_AT_A_TIME.lock().await;
     let stack = Stack::start_with(Options { debug_headers: true, settings, ..Default::default() }).await;
     let (greedy, other) = two_users_of_one_shard(&stack).await;
     let (ratios, bad, _) = hammered_rounds(&stack, &greedy, &other).await;
-    eprintln!("p99 hammered/idle with the share alone, the three pairs of rounds: {ratios:?}");
+    eprintln!("p99 hammered/idle with the share alone, the five pairs of rounds: {ratios:?}");
     assert!(bad.is_empty(), "the other user's reads under the hammer: {bad:?}");
     // The hammer's answers: 200, 429 past its share and its queue, and 499 for those wrk hung up
     // on when it was stopped; never a 503.
