@@ -181,21 +181,23 @@ impl Drop for InFlight<'_> {
 pub(crate) async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
     // The user nginx names (a request without one is refused by the token check after this).
     let user = req.headers().get(crate::auth::USER_ID_HEADER).and_then(|v| v.to_str().ok());
-    let share = match user {
-        Some(user) if admission.max_per_user > 0 => admission.share(user),
-        _ => None,
-    };
     let over_share = || {
         admission.metrics.request_over_share();
         ApiError::OverShare.into_response()
     };
-    let _turn = match (&share, user) {
-        (Some(share), _) => match share.turn().await {
+    let share = match user {
+        Some(user) if admission.max_per_user > 0 => match admission.share(user) {
+            Some(share) => Some(share),
+            None => return over_share(),
+        },
+        _ => None,
+    };
+    let _turn = match &share {
+        Some(share) => match share.turn().await {
             Some(turn) => Some(turn),
             None => return over_share(),
         },
-        (None, Some(_)) if admission.max_per_user > 0 => return over_share(),
-        (None, _) => None,
+        None => None,
     };
     let slot = match admission.slots.try_acquire() {
         Ok(slot) => slot,

@@ -55,12 +55,15 @@ async fn signup(stack: &Stack, client: &reqwest::Client, headers: &[(&str, Strin
     r.send().await.unwrap().status().as_u16()
 }
 
+/// Every line of nginx's access log (JSON, one object a line).
+fn access_log(stack: &Stack) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap();
+    log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// The `remote_addr` of every line of nginx's access log.
 fn logged_addresses(stack: &Stack) -> Vec<String> {
-    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap();
-    log.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["remote_addr"].as_str().unwrap().to_owned())
-        .collect()
+    access_log(stack).iter().map(|v| v["remote_addr"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Point 1. Behind the load balancer, the verifier's login and signup limits count each client's
@@ -590,10 +593,5 @@ async fn behind_one_address_the_per_user_share_keeps_the_other_user_served() {
 
 /// The statuses nginx logged for `user`'s requests.
 fn logged_answers(stack: &Stack, user: &str) -> Vec<u64> {
-    let log = std::fs::read_to_string(stack.dir.path().join("nginx/logs/access.log")).unwrap();
-    log.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["user_id"] == user)
-        .map(|v| v["status"].as_u64().unwrap())
-        .collect()
+    access_log(stack).iter().filter(|v| v["user_id"] == user).map(|v| v["status"].as_u64().unwrap()).collect()
 }

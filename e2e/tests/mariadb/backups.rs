@@ -130,28 +130,21 @@ async fn the_archiver_purges_only_what_it_has_archived() {
     let (topology, stack) = super::stack_on_mariadb(5).await;
     let (_, token) = stack.shopper().await;
     let primary = topology.root_over_socket("a-primary").await;
-    let count =
-        |pool: sqlx::MySqlPool| async move { sqlx::query("SHOW BINARY LOGS").fetch_all(&pool).await.unwrap().len() };
     for _ in 0..3 {
         stack.order(&token).await;
         sqlx::query("FLUSH BINARY LOGS").execute(&primary).await.unwrap();
     }
-    let before = count(primary.clone()).await;
+    let before = binlogs(&primary).await.len();
     assert!(before >= 4, "{before} binlogs");
     // Retention 0: whatever is archived whole may go. Without the archiver nothing goes: the
     // primaries never expire their logs themselves.
     let retention = [("SHOP__BACKUP__BINLOG_RETENTION_HOURS", "0")];
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(count(primary.clone()).await, before, "binlogs went without the archiver");
-    let archived = ctl(&topology, &stack, &["backup", "archive", "--once"], &retention).ok();
-    let after = count(primary.clone()).await;
-    assert_eq!(after, 1, "only the file being written stays once the rest is archived: {archived}");
-    let archive = stack.config().backup.dir.join("binlogs/a");
-    let files: Vec<String> = std::fs::read_dir(&archive)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("mysql-bin."))
-        .collect();
+    assert_eq!(binlogs(&primary).await.len(), before, "binlogs went without the archiver");
+    let run = ctl(&topology, &stack, &["backup", "archive", "--once"], &retention).ok();
+    let after = binlogs(&primary).await.len();
+    assert_eq!(after, 1, "only the file being written stays once the rest is archived: {run}");
+    let files = archived(&stack);
     assert!(files.len() >= before, "the archive holds {files:?}, the primary had {before}");
     primary.close().await;
 }
